@@ -1,0 +1,5 @@
+"""``python -m visionops``."""
+
+from visionops.cli.app import main
+
+main()

@@ -1,0 +1,178 @@
+"""What every command shares: options, settings resolution, console, progress, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.syntax import Syntax
+
+from visionops.config import Settings, load_settings, settings_to_yaml
+from visionops.logs import configure_logging
+from visionops.progress import ProgressReporter, ProgressTask
+
+console = Console(stderr=True, highlight=False)
+"""Messages, logs and progress go to stderr; results (tables, JSON) go to stdout."""
+out = Console(highlight=False, soft_wrap=True)
+
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose", "-v", count=True, help="More detail; -vv for debug logs and tracebacks."
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and results.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML settings file, above visionops.yaml and below flags.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+Recipe = Annotated[
+    str | None,
+    typer.Option("--recipe", "-r", help="Start from a shipped recipe (`visionops recipes list`)."),
+]
+PrintConfig = Annotated[
+    bool, typer.Option("--print-config", help="Print the resolved settings and exit.")
+]
+Device = Annotated[
+    str | None,
+    typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N | mps (default: auto)."),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Setting overrides as key=value, e.g. train.epochs=5 model.name=resnet34.",
+        show_default=False,
+    ),
+]
+
+
+class _State:
+    verbose: int = 0
+
+
+STATE = _State()
+
+
+def setup(verbose: int = 0, quiet: bool = False) -> None:
+    """Configure console logging for one command invocation."""
+    STATE.verbose = max(STATE.verbose, verbose)
+    level = "WARNING" if quiet else ("DEBUG" if STATE.verbose >= 2 else "INFO")
+    configure_logging(lambda message: console.print(message.rstrip("\n"), markup=False), level)
+    STATE.quiet = quiet  # type: ignore[attr-defined]
+
+
+def split_args(args: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Split variadic arguments into positionals and ``key=value`` overrides."""
+    positionals: list[str] = []
+    overrides: list[str] = []
+    for item in args or []:
+        (overrides if "=" in item and not Path(item).exists() else positionals).append(item)
+    return positionals, overrides
+
+
+def resolve_settings(
+    *,
+    config_file: Path | None,
+    overrides: Sequence[str],
+    recipe: str | None = None,
+    print_config: bool = False,
+    **flags: Any,
+) -> Settings:
+    """Resolve settings for a command; with ``--print-config`` print them and exit 0.
+
+    Args:
+        config_file: ``--config`` value.
+        overrides: ``key=value`` strings.
+        recipe: ``--recipe`` value.
+        print_config: Whether ``--print-config`` was given.
+        **flags: Dotted setting keys with ``__`` for dots (``train__epochs=5``); None = unset.
+    """
+    dotted = {key.replace("__", "."): value for key, value in flags.items()}
+    settings = load_settings(
+        recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
+    )
+    if print_config:
+        out.print(Syntax(settings_to_yaml(settings), "yaml", background_color="default"))
+        raise typer.Exit(0)
+    return settings
+
+
+def print_json(payload: Any) -> None:
+    """Print JSON to stdout (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, amount: float = 1, **fields: Any) -> None:
+        info = "  ".join(
+            f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in fields.items()
+        )
+        if info:
+            self._progress.update(self._task, advance=amount, info=info)
+        else:
+            self._progress.update(self._task, advance=amount)
+
+    def close(self) -> None:
+        self._progress.stop_task(self._task)
+
+
+class RichProgress:
+    """A :class:`~visionops.progress.ProgressReporter` drawing rich bars on stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=not enabled,
+            transient=False,
+        )
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, description: str, total: float | None = None) -> ProgressTask:
+        """Start a bar."""
+        return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
+
+
+def progress() -> RichProgress:
+    """A rich progress reporter, disabled with ``--quiet`` or when stderr is not a terminal."""
+    return RichProgress(enabled=not getattr(STATE, "quiet", False))
+

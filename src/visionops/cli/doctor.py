@@ -1,0 +1,74 @@
+"""``visionops doctor``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    Device,
+    JsonOutput,
+    Quiet,
+    Verbose,
+    out,
+    print_json,
+    resolve_settings,
+    setup,
+)
+
+
+def _row(table: Table, name: str, value: Any, good: bool | None = None) -> None:
+    colour = "" if good is None else ("green" if good else "yellow")
+    table.add_row(name, f"[{colour}]{value}[/]" if colour else str(value))
+
+
+def doctor(
+    device: Device = None,
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Check this machine: versions, CUDA/MPS, the device `auto` picks and why, disk, W&B.
+
+    Example: visionops doctor --json
+    """
+    setup(verbose, quiet)
+    from visionops.doctor import collect_diagnostics
+
+    settings = resolve_settings(config_file=config, overrides=[], device=device)
+    report = collect_diagnostics(settings)
+    if json_output:
+        print_json(report)
+        return
+    table = Table(title="visionops doctor", show_header=False)
+    table.add_column("check", style="bold")
+    table.add_column("value")
+    _row(table, "visionops", report["visionops"])
+    _row(table, "python", f"{report['python']} on {report['platform']}")
+    for name, ver in report["packages"].items():
+        _row(table, name, ver or "not installed", ver is not None)
+    cuda = report["cuda"]
+    gpus = ", ".join(f"{d['name']} ({d['memory_gib']} GiB)" for d in cuda["devices"]) or "none"
+    _row(table, "CUDA", f"{cuda['available']} (build {cuda['version']}); GPUs: {gpus}")
+    _row(table, "Apple MPS", report["mps"])
+    _row(table, "ONNX Runtime providers", ", ".join(report["onnxruntime_providers"]))
+    auto = report["auto_device"]
+    _row(table, "device auto picks", f"{auto['device']} ({auto['precision']}): {auto['reason']}")
+    req = report["requested_device"]
+    if req["setting"] != "auto":
+        _row(table, f"device {req['setting']}", req.get("error") or req["device"], req["ok"])
+    disk = report["disk"]
+    _row(table, "free disk", f"{disk['free_gib']} GiB of {disk['total_gib']} GiB", disk["free_gib"] > 5)
+    wandb = report["wandb"]
+    _row(table, "W&B", f"mode={wandb['mode']} api_key_set={wandb['api_key_set']}")
+    _row(table, "kagglehub cache", report["kagglehub_cache"])
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``doctor``."""
+    app.command(rich_help_panel="Setup")(doctor)

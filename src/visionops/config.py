@@ -1,0 +1,417 @@
+"""Typed settings and how they are resolved.
+
+Layers, lowest to highest priority::
+
+    built-in defaults < recipe < ./visionops.yaml < --config FILE < flags and key=value overrides
+
+Every layer is a (partial) nested mapping with the same shape as :class:`Settings`. Unknown
+keys and wrong types are :class:`~visionops.errors.ConfigError` naming the dotted key and,
+for unknown keys, the closest valid one.
+
+Examples:
+    >>> settings = load_settings(overrides=["train.epochs=3", "model.name=resnet34"])
+    >>> settings.train.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from visionops.errors import ConfigError
+
+__all__ = [
+    "PROJECT_FILE",
+    "AugmentSettings",
+    "DataSettings",
+    "DemoSettings",
+    "DriftSettings",
+    "ExportSettings",
+    "ModelSettings",
+    "ResizePolicy",
+    "ServeSettings",
+    "Settings",
+    "Task",
+    "TrackingSettings",
+    "TrainSettings",
+    "available_recipes",
+    "load_recipe",
+    "load_settings",
+    "parse_overrides",
+    "settings_to_yaml",
+]
+
+Task = Literal["classification", "multilabel", "regression", "anomaly"]
+ResizePolicy = Literal["crop", "letterbox"]
+PROJECT_FILE = "visionops.yaml"
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DemoSettings(_Section):
+    """Size of the embedded synthetic datasets (``demo:<name>`` sources)."""
+
+    images_per_class: int = Field(80, ge=2, description="Images per class (or per item kind).")
+    image_size: int = Field(96, ge=32, le=1024, description="Side of generated images, pixels.")
+    seed: int = Field(0, description="Generator seed; same seed, same files.")
+
+
+class DataSettings(_Section):
+    """Where data lives and how it is prepared."""
+
+    source: str = Field("demo:shapes", description="What `data fetch` gets by default.")
+    raw_root: Path = Field(Path("data/raw"), description="Folder of fetched datasets.")
+    prepared_root: Path = Field(Path("data/prepared"), description="Folder of prepared ones.")
+    task: Task | None = Field(None, description="Force the task instead of inferring it.")
+    image_size: int = Field(64, ge=16, le=1024, description="Prepared image side, pixels.")
+    channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB.")
+    resize: ResizePolicy = Field("crop", description="crop: shorter side + centre crop; letterbox: pad.")
+    val_ratio: float = Field(0.15, ge=0.0, lt=1.0, description="Validation share when splitting.")
+    test_ratio: float = Field(0.15, ge=0.0, lt=1.0, description="Test share when splitting.")
+    seed: int = Field(0, description="Split seed.")
+    workers: int = Field(0, ge=0, description="Decode processes; 0 = one per core.")
+    max_image_pixels: int = Field(
+        64_000_000, ge=1, description="Images above this many pixels are rejected (bombs)."
+    )
+    max_archive_bytes: int = Field(
+        20 * 1024**3, ge=1, description="Cap on the total unpacked size of an archive."
+    )
+    camera: str = Field("A", description="Nutrition5k layout: which camera to take.")
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @field_validator("test_ratio")
+    @classmethod
+    def _ratios_leave_training_data(cls, test_ratio: float, info: Any) -> float:
+        val_ratio = info.data.get("val_ratio", 0.0)
+        if val_ratio + test_ratio >= 0.9:
+            raise ValueError(
+                f"val_ratio + test_ratio = {val_ratio + test_ratio:.2f} leaves too little to"
+                " train on; keep the sum below 0.9"
+            )
+        return test_ratio
+
+
+class AugmentSettings(_Section):
+    """Training-time augmentation, applied on uint8 tensor batches (never on val/test)."""
+
+    enabled: bool = True
+    hflip: float = Field(0.5, ge=0, le=1, description="Horizontal flip probability.")
+    vflip: float = Field(0.0, ge=0, le=1, description="Vertical flip probability.")
+    rotate_degrees: float = Field(0.0, ge=0, le=180, description="Random rotation range.")
+    crop_scale: float = Field(
+        0.8, gt=0, le=1, description="Smallest area share of a random resized crop; 1 = none."
+    )
+    color_jitter: float = Field(0.1, ge=0, le=1, description="Brightness/contrast/saturation.")
+
+
+class ModelSettings(_Section):
+    """Which network to build."""
+
+    name: str = Field("resnet18", description="A torchvision model name (`visionops models`).")
+    pretrained: bool = Field(False, description="Start from torchvision's default weights.")
+    freeze_backbone: bool = Field(False, description="Train only the new head.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
+
+
+class TrainSettings(_Section):
+    """The training engine."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(5.0, gt=0, description="Max gradient norm; null = off.")
+    accumulate: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    ema: bool = Field(False, description="Keep an exponential moving average of weights.")
+    ema_decay: float = Field(0.998, gt=0, lt=1)
+    patience: int | None = Field(None, ge=1, description="Early-stopping patience in epochs.")
+    amp: bool = Field(True, description="Mixed precision where the device supports it.")
+    channels_last: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+
+
+class TrackingSettings(_Section):
+    """Weights & Biases."""
+
+    mode: Literal["disabled", "offline", "online"] = "disabled"
+    project: str = "visionops"
+    entity: str | None = None
+
+
+class ExportSettings(_Section):
+    """ONNX export."""
+
+    opset: int = Field(18, ge=13)
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Pixel layout of the input.")
+    quantize: Literal["none", "int8"] = "none"
+    max_accuracy_drop: float = Field(0.01, ge=0, description="int8 refused above this drop.")
+    parity_atol: float = Field(1e-4, gt=0)
+    reference_samples: int = Field(512, ge=16, description="Training images in reference.npz.")
+
+
+class ServeSettings(_Section):
+    """The HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = cores.")
+    max_batch: int = Field(8, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    queue_size: int = Field(256, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    max_upload_mb: float = Field(10.0, gt=0)
+    api_key: str | None = None
+    allow_unverified: bool = False
+    log_images: bool = False
+    top_k: int = Field(5, ge=1)
+
+
+class DriftSettings(_Section):
+    """Drift detection."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the tests.")
+    window: int = Field(1000, ge=10, description="Most recent predictions compared.")
+
+
+class Settings(_Section):
+    """Every setting of visionops. Saved with each run as ``config.yaml``."""
+
+    recipe: str | None = Field(None, description="Recipe the settings start from.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    runs_root: Path = Field(Path("runs"), description="Folder of training runs.")
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("use auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel] | None]:
+    """Map every dotted key of ``model`` to its sub-model (or None for a leaf)."""
+    keys: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys[dotted] = annotation
+            keys.update(_valid_keys(annotation, dotted + "."))
+        else:
+            keys[dotted] = None
+    return keys
+
+
+_ALL_KEYS = _valid_keys(Settings)
+
+
+def _suggest(key: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    candidates = list(_ALL_KEYS)
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in candidates}
+        leaf_match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+        close = [by_leaf[leaf_match[0]]] if leaf_match else []
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+def _check_keys(layer: Mapping[str, Any], origin: str, prefix: str = "") -> None:
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if dotted not in _ALL_KEYS:
+            raise ConfigError(
+                f"unknown setting '{dotted}' in {origin}{_suggest(dotted)}"
+                " (see `visionops config show` for every key)"
+            )
+        if _ALL_KEYS[dotted] is not None and isinstance(value, Mapping):
+            _check_keys(value, origin, dotted + ".")
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist — check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{origin} is not valid YAML{where} — fix the syntax") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{origin} must hold a mapping of settings, not {type(content).__name__}")
+    return content
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are YAML scalars (``3``, ``true``, ``null``, ``[1,2]``).
+
+    Args:
+        overrides: Strings such as ``train.epochs=5``.
+
+    Returns:
+        A flat mapping of dotted keys to parsed values.
+
+    Raises:
+        ConfigError: An item has no ``=`` or an empty key.
+    """
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"override '{item}' is not key=value — write it like train.epochs=5"
+            )
+        try:
+            parsed[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            parsed[key] = raw
+    return parsed
+
+
+def available_recipes() -> dict[str, str]:
+    """Return the shipped recipes as ``{name: first comment line}``."""
+    recipes: dict[str, str] = {}
+    for entry in sorted(resources.files("visionops.recipes").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = entry.read_text(encoding="utf-8").splitlines()[0]
+            recipes[entry.name.removesuffix(".yaml")] = first.lstrip("# ").strip()
+    return recipes
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """Load a shipped recipe (or a YAML file path) as a settings layer.
+
+    Raises:
+        ConfigError: No recipe of that name.
+    """
+    path = Path(name)
+    if path.suffix in {".yaml", ".yml"} and path.is_file():
+        return _read_yaml(path, f"recipe {path}")
+    known = available_recipes()
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(
+            f"unknown recipe '{name}' — {hint}`visionops recipes list` shows them all"
+        )
+    text = resources.files("visionops.recipes").joinpath(f"{name}.yaml").read_text("utf-8")
+    layer = yaml.safe_load(text) or {}
+    layer["recipe"] = name
+    return dict(layer)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"setting '{key}'{shown}: {first['msg']} — fix it in your config or override"
+
+
+def load_settings(
+    *,
+    recipe: str | None = None,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Resolve settings from every layer.
+
+    Args:
+        recipe: Recipe name or YAML path; else the ``recipe`` key of a higher layer, if any.
+        config_file: A ``--config`` YAML file.
+        overrides: ``key=value`` strings from the command line.
+        flags: Dotted keys from command-line flags; ``None`` values mean "not given".
+        cwd: Folder searched for ``visionops.yaml`` (default: the current folder).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: Unknown key, wrong type, unreadable file or unknown recipe.
+    """
+    project_path = (cwd or Path.cwd()) / PROJECT_FILE
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if project_path.is_file():
+        layers.append((str(project_path), _read_yaml(project_path, str(project_path))))
+    if config_file is not None:
+        layers.append((str(config_file), _read_yaml(config_file, str(config_file))))
+    cli_layer = _nest(parse_overrides(overrides))
+    cli_layer = _deep_merge(
+        cli_layer, _nest({k: v for k, v in (flags or {}).items() if v is not None})
+    )
+    layers.append(("the command line", cli_layer))
+    for origin, layer in layers:
+        _check_keys(layer, origin)
+
+    recipe_name = recipe
+    for _, layer in layers:
+        recipe_name = layer.get("recipe", recipe_name) or recipe_name
+    merged: dict[str, Any] = {}
+    if recipe_name:
+        recipe_layer = load_recipe(recipe_name)
+        _check_keys(recipe_layer, f"recipe '{recipe_name}'")
+        merged = recipe_layer
+    for _, layer in layers:
+        merged = _deep_merge(merged, layer)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def settings_to_yaml(settings: Settings) -> str:
+    """Render settings as YAML, the same form ``--config`` reads back."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,100 @@
+"""The one exception tree of visionops.
+
+Every error a user can cause is one of these. Each message says what is wrong *and* what to
+do about it; the CLI prints it on one line and exits with the error's ``exit_code``.
+
+```
+VisionOpsError
+├── ConfigError                 unknown key, wrong type, bad override, bad recipe
+├── DeviceError                 asked for a device this machine does not have
+├── DataError
+│   ├── SourceError             a fetch source that cannot be reached or is unsafe
+│   ├── DatasetNotFoundError    no raw or prepared dataset where one was expected
+│   ├── LayoutError             a folder whose layout visionops cannot read
+│   └── ImageError              one image that cannot be decoded (serve: HTTP 422)
+├── ArtifactError               missing, foreign, corrupt or edited run/bundle artifacts
+├── TrainingError               a run that cannot start or diverged
+├── ExportError                 ONNX export, parity or quantisation failed
+└── ServeError                  the server cannot start (port in use, no bundle)
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ConfigError",
+    "DataError",
+    "DatasetNotFoundError",
+    "DeviceError",
+    "ExportError",
+    "ImageError",
+    "LayoutError",
+    "ServeError",
+    "SourceError",
+    "TrainingError",
+    "VisionOpsError",
+]
+
+
+class VisionOpsError(Exception):
+    """Base class: a problem the user can fix, with a message that says how.
+
+    Args:
+        message: What is wrong, then what to do about it.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(VisionOpsError):
+    """A setting, override, config file or recipe that is not valid."""
+
+    exit_code = 2
+
+
+class DeviceError(VisionOpsError):
+    """A device was requested that this machine cannot provide."""
+
+
+class DataError(VisionOpsError):
+    """A dataset problem: unreachable source, missing data, unreadable layout."""
+
+
+class SourceError(DataError):
+    """A fetch source that cannot be reached, is unsafe, or is malformed."""
+
+
+class DatasetNotFoundError(DataError):
+    """No raw or prepared dataset where one was expected."""
+
+
+class LayoutError(DataError):
+    """A folder or CSV whose layout visionops cannot read."""
+
+
+class ImageError(DataError):
+    """A single image that cannot be decoded or is too large."""
+
+
+class ArtifactError(VisionOpsError):
+    """A missing, foreign, corrupt or modified artifact (run, checkpoint, bundle)."""
+
+
+class TrainingError(VisionOpsError):
+    """A training run that cannot start, or that diverged."""
+
+
+class ExportError(VisionOpsError):
+    """ONNX export, parity verification or quantisation failed."""
+
+
+class ServeError(VisionOpsError):
+    """The server cannot start or cannot load its bundle."""

@@ -1,0 +1,261 @@
+"""Decode and resize images: the ONE pipeline shared by ``data preprocess`` and ``serve``.
+
+Training and serving call :func:`load_image` with the same parameters (read from the prepared
+dataset's manifest, then from the bundle), so they cannot disagree about orientation, colour
+conversion, resampling or cropping. This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from visionops.errors import ImageError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LETTERBOX_FILL",
+    "decode_image",
+    "image_statistics",
+    "load_image",
+    "resize_image",
+    "sniff_format",
+]
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+LETTERBOX_FILL = 114
+"""Grey level of letterbox padding (mid-grey, so padding carries no strong edge)."""
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+    (b"WEBP", 8, "webp"),
+    (b"P5", 0, "pnm"),
+    (b"P6", 0, "pnm"),
+    (b"P4", 0, "pnm"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the image format from its first bytes (magic numbers), or None if not an image.
+
+    Args:
+        head: At least the first 12 bytes of the file.
+
+    Returns:
+        ``"jpeg"``, ``"png"``, ``"gif"``, ``"bmp"``, ``"tiff"``, ``"webp"``, ``"pnm"`` or None.
+    """
+    for magic, offset, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if name == "webp" and head[:4] != b"RIFF":
+                continue
+            return name
+    return None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Bring 16-bit and 32-bit integer or float images to 8-bit by scaling, not clipping."""
+    array = np.asarray(image)
+    if image.mode == "F":
+        scaled = np.clip(array, 0.0, 1.0 if array.max() <= 1.0 else 255.0)
+        if scaled.max() <= 1.0:
+            scaled = scaled * 255.0
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    array = array.astype(np.int64)
+    peak = int(array.max()) if array.size else 0
+    if peak > 255:
+        array = array * 255 // (65535 if peak <= 65535 else peak)
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+
+
+def _convert(image: Image.Image, channels: Literal[1, 3]) -> Image.Image:
+    if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
+        image = _to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        # Transparent pixels become white, the background a viewer shows them on.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def decode_image(
+    source: Path | bytes,
+    *,
+    channels: Literal[1, 3] = 3,
+    max_pixels: int = 64_000_000,
+    draft_size: int | None = None,
+) -> Image.Image:
+    """Open an image fully: EXIF orientation applied, converted to L or RGB.
+
+    Handles grayscale, palette (with transparency), RGBA, CMYK and 16-bit inputs.
+
+    Args:
+        source: A file path or the file's bytes.
+        channels: 1 for grayscale ("L"), 3 for RGB.
+        max_pixels: Refuse images with more pixels than this (decompression bombs).
+        draft_size: If given, JPEGs are decoded at the smallest DCT scale that keeps both
+            sides at least this long (much faster for large photos).
+
+    Returns:
+        A loaded PIL image in mode "L" or "RGB".
+
+    Raises:
+        ImageError: The file is empty, not an image, truncated, corrupt or too large.
+    """
+    name = source.name if isinstance(source, Path) else "upload"
+    try:
+        if isinstance(source, Path):
+            if source.stat().st_size == 0:
+                raise ImageError(f"{name}: the file is empty (0 bytes)")
+            handle: io.BufferedIOBase | io.BytesIO = source.open("rb")
+        else:
+            if not source:
+                raise ImageError(f"{name}: the file is empty (0 bytes)")
+            handle = io.BytesIO(source)
+        with handle:
+            head = handle.read(16)
+            if sniff_format(head) is None:
+                raise ImageError(
+                    f"{name}: not an image (unknown file signature) — use JPEG, PNG, BMP,"
+                    " GIF, TIFF, WebP or PNM"
+                )
+            handle.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{name}: {width}x{height} is {width * height:,} pixels, above the"
+                        f" {max_pixels:,} limit (possible decompression bomb) — shrink it or"
+                        " raise data.max_image_pixels"
+                    )
+                if draft_size is not None and image.format == "JPEG":
+                    image.draft(image.mode, (draft_size, draft_size))
+                image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return _convert(image, channels)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: too many pixels (decompression bomb): {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: the image data cannot be decoded (corrupt file)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = "the file is truncated"
+        raise ImageError(f"{name}: cannot decode image: {reason}") from None
+
+
+def resize_image(
+    image: Image.Image, size: int, policy: Literal["crop", "letterbox"] = "crop"
+) -> NDArray[np.uint8]:
+    """Resize to a ``size`` x ``size`` square.
+
+    ``crop`` scales the shorter side to ``size`` and takes the centre square; ``letterbox``
+    scales the longer side to ``size`` and pads the rest with :data:`LETTERBOX_FILL`.
+    Bilinear resampling with antialiasing (Pillow's reducing filter) in both cases.
+
+    Args:
+        image: A decoded image in mode "L" or "RGB".
+        size: Output side in pixels.
+        policy: ``crop`` or ``letterbox``.
+
+    Returns:
+        A ``(size, size, C)`` uint8 array, C = 1 or 3.
+    """
+    width, height = image.size
+    if policy == "crop":
+        side = min(width, height)
+        left = (width - side) / 2
+        top = (height - side) / 2
+        out = image.resize(
+            (size, size),
+            Image.Resampling.BILINEAR,
+            box=(left, top, left + side, top + side),
+        )
+    else:
+        scale = size / max(width, height)
+        new_w = max(1, round(width * scale))
+        new_h = max(1, round(height * scale))
+        resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        fill: int | tuple[int, int, int] = (
+            LETTERBOX_FILL if image.mode == "L" else (LETTERBOX_FILL,) * 3
+        )
+        out = Image.new(image.mode, (size, size), fill)
+        out.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
+    array = np.asarray(out, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+def load_image(
+    source: Path | bytes,
+    *,
+    size: int,
+    channels: Literal[1, 3] = 3,
+    policy: Literal["crop", "letterbox"] = "crop",
+    max_pixels: int = 64_000_000,
+) -> NDArray[np.uint8]:
+    """Decode and resize one image exactly as visionops does everywhere.
+
+    Args:
+        source: A file path or the file's bytes.
+        size: Output side in pixels.
+        channels: 1 or 3.
+        policy: ``crop`` or ``letterbox`` (see :func:`resize_image`).
+        max_pixels: Decompression-bomb limit.
+
+    Returns:
+        A ``(size, size, channels)`` uint8 array.
+
+    Raises:
+        ImageError: The image cannot be decoded or is too large.
+
+    Examples:
+        >>> pixels = load_image(Path("cat.jpg"), size=224)  # doctest: +SKIP
+        >>> pixels.shape
+        (224, 224, 3)
+    """
+    image = decode_image(source, channels=channels, max_pixels=max_pixels, draft_size=size)
+    return resize_image(image, size, policy)
+
+
+def image_statistics(pixels: NDArray[np.uint8]) -> dict[str, float]:
+    """Summary statistics of one image used by drift detection (on the 0..1 scale).
+
+    Args:
+        pixels: A ``(H, W, C)`` uint8 array.
+
+    Returns:
+        ``mean``, ``std``, ``min``, ``max`` of all pixels, plus ``mean_c{i}`` per channel.
+    """
+    scaled = pixels.astype(np.float32) / 255.0
+    stats = {
+        "mean": float(scaled.mean()),
+        "std": float(scaled.std()),
+        "min": float(scaled.min()),
+        "max": float(scaled.max()),
+    }
+    for index in range(scaled.shape[-1]):
+        stats[f"mean_c{index}"] = float(scaled[..., index].mean())
+    return stats
