@@ -11,7 +11,9 @@ from visionops.cli._common import (
     ConfigFile,
     Device,
     JsonOutput,
+    PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
     out,
     print_json,
@@ -28,6 +30,8 @@ def _row(table: Table, name: str, value: Any, good: bool | None = None) -> None:
 def doctor(
     device: Device = None,
     config: ConfigFile = None,
+    recipe: Recipe = None,
+    print_config: PrintConfig = False,
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -39,7 +43,13 @@ def doctor(
     setup(verbose, quiet)
     from visionops.doctor import collect_diagnostics
 
-    settings = resolve_settings(config_file=config, overrides=[], device=device)
+    settings = resolve_settings(
+        config_file=config,
+        overrides=[],
+        recipe=recipe,
+        print_config=print_config,
+        device=device,
+    )
     report = collect_diagnostics(settings)
     if json_output:
         print_json(report)

@@ -1,0 +1,119 @@
+from pathlib import Path
+
+import pytest
+
+from visionops.config import (
+    available_recipes,
+    load_recipe,
+    load_settings,
+    parse_overrides,
+    settings_to_yaml,
+)
+from visionops.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_are_zero_config() -> None:
+    settings = load_settings()
+    assert settings.data.source == "demo:shapes"
+    assert settings.device == "auto"
+    assert settings.train.epochs >= 1
+
+
+def test_overrides_parse_yaml_scalars() -> None:
+    parsed = parse_overrides(["train.epochs=3", "train.grad_clip=null", "model.pretrained=true"])
+    assert parsed == {"train.epochs": 3, "train.grad_clip": None, "model.pretrained": True}
+
+
+def test_layers_resolve_in_documented_order(tmp_path: Path) -> None:
+    (tmp_path / "visionops.yaml").write_text("train:\n  epochs: 4\n  lr: 0.5\nmodel:\n  name: resnet34\n")
+    config = tmp_path / "extra.yaml"
+    config.write_text("train:\n  epochs: 6\n")
+    settings = load_settings(
+        recipe="fer2013",
+        config_file=config,
+        overrides=["train.batch_size=7"],
+        flags={"device": "cpu", "train.seed": None},
+    )
+    assert settings.data.channels == 1  # from the recipe
+    assert settings.model.name == "resnet34"  # visionops.yaml beats the recipe
+    assert settings.train.lr == 0.5
+    assert settings.train.epochs == 6  # --config beats visionops.yaml
+    assert settings.train.batch_size == 7  # key=value beats everything
+    assert settings.device == "cpu"
+    assert settings.train.seed == 0  # None flags mean "not given"
+    assert settings.recipe == "fer2013"
+
+
+def test_recipe_key_in_project_file_selects_recipe(tmp_path: Path) -> None:
+    (tmp_path / "visionops.yaml").write_text("recipe: nutrition5k\n")
+    settings = load_settings()
+    assert settings.model.freeze_backbone is True
+
+
+def test_unknown_key_suggests_closest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown setting 'train.epoch'.*did you mean 'train.epochs'"):
+        load_settings(overrides=["train.epoch=3"])
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "visionops.yaml").write_text("data:\n  imagesize: 32\n")
+    with pytest.raises(ConfigError, match=r"data.imagesize.*visionops.yaml.*data.image_size"):
+        load_settings()
+
+
+def test_wrong_type_names_key_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"setting 'train.epochs' \(got 'many'\)"):
+        load_settings(overrides=["train.epochs=many"])
+
+
+def test_bad_device_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="device"):
+        load_settings(flags={"device": "gpu"})
+
+
+def test_ratios_must_leave_training_data() -> None:
+    with pytest.raises(ConfigError, match="too little to train"):
+        load_settings(overrides=["data.val_ratio=0.5", "data.test_ratio=0.45"])
+
+
+def test_override_without_equals() -> None:
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_invalid_yaml_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(config_file=bad)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_file=tmp_path / "nope.yaml")
+
+
+def test_unknown_recipe_suggests() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'fer2013'"):
+        load_recipe("fer2012")
+
+
+def test_every_shipped_recipe_is_valid() -> None:
+    recipes = available_recipes()
+    assert {"demo-shapes", "fruits-vegetables", "movie-posters", "nutrition5k", "fer2013"} <= set(
+        recipes
+    )
+    for name in recipes:
+        assert load_settings(recipe=name).recipe == name
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    settings = load_settings(overrides=["train.epochs=9", "model.name=mobilenet_v3_small"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(settings_to_yaml(settings))
+    assert load_settings(config_file=saved) == settings
