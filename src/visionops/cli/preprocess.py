@@ -1,0 +1,260 @@
+"""``visionops data preprocess`` and ``visionops data info``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    JsonOutput,
+    PrintConfig,
+    Quiet,
+    Verbose,
+    console,
+    out,
+    print_json,
+    progress,
+    resolve_settings,
+    setup,
+    split_args,
+)
+
+if TYPE_CHECKING:
+    from visionops.config import Settings
+    from visionops.data.prepare import PrepareResult
+
+Args = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="The dataset folder, then setting overrides as key=value (e.g. data.seed=1).",
+        show_default=False,
+    ),
+]
+_SPLITS = ("train", "val", "test")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working folder when it is inside it (for copy-paste)."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def _default_raw(settings: Settings) -> Path:
+    """The raw folder of the configured source (``demo:shapes`` → ``data/raw/shapes``)."""
+    name = settings.data.source.split(":", 1)[-1].rstrip("/").split("/")[-1]
+    return settings.data.raw_root / Path(name).stem
+
+
+def _names(values: list[str] | None, units: list[str] | None = None, limit: int = 8) -> str:
+    if not values:
+        return "-"
+    units = units or [""] * len(values)
+    shown = [f"{v} ({u})" if u else v for v, u in zip(values, units, strict=True)]
+    more = f", … (+{len(values) - limit})" if len(values) > limit else ""
+    return f"{len(values)}: " + ", ".join(shown[:limit]) + more
+
+
+def _render_summary(result: PrepareResult) -> None:
+    manifest = result.manifest
+    counts = manifest["counts"]
+    table = Table(title=f"prepared dataset {manifest['name']}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("folder", _shown(result.path))
+    table.add_row("task", str(manifest["task"]))
+    if manifest.get("target_names"):
+        table.add_row("targets", _names(manifest["target_names"], manifest.get("target_units")))
+    else:
+        table.add_row("classes", _names(manifest.get("class_names")))
+    table.add_row(
+        "images",
+        "  ".join(f"{split} {counts[split]}" for split in _SPLITS)
+        + ("  (splits from the source)" if manifest.get("splits_from_source") else ""),
+    )
+    table.add_row(
+        "stored as",
+        f"{manifest['image_size']}×{manifest['image_size']}×{manifest['channels']} uint8,"
+        f" resize {manifest['resize']}",
+    )
+    rejected = f"{counts['rejected']}"
+    if result.rejected_by_reason:
+        top = list(result.rejected_by_reason.items())[:3]
+        rejected += " (" + ", ".join(f"{n} {kind}" for kind, n in top) + "; see rejected.csv)"
+    table.add_row("rejected", rejected)
+    table.add_row("duplicates across splits", str(counts["duplicates_across_splits"]))
+    if not result.skipped:
+        table.add_row("speed", f"{result.images_per_s:.0f} images/s ({result.seconds:.1f} s)")
+    out.print(table)
+
+
+def preprocess(
+    args: Args = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="classification | multilabel | regression | anomaly (default: inferred)."
+        ),
+    ] = None,
+    channels: Annotated[
+        int | None, typer.Option("--channels", help="3 = RGB, 1 = grayscale (default 3).")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Side of the stored square images (default 64).")
+    ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option("--resize", help="crop (centre square) or letterbox (pad); default crop."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo it even if an identical one exists.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", help="Decoding processes; 0 = one per core.")
+    ] = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Decode a raw dataset once into data/prepared/<name>: uint8 arrays, splits, manifest.
+
+    Layouts: class folders (optionally in train/val/test), a labelling CSV, MVTec AD, Nutrition5k.
+
+    Bad files are skipped and listed in rejected.csv. Same inputs again: nothing to do.
+
+    Example: visionops data preprocess data/raw/shapes --size 64
+    """
+    setup(verbose, quiet)
+    positionals, overrides = split_args(args)
+    if len(positionals) > 1:
+        raise typer.BadParameter(
+            f"give one raw folder, not {len(positionals)}: {' '.join(positionals)}"
+        )
+    settings = resolve_settings(
+        config_file=config,
+        overrides=overrides,
+        print_config=print_config,
+        data__task=task,
+        data__channels=channels,
+        data__image_size=size,
+        data__resize=resize,
+        data__workers=workers,
+    )
+    from visionops.data.prepare import prepare_dataset
+
+    raw = Path(positionals[0]) if positionals else _default_raw(settings)
+    with progress() as reporter:
+        result = prepare_dataset(raw, settings, force=force, progress=reporter)
+    _render_summary(result)
+    console.print(f"next: [bold]visionops train {_shown(result.path)}[/]")
+
+
+def _balance_table(balance: dict[str, dict[str, int]]) -> Table | None:
+    splits = [split for split in balance if balance[split]]
+    if not splits:
+        return None
+    table = Table(title="class balance")
+    table.add_column("class", style="bold")
+    names: list[str] = []
+    for split in splits:
+        table.add_column(split, justify="right")
+        names.extend(name for name in balance[split] if name not in names)
+    for name in names:
+        table.add_row(name, *(str(balance[split].get(name, 0)) for split in splits))
+    return table
+
+
+def _render_info(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['kind']} dataset {report['path']}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    if report["kind"] == "prepared":
+        manifest = report["manifest"]
+        for key in ("name", "task", "image_size", "channels", "resize", "splits_from_source"):
+            table.add_row(key, str(manifest.get(key)))
+        if manifest.get("target_names"):
+            table.add_row("targets", _names(manifest["target_names"], manifest.get("target_units")))
+            table.add_row("target mean", str(manifest.get("target_mean")))
+            table.add_row("target std", str(manifest.get("target_std")))
+        else:
+            table.add_row("classes", _names(manifest.get("class_names"), limit=50))
+        table.add_row("counts", ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
+        table.add_row("pixel mean", str(manifest.get("mean")))
+        table.add_row("pixel std", str(manifest.get("std")))
+        source = manifest.get("source") or {}
+        table.add_row("source", f"{source.get('source')} ({source.get('file_count')} files)")
+        table.add_row("fingerprint", str(manifest.get("fingerprint")))
+        table.add_row("created", str(manifest.get("created_at")))
+    else:
+        table.add_row("layout", report["layout"])
+        table.add_row("task", f"{report['task']} (possible: {', '.join(report['tasks'])})")
+        table.add_row("images", str(report["images"]))
+        table.add_row("splits", ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
+        if report.get("target_names"):
+            table.add_row("targets", _names(report["target_names"]))
+        else:
+            table.add_row("classes", _names(report.get("class_names"), limit=50))
+        for note in report["notes"]:
+            table.add_row("note", note)
+        table.add_row("prepared", report.get("prepared") or "not yet")
+    out.print(table)
+    balance = _balance_table(report.get("class_balance") or {})
+    if balance is not None:
+        out.print(balance)
+    rejected = report.get("rejected") or {}
+    if rejected:
+        reasons = Table(title="rejected files")
+        reasons.add_column("reason", style="bold")
+        reasons.add_column("files", justify="right")
+        for kind, count in rejected.items():
+            reasons.add_row(kind, str(count))
+        out.print(reasons)
+    else:
+        out.print("rejected files: none")
+
+
+def info(
+    args: Args = None,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Describe a prepared or raw dataset: manifest, class balance per split, rejected files.
+
+    Without a folder, describes the newest dataset under data/prepared.
+
+    Example: visionops data info data/prepared/shapes --json
+    """
+    setup(verbose, quiet)
+    positionals, overrides = split_args(args)
+    if len(positionals) > 1:
+        raise typer.BadParameter(f"give one folder, not {len(positionals)}")
+    settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
+    from visionops.data.prepare import dataset_info
+    from visionops.data.prepared import find_prepared
+    from visionops.errors import DatasetNotFoundError
+
+    if positionals:
+        path = Path(positionals[0])
+    else:
+        newest = find_prepared(settings)
+        if newest is None:
+            raise DatasetNotFoundError(
+                f"no prepared dataset in {settings.data.prepared_root} — run `visionops data"
+                " preprocess data/raw/<name>` (after `visionops data fetch`), or pass a folder"
+            )
+        path = newest
+    report = dataset_info(path, settings)
+    if json_output:
+        print_json(report)
+    else:
+        _render_info(report)
