@@ -15,6 +15,7 @@ from visionops import __version__
 from visionops.cli import config as config_cli
 from visionops.cli import data as data_cli
 from visionops.cli import doctor as doctor_cli
+from visionops.cli import evaluate as evaluate_cli
 from visionops.cli import export as export_cli
 from visionops.cli import quickstart as quickstart_cli
 from visionops.cli import serve as serve_cli
@@ -64,6 +65,7 @@ for module in (
     quickstart_cli,
     data_cli,
     train_cli,
+    evaluate_cli,
     export_cli,
     serve_cli,
     config_cli,

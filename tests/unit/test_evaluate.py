@@ -1,0 +1,366 @@
+"""Evaluation: metrics with known answers, and ``evaluate_run`` on hand-made runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from visionops.config import Settings
+from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
+from visionops.evaluate import (
+    classification_metrics,
+    evaluate_run,
+    expected_calibration_error,
+    multilabel_metrics,
+    regression_metrics,
+    task_plots,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _one_hot(indices: list[int], num_classes: int, confidence: float = 0.9) -> np.ndarray:
+    rest = (1 - confidence) / (num_classes - 1)
+    probabilities = np.full((len(indices), num_classes), rest)
+    probabilities[np.arange(len(indices)), indices] = confidence
+    return probabilities
+
+
+# ----------------------------------------------------------------------- metric functions
+
+
+def test_perfect_classifier_scores_one_with_a_diagonal_confusion_matrix() -> None:
+    targets = np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
+    scored = classification_metrics(_one_hot(list(targets), 6, 1.0), targets, list("abcdef"))
+    assert scored.metrics["accuracy"] == 1.0
+    assert scored.metrics["f1_macro"] == 1.0
+    assert scored.metrics["top5_accuracy"] == 1.0
+    assert scored.metrics["ece"] == pytest.approx(0.0)
+    counts = np.array(scored.extra["confusion_matrix"]["counts"])
+    assert np.array_equal(counts, np.diag([2] * 6))
+    assert np.array_equal(np.array(scored.extra["confusion_matrix"]["normalized"]), np.eye(6))
+    assert [row["class"] for row in scored.rows] == list("abcdef")
+    assert all(row["f1"] == 1.0 and row["support"] == 2 for row in scored.rows)
+
+
+def test_classification_known_mistakes() -> None:
+    targets = np.array([0, 0, 1, 1, 2, 2])
+    probabilities = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.3, 0.6, 0.1],  # wrong, but the truth is second
+            [0.15, 0.8, 0.05],
+            [0.2, 0.7, 0.1],
+            [0.1, 0.2, 0.7],
+            [0.6, 0.3, 0.1],  # wrong, and the truth is last
+        ]
+    )
+    scored = classification_metrics(probabilities, targets, ["cat", "dog", "fox"])
+    assert scored.metrics["accuracy"] == pytest.approx(4 / 6)
+    assert scored.metrics["top2_accuracy"] == pytest.approx(5 / 6)  # 3 classes: top-(K-1)
+    counts = scored.extra["confusion_matrix"]["counts"]
+    assert counts == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    dog = scored.rows[1]
+    assert dog["precision"] == pytest.approx(2 / 3)
+    assert dog["recall"] == 1.0
+    assert dog["predicted"] == 3
+    assert "top5_accuracy" not in scored.metrics
+    assert scored.metrics["log_loss"] == pytest.approx(
+        -np.mean(np.log([0.7, 0.3, 0.8, 0.7, 0.7, 0.1]))
+    )
+
+
+def test_two_classes_have_no_top_k() -> None:
+    scored = classification_metrics(_one_hot([0, 1], 2), np.array([0, 1]), ["no", "yes"])
+    assert not any(name.startswith("top") for name in scored.metrics)
+
+
+def test_expected_calibration_error_known_values() -> None:
+    ece, bins = expected_calibration_error([0.95] * 10, [1] * 8 + [0] * 2, n_bins=15)
+    assert ece == pytest.approx(0.15)
+    assert sum(bins["count"]) == 10
+    assert bins["count"][14] == 10
+    assert bins["accuracy"][14] == pytest.approx(0.8)
+    # Two bins: (0.2, 0.6] holds 0.3 (wrong); (0.6, 1.0] holds 0.9 (right) with n_bins=2.
+    ece, _ = expected_calibration_error([0.3, 0.9], [0, 1], n_bins=2)
+    assert ece == pytest.approx((0.3 + 0.1) / 2)
+
+
+def test_multilabel_known_answers() -> None:
+    targets = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
+    # Constant scores: AP equals the share of positives; thresholds decide F1.
+    probabilities = np.tile([0.8, 0.3, 0.6], (4, 1))
+    scored = multilabel_metrics(probabilities, targets, ["a", "b", "c"], [0.5, 0.5, 0.7])
+    a, b, c = scored.rows
+    assert a["ap"] == pytest.approx(0.5)
+    assert b["ap"] == pytest.approx(0.5)
+    assert c["ap"] is None  # no positives: undefined, left out of mAP
+    assert scored.metrics["map"] == pytest.approx(0.5)
+    assert (a["precision"], a["recall"]) == (0.5, 1.0)
+    assert a["f1"] == pytest.approx(2 / 3)
+    assert b["f1"] == 0.0
+    # TP = 2 (label a), FP = 2 (label a), FN = 2 (label b).
+    assert scored.metrics["f1_micro"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 2))
+    assert scored.extra["labels_without_positives"] == ["c"]
+    assert [row["threshold"] for row in scored.rows] == [0.5, 0.5, 0.7]
+
+
+def test_multilabel_threshold_count_must_match() -> None:
+    with pytest.raises(ArtifactError, match="2 thresholds for 3 labels"):
+        multilabel_metrics(np.zeros((2, 3)), np.zeros((2, 3)), ["a", "b", "c"], [0.5, 0.5])
+
+
+def test_regression_known_answers() -> None:
+    truth = np.array([[1.0, 0.0], [2.0, 2.0], [3.0, 4.0], [4.0, 4.0]])
+    exact = regression_metrics(truth, truth, ["x", "y"], ["kcal", "g"])
+    assert exact.metrics["r2"] == 1.0
+    assert exact.metrics["mae"] == 0.0
+    guess = np.array([[2.5, 1.0], [2.5, 3.0], [2.5, 5.0], [2.5, 5.0]])
+    scored = regression_metrics(guess, truth, ["x", "y"], ["kcal", "g"])
+    x, y = scored.rows
+    assert x["r2"] == pytest.approx(0.0)  # predicting the mean
+    assert x["mae"] == pytest.approx(1.0)
+    assert x["rmse"] == pytest.approx(np.sqrt(1.25))
+    assert x["unit"] == "kcal"
+    assert y["mae"] == pytest.approx(1.0)
+    # MAPE leaves out the zero: |3-2|/2, |5-4|/4, |5-4|/4.
+    assert y["mape_n"] == 3
+    assert y["mape"] == pytest.approx((0.5 + 0.25 + 0.25) / 3)
+
+
+def test_output_count_mismatch_is_an_artifact_error() -> None:
+    with pytest.raises(ArtifactError, match="3 outputs but the run names 2 classes"):
+        classification_metrics(np.full((2, 3), 1 / 3), np.array([0, 1]), ["a", "b"])
+
+
+def test_task_plots_are_pngs() -> None:
+    targets = np.array([0, 1, 2, 0])
+    probabilities = _one_hot([0, 1, 1, 0], 3)
+    scored = classification_metrics(probabilities, targets, ["a", "b", "c"])
+    plots = task_plots("classification", scored, probabilities, targets.astype(float), "abc")
+    assert [plot.filename for plot in plots] == ["confusion_matrix.png", "reliability_diagram.png"]
+    assert all(plot.png.startswith(PNG_MAGIC) and plot.caption for plot in plots)
+    values = np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 5.0]])
+    reg = regression_metrics(values, values, ["energy (kcal)", "mass"], ["kcal", "g"])
+    plots = task_plots("regression", reg, values, values, ["energy (kcal)", "mass"], ["kcal", "g"])
+    assert [plot.filename for plot in plots] == ["scatter_energy_kcal.png", "scatter_mass.png"]
+
+
+# ----------------------------------------------------------------------- evaluate_run
+
+
+def _settings(project: Path) -> Settings:
+    return Settings(runs_root=project / "runs", device="cpu")
+
+
+def _head_bias(run_dir: Path) -> np.ndarray:
+    """The hand-made model's constant raw output: its head bias (its head weights are 0)."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert not checkpoint["model"]["head.weight"].any()
+    return checkpoint["model"]["head.bias"].numpy().astype(np.float64)
+
+
+def _copy_run(source: Path, project: Path, run: str, dataset: str | None) -> Path:
+    """Copy one hand-made run (and its dataset) into a fresh project folder."""
+    shutil.copytree(
+        source / "runs" / run, project / "runs" / run, ignore=shutil.ignore_patterns("eval")
+    )
+    if dataset is not None:
+        shutil.copytree(
+            source / "data" / "prepared" / dataset, project / "data" / "prepared" / dataset
+        )
+    return project / "runs" / run
+
+
+def test_classification_run_end_to_end(handmade_runs: Path) -> None:
+    result = evaluate_run(_settings(handmade_runs), None)  # runs/latest
+    assert result.run_dir.name == "colours-run"
+    assert (result.split, result.n, result.task) == ("test", 16, "classification")
+    assert result.metrics["accuracy"] == 1.0
+    assert result.metrics["top3_accuracy"] == 1.0
+    assert result.warnings == []
+    saved = json.loads((result.eval_dir / "metrics.json").read_text())
+    assert saved["kind"] == "visionops.eval"
+    assert (saved["split"], saved["n"]) == ("test", 16)
+    assert saved["metrics"]["accuracy"] == 1.0
+    assert saved["confusion_matrix"]["counts"] == np.diag([4] * 4).tolist()
+    assert (saved["checkpoint"]["which"], saved["checkpoint"]["epoch"]) == ("best", 2)
+    assert saved["dataset"]["fingerprint_matches"] is True
+    assert [row["class"] for row in saved["per_class"]] == ["red", "green", "blue", "yellow"]
+    for name in ("confusion_matrix.png", "reliability_diagram.png", "report.html"):
+        assert (result.eval_dir / name).is_file()
+    with np.load(result.eval_dir / "predictions.npz") as predictions:
+        labels = np.load(handmade_runs / "data" / "prepared" / "colours" / "targets.npy")
+        splits = np.load(handmade_runs / "data" / "prepared" / "colours" / "splits.npy")
+        assert np.array_equal(predictions["indices"], np.flatnonzero(splits == 2))
+        assert np.array_equal(predictions["targets"], labels[splits == 2])
+        assert np.allclose(predictions["outputs"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_classification_matches_an_independent_forward_pass(handmade_runs: Path) -> None:
+    """Normalisation, ordering and softmax agree with running the model by hand."""
+    from visionops.runs import load_trained_model
+
+    run_dir = handmade_runs / "runs" / "colours-run"
+    result = evaluate_run(_settings(handmade_runs), run_dir, split="val", checkpoint="last")
+    assert result.payload["checkpoint"]["epoch"] == 3
+    model, manifest = load_trained_model(run_dir, "last")
+    prepared = handmade_runs / "data" / "prepared" / "colours"
+    splits = np.load(prepared / "splits.npy")
+    images = np.load(prepared / "images.npy")[splits == 1]
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(manifest["normalization"]["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(manifest["normalization"]["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        expected = torch.softmax(model((pixels - mean) / std)[0], dim=1).numpy()
+    with np.load(result.eval_dir / "predictions.npz") as predictions:
+        assert np.allclose(predictions["outputs"], expected, atol=1e-5)
+
+
+def test_multilabel_run_uses_the_tuned_thresholds(handmade_runs: Path) -> None:
+    result = evaluate_run(_settings(handmade_runs), "tags-run")
+    probabilities = 1 / (1 + np.exp(-_head_bias(result.run_dir)))
+    thresholds = json.loads((result.run_dir / "run.json").read_text())["thresholds"]
+    predicted = probabilities >= thresholds
+    assert predicted[0]
+    assert not predicted[1:].any()
+    targets = np.load(handmade_runs / "data" / "prepared" / "tags" / "targets.npy")
+    splits = np.load(handmade_runs / "data" / "prepared" / "tags" / "splits.npy")
+    truth = targets[splits == 2]
+    prevalence = truth.mean(axis=0)
+    rows = result.rows
+    assert [row["threshold"] for row in rows] == thresholds
+    assert rows[0]["recall"] == 1.0
+    assert rows[0]["f1"] == pytest.approx(2 * prevalence[0] / (1 + prevalence[0]))
+    assert all(row["f1"] == 0.0 for row in rows[1:])
+    for row, share in zip(rows, prevalence, strict=True):
+        assert row["ap"] == pytest.approx(share)  # constant scores: AP = prevalence
+    positives = truth.sum(axis=0)
+    tp, fp, fn = positives[0], len(truth) - positives[0], positives[1:].sum()
+    assert result.metrics["f1_micro"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    with np.load(result.eval_dir / "predictions.npz") as predictions:
+        assert np.allclose(predictions["outputs"], probabilities, atol=1e-6)
+    assert (result.eval_dir / "per_label_scores.png").is_file()
+
+
+def test_regression_run_is_scored_in_original_units(handmade_runs: Path) -> None:
+    result = evaluate_run(_settings(handmade_runs), "dishes-run")
+    manifest = json.loads((result.run_dir / "run.json").read_text())
+    expected = (
+        _head_bias(result.run_dir) * manifest["target_std"] + manifest["target_mean"]
+    )  # [220 kcal, 40 g]
+    targets = np.load(handmade_runs / "data" / "prepared" / "dishes" / "targets.npy")
+    splits = np.load(handmade_runs / "data" / "prepared" / "dishes" / "splits.npy")
+    truth = targets[splits == 2].astype(np.float64)
+    with np.load(result.eval_dir / "predictions.npz") as predictions:
+        assert np.allclose(predictions["outputs"], expected, atol=1e-4)
+    energy, mass = result.rows
+    assert (energy["target"], energy["unit"], mass["unit"]) == ("energy", "kcal", "g")
+    assert energy["mae"] == pytest.approx(np.abs(truth[:, 0] - expected[0]).mean(), rel=1e-5)
+    residual = ((truth[:, 1] - expected[1]) ** 2).sum()
+    spread = ((truth[:, 1] - truth[:, 1].mean()) ** 2).sum()
+    assert mass["r2"] == pytest.approx(1 - residual / spread, rel=1e-5)
+    assert mass["mape_n"] == len(truth) - 1  # the zero mass is left out
+    assert result.metrics["r2"] == pytest.approx((energy["r2"] + mass["r2"]) / 2)
+    assert {"scatter_energy.png", "scatter_mass.png"} <= {
+        path.name for path in result.eval_dir.iterdir()
+    }
+
+
+def test_unknown_split_and_checkpoint_are_config_errors(handmade_runs: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown split 'holdout'.*train, val, test"):
+        evaluate_run(_settings(handmade_runs), "tags-run", split="holdout")
+    with pytest.raises(ConfigError, match="use best or last"):
+        evaluate_run(_settings(handmade_runs), "tags-run", checkpoint="final")
+
+
+def test_no_run_names_visionops_train(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="visionops train"):
+        evaluate_run(_settings(tmp_path), None)
+
+
+def test_missing_dataset_names_preprocess(handmade_runs: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "tags-run", dataset=None)
+    with pytest.raises(DatasetNotFoundError, match="visionops data preprocess"):
+        evaluate_run(_settings(tmp_path), run_dir)
+    assert not (run_dir / "eval").exists()
+
+
+def test_changed_dataset_warns_or_fails_with_strict(handmade_runs: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
+    manifest_path = tmp_path / "data" / "prepared" / "dishes" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["fingerprint"] = "f" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"changed since run dishes-run.*--strict"):
+        evaluate_run(_settings(tmp_path), run_dir, strict=True)
+    assert not (run_dir / "eval").exists()
+    result = evaluate_run(_settings(tmp_path), run_dir)
+    assert any("changed since" in note for note in result.warnings)
+    saved = json.loads(result.metrics_path.read_text())
+    assert saved["dataset"]["fingerprint_matches"] is False
+    assert saved["warnings"] == result.warnings
+    assert "CHANGED since training" in result.report_path.read_text()
+
+
+def test_no_test_items_falls_back_to_val(handmade_runs: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "tags-run", "tags")
+    prepared = tmp_path / "data" / "prepared" / "tags"
+    splits = np.load(prepared / "splits.npy")
+    splits[splits == 2] = 0
+    np.save(prepared / "splits.npy", splits)
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest["counts"].update(train=int((splits == 0).sum()), test=0)
+    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    result = evaluate_run(_settings(tmp_path), run_dir)
+    assert result.split == "val"
+    assert result.n == int((splits == 1).sum())
+    assert any("no test items" in note for note in result.warnings)
+    assert result.payload["requested_split"] == "test"
+
+
+def test_corrupt_checkpoint_keeps_the_previous_evaluation(
+    handmade_runs: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
+    first = evaluate_run(_settings(tmp_path), run_dir)
+    before = first.metrics_path.read_bytes()
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"\x00" * 512)
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        evaluate_run(_settings(tmp_path), run_dir)
+    assert first.metrics_path.read_bytes() == before
+    assert sorted(path.name for path in run_dir.iterdir()) == ["checkpoints", "eval", "run.json"]
+
+
+def test_rerun_replaces_the_eval_folder(handmade_runs: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
+    evaluate_run(_settings(tmp_path), run_dir)
+    (run_dir / "eval" / "stale.png").write_bytes(b"old")
+    result = evaluate_run(_settings(tmp_path), run_dir, split="train")
+    assert not (run_dir / "eval" / "stale.png").exists()
+    assert json.loads(result.metrics_path.read_text())["split"] == "train"
+
+
+def test_anomaly_runs_are_refused(handmade_runs: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["task"] = "anomaly"
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="anomaly run; `visionops eval` scores"):
+        evaluate_run(_settings(tmp_path), run_dir)
+
+
+def test_dataset_with_other_classes_is_refused(handmade_runs: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(handmade_runs, tmp_path, "tags-run", "tags")
+    manifest_path = tmp_path / "data" / "prepared" / "tags" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["class_names"][0] = "lion"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"predicts 12 outputs \(cat, .*now has 12 \(lion"):
+        evaluate_run(_settings(tmp_path), run_dir)
+    assert not (run_dir / "eval").exists()
