@@ -153,7 +153,8 @@ def load_bundle(path: Path, *, verify: bool = True, allow_unverified: bool = Fal
             file_path = path / name
             if not file_path.is_file():
                 raise ArtifactError(
-                    f"bundle file {file_path} is missing — re-export with `visionops export --force`"
+                    f"bundle file {file_path} is missing"
+                    " — re-export with `visionops export --force`"
                 )
             if file_sha256(file_path) != expected:
                 raise ArtifactError(

@@ -77,7 +77,9 @@ class DataSettings(_Section):
     task: Task | None = Field(None, description="Force the task instead of inferring it.")
     image_size: int = Field(64, ge=16, le=1024, description="Prepared image side, pixels.")
     channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB.")
-    resize: ResizePolicy = Field("crop", description="crop: shorter side + centre crop; letterbox: pad.")
+    resize: ResizePolicy = Field(
+        "crop", description="crop: shorter side + centre crop; letterbox: pad."
+    )
     val_ratio: float = Field(0.15, ge=0.0, lt=1.0, description="Validation share when splitting.")
     test_ratio: float = Field(0.15, ge=0.0, lt=1.0, description="Test share when splitting.")
     seed: int = Field(0, description="Split seed.")
@@ -181,6 +183,9 @@ class ServeSettings(_Section):
     allow_unverified: bool = False
     log_images: bool = False
     top_k: int = Field(5, ge=1)
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="Model run: auto = the int8 model when export kept one, else fp32."
+    )
 
 
 class DriftSettings(_Section):
@@ -309,9 +314,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(
-                f"override '{item}' is not key=value — write it like train.epochs=5"
-            )
+            raise ConfigError(f"override '{item}' is not key=value — write it like train.epochs=5")
         try:
             parsed[key] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -14,6 +14,7 @@ VisionOpsError
 │   └── ImageError              one image that cannot be decoded (serve: HTTP 422)
 ├── ArtifactError               missing, foreign, corrupt or edited run/bundle artifacts
 ├── TrainingError               a run that cannot start or diverged
+├── TrackingError               Weights & Biases cannot start, or a sweep cannot be created
 ├── ExportError                 ONNX export, parity or quantisation failed
 └── ServeError                  the server cannot start (port in use, no bundle)
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "LayoutError",
     "ServeError",
     "SourceError",
+    "TrackingError",
     "TrainingError",
     "VisionOpsError",
 ]
@@ -94,6 +96,10 @@ class TrainingError(VisionOpsError):
 
 class ExportError(VisionOpsError):
     """ONNX export, parity verification or quantisation failed."""
+
+
+class TrackingError(VisionOpsError):
+    """Experiment tracking (Weights & Biases) cannot start, or a sweep cannot be created."""
 
 
 class ServeError(VisionOpsError):

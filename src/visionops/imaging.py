@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -124,7 +124,7 @@ def decode_image(
         if isinstance(source, Path):
             if source.stat().st_size == 0:
                 raise ImageError(f"{name}: the file is empty (0 bytes)")
-            handle: io.BufferedIOBase | io.BytesIO = source.open("rb")
+            handle: IO[bytes] = source.open("rb")
         else:
             if not source:
                 raise ImageError(f"{name}: the file is empty (0 bytes)")
@@ -139,18 +139,18 @@ def decode_image(
             handle.seek(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(handle)
-                width, height = image.size
+                opened = Image.open(handle)
+                width, height = opened.size
                 if width * height > max_pixels:
                     raise ImageError(
                         f"{name}: {width}x{height} is {width * height:,} pixels, above the"
                         f" {max_pixels:,} limit (possible decompression bomb) — shrink it or"
                         " raise data.max_image_pixels"
                     )
-                if draft_size is not None and image.format == "JPEG":
-                    image.draft(image.mode, (draft_size, draft_size))
-                image.load()
-            image = ImageOps.exif_transpose(image) or image
+                if draft_size is not None and opened.format == "JPEG":
+                    opened.draft(opened.mode, (draft_size, draft_size))
+                opened.load()
+            image: Image.Image = ImageOps.exif_transpose(opened) or opened
             return _convert(image, channels)
     except ImageError:
         raise

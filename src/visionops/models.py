@@ -31,6 +31,7 @@ __all__ = [
     "VisionModel",
     "build_model",
     "check_model_name",
+    "describe_backbones",
     "list_backbones",
     "pretrained_normalization",
 ]
@@ -58,6 +59,40 @@ def list_backbones() -> list[str]:
     """Names accepted by ``model.name``: torchvision classifiers that work at any input size."""
     names = torchvision.models.list_models(module=torchvision.models)
     return sorted(name for name in names if name.startswith(_SUPPORTED_PREFIXES))
+
+
+def describe_backbones() -> list[dict[str, Any]]:
+    """Every backbone with facts from torchvision's weights metadata (nothing is built).
+
+    Returns:
+        One dict per name: ``name``, ``params_m`` (millions, with the ImageNet head),
+        ``gflops`` (at 224 px), ``imagenet_top1`` and ``weights`` (the default weights' name,
+        what ``--pretrained`` downloads).
+    """
+    described: list[dict[str, Any]] = []
+    for name in list_backbones():
+        entry: dict[str, Any] = {
+            "name": name,
+            "params_m": None,
+            "gflops": None,
+            "imagenet_top1": None,
+            "weights": None,
+        }
+        try:
+            weights = torchvision.models.get_model_weights(name).DEFAULT
+        except (ValueError, KeyError, AttributeError):
+            described.append(entry)
+            continue
+        meta = weights.meta
+        metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
+        entry.update(
+            params_m=round(meta["num_params"] / 1e6, 2) if "num_params" in meta else None,
+            gflops=meta.get("_ops"),
+            imagenet_top1=metrics.get("acc@1"),
+            weights=f"{type(weights).__name__}.{weights.name}",
+        )
+        described.append(entry)
+    return described
 
 
 def check_model_name(name: str) -> None:
@@ -104,9 +139,7 @@ def _replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
 
 def _adapt_first_conv(network: nn.Module, channels: int) -> None:
     """Make the first convolution accept ``channels`` inputs (pretrained RGB weights summed)."""
-    name, conv = next(
-        (n, m) for n, m in network.named_modules() if isinstance(m, nn.Conv2d)
-    )
+    name, conv = next((n, m) for n, m in network.named_modules() if isinstance(m, nn.Conv2d))
     if conv.in_channels == channels:
         return
     new = nn.Conv2d(
@@ -179,9 +212,9 @@ def build_model(
     """
     check_model_name(name)
     network = _load_network(name, pretrained)
-    linear_name, linear = [
-        (n, m) for n, m in network.named_modules() if isinstance(m, nn.Linear)
-    ][-1]
+    linear_name, linear = [(n, m) for n, m in network.named_modules() if isinstance(m, nn.Linear)][
+        -1
+    ]
     _replace_module(network, linear_name, nn.Identity())
     _adapt_first_conv(network, channels)
     return VisionModel(network, linear.in_features, num_outputs, dropout)

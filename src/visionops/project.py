@@ -67,9 +67,7 @@ def init_project(folder: Path, recipe: str, *, force: bool = False) -> list[Path
     targets = [folder / PROJECT_FILE, folder / "dvc.yaml"]
     existing = [path for path in targets if path.exists()]
     if existing and not force:
-        raise ConfigError(
-            f"{existing[0]} already exists — pass --force to overwrite it"
-        )
+        raise ConfigError(f"{existing[0]} already exists — pass --force to overwrite it")
     header = (
         f"# visionops settings, started from recipe '{recipe}'.\n"
         "# Layers: defaults < recipe < this file < --config FILE < flags and key=value.\n"

@@ -46,8 +46,10 @@ def next_run_name(runs_root: Path) -> str:
 
 
 def update_latest(runs_root: Path, run_dir: Path) -> None:
-    """Point ``runs_root/latest`` at ``run_dir`` (a relative symlink; a text file where
-    symlinks are not allowed)."""
+    """Point ``runs_root/latest`` at ``run_dir``.
+
+    A relative symlink; a text file holding the name where symlinks are not allowed.
+    """
     link = runs_root / "latest"
     tmp = runs_root / f".latest.{os.getpid()}.tmp"
     try:
@@ -138,7 +140,8 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
             f"{path} holds objects a safe load refuses ({first[:120]}) — it is not a visionops"
             " checkpoint; retrain or point to the right file"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    # Garbage bytes make the weights-only unpickler fail in many ways (IndexError, KeyError...).
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, LookupError) as exc:
         raise ArtifactError(
             f"{path} is corrupt or truncated ({type(exc).__name__}) — use the other checkpoint"
             " (best.pt/last.pt) or retrain"

@@ -30,7 +30,9 @@ def test_overrides_parse_yaml_scalars() -> None:
 
 
 def test_layers_resolve_in_documented_order(tmp_path: Path) -> None:
-    (tmp_path / "visionops.yaml").write_text("train:\n  epochs: 4\n  lr: 0.5\nmodel:\n  name: resnet34\n")
+    (tmp_path / "visionops.yaml").write_text(
+        "train:\n  epochs: 4\n  lr: 0.5\nmodel:\n  name: resnet34\n"
+    )
     config = tmp_path / "extra.yaml"
     config.write_text("train:\n  epochs: 6\n")
     settings = load_settings(
@@ -56,7 +58,9 @@ def test_recipe_key_in_project_file_selects_recipe(tmp_path: Path) -> None:
 
 
 def test_unknown_key_suggests_closest() -> None:
-    with pytest.raises(ConfigError, match=r"unknown setting 'train.epoch'.*did you mean 'train.epochs'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown setting 'train.epoch'.*did you mean 'train.epochs'"
+    ):
         load_settings(overrides=["train.epoch=3"])
 
 

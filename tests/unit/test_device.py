@@ -22,7 +22,7 @@ def test_auto_says_why() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("spec", ["cuda", "cuda:1"])
 def test_cuda_without_gpu_is_an_error_not_a_fallback(spec: str) -> None:
-    with pytest.raises(DeviceError, match="no usable CUDA GPU.*--device cpu"):
+    with pytest.raises(DeviceError, match=r"no usable CUDA GPU.*--device cpu"):
         resolve_device(spec)
 
 

@@ -10,8 +10,15 @@ from visionops.models import build_model, list_backbones, pretrained_normalizati
 
 def test_required_backbones_are_listed() -> None:
     names = set(list_backbones())
-    required = {"resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
-                "efficientnet_b0", "convnext_tiny"}
+    required = {
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+        "convnext_tiny",
+    }
     assert required <= names
     assert not any(name.startswith(("vit", "swin", "inception", "googlenet")) for name in names)
 
@@ -26,7 +33,9 @@ def test_outputs_and_embedding(name: str, dim: int, channels: int) -> None:
 
 
 def test_unknown_model_suggests_close_names() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'resnet19'.*'resnet18'.*visionops models"):
+    with pytest.raises(
+        ConfigError, match=r"unknown model 'resnet19'.*'resnet18'.*visionops models"
+    ):
         build_model("resnet19", num_outputs=2)
 
 

@@ -69,7 +69,9 @@ class _Exploit:
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
-    torch.save({"format": "visionops.checkpoint", "payload": _Exploit()}, path, pickle_module=pickle)
+    torch.save(
+        {"format": "visionops.checkpoint", "payload": _Exploit()}, path, pickle_module=pickle
+    )
     with pytest.raises(ArtifactError, match="safe load refuses"):
         load_checkpoint(path)
     assert not Path("/tmp/visionops-pwned").exists()
@@ -78,7 +80,7 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 def test_corrupt_and_foreign_checkpoints(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(os.urandom(2048))
-    with pytest.raises(ArtifactError, match="corrupt or truncated|safe load refuses"):
+    with pytest.raises(ArtifactError, match=r"corrupt or truncated|safe load refuses"):
         load_checkpoint(corrupt)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)

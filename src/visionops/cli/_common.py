@@ -24,7 +24,7 @@ from rich.syntax import Syntax
 
 from visionops.config import Settings, load_settings, settings_to_yaml
 from visionops.logs import configure_logging
-from visionops.progress import ProgressReporter, ProgressTask
+from visionops.progress import ProgressTask
 
 console = Console(stderr=True, highlight=False)
 """Messages, logs and progress go to stderr; results (tables, JSON) go to stdout."""
@@ -175,4 +175,3 @@ class RichProgress:
 def progress() -> RichProgress:
     """A rich progress reporter, disabled with ``--quiet`` or when stderr is not a terminal."""
     return RichProgress(enabled=not getattr(STATE, "quiet", False))
-

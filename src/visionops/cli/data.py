@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-data_app = typer.Typer(
-    help="Get datasets and prepare them for training.", no_args_is_help=True
-)
+data_app = typer.Typer(help="Get datasets and prepare them for training.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

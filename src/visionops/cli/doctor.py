@@ -72,7 +72,8 @@ def doctor(
     if req["setting"] != "auto":
         _row(table, f"device {req['setting']}", req.get("error") or req["device"], req["ok"])
     disk = report["disk"]
-    _row(table, "free disk", f"{disk['free_gib']} GiB of {disk['total_gib']} GiB", disk["free_gib"] > 5)
+    free = f"{disk['free_gib']} GiB of {disk['total_gib']} GiB"
+    _row(table, "free disk", free, disk["free_gib"] > 5)
     wandb = report["wandb"]
     _row(table, "W&B", f"mode={wandb['mode']} api_key_set={wandb['api_key_set']}")
     _row(table, "kagglehub cache", report["kagglehub_cache"])

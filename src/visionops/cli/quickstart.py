@@ -1,9 +1,98 @@
-"""CLI commands of this stage (filled in by the stage's issue)."""
+"""``visionops quickstart``: every stage on an embedded demo, in one command."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    Device,
+    Overrides,
+    PrintConfig,
+    Quiet,
+    Verbose,
+    console,
+    out,
+    progress,
+    resolve_settings,
+    setup,
+)
+
+_RECIPES = {
+    "classification": "demo-shapes",
+    "multilabel": "demo-multilabel",
+    "regression": "demo-regression",
+}
+
+
+def quickstart(
+    overrides: Overrides = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Which demo: classification (shapes), multilabel or regression (plates).",
+        ),
+    ] = "classification",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", "-e", help="Training epochs (default: recipe's).")
+    ] = None,
+    device: Device = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Run fetch → preprocess → train → eval → export → serve check on an embedded demo.
+
+    Everything lands in the current folder (data/, runs/). The serve check posts raw test
+    images to the real server and proves its answers match the exported model's on the
+    training-time arrays: no train/serve skew.
+
+    Example: visionops quickstart --task multilabel --epochs 5
+    """
+    setup(verbose, quiet)
+    if task not in _RECIPES:
+        from visionops.errors import ConfigError
+
+        raise ConfigError(f"--task {task}: choose one of {', '.join(_RECIPES)}")
+    from visionops.quickstart import StageReport, run_quickstart
+
+    settings = resolve_settings(
+        config_file=config,
+        overrides=overrides or [],
+        recipe=_RECIPES[task],
+        print_config=print_config,
+        device=device,
+        train__epochs=epochs,
+    )
+
+    def show(stage: StageReport) -> None:
+        console.print(
+            f"[green]✓[/] [bold]{stage.stage}[/] ({stage.seconds:.1f} s): {stage.summary}"
+        )
+
+    chosen: Literal["classification", "multilabel", "regression"] = task  # type: ignore[assignment]
+    with progress() as reporter:
+        result = run_quickstart(settings, task=chosen, progress=reporter, on_stage=show)
+    table = Table(title="quickstart", show_lines=False)
+    table.add_column("stage", style="bold")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    table.add_column("artifact")
+    for stage in result.stages:
+        table.add_row(stage.stage, f"{stage.seconds:.1f}", stage.summary, str(stage.artifact))
+    out.print(table)
+    out.print(
+        f"\nReport: {result.report}\nNext: visionops serve {result.run_dir}  "
+        "(then open http://127.0.0.1:8000/)"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``quickstart``."""
+    app.command(rich_help_panel="Start here")(quickstart)
