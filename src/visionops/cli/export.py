@@ -1,9 +1,256 @@
-"""CLI commands of this stage (filled in by the stage's issue)."""
+"""``visionops export`` (a run → a verified ONNX bundle) and ``visionops benchmark``."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    JsonOutput,
+    PrintConfig,
+    Quiet,
+    Verbose,
+    console,
+    out,
+    print_json,
+    progress,
+    resolve_settings,
+    setup,
+    split_args,
+)
+
+if TYPE_CHECKING:
+    from visionops.benchmarking import BenchmarkResult
+    from visionops.export import ExportResult
+
+RunArgs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="RUN (a run folder or name; default runs/latest), then key=value overrides"
+        " (e.g. export.opset=17).",
+        show_default=False,
+    ),
+]
+
+
+def _one_run(args: list[str] | None) -> tuple[str | None, list[str]]:
+    positionals, overrides = split_args(args)
+    if len(positionals) > 1:
+        raise typer.BadParameter(
+            f"one RUN at most, got {len(positionals)}: {' '.join(positionals)}", param_hint="RUN"
+        )
+    return (positionals[0] if positionals else None), overrides
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GB"
+
+
+def _metric(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "—"
+
+
+def _export_table(result: ExportResult) -> Table:
+    manifest, parity = result.manifest, result.parity
+    table = Table(title=f"bundle {result.bundle_dir}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    spec = manifest["input"]
+    table.add_row("task", f"{manifest['task']} · {manifest['model_version']}")
+    table.add_row(
+        "input",
+        f"{spec['name']} uint8 {spec['layout']} (batch, {spec['size']}px, {spec['channels']} ch),"
+        f" resize {spec['resize']}",
+    )
+    table.add_row("outputs", f"{manifest['outputs']['main']}, {manifest['outputs']['embedding']}")
+    bounds = parity.get("bound") or {}
+    diffs = ", ".join(
+        f"{name} {value:.1e} (≤ {bounds.get(name, parity['atol']):.1e})"
+        for name, value in parity["max_abs_diff"].items()
+    )
+    agreement = parity.get("top1_agreement")
+    metric = parity["metric"]
+    table.add_row(
+        "parity",
+        f"[green]passed[/] on {parity['images']} {parity['split']} images: max |diff| {diffs}"
+        + (f", top-1 agreement {agreement:.2%}" if agreement is not None else "")
+        + f", {metric['name']} {_metric(metric['pytorch'])} → {_metric(metric['onnxruntime'])}",
+    )
+    split = manifest.get("metrics_split") or {}
+    shown = {k: v for k, v in manifest["metrics"].items() if "/" not in k}
+    table.add_row(
+        f"metrics ({split.get('split', '?')}, ONNX)",
+        ", ".join(f"{name} {_metric(value)}" for name, value in shown.items()),
+    )
+    quantized = result.quantized
+    if quantized is not None:
+        verdict = "[green]accepted[/]" if quantized["accepted"] else "[yellow]refused[/]"
+        detail = (
+            f"{quantized['metric']} {_metric(quantized['fp32'])} → {_metric(quantized['int8'])}"
+            f" on {quantized['split']} (drop {_metric(quantized['drop'])}, tolerance"
+            f" {quantized['tolerance']:g}), {quantized['speedup']}x faster at batch 1"
+            if "fp32" in quantized
+            else "quantisation failed (see below)"
+        )
+        table.add_row("int8", f"{verdict}: {detail}")
+    for name, digest in manifest["files"].items():
+        path = result.bundle_dir / name
+        table.add_row(name, f"{_size(path.stat().st_size)}  sha256 {digest[:12]}…")
+    return table
+
+
+def export(
+    args: RunArgs = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an existing bundle.")
+    ] = False,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize",
+            help="int8: also write a static int8 (QDQ) model, kept only if the metric drops by"
+            " at most export.max_accuracy_drop; none: fp32 only (default: export.quantize).",
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option("--layout", help="Input pixel layout of the graph: NCHW | NHWC."),
+    ] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset version.")] = None,
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", help="Which checkpoint: best | last.")
+    ] = "best",
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Export a trained run to a self-describing ONNX bundle, verified against PyTorch.
+
+    Writes runs/<name>/bundle/: model.onnx (uint8 pixels in, normalisation and the task's
+    post-processing inside, named outputs and an embedding), visionops.json (metadata and
+    checksums), parity.json (ONNX Runtime vs PyTorch on validation images; the export fails
+    without a pass) and reference.npz (the drift baseline). With --quantize int8 it adds
+    model.int8.onnx when the accuracy cost is within tolerance.
+
+    Example: visionops export runs/run-001 --quantize int8
+    """
+    setup(verbose, quiet)
+    run, overrides = _one_run(args)
+    settings = resolve_settings(
+        config_file=config,
+        overrides=overrides,
+        print_config=print_config,
+        export__quantize=quantize,
+        export__layout=layout,
+        export__opset=opset,
+    )
+    from visionops.export import export_run
+
+    with progress() as reporter:
+        result = export_run(settings, run, force=force, checkpoint=checkpoint, progress=reporter)
+    if json_output:
+        print_json(
+            {
+                "bundle": str(result.bundle_dir),
+                "manifest": result.manifest,
+                "parity": result.parity,
+                "warnings": result.warnings,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+        return
+    out.print(_export_table(result))
+    if result.quantized is not None and not result.quantized["accepted"]:
+        console.print(f"[yellow]int8 not kept:[/] {result.quantized['reason']}")
+    console.print(f"serve it with: visionops serve {result.bundle_dir.parent}")
+
+
+_ENGINE_LABELS = {
+    "pytorch eager": "PyTorch eager",
+    "onnxruntime fp32": "ORT fp32",
+    "onnxruntime int8": "ORT int8",
+}
+
+
+def _benchmark_table(result: BenchmarkResult) -> Table:
+    table = Table(
+        title=f"{result.run} · {result.task} · CPU, {result.threads} threads",
+        caption=f"latency at batch 1 · {result.metric} on {result.images} {result.split} images"
+        " · speed-up = PyTorch p50 / engine p50",
+    )
+    table.add_column("engine", style="bold", no_wrap=True)
+    table.add_column("p50 ms", justify="right", no_wrap=True)
+    table.add_column("p95 ms", justify="right", no_wrap=True)
+    for size in result.engines[0].throughput if result.engines else ():
+        table.add_column(f"img/s @{size}", justify="right")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column(result.metric, justify="right", no_wrap=True)
+    table.add_column("speed-up", justify="right", no_wrap=True)
+    for row in result.engines:
+        speedup = result.speedup(row.engine, "pytorch eager")
+        table.add_row(
+            _ENGINE_LABELS.get(row.engine, row.engine),
+            f"{row.p50_ms:.2f}",
+            f"{row.p95_ms:.2f}",
+            *(f"{value:.0f}" for value in row.throughput.values()),
+            _size(row.size_bytes),
+            _metric(row.metric),
+            f"{speedup:.2f}x" if speedup else "—",
+        )
+    return table
+
+
+def benchmark(
+    args: RunArgs = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="CPU threads for every engine (default: all cores)."),
+    ] = None,
+    seconds: Annotated[
+        float,
+        typer.Option("--seconds", min=0.05, help="Time spent on each measurement."),
+    ] = 2.0,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Compare PyTorch eager, ONNX Runtime fp32 and ONNX Runtime int8 on the CPU for a run.
+
+    Needs the run's bundle (`visionops export`). Reports p50/p95 latency at batch 1,
+    throughput at batch 8 and 32, file size and the metric on the test split; every engine
+    uses the same threads and is warmed up before timing.
+
+    Example: visionops benchmark runs/run-001 --threads 4
+    """
+    setup(verbose, quiet)
+    run, overrides = _one_run(args)
+    settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
+    from visionops.benchmarking import benchmark_run
+
+    with progress() as reporter:
+        result = benchmark_run(
+            settings, run, threads=threads, min_seconds=seconds, progress=reporter
+        )
+    if json_output:
+        print_json(result.to_json())
+        return
+    out.print(_benchmark_table(result))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``export`` and ``benchmark``."""
+    app.command(rich_help_panel="Lifecycle")(export)
+    app.command(rich_help_panel="Lifecycle")(benchmark)
