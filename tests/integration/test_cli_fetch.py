@@ -1,0 +1,113 @@
+"""`visionops data fetch` driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from visionops.cli.app import app
+
+runner = CliRunner()
+SMALL = ["data.demo.images_per_class=4", "data.demo.image_size=32"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "visionops", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_fetch_demo_then_noop_then_force(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "fetch", "demo:shapes", *SMALL])
+    assert result.exit_code == 0, result.output
+    raw = tmp_path / "data" / "raw" / "shapes"
+    info = json.loads((raw / "source.json").read_text())
+    assert info["source"] == "demo:shapes"
+    assert info["file_count"] == 32
+    assert "data/raw/shapes: 32 files" in result.stdout
+    assert f"fingerprint {info['fingerprint'][:12]}" in result.stdout
+    assert "visionops data preprocess data/raw/shapes" in result.output
+    assert len(list((raw / "train" / "circle").glob("*.jpg"))) == 2
+
+    again = runner.invoke(app, ["data", "fetch", "demo:shapes", *SMALL])
+    assert again.exit_code == 0
+    assert "nothing to do" in again.output
+    assert json.loads((raw / "source.json").read_text()) == info
+
+    (raw / "train" / "circle" / "circle_00000.jpg").unlink()
+    forced = runner.invoke(app, ["data", "fetch", "demo:shapes", "--force", *SMALL])
+    assert forced.exit_code == 0
+    assert "nothing to do" not in forced.output
+    assert (raw / "train" / "circle" / "circle_00000.jpg").is_file()
+
+
+def test_default_source_and_name_option(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "fetch", "--name", "my-demo", *SMALL])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "data/raw/my-demo/source.json").read_text())
+    assert info["source"] == "demo:shapes"  # data.source's default
+    assert info["name"] == "my-demo"
+
+
+def test_overrides_from_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "data:\n  raw_root: elsewhere\n  demo:\n    images_per_class: 2\n    image_size: 32\n"
+    )
+    result = runner.invoke(app, ["data", "fetch", "demo:anomaly", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere/anomaly/carpet/ground_truth/hole").is_dir()
+
+
+def test_print_config_writes_nothing(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "fetch", "demo:shapes", "--print-config", *SMALL])
+    assert result.exit_code == 0
+    assert "images_per_class: 4" in result.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_fetch_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "faces"
+    (folder / "train" / "happy").mkdir(parents=True)
+    (folder / "train" / "happy" / "1.jpg").write_bytes(b"\xff\xd8\xff")
+    result = runner.invoke(app, ["data", "fetch", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data/raw/faces/train/happy/1.jpg").is_file()
+    assert "1 files" in result.stdout
+
+
+def test_unknown_source_exits_1_with_one_line() -> None:
+    result = _cli("data", "fetch", "demo:shape")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "error: unknown demo 'demo:shape' — did you mean 'demo:shapes'?" in lines[0]
+
+
+def test_unsafe_zip_exits_1_and_leaves_nothing(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as bundle:
+        bundle.writestr("images/ok.jpg", b"ok")
+        bundle.writestr("../escaped.txt", b"gotcha")
+    result = _cli("data", "fetch", "evil.zip")
+    assert result.returncode == 1
+    assert "archive evil.zip is unsafe" in result.stderr
+    assert not (tmp_path / "escaped.txt").exists()
+    raw_root = tmp_path / "data" / "raw"
+    assert not raw_root.exists() or not any(raw_root.iterdir())
+
+
+def test_two_sources_are_a_usage_error() -> None:
+    result = runner.invoke(app, ["data", "fetch", "demo:shapes", "demo:anomaly"])
+    assert result.exit_code == 2
+    assert "one SOURCE at a time" in result.output
