@@ -1,9 +1,385 @@
-"""CLI commands of this stage (filled in by the stage's issue)."""
+"""``visionops train``, ``visionops models`` and ``visionops sweep``."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    Device,
+    JsonOutput,
+    PrintConfig,
+    Quiet,
+    Recipe,
+    Verbose,
+    console,
+    out,
+    print_json,
+    progress,
+    resolve_settings,
+    setup,
+    split_args,
+)
+
+if TYPE_CHECKING:
+    from visionops.train import TrainResult
+
+Args = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help=(
+            "DATASET (a prepared or raw folder, a prepared name, or a source such as"
+            " demo:multilabel; default: visionops.yaml's data.source, else the newest"
+            " prepared dataset, else demo:shapes), then key=value overrides."
+        ),
+        show_default=False,
+    ),
+]
+_EXIT_INTERRUPTED = 130
+
+
+def _forwarded_args(
+    positionals: list[str],
+    overrides: list[str],
+    flags: dict[str, Any],
+    *,
+    config: Path | None,
+    recipe: str | None,
+    name: str | None,
+    exist_ok: bool,
+    resume: str | None,
+    verbose: int,
+    quiet: bool,
+) -> list[str]:
+    """The same ``visionops train`` invocation, every flag spelled as ``key=value``."""
+    forwarded = [*positionals, *overrides]
+    for key, value in flags.items():
+        if value is not None:
+            forwarded.append(f"{key.replace('__', '.')}={value}")
+    if config is not None:
+        forwarded += ["--config", str(config)]
+    if recipe is not None:
+        forwarded += ["--recipe", recipe]
+    if name is not None:
+        forwarded += ["--name", name]
+    if exist_ok:
+        forwarded.append("--exist-ok")
+    if resume is not None:
+        forwarded += ["--resume", resume]
+    forwarded += ["-v"] * verbose + (["-q"] if quiet else [])
+    return forwarded
+
+
+def _metrics_table(result: TrainResult) -> Table:
+    metrics = result.metrics
+    splits = [split for split in ("val", "test") if isinstance(metrics.get(split), dict)]
+    title = (
+        f"{result.name} · {result.task} · best epoch {result.best_epoch}"
+        f" of {result.epochs_completed}"
+    )
+    table = Table(title=title)
+    table.add_column("metric", style="bold")
+    for split in splits:
+        table.add_column(split, justify="right")
+    names = [key for key in metrics.get("val", {}) if "/" not in key]
+    for key in names:
+        cells = []
+        for split in splits:
+            value = metrics[split].get(key)
+            cells.append(f"{value:.4f}" if isinstance(value, float) else "-")
+        label = f"{key} (monitored)" if key == result.monitor else key
+        table.add_row(label, *cells)
+    return table
+
+
+def _render(result: TrainResult, json_output: bool) -> None:
+    from dataclasses import asdict
+
+    if json_output:
+        print_json(asdict(result))
+        return
+    if result.status == "interrupted":
+        console.print(
+            f"[yellow]interrupted[/] after epoch {result.epochs_completed}/{result.epochs};"
+            f" continue with:\n  {result.resume_command}"
+        )
+        return
+    out.print(_metrics_table(result))
+    stopped = "  (stopped early)" if result.stopped_early else ""
+    console.print(
+        f"run {result.run_dir} · {result.device} {result.precision} ·"
+        f" {result.seconds:.0f} s · {result.images_per_s:.0f} img/s{stopped}"
+    )
+    console.print(f"next:\n  visionops eval {result.run_dir}\n  visionops export {result.run_dir}")
+
+
+def train(
+    args: Args = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", "-e", min=1, help="Epochs (train.epochs).")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", "-b", min=1, help="Images per batch per process."),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Backbone (`visionops models` lists them)."),
+    ] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--pretrained/--no-pretrained",
+            help="Start from torchvision's ImageNet weights (downloaded once).",
+            show_default=False,
+        ),
+    ] = None,
+    freeze_backbone: Annotated[
+        bool | None,
+        typer.Option("--freeze-backbone", help="Train only the new head.", show_default=False),
+    ] = None,
+    device: Device = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="classification | multilabel | regression (must fit the data)."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic",
+            help="Deterministic algorithms (slower; same numbers every time).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Run folder name (default run-NNN).")
+    ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace an existing run of that --name.")
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Continue RUN (a run folder or name) from last.pt."),
+    ] = None,
+    resume_latest: Annotated[
+        bool, typer.Option("--resume-latest", help="Continue runs/latest from last.pt.")
+    ] = False,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Log to Weights & Biases (tracking.mode=online).")
+    ] = False,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc-per-node",
+            min=1,
+            help="Data-parallel processes on this machine (one per GPU), via torchrun.",
+        ),
+    ] = None,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+    recipe: Recipe = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train a model on a prepared dataset and write runs/<name>/.
+
+    With no DATASET it trains on visionops.yaml's dataset, the newest prepared dataset, or
+    the embedded demo:shapes (fetched and prepared on the fly). Ctrl-C keeps the last
+    finished epoch and prints the command that resumes it.
+
+    Example: visionops train data/prepared/shapes --epochs 20 --model resnet34 train.lr=0.001
+    """
+    from visionops.distributed import in_torchrun
+
+    rank = int(os.environ.get("RANK", "0")) if in_torchrun() else 0
+    setup(verbose, quiet or rank != 0)
+    positionals, overrides = split_args(args)
+    if len(positionals) > 1:
+        raise typer.BadParameter(
+            f"one DATASET at most, got {len(positionals)}: {' '.join(positionals)}",
+            param_hint="DATASET",
+        )
+    if resume is not None and resume_latest:
+        raise typer.BadParameter("use --resume RUN or --resume-latest, not both")
+    flags: dict[str, Any] = {
+        "train__epochs": epochs,
+        "train__batch_size": batch_size,
+        "train__lr": lr,
+        "model__name": model,
+        "model__pretrained": pretrained,
+        "model__freeze_backbone": freeze_backbone,
+        "device": device,
+        "data__task": task,
+        "train__seed": seed,
+        "train__deterministic": deterministic,
+        "tracking__mode": "online" if wandb else None,
+    }
+    resume_target = resume if resume is not None else ("latest" if resume_latest else None)
+    if nproc_per_node is not None and nproc_per_node > 1 and not in_torchrun():
+        from visionops.distributed import relaunch
+
+        # Validate here, once, before starting N processes.
+        resolve_settings(
+            config_file=config,
+            overrides=overrides,
+            recipe=recipe,
+            print_config=print_config,
+            **flags,
+        )
+        forwarded = _forwarded_args(
+            positionals,
+            overrides,
+            flags,
+            config=config,
+            recipe=recipe,
+            name=name,
+            exist_ok=exist_ok,
+            resume=resume_target,
+            verbose=verbose,
+            quiet=quiet,
+        )
+        code = relaunch(nproc_per_node, forwarded)
+        raise typer.Exit(code)
+
+    config_file = config
+    if resume_target is not None and config is None:
+        from visionops.runs import resolve_run
+
+        # The run's own settings, under this command's flags and overrides.
+        base = resolve_settings(config_file=None, overrides=overrides, recipe=recipe, **flags)
+        config_file = resolve_run(resume_target, base.runs_root) / "config.yaml"
+    settings = resolve_settings(
+        config_file=config_file,
+        overrides=overrides,
+        recipe=recipe,
+        print_config=print_config,
+        **flags,
+    )
+    from visionops.train import train as train_run
+
+    with progress() as reporter:
+        result = train_run(
+            settings,
+            positionals[0] if positionals else None,
+            name=name,
+            exist_ok=exist_ok,
+            resume=resume_target,
+            progress=reporter,
+        )
+    if result.rank != 0:
+        return
+    _render(result, json_output)
+    if result.status == "interrupted":
+        raise typer.Exit(_EXIT_INTERRUPTED)
+
+
+def models(
+    json_output: JsonOutput = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """List the backbones `--model` accepts, with size and ImageNet facts.
+
+    Parameters include torchvision's 1000-class ImageNet head, which training replaces.
+
+    Example: visionops models --json
+    """
+    setup(verbose, quiet)
+    from visionops.models import describe_backbones
+
+    rows = describe_backbones()
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} backbones (model.name)")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("params (M)", justify="right")
+    table.add_column("GFLOPs @224", justify="right")
+    table.add_column("ImageNet top-1", justify="right")
+    table.add_column("--pretrained weights", overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            f"{row['params_m']:.1f}" if row["params_m"] is not None else "-",
+            f"{row['gflops']:.2f}" if row["gflops"] is not None else "-",
+            f"{row['imagenet_top1']:.1f}" if row["imagenet_top1"] is not None else "-",
+            row["weights"] or "-",
+        )
+    out.print(table)
+
+
+def sweep(
+    sweep_file: Annotated[
+        Path,
+        typer.Argument(
+            help="Sweep YAML: method, parameters (setting keys), optional metric and dataset.",
+            dir_okay=False,
+        ),
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value overrides (tracking.project=...).", show_default=False),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Runs the local agent does.")
+    ] = None,
+    create_only: Annotated[
+        bool,
+        typer.Option("--create-only", help="Only create the sweep; print the agent command."),
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="DATASET argument of every run.")
+    ] = None,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Create a Weights & Biases sweep whose agents run `visionops train key=value ...`.
+
+    Parameter names are setting keys, e.g. `train.lr: {min: 0.0001, max: 0.01}`. The
+    default metric is best_metric (the run's best monitored value), maximised. Needs the
+    network and `wandb login`.
+
+    Example: visionops sweep sweep.yaml --count 10
+    """
+    setup(verbose, quiet)
+    settings = resolve_settings(
+        config_file=config, overrides=overrides or [], print_config=print_config
+    )
+    from visionops.tracking import create_sweep
+
+    result = create_sweep(
+        sweep_file, settings, count=count, create_only=create_only, dataset=dataset
+    )
+    if json_output:
+        print_json(
+            {
+                "sweep_id": result.sweep_id,
+                "agent_command": result.agent_command,
+                "config": result.config,
+            }
+        )
+        return
+    console.print(f"sweep {result.sweep_id} created; start agents anywhere with:")
+    out.print(f"  {result.agent_command}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``train``, ``models`` and ``sweep`` to the root app."""
+    app.command("train", rich_help_panel="Lifecycle")(train)
+    app.command("models", rich_help_panel="Lifecycle")(models)
+    app.command("sweep", rich_help_panel="Lifecycle")(sweep)

@@ -1,0 +1,257 @@
+"""`visionops train`, `models` and `sweep` driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from visionops.cli.app import app
+from visionops.errors import ArtifactError, ConfigError, DeviceError, TrainingError
+
+runner = CliRunner()
+FAST = ["--model", "mobilenet_v3_small", "--batch-size", "32", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **extra}
+
+
+def _history(run: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_train_resume_and_refuse_a_taken_name(prepared_shapes: Path) -> None:
+    result = runner.invoke(
+        app, ["train", str(prepared_shapes), "--epochs", "1", "--name", "cli", *FAST]
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy (monitored)" in result.stdout
+    assert "visionops eval runs/cli" in result.output
+    assert "visionops export runs/cli" in result.output
+    run = Path("runs/cli")
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+    again = runner.invoke(app, ["train", str(prepared_shapes), "--name", "cli", *FAST])
+    assert isinstance(again.exception, ConfigError)
+    assert "already exists — pass --exist-ok" in str(again.exception)
+
+    resumed = runner.invoke(app, ["train", "--resume", "cli", "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [row["epoch"] for row in _history(run)] == [1, 2]
+    config = (run / "config.yaml").read_text()
+    assert "mobilenet_v3_small" in config  # the run's own settings were used
+    assert "epochs: 2" in config
+
+    done = runner.invoke(app, ["train", "--resume-latest"])
+    assert isinstance(done.exception, TrainingError)
+    assert "already trained 2 of 2 epochs" in str(done.exception)
+
+
+def test_print_config_shows_flags_and_overrides() -> None:
+    result = runner.invoke(
+        app,
+        ["train", "--epochs", "3", "--lr", "0.01", "train.label_smoothing=0.1", "--print-config"],
+    )
+    assert result.exit_code == 0
+    assert "epochs: 3" in result.stdout
+    assert "lr: 0.01" in result.stdout
+    assert "label_smoothing: 0.1" in result.stdout
+    assert not Path("runs").exists()
+
+
+def test_json_result(prepared_shapes: Path) -> None:
+    result = runner.invoke(app, ["train", str(prepared_shapes), "-e", "1", "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "completed"
+    assert payload["monitor"] == "accuracy"
+    assert "test" in payload["metrics"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "visionops", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+
+
+def test_user_errors_exit_with_one_line(prepared_shapes: Path) -> None:
+    unknown = _cli("train", str(prepared_shapes), "--model", "resnet81")
+    assert unknown.returncode == 2
+    errors = [line for line in unknown.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: unknown model 'resnet81' — did you mean 'resnet18'")
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (["--task", "regression"], ConfigError, "is a classification dataset but data.task is"),
+        (["--resume", "nope"], ArtifactError, "not a visionops run folder"),
+        (["--batch-size", "4096"], TrainingError, "fewer than one batch of train.batch_size=4096"),
+        pytest.param(
+            ["--device", "cuda"],
+            DeviceError,
+            "no usable CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present"),
+        ),
+    ],
+)
+def test_user_errors(
+    prepared_shapes: Path, args: list[str], error: type[Exception], message: str
+) -> None:
+    result = runner.invoke(app, ["train", str(prepared_shapes), *args])
+    assert isinstance(result.exception, error)
+    assert message in str(result.exception)
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())
+
+
+def test_models_lists_backbones() -> None:
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["resnet18"]["params_m"] == pytest.approx(11.69, abs=0.01)
+    assert rows["resnet18"]["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+    table = runner.invoke(app, ["models"])
+    assert "mobilenet_v3_small" in table.stdout
+
+
+def test_zero_config_trains_the_embedded_demo() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "data.demo.images_per_class=8",
+            "data.image_size=32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--model",
+            "mobilenet_v3_small",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert Path("data/prepared/shapes/manifest.json").is_file()
+    manifest = json.loads(Path("runs/run-001/run.json").read_text())
+    assert manifest["dataset"]["path"] == "data/prepared/shapes"
+    assert Path("runs/latest").resolve() == Path("runs/run-001").resolve()
+
+
+def test_wandb_offline_run(prepared_shapes: Path, tmp_path: Path) -> None:
+    env = {"WANDB_DIR": str(tmp_path / "wandb-files"), "WANDB_CONFIG_DIR": str(tmp_path / "wc")}
+    Path(env["WANDB_DIR"]).mkdir()
+    result = runner.invoke(
+        app,
+        ["train", str(prepared_shapes), "-e", "1", "tracking.mode=offline", *FAST],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    tracking = json.loads(Path("runs/run-001/run.json").read_text())["tracking"]
+    assert tracking["mode"] == "offline"
+    offline = list((Path(env["WANDB_DIR"]) / "wandb").glob(f"offline-run-*-{tracking['id']}"))
+    assert len(offline) == 1
+    assert list(offline[0].glob("*.wandb"))
+    assert list(offline[0].glob("files/media/images/predictions_*.png"))
+
+
+def test_sweep_without_network_is_one_line(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("parameters:\n  train.lr: {values: [0.001, 0.01]}\n", encoding="utf-8")
+    env = _env(WANDB_CONFIG_DIR=str(tmp_path / "wc"), NETRC=str(tmp_path / "none"))
+    env.pop("WANDB_API_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "visionops", "sweep", str(sweep), "--create-only"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "wandb login" in errors[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters:\n  train.lrr: {values: [1]}\n", encoding="utf-8")
+    typo = runner.invoke(app, ["sweep", str(bad)])
+    assert isinstance(typo.exception, ConfigError)
+    assert "did you mean 'train.lr'" in str(typo.exception)
+
+
+def test_ctrl_c_prints_the_resume_command(prepared_shapes: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "visionops",
+            "train",
+            str(prepared_shapes),
+            "--epochs",
+            "500",
+            "--name",
+            "long",
+            *FAST,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    last = Path("runs/long/checkpoints/last.pt")
+    deadline = time.monotonic() + 240
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), process.communicate(timeout=10)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "visionops train --resume runs/long" in stderr
+    manifest = json.loads(Path("runs/long/run.json").read_text())
+    assert manifest["status"] == "interrupted"
+
+
+def test_two_processes_with_gloo_make_one_run(prepared_shapes: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visionops",
+            "train",
+            str(prepared_shapes),
+            "--epochs",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--name",
+            "ddp",
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in Path("runs").iterdir()) == ["ddp", "latest"]
+    manifest = json.loads(Path("runs/ddp/run.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["device"]["world_size"] == 2
+    assert result.stdout.count("accuracy (monitored)") == 1  # only rank 0 reports

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from visionops.errors import ArtifactError
+from visionops.tasks import RegressionTask, get_task
+
+MANIFEST = {
+    "target_names": ["energy", "mass"],
+    "target_mean": [200.0, 50.0],
+    "target_std": [40.0, 10.0],
+}
+
+
+def test_targets_are_standardised_and_outputs_restored() -> None:
+    task = get_task("regression").from_manifest(MANIFEST)
+    targets = torch.tensor([[240.0, 40.0], [200.0, 50.0]])
+    encoded = task.encode_targets(targets)
+    assert torch.allclose(encoded, torch.tensor([[1.0, -1.0], [0.0, 0.0]]))
+    assert torch.allclose(task.postprocess(encoded), targets)
+    assert task.loss(encoded, encoded).item() == 0.0
+
+
+def test_metrics_are_in_original_units() -> None:
+    task = RegressionTask(
+        **{
+            k.replace("target_", "target_"): v
+            for k, v in {
+                "target_names": MANIFEST["target_names"],
+                "target_mean": MANIFEST["target_mean"],
+                "target_std": MANIFEST["target_std"],
+            }.items()
+        }
+    )
+    truth = np.array([[100.0, 10.0], [200.0, 20.0], [300.0, 30.0]])
+    predicted = truth + np.array([[10.0, 1.0], [-10.0, -1.0], [10.0, 1.0]])
+    metrics = task.metrics(predicted, truth)
+    assert metrics["mae/energy"] == pytest.approx(10.0)
+    assert metrics["mae/mass"] == pytest.approx(1.0)
+    assert metrics["r2/energy"] == pytest.approx(1 - 300 / 20000)
+    assert metrics["r2"] == pytest.approx((metrics["r2/energy"] + metrics["r2/mass"]) / 2)
+    assert (task.monitor, task.mode) == ("r2", "max")
+
+
+def test_zero_std_does_not_divide_by_zero() -> None:
+    task = RegressionTask(["x"], [5.0], [0.0])
+    assert torch.isfinite(task.encode_targets(torch.tensor([[5.0]]))).all()
+
+
+def test_missing_statistics_name_the_fix() -> None:
+    with pytest.raises(ArtifactError, match="visionops data preprocess"):
+        get_task("regression").from_manifest({"target_names": ["a"]})
