@@ -1,9 +1,140 @@
-"""CLI commands of this stage (filled in by the stage's issue)."""
+"""``visionops serve``: an HTTP server for a bundle (never imports torch)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from visionops.cli._common import (
+    ConfigFile,
+    PrintConfig,
+    Quiet,
+    Verbose,
+    resolve_settings,
+    setup,
+    split_args,
+)
+
+Args = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="A bundle folder or a run (folder or name; default runs/latest), then setting"
+        " overrides as key=value (e.g. serve.queue_size=64).",
+        show_default=False,
+    ),
+]
+
+
+def serve(
+    args: Args = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 = all)."),
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="Port (default 8000).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", help="Server processes, each with its own model."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="ONNX Runtime threads per worker; 0 = cores / workers."),
+    ] = None,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="Most images per model call.")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None,
+        typer.Option("--max-wait-ms", help="Longest wait for a batch to fill, milliseconds."),
+    ] = None,
+    queue_size: Annotated[
+        int | None,
+        typer.Option("--queue-size", help="Images allowed to wait; beyond it requests get 503."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Per-request deadline in seconds (then 504)."),
+    ] = None,
+    max_upload_mb: Annotated[
+        float | None,
+        typer.Option("--max-upload-mb", help="Largest request body in MB (then 413)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="VISIONOPS_API_KEY",
+            help="Require this key in X-API-Key (or Authorization: Bearer) for /predict and"
+            " /metadata.",
+            show_envvar=True,
+        ),
+    ] = None,
+    allow_unverified: Annotated[
+        bool | None,
+        typer.Option("--allow-unverified", help="Serve a bundle without a passing parity record."),
+    ] = None,
+    log_images: Annotated[
+        bool | None,
+        typer.Option("--log-images", help="Also keep every uploaded image in the prediction log."),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision",
+            help="auto (int8 when export kept one, else fp32) | fp32 | int8.",
+        ),
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-dir", help="Prediction log folder (default: <run>/predictions).", file_okay=False
+        ),
+    ] = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Serve a bundle over HTTP: /predict, /health, /ready, /metadata, /metrics, an upload page.
+
+    Serves runs/latest's bundle by default, exporting the run first if it has none. Requests
+    are micro-batched into ONNX Runtime; overload is refused politely (503 + Retry-After).
+    Every prediction is appended to a JSONL log for `visionops drift`.
+
+    Example: visionops serve runs/run-001 --port 8000 --workers 2
+    """
+    setup(verbose, quiet)
+    positionals, overrides = split_args(args)
+    if len(positionals) > 1:
+        raise typer.BadParameter(
+            f"give one bundle or run, not {len(positionals)}: {' '.join(positionals)}"
+        )
+    settings = resolve_settings(
+        config_file=config,
+        overrides=overrides,
+        print_config=print_config,
+        serve__host=host,
+        serve__port=port,
+        serve__workers=workers,
+        serve__threads=threads,
+        serve__max_batch=max_batch,
+        serve__max_wait_ms=max_wait_ms,
+        serve__queue_size=queue_size,
+        serve__timeout_s=timeout,
+        serve__max_upload_mb=max_upload_mb,
+        serve__api_key=api_key,
+        serve__allow_unverified=allow_unverified,
+        serve__log_images=log_images,
+        serve__precision=precision,
+    )
+    from visionops.serve.runner import run_server
+
+    target = Path(positionals[0]) if positionals else None
+    run_server(target, settings.serve, runs_root=settings.runs_root, log_dir=log_dir)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``serve``."""
+    app.command(rich_help_panel="Lifecycle")(serve)

@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# A stateless serving container for one visionops bundle: ONNX Runtime + FastAPI, no PyTorch.
+#
+#   visionops export runs/run-001                 # make the bundle first
+#   docker build --build-arg BUNDLE=runs/run-001/bundle -t visionops-serve .
+#   docker run --rm -p 8000:8000 -v "$PWD/predictions:/predictions" visionops-serve
+#
+# Settings come from flags appended to `docker run ... visionops-serve --workers 2`, or from
+# VISIONOPS_API_KEY. Mount /predictions to keep the prediction log for `visionops drift`.
+
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# Only what serving imports, at the versions of requirements.lock (used as constraints), then
+# visionops itself without its training dependencies: torch never enters the image.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir -c /tmp/requirements.lock \
+        onnxruntime fastapi uvicorn python-multipart prometheus-client pillow numpy \
+        pydantic pyyaml loguru typer rich \
+    && rm /tmp/requirements.lock
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels \
+    && useradd --create-home --uid 10001 visionops \
+    && mkdir /predictions && chown visionops /predictions
+
+ARG BUNDLE=runs/latest/bundle
+# Owned by the serving user: export writes its files with mode 0600.
+COPY --chown=10001:10001 ${BUNDLE} /bundle
+USER visionops
+EXPOSE 8000
+# Orchestrators should probe /health (liveness) and /ready (model loaded and warmed up).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status != 200)"]
+# SIGTERM (docker stop) drains in-flight requests and flushes the prediction log.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["visionops", "serve", "/bundle", "--host", "0.0.0.0", "--port", "8000", "--log-dir", "/predictions"]
+CMD []

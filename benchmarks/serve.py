@@ -1,0 +1,533 @@
+"""Serving under load: ``visionops serve`` versus its limits, in one run on the same images.
+
+1. The bundle: a ResNet-18 at 224 px made by the real pipeline in a scratch project
+   (``data fetch demo:shapes`` → ``data preprocess --size 224`` → ``train --epochs 1`` →
+   ``export``), or ``--project DIR`` holding one already.
+2. The images: photo-like 640×480 JPEGs, generated once, pre-encoded as multipart bodies.
+3. Limits: the in-process pipeline (``load_image`` + ONNX Runtime, no HTTP) sequential at
+   batch 1, and batched with threaded decoding; then the naive server
+   (``benchmarks/naive_server.py``: FastAPI + PyTorch, one request at a time).
+4. ``visionops serve`` (the real CLI, in its own process) at ``--concurrency`` clients for
+   each ``--max-batch`` in ``--batch-sweep``, then with its defaults, then
+   ``--overload-concurrency`` clients for ``--overload-duration`` seconds.
+
+The load generator is one asyncio process with httpx: keep-alive connections (one per
+client), multipart bodies encoded once up front, no per-request logging; its own CPU use is
+measured and printed, since it shares the cores with the server.
+
+Run: python benchmarks/serve.py --concurrency 32 --duration 20
+Load-test any running server: python benchmarks/serve.py --url http://127.0.0.1:8000 -c 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+HERE = Path(__file__).resolve().parent
+BOUNDARY = "visionops-benchmark-boundary"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def make_bundle(project: Path) -> Path:
+    """A ResNet-18 224 px bundle made by the real CLI pipeline (reused if already there)."""
+    bundle = project / "runs" / "latest" / "bundle"
+    if (bundle / "visionops.json").is_file():
+        return bundle.resolve()
+    project.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg"}
+    steps = [
+        [
+            "data",
+            "fetch",
+            "demo:shapes",
+            "data.demo.images_per_class=8",
+            "data.demo.image_size=256",
+        ],
+        ["data", "preprocess", "data/raw/shapes", "--size", "224"],
+        ["train", "--epochs", "1", "--model", "resnet18", "--device", "cpu", "--batch-size", "16"],
+        ["export", "--quantize", "int8"],
+    ]
+    for step in steps:
+        print(f"  $ visionops {' '.join(step)}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "visionops", *step, "-q"], cwd=project, env=env, check=True
+        )
+    return bundle.resolve()
+
+
+def make_images(count: int, width: int, height: int, seed: int = 0) -> list[bytes]:
+    """Photo-like JPEGs: smooth colour fields, blurred discs, quality 90."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    images = []
+    for _ in range(count):
+        a, b, c = rng.uniform(0, 255, 3)
+        base = np.stack(
+            [
+                a + 60 * np.sin(xx / rng.uniform(40, 160)),
+                b + 60 * np.cos(yy / rng.uniform(40, 160)),
+                c + 40 * np.sin((xx + yy) / rng.uniform(60, 200)),
+            ],
+            axis=-1,
+        )
+        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+            r = rng.uniform(20, min(width, height) / 3)
+            draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=tuple(rng.integers(0, 256, 3)))
+        buffer = io.BytesIO()
+        image.filter(ImageFilter.GaussianBlur(1.5)).save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def multipart(data: bytes, name: str) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass
+class LoadResult:
+    name: str
+    concurrency: int
+    seconds: float
+    requests: int
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    statuses: dict[str, int]
+    generator_cpu: float
+    load_average: float
+    health_p99_ms: float
+    health_max_ms: float
+    server: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != "200")
+
+
+def _probe(url: str, seconds: float, results: Any) -> None:
+    """GET /health every 0.25 s from its own process (so the generator's loop adds no lag)."""
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    with httpx.Client(base_url=url, timeout=120.0) as client:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                client.get("/health")
+                latencies.append(time.perf_counter() - started)
+            except httpx.TransportError:
+                latencies.append(float("inf"))
+            time.sleep(0.25)
+    results.put(latencies)
+
+
+async def _load(
+    url: str, bodies: list[bytes], concurrency: int, duration: float, ramp_up: float
+) -> tuple[list[float], Counter[str], float]:
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    begin = time.perf_counter()
+    window_start = begin + ramp_up
+    window_end = window_start + duration
+
+    async def worker(index: int) -> None:
+        # One client (one keep-alive connection) per simulated user: a shared pool of
+        # hundreds of connections costs httpx far more CPU per request.
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as client:
+            await asyncio.sleep(ramp_up * index / concurrency)  # ramp up evenly
+            turn = index
+            while (started := time.perf_counter()) < window_end:
+                body = bodies[turn % len(bodies)]
+                turn += concurrency
+                try:
+                    response = await client.post("/predict", content=body, headers=headers)
+                    status = str(response.status_code)
+                except httpx.TimeoutException:
+                    status = "client-timeout"
+                except httpx.TransportError as exc:
+                    status = type(exc).__name__
+                finished = time.perf_counter()
+                statuses[status] += 1  # every request counts for errors, ramp-up included
+                if status == "200" and window_start <= finished <= window_end:
+                    latencies.append(finished - started)
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return latencies, statuses, duration
+
+
+def run_load(
+    name: str, url: str, bodies: list[bytes], concurrency: int, duration: float, ramp_up: float
+) -> LoadResult:
+    queue: Any = multiprocessing.get_context("fork").Queue()
+    probe = multiprocessing.get_context("fork").Process(
+        target=_probe, args=(url, ramp_up + duration, queue), daemon=True
+    )
+    probe.start()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    latencies, statuses, seconds = asyncio.run(_load(url, bodies, concurrency, duration, ramp_up))
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    health = queue.get(timeout=300)
+    probe.join(timeout=30)
+    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    result = LoadResult(
+        name=name,
+        concurrency=concurrency,
+        seconds=seconds,
+        requests=sum(statuses.values()),
+        throughput=len(latencies) / seconds,
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        p99_ms=float(np.percentile(ms, 99)),
+        max_ms=float(ms.max()),
+        statuses=dict(statuses),
+        generator_cpu=cpu,
+        load_average=os.getloadavg()[0],
+        health_p99_ms=float(np.percentile(health, 99) * 1000) if health else 0.0,
+        health_max_ms=float(max(health, default=0.0) * 1000),
+    )
+    print(
+        f"  {name:<34} c={concurrency:<4} {result.throughput:7.1f} req/s  p50 {result.p50_ms:7.0f}"
+        f"  p95 {result.p95_ms:7.0f}  p99 {result.p99_ms:7.0f} ms  statuses {result.statuses}"
+        f"  /health p99 {result.health_p99_ms:.0f} max {result.health_max_ms:.0f} ms"
+        f"  (generator {cpu:.0%} of a core, load {result.load_average:.1f})",
+        flush=True,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A server subprocess, waited on until ``ready_path`` answers 200."""
+
+    def __init__(self, command: list[str], url: str, ready_path: str, log: Path) -> None:
+        self.url = url
+        self.log = log.open("w")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited: see {log}")
+            try:
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"server not ready in 300 s: see {log}")
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            text = httpx.get(self.url + "/metrics", timeout=10).text
+        except httpx.TransportError:
+            return {}
+        values = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key in {"visionops_batch_size_sum", "visionops_batch_size_count"}:
+                values[key] = float(value)
+        if values.get("visionops_batch_size_count"):
+            values["mean_batch"] = (
+                values["visionops_batch_size_sum"] / values["visionops_batch_size_count"]
+            )
+        return values
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def visionops_server(bundle: Path, work: Path, *flags: str, tag: str) -> Process:
+    port = free_port()
+    command = [sys.executable, "-m", "visionops", "serve", str(bundle), "--port", str(port)]
+    command += ["--log-dir", str(work / f"predictions-{tag}"), *flags]
+    return Process(command, f"http://127.0.0.1:{port}", "/ready", work / f"server-{tag}.log")
+
+
+def launcher_server(bundle: Path, work: Path, decode_threads: int, tag: str) -> Process:
+    """The same app, started directly so the decode pool can be switched off (A/B only)."""
+    port = free_port()
+    code = (
+        "import uvicorn; from pathlib import Path;"
+        "from visionops.bundle import load_bundle; from visionops.config import ServeSettings;"
+        "from visionops.serve.app import create_app;"
+        f"app = create_app(load_bundle(Path({str(bundle)!r})), ServeSettings(),"
+        f" Path({str(work / ('predictions-' + tag))!r}), decode_threads={decode_threads});"
+        f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
+    return Process(
+        [sys.executable, "-c", code], f"http://127.0.0.1:{port}", "/ready", work / f"{tag}.log"
+    )
+
+
+def naive_server(run_dir: Path, work: Path, threads: int) -> Process:
+    port = free_port()
+    command = [sys.executable, str(HERE / "naive_server.py"), str(run_dir), "--port", str(port)]
+    command += ["--threads", str(threads)]
+    return Process(command, f"http://127.0.0.1:{port}", "/health", work / f"naive{threads}.log")
+
+
+# --------------------------------------------------------------------------- in-process limit
+
+
+def in_process(
+    bundle: Path, model_file: str, images: list[bytes], seconds: float
+) -> dict[str, float]:
+    """Decode + resize + ONNX Runtime, no HTTP: batch 1 sequential and batch 8 with decoding
+    threaded ahead, each with ONNX Runtime's default threads and with one thread."""
+    import onnxruntime as ort
+
+    from visionops.imaging import load_image
+
+    spec = json.loads((bundle / "visionops.json").read_text())["input"]
+    size = int(spec["size"])
+
+    def prepare(data: bytes) -> np.ndarray:
+        return load_image(data, size=size, policy=spec.get("resize", "crop"))
+
+    results = {}
+    decode_ms = []
+    for data in images[:16]:
+        t0 = time.perf_counter()
+        prepare(data)
+        decode_ms.append((time.perf_counter() - t0) * 1000)
+    results["decode_ms"] = float(np.median(decode_ms))
+    for threads in (0, 1):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(
+            str(bundle / model_file), options, providers=["CPUExecutionProvider"]
+        )
+
+        def run(batch: list[np.ndarray], session: Any = session) -> None:
+            pixels = np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2))
+            session.run(None, {"pixels": pixels})
+
+        tag = "default_threads" if threads == 0 else f"{threads}_thread"
+        run([prepare(images[0])] * 8)  # warm-up
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            run([prepare(images[count % len(images)])])
+            count += 1
+        results[f"sequential_batch1_{tag}"] = count / (time.perf_counter() - started)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            count, started = 0, time.perf_counter()
+            pending = pool.map(prepare, [images[i % len(images)] for i in range(8)])
+            while time.perf_counter() - started < seconds:
+                batch = list(pending)
+                upcoming = [images[(count + 8 + i) % len(images)] for i in range(8)]
+                pending = pool.map(prepare, upcoming)  # decode the next batch meanwhile
+                run(batch)
+                count += 8
+            list(pending)
+        results[f"threaded_batch8_{tag}"] = count / (time.perf_counter() - started)
+    for key, value in results.items():
+        print(f"  in-process {model_file} {key:<34} {value:7.2f}", flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="Only load-test this running server, then exit.")
+    parser.add_argument("--project", type=Path, help="Folder with (or for) the bundle's run.")
+    parser.add_argument("-c", "--concurrency", type=int, default=32)
+    parser.add_argument("-d", "--duration", type=float, default=15.0, help="Seconds measured.")
+    parser.add_argument("--ramp-up", type=float, default=3.0, help="Seconds before measuring.")
+    parser.add_argument("--overload-concurrency", type=int, default=200)
+    parser.add_argument("--overload-duration", type=float, default=60.0)
+    parser.add_argument("--batch-sweep", default="1,4,8", help="max_batch values; '' skips.")
+    parser.add_argument("--wait-ms", type=float, default=2.0, help="max_wait_ms in the sweep.")
+    parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds of the sweep.")
+    parser.add_argument("--threads-sweep", default="1", help="--threads values tried; '' skips.")
+    parser.add_argument("--naive-threads", default="0,1", help="torch threads; 0 = default.")
+    parser.add_argument(
+        "--overload-flags", default="", help="Extra `visionops serve` flags for the overload run."
+    )
+    parser.add_argument("--decode-ab", action="store_true", help="Also measure inline decoding.")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--in-process-seconds", type=float, default=8.0)
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args()
+
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()},"
+        f" Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    images = make_images(args.images, args.width, args.height)
+    bodies = [multipart(data, f"{i}.jpg") for i, data in enumerate(images)]
+    print(
+        f"images: {len(images)} JPEGs {args.width}x{args.height}, median"
+        f" {int(np.median([len(b) for b in images])) // 1000} kB",
+        flush=True,
+    )
+    if args.url:
+        run_load("server", args.url, bodies, args.concurrency, args.duration, args.ramp_up)
+        return
+
+    scratch = Path(tempfile.mkdtemp(prefix="visionops-serve-bench-"))
+    project = args.project or scratch / "project"
+    print(f"bundle: ResNet-18 224 px in {project}", flush=True)
+    bundle = make_bundle(project)
+    report: dict[str, Any] = {"bundle": str(bundle), "loads": []}
+
+    manifest = json.loads((bundle / "visionops.json").read_text())
+    quantized = manifest.get("quantized") or {}
+    models = ["model.onnx"] + ([quantized["file"]] if quantized.get("accepted") else [])
+    print("limits:", flush=True)
+    report["in_process"] = {
+        model: in_process(bundle, model, images, args.in_process_seconds) for model in models
+    }
+    limits = {
+        model: max(v for k, v in values.items() if k != "decode_ms")
+        for model, values in report["in_process"].items()
+    }
+    served_model = models[-1]  # what `visionops serve` runs by default (precision auto)
+
+    loads: list[LoadResult] = []
+
+    def measure(server: Process, name: str, concurrency: int, duration: float) -> LoadResult:
+        try:
+            result = run_load(name, server.url, bodies, concurrency, duration, args.ramp_up)
+            result.server = server.metrics()
+        finally:
+            server.stop()
+        loads.append(result)
+        return result
+
+    naives = []
+    if not args.skip_naive:
+        for threads in [int(v) for v in args.naive_threads.split(",") if v.strip()]:
+            naives.append(
+                measure(
+                    naive_server(bundle.parent, scratch, threads),
+                    f"naive FastAPI+PyTorch threads={threads or 'default'}",
+                    args.concurrency,
+                    args.duration,
+                )
+            )
+    naive = max(naives, key=lambda r: r.throughput) if naives else None
+
+    print("visionops serve:", flush=True)
+    for round_ in range(args.rounds):  # interleaved, so background load hits every setting
+        for value in [int(v) for v in args.batch_sweep.split(",") if v.strip()]:
+            flags = ("--max-batch", str(value), "--max-wait-ms", str(args.wait_ms))
+            server = visionops_server(bundle, scratch, *flags, tag=f"b{value}r{round_}")
+            name = f"max_batch={value} max_wait={args.wait_ms:g}ms"
+            measure(server, name, args.concurrency, args.duration)
+    for value in [int(v) for v in args.threads_sweep.split(",") if v.strip()]:
+        server = visionops_server(bundle, scratch, "--threads", str(value), tag=f"t{value}")
+        measure(server, f"defaults, --threads {value}", args.concurrency, args.duration)
+    if args.decode_ab:
+        for threads in (0, os.cpu_count() or 1):
+            server = launcher_server(bundle, scratch, threads, tag=f"decode{threads}")
+            measure(server, f"defaults, decode_threads={threads}", args.concurrency, args.duration)
+    fp32 = None
+    if len(models) > 1:
+        fp32 = measure(
+            visionops_server(bundle, scratch, "--precision", "fp32", tag="fp32"),
+            "defaults, --precision fp32",
+            args.concurrency,
+            args.duration,
+        )
+    defaults = measure(
+        visionops_server(bundle, scratch, tag="defaults"),
+        f"defaults ({served_model})",
+        args.concurrency,
+        args.duration,
+    )
+    overload = measure(
+        visionops_server(bundle, scratch, *args.overload_flags.split(), tag="overload"),
+        "defaults (overload)",
+        args.overload_concurrency,
+        args.overload_duration,
+    )
+
+    report["loads"] = [asdict(r) for r in loads]
+    print("\nsummary", flush=True)
+    for model, limit in limits.items():
+        print(f"  in-process limit, {model} (best of four pipelines): {limit:.1f} images/s")
+    limit = limits[served_model]
+    print(
+        f"  visionops defaults ({served_model}) @ {args.concurrency}: {defaults.throughput:.1f}"
+        f" req/s = {defaults.throughput / limit:.2f}x its in-process limit (goal >= 0.75x)"
+    )
+    if fp32 is not None:
+        print(
+            f"  visionops --precision fp32 @ {args.concurrency}: {fp32.throughput:.1f} req/s ="
+            f" {fp32.throughput / limits['model.onnx']:.2f}x its in-process limit"
+        )
+    if naive is not None:
+        print(
+            f"  best naive @ {args.concurrency}: {naive.throughput:.1f} req/s; visionops is"
+            f" {defaults.throughput / max(naive.throughput, 1e-9):.2f}x (goal >= 3x)"
+        )
+    print(
+        f"  overload @ {args.overload_concurrency} for {args.overload_duration:g} s:"
+        f" {overload.requests} requests, {overload.failed} failed, p99"
+        f" {overload.p99_ms:.0f} ms, {overload.throughput:.1f} req/s, /health p99"
+        f" {overload.health_p99_ms:.0f} ms (max {overload.health_max_ms:.0f} ms)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Prometheus metrics of one app, in its own registry (tests build several apps per process).
+
+Exported series::
+
+    visionops_requests_total{endpoint,status}          every HTTP request
+    visionops_request_latency_seconds{endpoint}        wall time per request
+    visionops_queue_latency_seconds                    submission -> batch start, per image
+    visionops_compute_latency_seconds                  model call, per batch
+    visionops_batch_size                               images per model call
+    visionops_queue_depth                              images waiting for a batch
+    visionops_in_flight_requests                       requests being handled
+    visionops_errors_total{kind}                       refused or failed requests, by cause
+    visionops_predictions_total{label}                 predicted labels (top-1, labels over
+                                                       threshold, or anomaly verdict)
+    visionops_model_info{task,model_version,...}       1, labelled with the bundle's identity
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from visionops.bundle import Bundle
+
+__all__ = ["KNOWN_ENDPOINTS", "MetricsMiddleware", "ServeMetrics"]
+
+KNOWN_ENDPOINTS = frozenset(
+    {"/", "/health", "/ready", "/metadata", "/predict", "/metrics", "/docs", "/openapi.json"}
+)
+"""Paths counted under their own name; anything else is counted as ``other`` so that a
+scanner probing random URLs cannot blow up the number of series."""
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 30.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ServeMetrics:
+    """Every metric of one serving app.
+
+    Args:
+        bundle: The served bundle (for ``visionops_model_info``).
+        providers: ONNX Runtime execution providers in use.
+    """
+
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None) -> None:
+        # The *_created series double the output and no dashboard uses them.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "visionops_requests",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "visionops_request_latency_seconds",
+            "Wall time from request start to response end.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_latency = Histogram(
+            "visionops_queue_latency_seconds",
+            "Time an image waited between submission and the start of its batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.compute_latency = Histogram(
+            "visionops_compute_latency_seconds",
+            "Time of one model call (a whole batch), post-processing and logging included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "visionops_batch_size",
+            "Images per model call.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "visionops_queue_depth", "Images waiting for a batch.", registry=registry
+        )
+        self.in_flight = Gauge(
+            "visionops_in_flight_requests", "Requests being handled.", registry=registry
+        )
+        self.errors = Counter(
+            "visionops_errors",
+            "Refused or failed requests by cause.",
+            ["kind"],
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "visionops_predictions",
+            "Predicted labels (classification top-1, multilabel labels over threshold, anomaly"
+            " verdict).",
+            ["label"],
+            registry=registry,
+        )
+        self.model_info = Info("visionops_model", "The served bundle.", registry=registry)
+        self.set_model_info(bundle, providers or [], "")
+
+    def set_model_info(self, bundle: Bundle, providers: list[str], precision: str) -> None:
+        """Label ``visionops_model_info`` with the bundle's identity and how it runs."""
+        self.model_info.info(
+            {
+                "task": bundle.task,
+                "model_version": bundle.model_version,
+                "input_size": str(bundle.input.get("size", "")),
+                "labels": str(len(bundle.labels)),
+                "training_data_fingerprint": str(
+                    bundle.manifest.get("training_data_fingerprint", "")
+                ),
+                "onnxruntime_providers": ",".join(providers),
+                "precision": precision,
+            }
+        )
+
+    def observe_batch(self, batch_size: int, compute_s: float) -> None:
+        """Record one model call."""
+        self.batch_size.observe(batch_size)
+        self.compute_latency.observe(compute_s)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting requests and timing them (cheaper than BaseHTTPMiddleware).
+
+    Args:
+        app: The wrapped ASGI app.
+        metrics: Where to record.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        endpoint = path if path in KNOWN_ENDPOINTS else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -1,0 +1,242 @@
+"""Start the server: find (or export) the bundle, claim the port, run uvicorn, stop cleanly.
+
+The server process never imports torch. When the run to serve has no bundle yet, it is
+exported by ``visionops export`` in a *child* process (which does import torch) before the
+server starts.
+
+Shutdown (Ctrl-C or SIGTERM): uvicorn stops accepting connections and lets in-flight
+requests finish (up to the request deadline); then the app finishes queued work and flushes
+and fsyncs the prediction log.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from visionops.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
+from visionops.config import ServeSettings
+from visionops.errors import ArtifactError, ServeError
+
+__all__ = [
+    "ENV_SPEC",
+    "app_from_environment",
+    "bind_socket",
+    "ensure_bundle",
+    "run_server",
+]
+
+ENV_SPEC = "VISIONOPS_SERVE_SPEC"
+"""Environment variable through which ``--workers N`` hands the app's spec to each worker."""
+
+
+_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+class _ToLoguru(logging.Handler):
+    """Route uvicorn's standard-library log records into loguru (one console format)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname if record.levelname in _LEVELS else record.levelno
+        logger.opt(exception=record.exc_info).log(level, record.getMessage())
+
+
+def _route_uvicorn_logs() -> None:
+    for name in ("uvicorn", "uvicorn.error"):
+        std = logging.getLogger(name)
+        std.handlers = [_ToLoguru()]
+        std.setLevel(logging.INFO)
+        std.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def ensure_bundle(target: Path | None, runs_root: Path) -> Path:
+    """Find the bundle to serve; export the run first (in a child process) if it has none.
+
+    Args:
+        target: A bundle folder, a run folder or name, or None for ``runs/latest``.
+        runs_root: The runs folder.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        ArtifactError: No such run, or the export failed.
+    """
+    from visionops.runs import resolve_run
+
+    if target is not None and (target / BUNDLE_MANIFEST).is_file():
+        return target
+    run_dir = resolve_run(None if target is None else str(target), runs_root)
+    bundle_dir = run_dir / "bundle"
+    if (bundle_dir / BUNDLE_MANIFEST).is_file():
+        return bundle_dir
+    logger.info("run {} has no bundle yet — exporting it first (visionops export)", run_dir)
+    # A child process, so the server process itself never imports torch.
+    result = subprocess.run(
+        [sys.executable, "-m", "visionops", "export", str(run_dir)], check=False
+    )
+    if result.returncode != 0 or not (bundle_dir / BUNDLE_MANIFEST).is_file():
+        raise ArtifactError(
+            f"exporting {run_dir} failed (exit code {result.returncode}) — run"
+            f" `visionops export {run_dir}` to see why, then `visionops serve` again"
+        )
+    return bundle_dir
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Claim ``host:port`` (as uvicorn would), or say in one line why it cannot be had.
+
+    Raises:
+        ServeError: The port is in use, not allowed, or the host is not an address here.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ServeError(
+            f"cannot resolve host '{host}' — pass an address such as 127.0.0.1 or 0.0.0.0"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {port} on {host} is already in use — stop the other server or pick"
+                f" another port with --port {port + 1}"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(
+                f"not allowed to listen on port {port} — use a port above 1023, e.g. --port 8000"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ServeError(
+                f"{host} is not an address of this machine — use 127.0.0.1 or 0.0.0.0"
+            ) from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    return {
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "ws": "none",
+        "proxy_headers": False,
+        "server_header": False,
+        # In-flight requests get their full deadline to finish before workers stop.
+        "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
+        "timeout_keep_alive": 15,
+    }
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
+    return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+
+
+def run_server(
+    target: Path | None,
+    settings: ServeSettings,
+    *,
+    runs_root: Path = Path("runs"),
+    log_dir: Path | None = None,
+) -> None:
+    """Serve a bundle until interrupted (the ``visionops serve`` command).
+
+    Args:
+        target: A bundle folder, a run folder or name, or None for ``runs/latest``.
+        settings: Server settings.
+        runs_root: The runs folder.
+        log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
+
+    Raises:
+        ArtifactError: No bundle and no run to export, or a bundle that fails verification.
+        ServeError: The port cannot be had, or the model cannot be loaded.
+    """
+    import uvicorn
+
+    bundle_dir = ensure_bundle(target, runs_root)
+    bundle = load_bundle(bundle_dir, allow_unverified=settings.allow_unverified)
+    from visionops.serve.app import create_app, default_log_dir
+
+    resolved_log_dir = (log_dir or default_log_dir(bundle)).resolve()
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    url = _url(settings.host, port)
+    _route_uvicorn_logs()
+    logger.info(
+        "serving {} ({}) on {} — upload page {}/ , API docs {}/docs; predictions logged to {}",
+        bundle.model_version,
+        bundle.task,
+        url,
+        url,
+        url,
+        resolved_log_dir,
+    )
+    if settings.workers == 1:
+        app = create_app(bundle, settings, resolved_log_dir)
+        config = uvicorn.Config(app, **_uvicorn_options(settings))
+        server = uvicorn.Server(config)
+        state = app.state.serving
+
+        def stop(reason: str) -> None:
+            server.should_exit = True
+
+        state.on_fatal = stop
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+        if state.failure:
+            raise ServeError(f"the model could not be loaded: {state.failure}")
+        return
+    # Several workers: uvicorn starts processes that each build the app from the spec.
+    sock.close()
+    os.environ[ENV_SPEC] = json.dumps(
+        {
+            "bundle": str(bundle_dir.resolve()),
+            "settings": settings.model_dump(mode="json"),
+            "log_dir": str(resolved_log_dir),
+        }
+    )
+    uvicorn.run(
+        "visionops.serve.runner:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=port,
+        workers=settings.workers,
+        **_uvicorn_options(settings),
+    )
+
+
+def app_from_environment() -> Any:
+    """App factory for uvicorn workers: builds the app from :data:`ENV_SPEC`.
+
+    The parent process already verified the bundle, so workers skip the checksums.
+    """
+    from visionops.serve.app import create_app
+
+    raw = os.environ.get(ENV_SPEC)
+    if not raw:
+        raise ServeError(f"{ENV_SPEC} is not set — start the server with `visionops serve`")
+    spec = json.loads(raw)
+    bundle: Bundle = load_bundle(Path(spec["bundle"]), verify=False, allow_unverified=True)
+    settings = ServeSettings.model_validate(spec["settings"])
+    log_dir = Path(spec["log_dir"]) if spec.get("log_dir") else None
+    return create_app(bundle, settings, log_dir)

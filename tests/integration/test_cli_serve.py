@@ -1,0 +1,390 @@
+"""``visionops serve`` as a user runs it: real uvicorn processes on loopback ports.
+
+Covers what only a real server shows: the port-in-use error, SIGTERM with a request in
+flight (answered, logged, then a clean exit), exporting a run that has no bundle before
+serving it (without torch in the server process), and the upload page in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from visionops.cli.app import app
+from visionops.serve.predlog import read_prediction_log
+
+runner = CliRunner()
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def colour_png(path: Path, name: str) -> Path:
+    noise = np.random.default_rng(0).normal(0, 8, (40, 48, 3))
+    pixels = np.clip(np.array(COLOURS[name]) + noise, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    url: str
+    port: int
+    project: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            output, _ = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
+        return output
+
+
+def start_server(project: Path, *args: str, ready_within: float = 120.0) -> Server:
+    """Start `visionops serve` in ``project`` and wait (bounded) until /ready says 200."""
+    port = free_port()
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "visionops", "serve", *args, "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", port, project)
+    deadline = time.monotonic() + ready_within
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited early:\n{server.stop()}")
+        try:
+            if httpx.get(f"{server.url}/ready", timeout=1.0).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server was not ready within {ready_within} s:\n{server.stop()}")
+
+
+@pytest.fixture(scope="module")
+def project(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the hand-made project; colours-run (runs/latest) is exported."""
+    from visionops.config import load_settings
+    from visionops.export import export_run
+
+    root = tmp_path_factory.mktemp("serve-cli")
+    shutil.copytree(handmade_runs / "data", root / "data")
+    shutil.copytree(handmade_runs / "runs", root / "runs", symlinks=True)
+    settings = load_settings(overrides=[f"runs_root={root / 'runs'}"], cwd=root)
+    export_run(settings, root / "runs" / "colours-run")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(project: Path) -> Iterator[Server]:
+    """`visionops serve` with no arguments: runs/latest's bundle."""
+    live = start_server(project)
+    yield live
+    live.stop()
+
+
+def test_print_config_shows_serve_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["serve", "--port", "9123", "--max-batch", "4", "--print-config"])
+    assert result.exit_code == 0
+    assert "port: 9123" in result.stdout
+    assert "max_batch: 4" in result.stdout
+
+
+def test_nothing_to_serve_says_how_to_get_a_model(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "visionops", "serve"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "visionops train" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_a_one_line_error(server: Server) -> None:
+    bundle = server.project / "runs" / "colours-run" / "bundle"
+    result = subprocess.run(
+        [sys.executable, "-m", "visionops", "serve", str(bundle), "--port", str(server.port)],
+        cwd=server.project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(lines) == 1
+    assert f"port {server.port} on 127.0.0.1 is already in use" in lines[0]
+    assert f"--port {server.port + 1}" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_concurrent_clients(server: Server, tmp_path: Path) -> None:
+    images = {name: colour_png(tmp_path / f"{name}.png", name).read_bytes() for name in COLOURS}
+    order = [name for _ in range(8) for name in COLOURS]
+    answers: list[tuple[str, int, str]] = []
+    lock = threading.Lock()
+
+    def client(names: list[str]) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for name in names:
+                response = http.post("/predict", files={"file": (name, images[name], "image/png")})
+                label = response.json()["predictions"][0]["label"] if response.is_success else ""
+                with lock:
+                    answers.append((name, response.status_code, label))
+
+    threads = [threading.Thread(target=client, args=(order[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(answers) == len(order)
+    assert all(status == 200 for _, status, _ in answers)
+    assert all(name == label for name, _, label in answers)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'visionops_requests_total{endpoint="/predict",status="200"}' in metrics
+
+
+def test_sigterm_finishes_the_request_in_flight_and_flushes_the_log(
+    project: Path, tmp_path: Path
+) -> None:
+    log_dir = tmp_path / "predictions"
+    # A lone request waits 2 s for its batch to fill: SIGTERM arrives while it is in flight.
+    live = start_server(project, "--max-wait-ms", "2000", "--log-dir", str(log_dir))
+    payload = colour_png(tmp_path / "red.png", "red").read_bytes()
+    result: dict[str, Any] = {}
+
+    def predict() -> None:
+        result["response"] = httpx.post(
+            f"{live.url}/predict", files={"file": ("red.png", payload, "image/png")}, timeout=30
+        )
+
+    worker = threading.Thread(target=predict)
+    worker.start()
+    for _ in range(300):
+        if "visionops_queue_depth 1.0" in httpx.get(f"{live.url}/metrics").text:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the request never reached the queue")
+    live.process.send_signal(signal.SIGTERM)
+    worker.join(timeout=60)
+    output = live.stop()
+    # uvicorn re-raises the signal after its clean shutdown, so supervisors see it.
+    assert live.process.returncode == -signal.SIGTERM, output
+    response = result["response"]
+    assert response.status_code == 200
+    assert response.json()["predictions"][0]["label"] == "red"
+    records = read_prediction_log(log_dir).records
+    assert [r["request_id"] for r in records] == [response.json()["request_id"]]
+    assert "1 predictions logged" in output
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{live.url}/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_a_run_without_bundle_is_exported_first_and_served_without_torch(
+    project: Path,
+) -> None:
+    assert not (project / "runs" / "dishes-run" / "bundle").exists()
+    live = start_server(project, "dishes-run", ready_within=300)
+    try:
+        meta = httpx.get(f"{live.url}/metadata").json()
+        maps = Path(f"/proc/{live.process.pid}/maps")
+        mapped = maps.read_text() if maps.exists() else ""
+    finally:
+        output = live.stop(signal.SIGINT)
+    assert live.process.returncode == 130, output  # Ctrl-C: "interrupted"
+    assert (project / "runs" / "dishes-run" / "bundle" / "visionops.json").is_file()
+    assert meta["task"] == "regression"
+    assert meta["model_version"].startswith("dishes-run@")
+    assert "exporting it first" in output
+    if mapped:
+        assert "libtorch" not in mapped  # the server process never loaded torch
+
+
+# ------------------------------------------------------------------ the upload page
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (no extra packages)."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        to_browser_r, to_browser_w = os.pipe()
+        from_browser_r, from_browser_w = os.pipe()
+        # The browser reads commands on fd 3 and writes replies on fd 4.
+        high_r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
+        high_w = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+
+        def wire() -> None:
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
+
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            pass_fds=(3, 4),
+            preexec_fn=wire,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fd in (to_browser_r, from_browser_w, high_r, high_w):
+            os.close(fd)
+        self.writer = os.fdopen(to_browser_w, "wb", buffering=0)
+        self.reader = os.fdopen(from_browser_r, "rb", buffering=0)
+        self.buffer = b""
+        self.next_id = 0
+        self.session: str | None = None
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            message["sessionId"] = self.session
+        self.writer.write(json.dumps(message).encode() + b"\0")
+        for _ in range(100_000):
+            while b"\0" not in self.buffer:
+                chunk = self.reader.read(65536)
+                if not chunk:
+                    raise AssertionError("chromium closed the pipe")
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise AssertionError(f"{method}: {reply['error']}")
+                return dict(reply.get("result", {}))
+        raise AssertionError(f"no reply to {method}")
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+        self.call("Page.enable")
+        self.call("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && !!document.getElementById('drop')")
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, seconds: float = 30.0) -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def close(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self.call("Browser.close")
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.writer.close()
+        self.reader.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_upload_page_in_headless_chromium(server: Server, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    blue = colour_png(tmp_path / "blue.png", "blue")
+    green = base64.b64encode(colour_png(tmp_path / "green.png", "green").read_bytes()).decode()
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    try:
+        browser.open(f"{server.url}/")
+        model_line = browser.wait_for(
+            "document.getElementById('model').textContent.includes('colours-run')"
+            " && document.getElementById('model').textContent"
+        )
+        assert "classification model colours-run@" in model_line
+
+        # Choosing a file with the file picker uploads it and shows the answer.
+        document = browser.call("DOM.getDocument")["root"]["nodeId"]
+        node = browser.call("DOM.querySelector", nodeId=document, selector="#file")["nodeId"]
+        browser.call("DOM.setFileInputFiles", files=[str(blue)], nodeId=node)
+        status = browser.wait_for(
+            "(t => t.startsWith('blue') && t)(document.getElementById('status').textContent)"
+        )
+        assert "colours-run@" in status
+        rows = browser.evaluate(
+            "[...document.querySelectorAll('#result .row .name')].map(e => e.textContent)"
+        )
+        assert rows[0] == "blue"
+        assert sorted(rows) == ["blue", "green", "red", "yellow"]
+
+        # Dropping a file on the drop zone does the same.
+        browser.evaluate(
+            f"""(async () => {{
+                const bytes = Uint8Array.from(atob("{green}"), c => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "green.png", {{type: "image/png"}}));
+                const drop = document.getElementById("drop");
+                drop.dispatchEvent(new DragEvent("dragover", {{dataTransfer: data,
+                                                               bubbles: true}}));
+                drop.dispatchEvent(new DragEvent("drop", {{dataTransfer: data, bubbles: true}}));
+                return true;
+            }})()"""
+        )
+        status = browser.wait_for(
+            "(t => t.startsWith('green') && t)(document.getElementById('status').textContent)"
+        )
+        assert "ms" in status
+        assert browser.evaluate("document.getElementById('preview').style.display") == "block"
+    finally:
+        browser.close()
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'visionops_predictions_total{label="blue"}' in metrics
+    assert 'visionops_predictions_total{label="green"}' in metrics

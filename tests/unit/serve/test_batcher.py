@@ -1,0 +1,165 @@
+"""The micro-batcher: batching, bounded queue, failures, cancellation, draining on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from visionops.serve.batcher import MicroBatcher, QueueFullError, StoppedError
+
+
+class Recorder:
+    """A batch function that doubles numbers and remembers every batch it saw."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+        self.gate = gate
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        self.threads.add(threading.current_thread().name)
+        self.batches.append(list(items))
+        return [2 * item for item in items]
+
+
+def make(function: Recorder, **options: float) -> tuple[MicroBatcher[int, int], ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    settings = {"max_batch": 4, "max_wait_s": 0.05, "queue_size": 16, **options}
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        function,
+        executor=executor,
+        max_batch=int(settings["max_batch"]),
+        max_wait_s=settings["max_wait_s"],
+        queue_size=int(settings["queue_size"]),
+    )
+    return batcher, executor
+
+
+def test_groups_up_to_max_batch_off_the_loop() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> list[int]:
+        batcher, executor = make(recorder, max_wait_s=0.2)
+        batcher.start()
+        futures = batcher.submit(list(range(10)))
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        executor.shutdown()
+        return [r.value for r in results] + [r.batch_size for r in results]
+
+    values = asyncio.run(scenario())
+    assert values[:10] == [2 * i for i in range(10)]
+    assert [len(b) for b in recorder.batches] == [4, 4, 2]
+    assert values[10:] == [4] * 8 + [2] * 2
+    assert recorder.threads == {"inference_0"}
+
+
+def test_no_wait_runs_what_is_there() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        batcher, executor = make(recorder, max_wait_s=0.0)
+        batcher.start()
+        first = await batcher.submit([1])[0]
+        assert first.batch_size == 1
+        assert first.queue_s >= 0
+        assert first.compute_s >= 0
+        await batcher.stop()
+        executor.shutdown()
+
+    asyncio.run(scenario())
+    assert recorder.batches == [[1]]
+
+
+def test_bounded_queue_refuses_whole_requests() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+
+    async def scenario() -> None:
+        batcher, executor = make(recorder, max_batch=1, max_wait_s=0.0, queue_size=3)
+        batcher.start()
+        first = batcher.submit([0])
+        await asyncio.sleep(0.05)  # the first item is now computing (held by the gate)
+        queued = batcher.submit([1, 2, 3])
+        assert batcher.depth == 3
+        with pytest.raises(QueueFullError):
+            batcher.submit([4])
+        gate.set()
+        await asyncio.gather(*first, *queued)
+        assert batcher.submit([5])  # room again
+        await batcher.stop()
+        executor.shutdown()
+
+    asyncio.run(scenario())
+    assert [item for batch in recorder.batches for item in batch] == [0, 1, 2, 3, 5]
+
+
+def test_a_failing_batch_fails_its_items_only() -> None:
+    calls: list[list[int]] = []
+
+    def flaky(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if 13 in items:
+            raise ValueError("unlucky")
+        return list(items)
+
+    async def scenario() -> None:
+        executor = ThreadPoolExecutor(max_workers=1)
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            flaky, executor=executor, max_batch=2, max_wait_s=0.0, queue_size=8
+        )
+        batcher.start()
+        bad = batcher.submit([13])
+        with pytest.raises(ValueError, match="unlucky"):
+            await bad[0]
+        good = await batcher.submit([7])[0]
+        assert good.value == 7
+        await batcher.stop()
+        executor.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_items_are_skipped() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+
+    async def scenario() -> None:
+        batcher, executor = make(recorder, max_batch=1, max_wait_s=0.0)
+        batcher.start()
+        running = batcher.submit([1])
+        await asyncio.sleep(0.05)
+        abandoned = batcher.submit([2])
+        abandoned[0].cancel()  # what a request that hit its deadline does
+        kept = batcher.submit([3])
+        gate.set()
+        await asyncio.gather(*running, *kept)
+        await batcher.stop()
+        executor.shutdown()
+
+    asyncio.run(scenario())
+    assert recorder.batches == [[1], [3]]
+
+
+def test_stop_finishes_queued_work_and_refuses_new() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        batcher, executor = make(recorder, max_batch=8, max_wait_s=5.0)
+        batcher.start()
+        pending = batcher.submit([1, 2, 3])  # would wait 5 s for the batch to fill
+        await batcher.stop()
+        assert all(f.done() for f in pending)
+        assert [f.result().value for f in pending] == [2, 4, 6]
+        with pytest.raises(StoppedError):
+            batcher.submit([4])
+        executor.shutdown()
+
+    asyncio.run(scenario())
+    assert recorder.batches == [[1, 2, 3]]

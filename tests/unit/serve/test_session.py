@@ -1,0 +1,120 @@
+"""The ONNX Runtime session: decoding guards, batching, post-processing by task."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from serve_helpers import COLOURS, colour_image, png_bomb
+
+from visionops.bundle import Bundle, load_bundle
+from visionops.errors import ArtifactError, ImageError
+from visionops.imaging import load_image
+from visionops.serve.session import (
+    ImageTooLargeError,
+    ModelOutputs,
+    ModelSession,
+    Postprocessor,
+    PredictOptions,
+    UnsupportedImageError,
+)
+
+
+@pytest.fixture(scope="module")
+def session(classification_bundle: Path) -> ModelSession:
+    return ModelSession(load_bundle(classification_bundle), threads=1)
+
+
+def test_decode_is_the_preprocess_function(session: ModelSession) -> None:
+    payload = colour_image(size=(70, 50), fmt="JPEG")
+    decoded = session.decode(payload)
+    np.testing.assert_array_equal(decoded.pixels, load_image(payload, size=32))
+    assert decoded.info["format"] == "jpeg"
+    assert (decoded.info["width"], decoded.info["height"]) == (70, 50)
+    assert decoded.info["bytes"] == len(payload)
+    assert 0.0 <= decoded.info["mean"] <= 1.0
+
+
+def test_decode_guards(session: ModelSession) -> None:
+    with pytest.raises(UnsupportedImageError, match="not an image"):
+        session.decode(b"GIF-ish? no: just text")
+    with pytest.raises(ImageTooLargeError, match="64,000,000"):
+        session.decode(png_bomb(9000, 9000))
+    with pytest.raises(ImageError, match="truncated"):
+        session.decode(colour_image(size=(64, 64), fmt="JPEG")[:300])
+
+
+def test_batches_match_single_runs(session: ModelSession) -> None:
+    pixels = np.stack([session.decode(colour_image(name)).pixels for name in COLOURS])
+    batch = session.run(pixels)
+    assert batch.main.shape == (4, 4)
+    assert batch.embedding is not None
+    assert batch.embedding.shape == (4, 512)
+    for row in range(4):
+        single = session.run(pixels[row : row + 1])
+        np.testing.assert_allclose(single.main[0], batch.main[row], atol=1e-5)
+    np.testing.assert_allclose(batch.main.sum(axis=1), 1.0, atol=1e-5)
+    assert batch.main.argmax(axis=1).tolist() == [0, 1, 2, 3]  # red, green, blue, yellow
+
+
+def test_a_graph_without_the_declared_output_is_refused(classification_bundle: Path) -> None:
+    bundle = load_bundle(classification_bundle)
+    broken = Bundle(bundle.path, {**bundle.manifest, "outputs": {"main": "logits"}}, bundle.parity)
+    with pytest.raises(ArtifactError, match="no output 'logits'"):
+        ModelSession(broken, threads=1)
+
+
+def test_int8_is_refused_when_export_kept_none(classification_bundle: Path) -> None:
+    bundle = load_bundle(classification_bundle)
+    assert ModelSession(bundle, threads=1).precision == "fp32"  # auto falls back to fp32
+    with pytest.raises(ArtifactError, match="--quantize int8"):
+        ModelSession(bundle, threads=1, precision="int8")
+
+
+def _bundle(task: str, **manifest: object) -> Bundle:
+    return Bundle(Path("."), {"task": task, "model_version": "v", "input": {}, **manifest}, {})
+
+
+def test_classification_top_k() -> None:
+    post = Postprocessor(_bundle("classification", class_names=list(COLOURS)), default_top_k=2)
+    outputs = ModelOutputs(np.array([[0.1, 0.6, 0.2, 0.1]], np.float32), None)
+    answer = post(outputs, 0, PredictOptions())
+    assert answer["label"] == "green"
+    assert [e["label"] for e in answer["top_k"]] == ["green", "blue"]
+    assert len(post(outputs, 0, PredictOptions(top_k=10))["top_k"]) == 4
+    assert post.check(PredictOptions(threshold=0.5)) is not None
+
+
+def test_multilabel_falls_back_to_half_without_tuned_thresholds() -> None:
+    post = Postprocessor(_bundle("multilabel", class_names=["a", "b", "c"]))
+    outputs = ModelOutputs(np.array([[0.9, 0.5, 0.49]], np.float32), None)
+    answer = post(outputs, 0, PredictOptions())
+    assert [e["label"] for e in answer["labels"]] == ["a", "b"]
+    assert post.describe()["thresholds"] == [0.5, 0.5, 0.5]
+
+
+def test_anomaly_answer_shape() -> None:
+    # No exporter writes anomaly bundles yet: this pins the response shape the server gives.
+    post = Postprocessor(_bundle("anomaly", class_names=["good", "defect"], thresholds=[0.7]))
+    anomaly_map = np.zeros((2, 8, 8), np.float32)
+    anomaly_map[1, 2:4, 2:4] = 3.0
+    outputs = ModelOutputs(np.array([0.2, 0.9], np.float32), None, {"anomaly_map": anomaly_map})
+    good = post(outputs, 0, PredictOptions())
+    assert good == {
+        "score": pytest.approx(0.2),
+        "threshold": 0.7,
+        "is_anomaly": False,
+        "verdict": "good",
+        "heatmap": None,
+    }
+    defect = post(outputs, 1, PredictOptions(heatmap=True, threshold=0.95))
+    assert defect["verdict"] == "good"  # the request's threshold wins
+    heatmap = defect["heatmap"]
+    assert (heatmap["width"], heatmap["height"], heatmap["max"]) == (8, 8, 3.0)
+    png = Image.open(io.BytesIO(base64.b64decode(heatmap["png_base64"])))
+    assert np.asarray(png)[2, 2] == 255
+    assert post.check(PredictOptions(heatmap=True)) is None
