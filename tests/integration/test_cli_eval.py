@@ -150,10 +150,7 @@ def test_missing_dataset_exits_1_naming_preprocess(handmade_runs: Path, tmp_path
     ],
 )
 def test_eval_on_trained_runs(fixture: str, metric: str, request: pytest.FixtureRequest) -> None:
-    try:
-        trained = Path(request.getfixturevalue(fixture))
-    except pytest.FixtureLookupError:
-        pytest.skip(f"the {fixture} fixture is not in tests/conftest.py yet")
+    trained = Path(request.getfixturevalue(fixture))
     run_dir = trained if (trained / "run.json").is_file() else trained / "runs" / "latest"
     result = runner.invoke(app, ["eval", str(run_dir.resolve()), "--json", "-q"])
     assert result.exit_code == 0, result.output
