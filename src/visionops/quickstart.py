@@ -102,8 +102,13 @@ def serve_check(
         SkewError: A served answer differs from the exported model's answer.
     """
     import csv
+    import warnings
 
-    from fastapi.testclient import TestClient
+    with warnings.catch_warnings():
+        # Starlette warns at import that its test client will move to another httpx package;
+        # the client works, and the warning would only confuse a quickstart user.
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
+        from fastapi.testclient import TestClient
 
     from visionops.bundle import load_bundle
     from visionops.data.prepared import PreparedDataset
