@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One compute thread per pytest-xdist worker (and for the CLIs they start): two workers
+    # with two threads each would oversubscribe the cores and make every test slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # --------------------------------------------------------------------------------------
 # Hand-made runs (no training): prepared datasets written with numpy and runs whose
