@@ -29,10 +29,31 @@ CLASSES = ("apple", "banana", "carrot", "grape", "kiwi", "lemon", "onion", "pear
 SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
 
 
+def photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """One photo-like image: smooth colour fields and six blurred discs."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    a, b, c = rng.uniform(0, 255, 3)
+    base = np.stack(
+        [
+            a + 60 * np.sin(xx / rng.uniform(40, 160)),
+            b + 60 * np.cos(yy / rng.uniform(40, 160)),
+            c + 40 * np.sin((xx + yy) / rng.uniform(60, 200)),
+        ],
+        axis=-1,
+    )
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+        r = rng.uniform(20, min(width, height) / 3)
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour)
+    return image.filter(ImageFilter.GaussianBlur(1.5))
+
+
 def generate_images(root: Path, count: int, width: int, height: int, seed: int = 0) -> Path:
     """Write ``count`` photo-like JPEGs into ``root/<split>/<class>/``; return ``root``."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     for index in range(count):
         name = CLASSES[index % len(CLASSES)]
         position = (index // len(CLASSES)) / max(1, count // len(CLASSES))
@@ -41,26 +62,9 @@ def generate_images(root: Path, count: int, width: int, height: int, seed: int =
             for s, edge in zip(("train", "validation", "test"), (0.7, 0.85, 1.01), strict=True)
             if position < edge
         )
-        a, b, c = rng.uniform(0, 255, 3)
-        base = np.stack(
-            [
-                a + 60 * np.sin(xx / rng.uniform(40, 160)),
-                b + 60 * np.cos(yy / rng.uniform(40, 160)),
-                c + 40 * np.sin((xx + yy) / rng.uniform(60, 200)),
-            ],
-            axis=-1,
-        )
-        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
-            r = rng.uniform(20, min(width, height) / 3)
-            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-            draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour)
-        image = image.filter(ImageFilter.GaussianBlur(1.5))
         folder = root / split / name
         folder.mkdir(parents=True, exist_ok=True)
-        image.save(folder / f"{name}_{index:05d}.jpg", quality=90)
+        photo(rng, width, height).save(folder / f"{name}_{index:05d}.jpg", quality=90)
     return root
 
 

@@ -42,7 +42,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+
+from preprocess import photo
 
 HERE = Path(__file__).resolve().parent
 BOUNDARY = "visionops-benchmark-boundary"
@@ -79,28 +80,12 @@ def make_bundle(project: Path) -> Path:
 
 
 def make_images(count: int, width: int, height: int, seed: int = 0) -> list[bytes]:
-    """Photo-like JPEGs: smooth colour fields, blurred discs, quality 90."""
+    """Photo-like JPEGs (the preprocess benchmark's generator), quality 90, in memory."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     images = []
     for _ in range(count):
-        a, b, c = rng.uniform(0, 255, 3)
-        base = np.stack(
-            [
-                a + 60 * np.sin(xx / rng.uniform(40, 160)),
-                b + 60 * np.cos(yy / rng.uniform(40, 160)),
-                c + 40 * np.sin((xx + yy) / rng.uniform(60, 200)),
-            ],
-            axis=-1,
-        )
-        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
-            r = rng.uniform(20, min(width, height) / 3)
-            draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=tuple(rng.integers(0, 256, 3)))
         buffer = io.BytesIO()
-        image.filter(ImageFilter.GaussianBlur(1.5)).save(buffer, format="JPEG", quality=90)
+        photo(rng, width, height).save(buffer, format="JPEG", quality=90)
         images.append(buffer.getvalue())
     return images
 

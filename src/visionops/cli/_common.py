@@ -92,6 +92,22 @@ def split_args(args: Sequence[str] | None) -> tuple[list[str], list[str]]:
     return positionals, overrides
 
 
+def one_positional(args: Sequence[str] | None, name: str) -> tuple[str | None, list[str]]:
+    """Split variadic arguments into at most one positional ``name`` and ``key=value`` overrides.
+
+    Raises:
+        typer.BadParameter: More than one positional was given.
+    """
+    positionals, overrides = split_args(args)
+    if len(positionals) > 1:
+        raise typer.BadParameter(
+            f"one {name} at a time, got {len(positionals)}: {' '.join(positionals)}"
+            " (settings are key=value)",
+            param_hint=name,
+        )
+    return (positionals[0] if positionals else None), overrides
+
+
 def resolve_settings(
     *,
     config_file: Path | None,

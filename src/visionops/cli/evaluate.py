@@ -15,12 +15,12 @@ from visionops.cli._common import (
     Quiet,
     Verbose,
     console,
+    one_positional,
     out,
     print_json,
     progress,
     resolve_settings,
     setup,
-    split_args,
 )
 
 if TYPE_CHECKING:
@@ -115,11 +115,7 @@ def evaluate(
     Example: visionops eval runs/run-001 --split test --checkpoint best
     """
     setup(verbose, quiet)
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(
-            f"one RUN at most, got {len(positionals)}: {' '.join(positionals)}", param_hint="RUN"
-        )
+    run, overrides = one_positional(args, "RUN")
     settings = resolve_settings(
         config_file=config, overrides=overrides, print_config=print_config, device=device
     )
@@ -128,7 +124,7 @@ def evaluate(
     with progress() as reporter:
         result = evaluate_run(
             settings,
-            positionals[0] if positionals else None,
+            run,
             split=split,
             checkpoint=checkpoint,
             device=device,

@@ -14,12 +14,12 @@ from visionops.cli._common import (
     Quiet,
     Verbose,
     console,
+    one_positional,
     out,
     print_json,
     progress,
     resolve_settings,
     setup,
-    split_args,
 )
 
 if TYPE_CHECKING:
@@ -37,12 +37,7 @@ RunArgs = Annotated[
 
 
 def _one_run(args: list[str] | None) -> tuple[str | None, list[str]]:
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(
-            f"one RUN at most, got {len(positionals)}: {' '.join(positionals)}", param_hint="RUN"
-        )
-    return (positionals[0] if positionals else None), overrides
+    return one_positional(args, "RUN")
 
 
 def _size(count: float) -> str:

@@ -14,11 +14,11 @@ from visionops.cli._common import (
     Quiet,
     Verbose,
     console,
+    one_positional,
     out,
     progress,
     resolve_settings,
     setup,
-    split_args,
 )
 
 
@@ -70,16 +70,10 @@ def fetch(
     Example: visionops data fetch demo:shapes data.demo.images_per_class=40
     """
     setup(verbose, quiet)
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(
-            f"one SOURCE at a time (got {', '.join(positionals)}); overrides are key=value",
-            param_hint="SOURCE",
-        )
+    source, overrides = one_positional(args, "SOURCE")
     settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
     from visionops.data.fetch import fetch_dataset
 
-    source = positionals[0] if positionals else None
     with progress() as reporter:
         result = fetch_dataset(source, settings, name=name, force=force, progress=reporter)
 

@@ -16,12 +16,12 @@ from visionops.cli._common import (
     Quiet,
     Verbose,
     console,
+    one_positional,
     out,
     print_json,
     progress,
     resolve_settings,
     setup,
-    split_args,
 )
 
 if TYPE_CHECKING:
@@ -132,11 +132,7 @@ def preprocess(
     Example: visionops data preprocess data/raw/shapes --size 64
     """
     setup(verbose, quiet)
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(
-            f"give one raw folder, not {len(positionals)}: {' '.join(positionals)}"
-        )
+    raw_arg, overrides = one_positional(args, "RAW")
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
@@ -149,7 +145,7 @@ def preprocess(
     )
     from visionops.data.prepare import prepare_dataset
 
-    raw = Path(positionals[0]) if positionals else _default_raw(settings)
+    raw = Path(raw_arg) if raw_arg else _default_raw(settings)
     with progress() as reporter:
         result = prepare_dataset(raw, settings, force=force, progress=reporter)
     _render_summary(result)
@@ -235,16 +231,14 @@ def info(
     Example: visionops data info data/prepared/shapes --json
     """
     setup(verbose, quiet)
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(f"give one folder, not {len(positionals)}")
+    path_arg, overrides = one_positional(args, "PATH")
     settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
     from visionops.data.prepare import dataset_info
     from visionops.data.prepared import find_prepared
     from visionops.errors import DatasetNotFoundError
 
-    if positionals:
-        path = Path(positionals[0])
+    if path_arg:
+        path = Path(path_arg)
     else:
         newest = find_prepared(settings)
         if newest is None:

@@ -12,9 +12,9 @@ from visionops.cli._common import (
     PrintConfig,
     Quiet,
     Verbose,
+    one_positional,
     resolve_settings,
     setup,
-    split_args,
 )
 
 Args = Annotated[
@@ -106,11 +106,7 @@ def serve(
     Example: visionops serve runs/run-001 --port 8000 --workers 2
     """
     setup(verbose, quiet)
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(
-            f"give one bundle or run, not {len(positionals)}: {' '.join(positionals)}"
-        )
+    target_arg, overrides = one_positional(args, "BUNDLE|RUN")
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
@@ -131,7 +127,7 @@ def serve(
     )
     from visionops.serve.runner import run_server
 
-    target = Path(positionals[0]) if positionals else None
+    target = Path(target_arg) if target_arg else None
     run_server(target, settings.serve, runs_root=settings.runs_root, log_dir=log_dir)
 
 

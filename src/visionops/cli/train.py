@@ -18,12 +18,12 @@ from visionops.cli._common import (
     Recipe,
     Verbose,
     console,
+    one_positional,
     out,
     print_json,
     progress,
     resolve_settings,
     setup,
-    split_args,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ _EXIT_INTERRUPTED = 130
 
 
 def _forwarded_args(
-    positionals: list[str],
+    dataset: str | None,
     overrides: list[str],
     flags: dict[str, Any],
     *,
@@ -57,7 +57,7 @@ def _forwarded_args(
     quiet: bool,
 ) -> list[str]:
     """The same ``visionops train`` invocation, every flag spelled as ``key=value``."""
-    forwarded = [*positionals, *overrides]
+    forwarded = [*([dataset] if dataset else []), *overrides]
     for key, value in flags.items():
         if value is not None:
             forwarded.append(f"{key.replace('__', '.')}={value}")
@@ -205,12 +205,7 @@ def train(
 
     rank = int(os.environ.get("RANK", "0")) if in_torchrun() else 0
     setup(verbose, quiet or rank != 0)
-    positionals, overrides = split_args(args)
-    if len(positionals) > 1:
-        raise typer.BadParameter(
-            f"one DATASET at most, got {len(positionals)}: {' '.join(positionals)}",
-            param_hint="DATASET",
-        )
+    dataset, overrides = one_positional(args, "DATASET")
     if resume is not None and resume_latest:
         raise typer.BadParameter("use --resume RUN or --resume-latest, not both")
     flags: dict[str, Any] = {
@@ -239,7 +234,7 @@ def train(
             **flags,
         )
         forwarded = _forwarded_args(
-            positionals,
+            dataset,
             overrides,
             flags,
             config=config,
@@ -272,7 +267,7 @@ def train(
     with progress() as reporter:
         result = train_run(
             settings,
-            positionals[0] if positionals else None,
+            dataset,
             name=name,
             exist_ok=exist_ok,
             resume=resume_target,
