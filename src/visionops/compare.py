@@ -13,6 +13,8 @@ Examples:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -22,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from visionops._io import read_json
+from visionops._io import atomic_write_text, read_json
 from visionops.errors import ArtifactError
 from visionops.runs import read_run_manifest, resolve_run
 
@@ -34,6 +36,7 @@ __all__ = [
     "compare_runs",
     "list_runs",
     "plot_comparison",
+    "write_history_csv",
 ]
 
 
@@ -325,4 +328,32 @@ def plot_comparison(comparison: RunComparison, path: Path) -> Path:
         axis.grid(alpha=0.3)
         axis.legend()
     comparison.curves = save_figure(figure, path)
+    return path
+
+
+def write_history_csv(run: str | Path, runs_root: Path, path: Path) -> Path:
+    """Write a run's ``history.jsonl`` as CSV: one row per epoch, one column per value.
+
+    DVC's ``plots`` and spreadsheets read CSV, not JSON lines.
+
+    Args:
+        run: A run folder or name.
+        runs_root: Where run names are looked up.
+        path: The CSV to write (atomically).
+
+    Raises:
+        ArtifactError: No such run, or it has no finished epoch.
+    """
+    run_dir = resolve_run(str(run), runs_root)
+    history = _history(run_dir)
+    if not history:
+        raise ArtifactError(
+            f"{run_dir} has no finished epoch in history.jsonl — train it with `visionops train`"
+        )
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
     return path

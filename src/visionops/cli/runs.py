@@ -146,6 +146,26 @@ def compare_command(
         console.print(f"curves: {comparison.curves}")
 
 
+@runs_app.command("history")
+def history_command(
+    run: Annotated[str, typer.Argument(help="A run name under runs/ or a run folder.")],
+    csv_path: Annotated[
+        Path, typer.Option("--csv", help="Where to write the CSV (e.g. for `dvc plots`).")
+    ],
+    runs_root: RunsRoot = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Write a run's per-epoch history (history.jsonl) as a CSV file.
+
+    Example: visionops runs history run-001 --csv history.csv
+    """
+    setup(verbose, quiet)
+    from visionops.compare import write_history_csv
+
+    console.print(f"wrote {write_history_csv(run, _runs_root(runs_root), csv_path)}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``runs``."""
     app.add_typer(runs_app, name="runs", rich_help_panel="Lifecycle")
