@@ -73,6 +73,8 @@ class Task(ABC):
         serve_options: The :class:`PredictOptions` fields a request may set for this task.
         trained_by_gradient: Whether the gradient-descent engine trains it (anomaly
             detection builds a memory bank instead).
+        target_kind: How ``targets.npy`` stores a target: ``class_index`` (``(N,)`` int64),
+            ``multi_hot`` (``(N, K)`` float32 0/1) or ``values`` (``(N, T)`` float32).
     """
 
     name: ClassVar[str]
@@ -84,6 +86,7 @@ class Task(ABC):
     rank_rows_by: ClassVar[str | None] = "f1"
     serve_options: ClassVar[frozenset[str]] = frozenset({"top_k"})
     trained_by_gradient: ClassVar[bool] = True
+    target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "class_index"
 
     @classmethod
     @abstractmethod

@@ -189,6 +189,7 @@ class MultilabelTask(Task):
     name: ClassVar[str] = "multilabel"
     main_output: ClassVar[str] = "probabilities"
     row_noun: ClassVar[str] = "label"
+    target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "multi_hot"
     monitor: ClassVar[str] = "map"
     mode: ClassVar[Literal["max", "min"]] = "max"
     rank_rows_by: ClassVar[str | None] = "ap"

@@ -143,6 +143,7 @@ class RegressionTask(Task):
     name: ClassVar[str] = "regression"
     main_output: ClassVar[str] = "values"
     row_noun: ClassVar[str] = "target"
+    target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "values"
     monitor: ClassVar[str] = "r2"
     mode: ClassVar[Literal["max", "min"]] = "max"
     row_kind: ClassVar[Literal["class", "target"]] = "target"
