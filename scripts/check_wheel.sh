@@ -22,7 +22,7 @@ wheel="$(ls "$WORK"/dist/visionops-*.whl)"
 echo "==> installing $(basename "$wheel") into a fresh environment" >&2
 "$PYTHON" -m venv "$WORK/venv"
 # uv's cache already holds every pinned wheel: nothing is downloaded twice.
-VIRTUAL_ENV="$WORK/venv" uv pip install --quiet -c "$ROOT/requirements.lock" "$wheel"
+VIRTUAL_ENV="$WORK/venv" uv pip install --quiet --compile-bytecode -c "$ROOT/requirements.lock" "$wheel"
 
 mkdir "$WORK/project"
 cd "$WORK/project"
@@ -33,8 +33,11 @@ installed="$(python -c 'import visionops, pathlib; print(pathlib.Path(visionops.
 
 visionops --help >/dev/null
 visionops doctor >/dev/null
-visionops recipes list | grep -q fruits-vegetables
-visionops recipes show fer2013 | grep -q "channels"
+# Captured first: `grep -q` exits at the first match, and pipefail would count the SIGPIPE.
+recipes="$(visionops recipes list)"
+grep -q fruits-vegetables <<<"$recipes"
+shown="$(visionops recipes show fer2013)"
+grep -q "data.channels" <<<"$shown"
 visionops data fetch demo:shapes data.demo.images_per_class=6 data.demo.image_size=32
 visionops quickstart --epochs 1 --device cpu data.demo.images_per_class=10 data.image_size=32 \
     train.batch_size=16 model.name=shufflenet_v2_x0_5

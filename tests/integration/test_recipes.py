@@ -33,8 +33,6 @@ from typer.testing import CliRunner
 
 from visionops.cli.app import app
 
-pytestmark = pytest.mark.slow
-
 TINY = {
     "device": "cpu",
     "data": {"image_size": 32, "workers": 1},
@@ -156,6 +154,7 @@ def check_answer(task: str, answer: dict[str, Any], manifest: dict[str, Any]) ->
         assert [value["unit"] for value in answer["values"]] == manifest["target_units"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", list(KAGGLE_RECIPES))
 def test_recipe_runs_end_to_end_offline(recipe: str, offline: dict[str, FakeDataset]) -> None:
     project = Path.cwd()
@@ -206,3 +205,13 @@ def test_recipe_runs_end_to_end_offline(recipe: str, offline: dict[str, FakeData
     assert body["task"] == manifest["task"]
     assert body["model_version"] == bundle_meta["model_version"]
     check_answer(manifest["task"], body["predictions"][0], manifest)
+
+
+@pytest.mark.parametrize("recipe", list(KAGGLE_RECIPES))
+def test_recipe_has_a_valid_example_sweep(recipe: str) -> None:
+    from visionops.tracking import load_sweep_file, sweep_config
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / f"{recipe}.yaml"
+    config = sweep_config(load_sweep_file(path))  # every key checked like key=value
+    assert config["metric"] == {"name": "best_metric", "goal": "maximize"}
+    assert config["command"][:2] == ["visionops", "train"]
