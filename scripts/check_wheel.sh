@@ -53,4 +53,4 @@ for _ in $(seq 120); do
     sleep 0.5
 done
 grep -qi "<html" <<<"$page" || { echo "error: no upload page from the installed wheel" >&2; cat "$WORK/serve.log" >&2; exit 1; }
-echo "wheel check: 1 passed, 0 failed"
+echo "wheel check ok: the installed wheel ran --help, doctor, recipes, fetch, quickstart and served its upload page"
