@@ -43,7 +43,7 @@ from visionops.data.layouts import (
     Rejection,
     count_reasons,
     list_files,
-    read_layout,
+    detect,
 )
 from visionops.data.prepared import (
     PREPARED_KIND,
@@ -702,7 +702,7 @@ def prepare_dataset(
                 " it — move it away or set data.prepared_root to another folder"
             )
 
-        listing = read_layout(raw, task=data.task, camera=data.camera)
+        listing = detect(raw, task=data.task, camera=data.camera)
         for note in listing.notes:
             logger.info(note)
         logger.info(
@@ -964,7 +964,7 @@ def dataset_info(path: Path, settings: Settings) -> dict[str, Any]:
             ),
         }
     try:
-        listing = read_layout(path, task=settings.data.task, camera=settings.data.camera)
+        listing = detect(path, task=settings.data.task, camera=settings.data.camera)
     except LayoutError as exc:
         raise DatasetNotFoundError(
             f"{path} is neither a prepared dataset nor a raw one visionops can read ({exc}) —"
