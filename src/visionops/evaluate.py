@@ -708,7 +708,7 @@ def evaluate_run(
     recorded = manifest.get("dataset") or {}
     dataset_dir = _find_dataset(run_dir, str(recorded.get("path", "")))
     dataset = PreparedDataset.open(dataset_dir)
-    current_fingerprint = dataset.manifest.get("fingerprint")
+    current_fingerprint = dataset.fingerprint
     trained_fingerprint = recorded.get("fingerprint")
     fingerprint_matches = current_fingerprint == trained_fingerprint
     if not fingerprint_matches:
@@ -806,7 +806,7 @@ def evaluate_run(
         },
         "dataset": {
             "path": str(recorded.get("path")),
-            "name": dataset.manifest.get("name"),
+            "name": dataset.name,
             "fingerprint": current_fingerprint,
             "trained_fingerprint": trained_fingerprint,
             "fingerprint_matches": fingerprint_matches,

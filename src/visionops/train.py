@@ -734,11 +734,11 @@ def _run_manifest(
         },
         "normalization": normalization,
         "resize": dataset.resize,
-        "class_names": manifest.get("class_names"),
-        "target_names": manifest.get("target_names"),
-        "target_units": manifest.get("target_units"),
-        "target_mean": manifest.get("target_mean"),
-        "target_std": manifest.get("target_std"),
+        "class_names": manifest.class_names,
+        "target_names": manifest.target_names,
+        "target_units": manifest.target_units,
+        "target_mean": manifest.target_mean,
+        "target_std": manifest.target_std,
         **task.run_fields(),
         "monitor": {"metric": task.monitor, "mode": task.mode},
         "best_epoch": None,
@@ -905,7 +905,7 @@ def _train(
             f" data.task={settings.data.task}`)"
         )
     task = get_task(dataset.task).from_manifest(
-        dataset.manifest, label_smoothing=settings.train.label_smoothing
+        dataset.manifest.to_json(), label_smoothing=settings.train.label_smoothing
     )
     if checkpoint is not None and run_manifest is not None and resume_dir is not None:
         _check_resume(run_manifest, checkpoint, settings, dataset, task, resume_dir)
