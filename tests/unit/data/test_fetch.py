@@ -22,6 +22,7 @@ from visionops.data.fetch import (
     dataset_fingerprint,
     fetch_dataset,
     parse_source,
+    raw_folder_for,
     read_source_info,
 )
 from visionops.data.layouts import list_files
@@ -206,6 +207,24 @@ def test_a_plain_file_is_not_a_source(tmp_path: Path, settings: Settings) -> Non
 )
 def test_default_names(source: str, name: str) -> None:
     assert parse_source(source).default_name == name
+
+
+@pytest.mark.parametrize(
+    ("file", "name"), [("x.tar.gz", "x"), ("My Data.tgz", "My-Data"), ("a.b.zip", "a.b")]
+)
+def test_archive_names_drop_the_whole_suffix(tmp_path: Path, file: str, name: str) -> None:
+    (tmp_path / file).write_bytes(b"")
+    spec = parse_source(str(tmp_path / file))
+    assert spec.kind == "archive"
+    assert spec.default_name == name
+
+
+def test_raw_folder_for_a_source(tmp_path: Path, settings: Settings) -> None:
+    raw_root = settings.data.raw_root
+    assert raw_folder_for("kaggle:o/d/versions/3", settings) == raw_root / "d"
+    (tmp_path / "x.tar.gz").write_bytes(b"")
+    assert raw_folder_for(str(tmp_path / "x.tar.gz"), settings) == raw_root / "x"
+    assert raw_folder_for("demo:shapes", settings) == raw_root / "shapes"
 
 
 # --------------------------------------------------------------------------- folder
