@@ -1,5 +1,6 @@
 """``visionops data preprocess`` and ``visionops data info`` through the real CLI."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -223,6 +224,8 @@ def test_kill_9_takes_the_workers_along_and_the_next_run_cleans_up(
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(
     slow_raw: Path,
 ) -> None:
+    # Import what the second run needs first, so the race below is not lost to imports.
+    importlib.import_module("visionops.data.prepare")
     first = _start_preprocess(slow_raw)
     try:
         _wait_for(lambda: bool(_temps(first.pid)) or first.poll() is not None, "the first run")
