@@ -36,6 +36,7 @@ __all__ = [
     "DataSettings",
     "DemoSettings",
     "DriftSettings",
+    "EvalSettings",
     "ExportSettings",
     "ModelSettings",
     "ResizePolicy",
@@ -156,6 +157,15 @@ class TrainSettings(_Section):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
+class EvalSettings(_Section):
+    """``visionops eval``."""
+
+    precision: Literal["auto", "fp32"] = Field(
+        "auto",
+        description="auto: mixed precision where the device has it (CUDA); fp32: full precision.",
+    )
+
+
 class TrackingSettings(_Section):
     """Weights & Biases."""
 
@@ -212,6 +222,7 @@ class Settings(_Section):
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
