@@ -703,7 +703,7 @@ def evaluate_run(
     recorded = manifest.dataset
     dataset_dir = _find_dataset(run_dir, recorded.path)
     dataset = PreparedDataset.open(dataset_dir)
-    current_fingerprint = dataset.manifest.get("fingerprint")
+    current_fingerprint = dataset.fingerprint
     trained_fingerprint = recorded.fingerprint
     fingerprint_matches = current_fingerprint == trained_fingerprint
     if not fingerprint_matches:
@@ -801,7 +801,7 @@ def evaluate_run(
         },
         "dataset": {
             "path": recorded.path,
-            "name": dataset.manifest.get("name"),
+            "name": dataset.name,
             "fingerprint": current_fingerprint,
             "trained_fingerprint": trained_fingerprint,
             "fingerprint_matches": fingerprint_matches,

@@ -247,7 +247,7 @@ class _Attempt:
             )
         settings = effective_settings(settings, dataset)
         task = get_task(dataset.task).from_manifest(
-            dataset.manifest, label_smoothing=settings.train.label_smoothing
+            dataset.manifest.to_json(), label_smoothing=settings.train.label_smoothing
         )
         checkpoint = None
         if resumed is not None:
@@ -695,11 +695,11 @@ def _run_record(
         ),
         normalization=Normalization(**prepared.engine.normalization),
         resize=dataset.resize,
-        class_names=manifest.get("class_names"),
-        target_names=manifest.get("target_names"),
-        target_units=manifest.get("target_units"),
-        target_mean=manifest.get("target_mean"),
-        target_std=manifest.get("target_std"),
+        class_names=manifest.class_names,
+        target_names=manifest.target_names,
+        target_units=manifest.target_units,
+        target_mean=manifest.target_mean,
+        target_std=manifest.target_std,
         **task.run_fields(),
         monitor=Monitor(metric=task.monitor, mode=task.mode),
         epochs=settings.train.epochs,
