@@ -889,7 +889,7 @@ def export_run(
             f"{bundle_dir} already exists — pass --force to replace it (serve it as it is with"
             f" `visionops serve {run_dir}`)"
         )
-    run_manifest = read_run_manifest(run_dir)
+    run_manifest = read_run_manifest(run_dir).to_json()
     task_name = str(run_manifest.get("task"))
     if task_name not in TASKS:
         raise ExportError(
@@ -902,8 +902,9 @@ def export_run(
             f"run {run_dir.name} has status {run_manifest.get('status')!r} — exported its"
             f" {checkpoint} checkpoint as it is"
         )
-    model, run_manifest = load_trained_model(run_dir, checkpoint)
-    task = task_for(run_manifest)
+    model, run_record = load_trained_model(run_dir, checkpoint)
+    run_manifest = run_record.to_json()
+    task = task_for(run_record)
     spec = run_manifest["model"]
     size, channels = int(spec["image_size"]), int(spec["channels"])
 
