@@ -22,11 +22,14 @@ import pytest
 import torch
 from torch import nn
 
-from visionops.bundle import load_bundle
+from visionops.artifacts import BundleMeta
+from visionops.bundle import load_bundle, read_onnx_metadata
 from visionops.config import Settings, load_settings
-from visionops.errors import ArtifactError, DatasetNotFoundError, ExportError
-from visionops.export import ExportResult, export_onnx, export_run
+from visionops.errors import ArtifactError, DatasetNotFoundError, DeviceError, ExportError
+from visionops.export import ExportResult, export_run
 from visionops.imaging import image_statistics
+from visionops.onnx_graph import export_onnx
+from visionops.onnxrt import CPU_PROVIDER, ort_session, verify_provider_parity
 from visionops.runs import load_trained_model
 from visionops.tasks import TASKS
 
@@ -130,7 +133,7 @@ def test_bundle_has_the_documented_files(exported: Any, run: str) -> None:
 @pytest.mark.parametrize("run", RUNS)
 def test_graph_takes_uint8_with_dynamic_batch_and_matches_pytorch(exported: Any, run: str) -> None:
     project, results = exported
-    layout = results[run].manifest["input"]["layout"]
+    layout = results[run].meta.input.layout
     graph = onnx.load(str(project / "runs" / run / "bundle" / "model.onnx")).graph
     (pixels,) = graph.input
     assert pixels.name == "pixels"
@@ -171,6 +174,7 @@ def test_metadata_in_onnx_and_manifest(exported: Any, run: str) -> None:
     manifest = json.loads((bundle_dir / "visionops.json").read_text())
     run_manifest = json.loads((project / "runs" / run / "run.json").read_text())
     props = {p.key: p.value for p in onnx.load(str(bundle_dir / "model.onnx")).metadata_props}
+    assert read_onnx_metadata(bundle_dir / "model.onnx") == props
     embedded = json.loads(props["visionops"])
     assert embedded == {k: v for k, v in manifest.items() if k != "files"}
     assert manifest["kind"] == "visionops.bundle"
@@ -197,16 +201,16 @@ def test_multilabel_thresholds_and_regression_units_travel(exported: Any) -> Non
     project, results = exported
     run_manifest = json.loads((project / "runs" / "tags-run" / "run.json").read_text())
     assert run_manifest["thresholds"]
-    assert results["tags-run"].manifest["thresholds"] == run_manifest["thresholds"]
-    assert results["tags-run"].manifest["input"]["layout"] == "NHWC"
-    assert results["dishes-run"].manifest["target_units"] == ["kcal", "g"]
+    assert results["tags-run"].meta.thresholds == run_manifest["thresholds"]
+    assert results["tags-run"].meta.input.layout == "NHWC"
+    assert results["dishes-run"].meta.target_units == ["kcal", "g"]
 
 
 @pytest.mark.parametrize("run", RUNS)
 def test_parity_record(exported: Any, run: str) -> None:
     project, results = exported
     parity = json.loads((project / "runs" / run / "bundle" / "parity.json").read_text())
-    assert parity == results[run].parity
+    assert parity == results[run].parity.model_dump(mode="json")
     assert parity["passed"] is True
     assert parity["split"] == "val"
     _, _, splits = _dataset(project, run)
@@ -226,7 +230,7 @@ def test_parity_record(exported: Any, run: str) -> None:
 def test_serve_side_loader_accepts_the_bundle(exported: Any, run: str) -> None:
     project, _ = exported
     bundle = load_bundle(project / "runs" / run / "bundle")
-    assert bundle.parity["passed"]
+    assert bundle.parity is not None and bundle.parity.passed
     assert bundle.model_path.is_file()
 
 
@@ -293,6 +297,56 @@ def test_edited_bundle_is_refused(exported: Any, tmp_path: Path) -> None:
         handle.write(b"\0")
     with pytest.raises(ArtifactError, match="modified after export"):
         load_bundle(bundle_dir)
+
+
+def test_reversed_class_names_are_refused_on_load(exported: Any, tmp_path: Path) -> None:
+    # Served, this bundle would label every red image "yellow" with no warning.
+    project, _ = exported
+    bundle_dir = shutil.copytree(project / "runs" / "colours-run" / "bundle", tmp_path / "b")
+    meta = BundleMeta.read(bundle_dir)
+    assert meta.class_names is not None
+    meta.model_copy(update={"class_names": meta.class_names[::-1]}).write(bundle_dir)
+    with pytest.raises(ArtifactError) as error:
+        load_bundle(bundle_dir)
+    message = str(error.value)
+    assert "visionops.json was modified after export (class_names differ" in message
+    assert "visionops export --force" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_parity_samples_reproduce_on_the_cpu(exported: Any, run: str) -> None:
+    project, _ = exported
+    bundle = load_bundle(project / "runs" / run / "bundle")
+    assert bundle.parity is not None
+    assert bundle.parity.samples == {"file": "parity.npz", "images": 16}
+    with np.load(bundle.path / "parity.npz", allow_pickle=False) as samples:
+        _, _, splits = _dataset(project, run)
+        assert (splits[samples["indices"]] == 1).all()  # validation images
+        assert samples["pixels"].shape == (16, 32, 32, 3)
+    record = verify_provider_parity(bundle, [CPU_PROVIDER])
+    assert record.passed and record.images == 16
+    assert record.bound == bundle.parity.bound
+
+
+def test_provider_parity_refuses_a_session_of_another_model(exported: Any) -> None:
+    # The int8 graph stands in for a provider whose kernels answer differently.
+    project, _ = exported
+    bundle = load_bundle(project / "runs" / "colours-run" / "bundle")
+    assert bundle.int8_model_path is not None
+    with pytest.raises(DeviceError, match="does not reproduce its verified CPU outputs"):
+        verify_provider_parity(bundle, session=ort_session(bundle.int8_model_path))
+
+
+def test_exist_ok_returns_the_existing_bundle(exported: Any) -> None:
+    project, results = exported
+    manifest = project / "runs" / "tags-run" / "bundle" / "visionops.json"
+    before = manifest.read_bytes()
+    again = export_run(_settings(project), "tags-run", exist_ok=True)
+    assert again.exported is False
+    assert again.meta == results["tags-run"].meta
+    assert again.parity == results["tags-run"].parity
+    assert manifest.read_bytes() == before
 
 
 def test_existing_bundle_needs_force(exported: Any) -> None:
