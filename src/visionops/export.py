@@ -42,7 +42,7 @@ from loguru import logger
 from numpy.typing import NDArray
 
 from visionops import __version__
-from visionops._io import atomic_dir, atomic_write_json
+from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_stale_temps
 from visionops.artifacts import BundleInput, BundleMeta, ParityRecord, RunRecord
 from visionops.bundle import load_bundle, write_bundle_manifest
 from visionops.errors import (
@@ -287,11 +287,19 @@ def export_run(
         raise ConfigError(f"unknown checkpoint '{checkpoint}' — use best or last")
     run_dir = resolve_run(run, settings.runs_root)
     bundle_dir = run_dir / "bundle"
-    if exist_ok and bundle_dir.exists() and not force:
-        return _existing(bundle_dir)
-    return _export(
-        settings, run_dir, force=force, quantize=quantize, checkpoint=checkpoint, progress=progress
-    )
+    with artifact_lock(bundle_dir, hint="wait for that export to finish"):
+        for leftover in clean_stale_temps(run_dir, f".{bundle_dir.name}.*.tmp"):
+            logger.info(f"removed {leftover.name}, left by an export that did not finish")
+        if exist_ok and bundle_dir.exists() and not force:
+            return _existing(bundle_dir)
+        return _export(
+            settings,
+            run_dir,
+            force=force,
+            quantize=quantize,
+            checkpoint=checkpoint,
+            progress=progress,
+        )
 
 
 def _export(
