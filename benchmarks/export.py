@@ -80,13 +80,13 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
     from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
     from visionops.onnx_graph import ExportWrapper, export_onnx
     from visionops.quantize import quantize_int8
+    from visionops.tasks import ClassificationTask
     from visionops.timing import time_interleaved
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=1000).eval()
-    wrapper = ExportWrapper(
-        model, task="classification", mean=IMAGENET_MEAN, std=IMAGENET_STD
-    ).eval()
+    task = ClassificationTask([f"class{i}" for i in range(1000)])
+    wrapper = ExportWrapper(model, task=task, mean=IMAGENET_MEAN, std=IMAGENET_STD).eval()
     results: dict[str, Any] = {"size": size, "threads": {}}
     with tempfile.TemporaryDirectory(prefix="visionops-bench-export-") as scratch:
         fp32_path, int8_path = Path(scratch) / "model.onnx", Path(scratch) / "model.int8.onnx"

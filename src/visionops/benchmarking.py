@@ -174,7 +174,7 @@ def benchmark_run(
     from visionops.onnxrt import INPUT_NAME, onnx_predict, ort_session, to_layout
     from visionops.parity import monitored_metric
     from visionops.runs import load_trained_model
-    from visionops.tasks import TASKS
+    from visionops.tasks import task_for
 
     bundle = load_bundle(find_bundle(Path(run) if run is not None else None, settings.runs_root))
     run_dir = bundle.path.parent
@@ -187,7 +187,7 @@ def benchmark_run(
     model, _ = load_trained_model(run_dir, which)
     run_record = RunRecord.read(run_dir)
     layout = bundle.meta.input.layout
-    task = TASKS[bundle.task].from_manifest(run_record.to_json())
+    task = task_for(run_record)
     dataset = PreparedDataset.open(find_run_dataset(run_dir, run_record))
     split = "test"
     indices = dataset.indices("test")

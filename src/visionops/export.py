@@ -53,13 +53,7 @@ from visionops.errors import (
     VisionOpsError,
 )
 from visionops.imaging import image_statistics
-from visionops.onnx_graph import (
-    EMBEDDING_NAME,
-    OUTPUT_NAMES,
-    build_wrapper,
-    export_onnx,
-    first_line,
-)
+from visionops.onnx_graph import EMBEDDING_NAME, build_wrapper, export_onnx, first_line
 from visionops.onnxrt import (
     INPUT_NAME,
     PARITY_SAMPLE_IMAGES,
@@ -314,7 +308,7 @@ def _export(
     """:func:`export_run` once the run is found (and the bundle's lock is held)."""
     from visionops.data.prepared import PreparedDataset
     from visionops.runs import load_trained_model
-    from visionops.tasks import TASKS
+    from visionops.tasks import TASKS, task_for
 
     started = time.perf_counter()
     export_settings: ExportSettings = settings.export
@@ -328,10 +322,10 @@ def _export(
         )
     run_record = RunRecord.read(run_dir)
     task_name = run_record.task
-    if task_name not in OUTPUT_NAMES or task_name not in TASKS:
+    if task_name not in TASKS:
         raise ExportError(
             f"run {run_dir.name} is a {task_name} run; `visionops export` exports"
-            f" {', '.join(OUTPUT_NAMES)} runs"
+            f" {', '.join(TASKS)} runs"
         )
     notes: list[str] = []
     if run_record.status != "completed":
@@ -340,7 +334,7 @@ def _export(
             f" {checkpoint} checkpoint as it is"
         )
     model, _ = load_trained_model(run_dir, checkpoint)
-    task = TASKS[task_name].from_manifest(run_record.to_json())
+    task = task_for(run_record)
     spec = run_record.model
     size, channels = spec.image_size, spec.channels
 
@@ -377,7 +371,7 @@ def _export(
                 image_size=size,
                 channels=channels,
                 layout=layout,
-                output_names=(OUTPUT_NAMES[task_name], EMBEDDING_NAME),
+                output_names=(task.main_output, EMBEDDING_NAME),
                 opset=export_settings.opset,
             )
             bar.advance(1, step="parity")
@@ -490,7 +484,7 @@ def _export(
                     resize=run_record.resize or dataset.resize,
                     max_image_pixels=settings.data.max_image_pixels,
                 ),
-                outputs={"main": OUTPUT_NAMES[task_name], "embedding": EMBEDDING_NAME},
+                outputs={"main": task.main_output, "embedding": EMBEDDING_NAME},
                 class_names=run_record.class_names,
                 target_names=run_record.target_names,
                 target_units=run_record.target_units,

@@ -21,7 +21,7 @@ import contextlib
 import io
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,6 +32,7 @@ from torch import nn
 from visionops import __version__
 from visionops.errors import ExportError
 from visionops.onnxrt import INPUT_NAME
+from visionops.tasks import Task, task_for
 
 if TYPE_CHECKING:
     import onnx
@@ -40,20 +41,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMBEDDING_NAME",
-    "OUTPUT_NAMES",
     "ExportWrapper",
     "build_wrapper",
     "export_onnx",
     "first_line",
 ]
 
-OUTPUT_NAMES: Final[Mapping[str, str]] = {
-    "classification": "probabilities",
-    "multilabel": "probabilities",
-    "regression": "values",
-}
-"""Name of the task output in the graph, by task (the second output is ``embedding``)."""
 EMBEDDING_NAME: Final = "embedding"
+"""Name of the graph's second output (the task names the first: ``Task.main_output``)."""
 _DIM_NAME: Final = "batch"
 
 
@@ -63,16 +58,15 @@ class ExportWrapper(nn.Module):
     Args:
         model: A :class:`~visionops.models.VisionModel` (``forward(normalised) -> (raw,
             embedding)``), in eval mode.
-        task: ``classification`` (softmax), ``multilabel`` (sigmoid) or ``regression``
-            (``raw * target_std + target_mean``).
+        task: The run's task; its ``postprocess`` (softmax, sigmoid, de-standardisation...)
+            goes into the graph, the one definition training and eval also use.
         mean: Per-channel mean on the 0..1 scale (``run.json`` ``normalization.mean``).
         std: Per-channel standard deviation on the 0..1 scale.
         layout: ``NCHW`` or ``NHWC``: the layout of the uint8 input.
-        target_mean: Regression only: train-split mean of each target.
-        target_std: Regression only: train-split standard deviation of each target.
 
     Examples:
-        >>> wrapper = ExportWrapper(model, task="classification", mean=[0.5] * 3, std=[0.25] * 3)
+        >>> task = get_task("classification").from_manifest({"class_names": ["a", "b"]})
+        >>> wrapper = ExportWrapper(model, task=task, mean=[0.5] * 3, std=[0.25] * 3)
         >>> probabilities, embedding = wrapper(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
     """
 
@@ -80,25 +74,14 @@ class ExportWrapper(nn.Module):
         self,
         model: nn.Module,
         *,
-        task: str,
+        task: Task,
         mean: Sequence[float],
         std: Sequence[float],
         layout: str = "NCHW",
-        target_mean: Sequence[float] | None = None,
-        target_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if layout not in ("NCHW", "NHWC"):
             raise ExportError(f"unknown layout '{layout}' — use export.layout=NCHW or NHWC")
-        if task not in OUTPUT_NAMES:
-            raise ExportError(
-                f"cannot export a {task} model — visionops exports {', '.join(OUTPUT_NAMES)} runs"
-            )
-        if task == "regression" and (target_mean is None or target_std is None):
-            raise ExportError(
-                "a regression export needs the run's target_mean and target_std — the run.json"
-                " is incomplete; retrain with `visionops train`"
-            )
         self.model = model
         self.task = task
         self.layout = layout
@@ -106,17 +89,9 @@ class ExportWrapper(nn.Module):
             "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         )
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-        # Same rule as the regression task: a constant target (std 0) is scaled by 1.
-        scale = [float(s) if float(s) > 1e-12 else 1.0 for s in (target_std or [])]
-        self.register_buffer(
-            "target_mean", torch.tensor(list(target_mean or []), dtype=torch.float32)
-        )
-        self.register_buffer("target_std", torch.tensor(scale, dtype=torch.float32))
 
     mean: torch.Tensor
     std: torch.Tensor
-    target_mean: torch.Tensor
-    target_std: torch.Tensor
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(task output (B, K), embedding (B, D))`` for uint8 pixels."""
@@ -125,13 +100,7 @@ class ExportWrapper(nn.Module):
             images = images.permute(0, 3, 1, 2)
         images = (images / 255.0 - self.mean) / self.std
         raw, embedding = self.model(images)
-        if self.task == "classification":
-            output = torch.softmax(raw, dim=1)
-        elif self.task == "multilabel":
-            output = torch.sigmoid(raw)
-        else:
-            output = raw * self.target_std + self.target_mean
-        return output, embedding
+        return self.task.postprocess(raw), embedding
 
 
 def build_wrapper(model: nn.Module, run: RunRecord, layout: str = "NCHW") -> ExportWrapper:
@@ -146,16 +115,14 @@ def build_wrapper(model: nn.Module, run: RunRecord, layout: str = "NCHW") -> Exp
         The wrapper, in eval mode.
 
     Raises:
-        ExportError: A task visionops cannot export, or an incomplete manifest.
+        ConfigError: The run's task is not a registered task.
     """
     wrapper = ExportWrapper(
         model,
-        task=run.task,
+        task=task_for(run),
         mean=run.normalization.mean,
         std=run.normalization.std,
         layout=layout,
-        target_mean=run.target_mean,
-        target_std=run.target_std,
     )
     return wrapper.eval()
 

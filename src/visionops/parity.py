@@ -21,11 +21,11 @@ from numpy.typing import NDArray
 from torch import nn
 
 from visionops.artifacts import Normalization, ParityMetric, ParityRecord
-from visionops.onnx_graph import EMBEDDING_NAME, OUTPUT_NAMES
+from visionops.onnx_graph import EMBEDDING_NAME
 from visionops.onnxrt import DEFAULT_BATCH, batch_slices, onnx_predict, ort_session
 
 if TYPE_CHECKING:
-    from visionops.tasks import TrainingTask
+    from visionops.tasks import Task
 
 __all__ = [
     "MIN_TOP1_AGREEMENT",
@@ -66,7 +66,7 @@ def _torch_predict(
 
 
 def monitored_metric(
-    task: TrainingTask, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
+    task: Task, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
 ) -> float:
     """The task's monitored metric (accuracy, mAP or R²) of post-processed predictions."""
     return float(task.metrics(np.asarray(predictions, dtype=np.float64), targets)[task.monitor])
@@ -86,7 +86,7 @@ def check_parity(
     *,
     layout: str,
     atol: float,
-    task: TrainingTask,
+    task: Task,
     split: str = "val",
 ) -> ParityRecord:
     """Compare ONNX Runtime with PyTorch on real images.
@@ -117,7 +117,7 @@ def check_parity(
     torch_main, torch_embedding = _torch_predict(
         model, images_nhwc, normalization, task.postprocess
     )
-    main_name = OUTPUT_NAMES[task.name]
+    main_name = task.main_output
     pairs = {
         main_name: (onnx_main, single_main, torch_main),
         EMBEDDING_NAME: (onnx_embedding, single_embedding, torch_embedding),

@@ -35,7 +35,7 @@ from visionops.parity import finite, monitored_metric
 
 if TYPE_CHECKING:
     from visionops.data.prepared import PreparedDataset
-    from visionops.tasks import TrainingTask
+    from visionops.tasks import Task
 
 __all__ = ["CALIBRATION_MAX_IMAGES", "quantize_and_judge", "quantize_int8"]
 
@@ -117,7 +117,7 @@ def quantize_int8(
 def quantize_and_judge(
     tmp: Path,
     dataset: PreparedDataset,
-    task: TrainingTask,
+    task: Task,
     *,
     layout: str,
     tolerance: float,
