@@ -41,7 +41,7 @@ from loguru import logger
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
-from visionops._io import atomic_write_bytes
+from visionops._io import atomic_write_bytes, clean_stale_temps
 from visionops.artifacts import EmbeddingRef, PredictionRecord
 from visionops.errors import ArtifactError
 
@@ -155,6 +155,8 @@ class PredictionLog:
             directory.mkdir(parents=True, exist_ok=True)
             if log_images:
                 (directory / "images").mkdir(exist_ok=True)
+            # Half-written uploads of a server that was killed (never a live one's).
+            clean_stale_temps(directory / "images")
         except OSError as exc:
             raise ArtifactError(
                 f"cannot create the prediction log folder {directory} ({exc.strerror}) — pass"

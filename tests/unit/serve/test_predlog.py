@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -204,3 +205,17 @@ def test_two_processes_writing_one_log_keep_every_record(tmp_path: Path) -> None
     assert data.embeddings is not None
     for logged, row in zip(data.records, data.embeddings, strict=True):
         assert row[0] == int(logged["request_id"].split("-")[1])
+
+
+def test_a_killed_servers_half_written_images_are_removed(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = images / f".abc-0.png.{dead.pid}.x1y2.tmp"
+    live = images / f".abc-1.png.{os.getppid()}.x1y2.tmp"  # pytest's parent: alive
+    for path in (stale, live):
+        path.write_bytes(b"partial")
+    PredictionLog(tmp_path, log_images=True).close()
+    assert not stale.exists()
+    assert live.exists()
