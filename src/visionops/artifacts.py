@@ -438,6 +438,7 @@ class PredictionRecord(ArtifactModel):
     request_id: str
     index: int = 0
     model_version: str
+    precision: str | None = None
     task: TaskName
     prediction: dict[str, Any]
     latency_ms: float | None = None
