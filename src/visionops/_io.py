@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write_yaml",
     "clean_stale_temps",
     "current_umask",
+    "dead_writer_temps",
     "file_sha256",
     "read_json",
     "temp_prefix",
@@ -170,6 +171,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def dead_writer_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
+    """The temporaries in ``folder`` whose writer (the PID in the name) is not running.
+
+    Names without a PID, and this process's own temporaries, are never listed.
+
+    Args:
+        folder: The folder to look in (not recursive); a missing folder lists nothing.
+        pattern: Glob for the candidate names, e.g. ``".best.pt.*.tmp"``.
+
+    Returns:
+        The paths, sorted.
+    """
+    if not folder.is_dir():
+        return []
+    stale = []
+    for path in sorted(folder.glob(pattern)):
+        pid = _embedded_pid(path.name)
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            stale.append(path)
+    return stale
+
+
 def clean_stale_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
     """Remove the temporaries left in ``folder`` by writers that are no longer running.
 
@@ -185,12 +208,7 @@ def clean_stale_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
         The paths removed, sorted.
     """
     removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for path in sorted(folder.glob(pattern)):
-        pid = _embedded_pid(path.name)
-        if pid is None or pid == os.getpid() or _pid_alive(pid):
-            continue
+    for path in dead_writer_temps(folder, pattern):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
