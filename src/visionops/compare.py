@@ -146,20 +146,20 @@ def summarize_run(run_dir: Path, latest: str | None = None) -> RunSummary:
     bundle = _read_optional_json(run_dir / "bundle" / "visionops.json")
     bundle_text = "-"
     if bundle is not None:
-        bundle_text = "fp32+int8" if bundle.get("quantized") else "fp32"
-    monitor = manifest.get("monitor") or {}
-    best = manifest.get("best_metric")
+        quantized = bundle.get("quantized")
+        kept_int8 = isinstance(quantized, dict) and quantized.get("accepted", True)
+        bundle_text = "fp32+int8" if kept_int8 else "fp32"
     return RunSummary(
         name=run_dir.name,
-        status=str(manifest.get("status", "?")),
-        task=str(manifest.get("task", "?")),
-        dataset=str((manifest.get("dataset") or {}).get("name", "?")),
-        model=str((manifest.get("model") or {}).get("name", "?")),
-        epochs=int(manifest.get("epochs_completed") or 0),
-        metric=str(monitor.get("metric", "?")),
-        best_metric=float(best) if isinstance(best, int | float) else None,
+        status=str(manifest.status),
+        task=str(manifest.task),
+        dataset=manifest.dataset.name,
+        model=manifest.model.name,
+        epochs=manifest.epochs_completed,
+        metric=manifest.monitor.metric,
+        best_metric=manifest.best_metric,
         bundle=bundle_text,
-        created_at=str(manifest.get("created_at", "")),
+        created_at=manifest.created_at or "",
         latest=run_dir.name == latest,
     )
 

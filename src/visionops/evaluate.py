@@ -29,7 +29,8 @@ from loguru import logger
 from numpy.typing import NDArray
 
 from visionops import __version__
-from visionops._io import atomic_dir, atomic_write_json, file_sha256
+from visionops._io import atomic_dir, file_sha256
+from visionops.artifacts import EvalMetrics, RunRecord
 from visionops.errors import ArtifactError, ConfigError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.tasks import TASKS, task_for
@@ -46,8 +47,8 @@ __all__ = [
     "evaluate_run",
 ]
 
-EVAL_KIND = "visionops.eval"
-SCHEMA_VERSION = 1
+EVAL_KIND = EvalMetrics.KIND
+SCHEMA_VERSION = EvalMetrics.SCHEMA_VERSION
 SPLITS = ("train", "val", "test")
 CHECKPOINTS = ("best", "last")
 
@@ -177,8 +178,8 @@ def _choose_split(dataset: Any, split: str, warn: list[str]) -> tuple[str, NDArr
     return split, indices
 
 
-def _run_warnings(manifest: dict[str, Any], which: str) -> list[str]:
-    status = manifest.get("status")
+def _run_warnings(manifest: RunRecord, which: str) -> list[str]:
+    status = manifest.status
     if status == "completed":
         return []
     what = {
@@ -186,11 +187,11 @@ def _run_warnings(manifest: dict[str, Any], which: str) -> list[str]:
         "interrupted": "was interrupted",
         "failed": "failed",
     }.get(str(status), f"has status {status!r}")
-    return [f"run {manifest.get('name')} {what} — scored its {which} checkpoint as it is"]
+    return [f"run {manifest.name} {what} — scored its {which} checkpoint as it is"]
 
 
-def _checkpoint_epoch(manifest: dict[str, Any], which: str) -> Any:
-    return manifest.get("best_epoch") if which == "best" else manifest.get("epochs_completed")
+def _checkpoint_epoch(manifest: RunRecord, which: str) -> int | None:
+    return manifest.best_epoch if which == "best" else manifest.epochs_completed
 
 
 def evaluate_run(
@@ -207,7 +208,7 @@ def evaluate_run(
     """Evaluate a trained run on one split and write ``runs/<name>/eval/``.
 
     Args:
-        settings: Resolved settings (``runs_root``, ``device``, ``train.amp``,
+        settings: Resolved settings (``runs_root``, ``device``, ``eval.precision``,
             ``train.batch_size`` are used).
         run: A run folder or name; None for ``runs/latest``.
         split: ``train``, ``val`` or ``test``. An empty ``test`` split falls back to ``val``
@@ -240,25 +241,19 @@ def evaluate_run(
         raise ConfigError(f"unknown checkpoint '{checkpoint}' — use best or last")
     run_dir = resolve_run(run, settings.runs_root)
     manifest = read_run_manifest(run_dir)
-    task = str(manifest.get("task"))
+    task = manifest.task
     if task not in TASKS:
         raise ArtifactError(
             f"run {run_dir.name} is a {task} run; `visionops eval` scores {', '.join(TASKS)}"
             " runs — train one of those, or read the run's metrics.json"
         )
-    missing = [key for key in ("dataset", "model", "normalization") if not manifest.get(key)]
-    if missing:
-        raise ArtifactError(
-            f"{run_dir}/run.json lacks {', '.join(missing)} — the run did not finish writing"
-            " its manifest; retrain it with `visionops train`"
-        )
     notes = _run_warnings(manifest, checkpoint)
 
-    recorded = manifest.get("dataset") or {}
-    dataset_dir = _find_dataset(run_dir, str(recorded.get("path", "")))
+    recorded = manifest.dataset
+    dataset_dir = _find_dataset(run_dir, recorded.path)
     dataset = PreparedDataset.open(dataset_dir)
-    current_fingerprint = dataset.manifest.get("fingerprint")
-    trained_fingerprint = recorded.get("fingerprint")
+    current_fingerprint = dataset.fingerprint
+    trained_fingerprint = recorded.fingerprint
     fingerprint_matches = current_fingerprint == trained_fingerprint
     if not fingerprint_matches:
         message = (
@@ -271,7 +266,7 @@ def evaluate_run(
                 " or drop --strict to score anyway"
             )
         notes.append(f"{message} — its splits may overlap the training data")
-    run_names = list(manifest.get("class_names") or manifest.get("target_names") or [])
+    run_names = manifest.labels
     data_names = list(dataset.class_names or dataset.target_names or [])
     if run_names != data_names:
         raise ArtifactError(
@@ -287,7 +282,7 @@ def evaluate_run(
     model, manifest = load_trained_model(run_dir, checkpoint)
     # The task's own post-processing: the one definition training and export also use.
     task_impl = task_for(manifest)
-    choice = resolve_device(device or settings.device, amp=settings.train.amp)
+    choice = resolve_device(device or settings.device, amp=settings.eval.precision == "auto")
     size = batch_size or settings.train.batch_size
     logger.info(
         f"scoring run {run_dir.name} ({task}, {checkpoint} checkpoint) on {len(indices)}"
@@ -304,7 +299,7 @@ def evaluate_run(
         model,
         loader,
         len(indices),
-        manifest["normalization"],
+        manifest.normalization.model_dump(),
         task_impl.postprocess,
         device=choice.device,
         amp_dtype=choice.amp_dtype,
@@ -324,7 +319,7 @@ def evaluate_run(
     payload: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": EVAL_KIND,
-        "run": str(manifest.get("name", run_dir.name)),
+        "run": manifest.name,
         "task": task,
         "split": used_split,
         "requested_split": split,
@@ -340,13 +335,13 @@ def evaluate_run(
             "sha256": file_sha256(checkpoint_path),
         },
         "dataset": {
-            "path": str(recorded.get("path")),
-            "name": dataset.manifest.get("name"),
+            "path": recorded.path,
+            "name": dataset.name,
             "fingerprint": current_fingerprint,
             "trained_fingerprint": trained_fingerprint,
             "fingerprint_matches": fingerprint_matches,
         },
-        "model": manifest.get("model"),
+        "model": manifest.model.model_dump(mode="json"),
         "inference": {
             "device": str(choice.device),
             "precision": choice.precision,
@@ -372,8 +367,9 @@ def evaluate_run(
             targets=targets,
         )
         (staging / "predictions.npz").write_bytes(buffer.getvalue())
-        atomic_write_json(staging / "metrics.json", payload)
-        report = render_report(payload, {plot.filename: plot.png for plot in plots})
+        record = EvalMetrics.model_validate(payload)
+        record.write(staging)
+        report = render_report(record.to_json(), {plot.filename: plot.png for plot in plots})
         (staging / "report.html").write_text(report, encoding="utf-8")
     logger.info(f"wrote {eval_dir}/ (metrics.json, report.html, {len(plots)} plots)")
     return EvalResult(
@@ -386,5 +382,5 @@ def evaluate_run(
         rows=scored.rows,
         row_kind=row_kind,
         warnings=notes,
-        payload=payload,
+        payload=record.to_json(),
     )
