@@ -30,6 +30,7 @@ from visionops.errors import ConfigError
 
 __all__ = [
     "PROJECT_FILE",
+    "AnomalySettings",
     "AugmentSettings",
     "DataSettings",
     "DemoSettings",
@@ -148,6 +149,33 @@ class TrainSettings(_Section):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
+class AnomalySettings(_Section):
+    """The memory-bank anomaly detector (PatchCore), trained in one pass over good images."""
+
+    layers: list[Literal["layer1", "layer2", "layer3", "layer4"]] = Field(
+        default_factory=lambda: ["layer2", "layer3"],
+        min_length=1,
+        description="Backbone layers whose 3x3-averaged features are concatenated.",
+    )
+    coreset_ratio: float = Field(
+        0.1, gt=0, le=1, description="Share of the training patches kept in the memory bank."
+    )
+    projection_dim: int | None = Field(
+        None, ge=8, description="Random projection of stored features; null keeps them all."
+    )
+    coreset_projection_dim: int | None = Field(
+        128, ge=8, description="Dimensions distances are measured in while picking the coreset."
+    )
+    sigma: float = Field(4.0, ge=0, description="Heatmap Gaussian sigma, pixels at 224 px.")
+    target_fpr: float = Field(
+        0.05, gt=0, lt=1, description="Threshold: good held-out images allowed above it."
+    )
+    max_bank_mb: float = Field(
+        2048.0, gt=0, description="Refuse up front when the training patch features exceed it."
+    )
+    chunk: int = Field(4096, ge=64, description="Bank rows per distance matrix product.")
+
+
 class TrackingSettings(_Section):
     """Weights & Biases."""
 
@@ -208,6 +236,7 @@ class Settings(_Section):
     export: ExportSettings = Field(default_factory=ExportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
 
     @field_validator("device")
     @classmethod
