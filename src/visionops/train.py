@@ -884,7 +884,8 @@ def _train(
     if resume is not None:
         resume_dir = resolve_run(resume, runs_root)
         run_manifest = read_run_manifest(resume_dir)
-        checkpoint = load_checkpoint(resume_dir / "checkpoints" / "last.pt")
+        if run_manifest.get("task") != "anomaly":  # one pass: no checkpoint to continue from
+            checkpoint = load_checkpoint(resume_dir / "checkpoints" / "last.pt")
         if dataset_arg is None:
             dataset_arg = (run_manifest.get("dataset") or {}).get("path")
 
@@ -903,6 +904,19 @@ def _train(
             f" {settings.data.task} — drop --task/data.task, or prepare a"
             f" {settings.data.task} dataset (`visionops data preprocess RAW"
             f" data.task={settings.data.task}`)"
+        )
+    if dataset.task == "anomaly":
+        from visionops.anomaly.fit import fit_anomaly
+
+        return fit_anomaly(
+            settings,
+            dataset,
+            name=name,
+            exist_ok=exist_ok,
+            resume_dir=resume_dir,
+            device=choice.device,
+            device_reason=choice.reason,
+            progress=progress,
         )
     task = get_task(dataset.task).from_manifest(
         dataset.manifest, label_smoothing=settings.train.label_smoothing

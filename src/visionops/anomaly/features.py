@@ -17,8 +17,8 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from visionops.errors import ConfigError
 from visionops.models import build_model
@@ -103,7 +103,9 @@ class PatchFeatureExtractor(nn.Module):
         stages = children[: deepest + 1]
         extractor = cls(stages, layers, channels)
         if projection_dim is not None and projection_dim < extractor.full_dim:
-            extractor.set_projection(random_projection(extractor.full_dim, projection_dim, seed + 1))
+            extractor.set_projection(
+                random_projection(extractor.full_dim, projection_dim, seed + 1)
+            )
         return extractor
 
     def set_projection(self, projection: torch.Tensor | None) -> None:
@@ -130,9 +132,11 @@ class PatchFeatureExtractor(nn.Module):
         size = maps[0].shape[-2:]
         pooled = []
         for feature_map in maps:
-            local = F.avg_pool2d(feature_map, kernel_size=3, stride=1, padding=1)
+            local = functional.avg_pool2d(feature_map, kernel_size=3, stride=1, padding=1)
             if local.shape[-2:] != size:
-                local = F.interpolate(local, size=size, mode="bilinear", align_corners=False)
+                local = functional.interpolate(
+                    local, size=size, mode="bilinear", align_corners=False
+                )
             pooled.append(local)
         features = torch.cat(pooled, dim=1)
         if self.projection is not None:

@@ -62,8 +62,7 @@ def aupro(heatmaps: FloatArray, masks: NDArray[Any], fpr_limit: float = 0.3) -> 
     regions: list[tuple[int, NDArray[np.bool_]]] = []
     for index in range(truth.shape[0]):
         labelled, count = ndimage.label(truth[index])
-        for region in range(1, count + 1):
-            regions.append((index, labelled == region))
+        regions.extend((index, labelled == region) for region in range(1, int(count) + 1))
     if not regions or n_good == 0:
         return float("nan")
     fpr_step[good] = 1.0 / n_good

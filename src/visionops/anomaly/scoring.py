@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from visionops.anomaly.features import PatchFeatureExtractor
 
@@ -105,12 +105,14 @@ class PatchCoreModel(nn.Module):
     def heatmap(self, grid: torch.Tensor) -> torch.Tensor:
         """Patch-score grid ``(B, h, w)`` → smoothed pixel heatmap ``(B, H, W)``."""
         size = (self.image_size, self.image_size)
-        upsampled = F.interpolate(grid[:, None], size=size, mode="bilinear", align_corners=False)
+        upsampled = functional.interpolate(
+            grid[:, None], size=size, mode="bilinear", align_corners=False
+        )
         if self.kernel is not None:
             radius = int(self.kernel.shape[-1]) // 2
             # Replicate, not zero, padding: a border must not look less anomalous than it is.
-            padded = F.pad(upsampled, (radius, radius, radius, radius), mode="replicate")
-            upsampled = F.conv2d(padded, self.kernel)
+            padded = functional.pad(upsampled, (radius, radius, radius, radius), mode="replicate")
+            upsampled = functional.conv2d(padded, self.kernel)
         return upsampled[:, 0]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
