@@ -52,6 +52,7 @@ __all__ = [
 
 Task = Literal["classification", "multilabel", "regression", "anomaly"]
 ResizePolicy = Literal["crop", "letterbox"]
+BackboneLayer = Literal["layer1", "layer2", "layer3", "layer4"]
 PROJECT_FILE = "visionops.yaml"
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -152,8 +153,8 @@ class TrainSettings(_Section):
 class AnomalySettings(_Section):
     """The memory-bank anomaly detector (PatchCore), trained in one pass over good images."""
 
-    layers: list[Literal["layer1", "layer2", "layer3", "layer4"]] = Field(
-        default_factory=lambda: ["layer2", "layer3"],
+    layers: list[BackboneLayer] = Field(
+        default_factory=lambda: list[BackboneLayer](["layer2", "layer3"]),
         min_length=1,
         description="Backbone layers whose 3x3-averaged features are concatenated.",
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.anomaly.metrics import image_auroc, pixel_auroc
+from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.artifacts import RunRecord
 from visionops.config import load_settings
 from visionops.data.prepared import PreparedDataset
