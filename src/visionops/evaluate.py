@@ -61,7 +61,7 @@ SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
 CALIBRATION_BINS = 15
 CHECKPOINTS = ("best", "last")
-SUPPORTED_TASKS = ("classification", "multilabel", "regression")
+SUPPORTED_TASKS = ("classification", "multilabel", "regression", "anomaly")
 """The tasks of ``visionops.tasks.TASKS``, named here so a wrong run fails before torch loads."""
 
 FloatArray = NDArray[np.float64]
@@ -731,6 +731,29 @@ def evaluate_run(
             " re-create the dataset the run was trained on, or retrain on this one"
         )
     used_split, indices = _choose_split(dataset, split, notes)
+    if task == "anomaly":
+        from visionops.anomaly.evaluate import evaluate_anomaly
+
+        return evaluate_anomaly(
+            settings,
+            run_dir,
+            manifest,
+            dataset,
+            used_split,
+            indices,
+            checkpoint=checkpoint,
+            notes=notes,
+            dataset_record={
+                "path": str(recorded.get("path")),
+                "name": dataset.manifest.get("name"),
+                "fingerprint": current_fingerprint,
+                "trained_fingerprint": trained_fingerprint,
+                "fingerprint_matches": fingerprint_matches,
+            },
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
     from visionops.data.loading import BatchLoader
     from visionops.device import resolve_device
