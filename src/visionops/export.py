@@ -927,6 +927,18 @@ def export_run(
         )
     run_manifest = read_run_manifest(run_dir)
     task_name = str(run_manifest.get("task"))
+    if task_name == "anomaly":
+        from visionops.anomaly.export import export_anomaly
+
+        return export_anomaly(
+            settings,
+            run_dir,
+            PreparedDataset.open(find_run_dataset(run_dir, run_manifest)),
+            checkpoint=checkpoint,
+            quantize=quantize,
+            notes=[],
+            progress=progress,
+        )
     if task_name not in OUTPUT_NAMES or task_name not in TASKS:
         raise ExportError(
             f"run {run_dir.name} is a {task_name} run; `visionops export` exports"
