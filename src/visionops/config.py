@@ -159,7 +159,11 @@ class AnomalySettings(_Section):
         description="Backbone layers whose 3x3-averaged features are concatenated.",
     )
     coreset_ratio: float = Field(
-        0.1, gt=0, le=1, description="Share of the training patches kept in the memory bank."
+        0.01,
+        gt=0,
+        le=1,
+        description="Share of the training patches kept in the bank (PatchCore-1%; small"
+        " data sets want more, the demo keeps 0.1).",
     )
     projection_dim: int | None = Field(
         None, ge=8, description="Random projection of stored features; null keeps them all."

@@ -81,6 +81,7 @@ def coreset_indices(
     points = project(features, projection_dim, seed + 1, chunk_rows)
     squared_norms = points.pow(2).sum(dim=1)
     nearest = torch.full((rows,), float("inf"), dtype=torch.float32, device=points.device)
+    scratch = torch.empty(min(rows, chunk_rows), dtype=torch.float32, device=points.device)
     chosen = torch.empty(count, dtype=torch.int64)
     index = _first_index(rows, seed)
     bar = progress.start("coreset selection", total=count)
@@ -89,8 +90,12 @@ def coreset_indices(
         centre = points[index]
         for start in range(0, rows, chunk_rows):
             stop = min(start + chunk_rows, rows)
-            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one matrix-vector product, no (N, D) temporary.
-            distance = squared_norms[start:stop] - 2.0 * (points[start:stop] @ centre)
+            distance = scratch[: stop - start]
+            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one fused matrix-vector product per chunk,
+            # no (N, D) temporary.
+            torch.addmv(
+                squared_norms[start:stop], points[start:stop], centre, alpha=-2.0, out=distance
+            )
             distance += squared_norms[index]
             torch.minimum(nearest[start:stop], distance, out=nearest[start:stop])
         nearest[index] = -1.0  # never chosen twice, even where rounding leaves it above 0

@@ -54,7 +54,8 @@ __all__ = ["MONITOR", "fit_anomaly"]
 
 MONITOR = "image_auroc"
 """The validation metric recorded as ``best_metric`` of an anomaly run."""
-_CALIBRATION_IMAGES = 256
+_CALIBRATION_IMAGES = 64
+"""Good images whose BatchNorm statistics a randomly initialised trunk takes (enough to settle)."""
 _RUN_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
