@@ -179,6 +179,9 @@ class AnomalySettings(_Section):
         2048.0, gt=0, description="Refuse up front when the training patch features exceed it."
     )
     chunk: int = Field(4096, ge=64, description="Bank rows per distance matrix product.")
+    category: str | None = Field(
+        None, description="MVTec AD category to prepare from a multi-category download."
+    )
 
 
 class TrackingSettings(_Section):
