@@ -1,10 +1,11 @@
 """Greedy k-centre coreset selection (PatchCore's memory-bank reduction).
 
 Start from a seeded random patch; then repeatedly add the patch farthest from everything
-chosen so far. Each step only needs the distance of every patch to the *newest* centre,
-folded into a running minimum, so a step costs one pass over the features instead of a
-pass per chosen centre (:func:`naive_coreset_indices`, kept as the benchmark's baseline and
-the tests' oracle). Distances are measured in a seeded random projection of the features
+chosen so far. Each step only needs the distance of a patch to the *newest* centre, folded
+into a running minimum, and only for patches the new centre can possibly be nearer to
+(triangle inequality), instead of every patch's distance to every chosen centre
+(:func:`naive_coreset_indices`, kept as the benchmark's baseline and the tests' oracle).
+Distances are measured in a seeded random projection of the features
 (Johnson-Lindenstrauss), computed chunk by chunk so the temporary memory stays bounded.
 
 Examples:
@@ -64,13 +65,20 @@ def coreset_indices(
 ) -> torch.Tensor:
     """Indices of ``count`` rows of ``features`` chosen by greedy k-centre selection.
 
+    Each patch remembers which centre is nearest to it, and each centre the largest distance
+    of its patches (an upper bound, never lowered). A new centre ``c`` can only come closer
+    to a patch ``x`` of centre ``a`` if ``|c - a| < 2·|x - a|`` (triangle inequality), so
+    only the patches of centres within twice their radius of ``c`` are measured. Early
+    steps measure every patch; later ones, whose centres are close to few others, a small
+    share of them. The picks are those of the plain definition (the tests check it).
+
     Args:
         features: ``(N, D)`` patch features.
         count: How many to keep (clamped to ``N``).
         seed: Seeds the first centre and the projection: same seed, same indices.
         projection_dim: Measure distances after projecting to this many dimensions
             (None: in the full space).
-        chunk_rows: Rows handled at once.
+        chunk_rows: Rows measured at once.
         progress: Receives one bar advanced once per chosen centre.
 
     Returns:
@@ -79,26 +87,53 @@ def coreset_indices(
     rows = int(features.shape[0])
     count = max(1, min(count, rows))
     points = project(features, projection_dim, seed + 1, chunk_rows)
+    device = points.device
     squared_norms = points.pow(2).sum(dim=1)
-    nearest = torch.full((rows,), float("inf"), dtype=torch.float32, device=points.device)
-    scratch = torch.empty(min(rows, chunk_rows), dtype=torch.float32, device=points.device)
+    nearest = torch.full((rows,), float("inf"), dtype=torch.float32, device=device)
+    owner = torch.zeros(rows, dtype=torch.int64, device=device)
+    radius = torch.zeros(count, dtype=torch.float32, device=device)
+    centres = torch.empty(count, points.shape[1], dtype=torch.float32, device=device)
     chosen = torch.empty(count, dtype=torch.int64)
     index = _first_index(rows, seed)
     bar = progress.start("coreset selection", total=count)
     for step in range(count):
         chosen[step] = index
         centre = points[index]
-        for start in range(0, rows, chunk_rows):
-            stop = min(start + chunk_rows, rows)
-            distance = scratch[: stop - start]
-            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one fused matrix-vector product per chunk,
-            # no (N, D) temporary.
-            torch.addmv(
-                squared_norms[start:stop], points[start:stop], centre, alpha=-2.0, out=distance
-            )
+        centres[step] = centre
+        candidates: torch.Tensor | None = None
+        if step:
+            gaps = (centres[:step] - centre).pow(2).sum(dim=1).sqrt()
+            reachable = (gaps < 2.0 * radius[:step])[owner]
+            # Gathering scattered rows costs more than streaming them all past a certain share.
+            if int(reachable.sum()) < rows // 4:
+                candidates = torch.nonzero(reachable).squeeze(1)
+        largest = torch.zeros((), dtype=torch.float32, device=device)
+        total = rows if candidates is None else len(candidates)
+        for start in range(0, total, chunk_rows):
+            stop = min(start + chunk_rows, total)
+            if candidates is None:
+                subset: torch.Tensor | slice = slice(start, stop)
+                block = points[start:stop]
+            else:
+                subset = candidates[start:stop]
+                block = points[subset]
+            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one fused matrix-vector product per chunk.
+            distance = torch.addmv(squared_norms[subset], block, centre, alpha=-2.0)
             distance += squared_norms[index]
-            torch.minimum(nearest[start:stop], distance, out=nearest[start:stop])
+            closer = distance < nearest[subset]
+            if not bool(closer.any()):
+                continue
+            moved = (
+                torch.nonzero(closer).squeeze(1) + start
+                if candidates is None
+                else candidates[start:stop][closer]
+            )
+            nearest[moved] = distance[closer]
+            owner[moved] = step
+            largest = torch.maximum(largest, distance[closer].max())
+        radius[step] = largest.clamp(min=0.0).sqrt()
         nearest[index] = -1.0  # never chosen twice, even where rounding leaves it above 0
+        owner[index] = step
         index = int(torch.argmax(nearest).item())
         bar.advance()
     bar.close()

@@ -31,7 +31,7 @@ def anomaly_bundle(
     run_dir = project / "runs" / trained_anomaly_run.name
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
-        result = export_run(load_settings(cwd=project), run_dir)
+        result = export_run(load_settings(cwd=project), run_dir, quantize="int8")
     record = json.loads((run_dir / "run.json").read_text())
     return result.bundle_dir, PreparedDataset.open(project / record["dataset"]["path"])
 
@@ -47,6 +47,19 @@ def test_bank_and_distances_are_in_the_graph(anomaly_bundle: tuple[Path, Prepare
     manifest = json.loads((bundle_dir / "visionops.json").read_text())
     assert manifest["task"] == "anomaly" and manifest["outputs"]["main"] == "score"
     assert manifest["metrics"]["image_auroc"] >= 0.95
+
+
+def test_int8_gate_judges_image_auroc(anomaly_bundle: tuple[Path, PreparedDataset]) -> None:
+    bundle_dir, _ = anomaly_bundle
+    quantized = json.loads((bundle_dir / "visionops.json").read_text())["quantized"]
+    assert quantized["metric"] == "image_auroc" and quantized["quantized_ops"] == ["Conv"]
+    # Kept exactly when the AUROC drop is within the tolerance, and then the file is there.
+    assert quantized["accepted"] == (quantized["drop"] <= quantized["tolerance"])
+    assert (bundle_dir / "model.int8.onnx").is_file() == quantized["accepted"]
+    graph = onnx.load(str(bundle_dir / "model.int8.onnx")).graph if quantized["accepted"] else None
+    if graph is not None:
+        quantized_inputs = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        assert quantized_inputs and "bank" not in " ".join(quantized_inputs)
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -39,3 +39,15 @@ def test_covers_the_features_better_than_a_random_subset() -> None:
 def test_count_is_clamped_to_the_number_of_patches() -> None:
     features = torch.randn(7, 4)
     assert sorted(coreset_indices(features, 100, seed=0).tolist()) == list(range(7))
+
+
+def test_pruned_steps_pick_what_the_definition_picks_on_clustered_patches() -> None:
+    """Tight, distant clusters: after one centre per cluster each new centre can only come
+    nearer to its own cluster's patches, so most of them are skipped, exactly."""
+    generator = torch.Generator().manual_seed(5)
+    centres = torch.randn(12, 24, generator=generator) * 10
+    features = centres.repeat_interleave(150, dim=0) + torch.randn(1800, 24, generator=generator)
+    fast = coreset_indices(features, 60, seed=2, projection_dim=None, chunk_rows=256)
+    naive = naive_coreset_indices(features, 60, seed=2, projection_dim=None)
+    assert fast.tolist() == naive.tolist()
+    assert len({int(i) // 150 for i in fast[:12]}) == 12  # one per cluster first
