@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visionops import __version__
-from visionops._io import atomic_dir, atomic_write_json, file_sha256
+from visionops._io import atomic_dir, file_sha256
 from visionops.anomaly.metrics import anomaly_metrics
 from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.anomaly.plots import overlays_png, score_histogram_png
@@ -43,7 +43,6 @@ def _finite(value: float) -> float | None:
 def evaluate_anomaly(
     settings: Settings,
     run_dir: Path,
-    manifest: dict[str, Any],
     dataset: PreparedDataset,
     used_split: str,
     indices: np.ndarray[Any, np.dtype[np.int64]],
@@ -60,6 +59,7 @@ def evaluate_anomaly(
     The caller (:func:`visionops.evaluate.evaluate_run`) has validated the run, found its
     dataset and chosen the split.
     """
+    from visionops.artifacts import EvalMetrics
     from visionops.evaluate import EVAL_KIND, SCHEMA_VERSION, EvalResult
     from visionops.report import render_report
 
@@ -101,6 +101,7 @@ def evaluate_anomaly(
         "run": str(manifest.get("name", run_dir.name)),
         "task": "anomaly",
         "split": used_split,
+        "requested_split": used_split,
         "n": len(indices),
         "metrics": metrics,
         "per_class": [
@@ -149,8 +150,9 @@ def evaluate_anomaly(
             heatmaps=outputs.heatmaps.astype(np.float16),
         )
         (staging / "predictions.npz").write_bytes(buffer.getvalue())
-        atomic_write_json(staging / "metrics.json", payload)
-        report = render_report(payload, {plot.filename: plot.png for plot in plots})
+        record = EvalMetrics.model_validate(payload)
+        record.write(staging)
+        report = render_report(record.to_json(), {plot.filename: plot.png for plot in plots})
         (staging / "report.html").write_text(report, encoding="utf-8")
     logger.info(f"wrote {eval_dir}/ (metrics.json, report.html, {len(plots)} plots)")
     return EvalResult(
@@ -176,7 +178,7 @@ def _plots(
     masks: np.ndarray[Any, Any] | None,
     threshold: float,
 ) -> list[Any]:
-    from visionops.evaluate import Plot
+    from visionops.tasks import Plot
 
     plots = [
         Plot(

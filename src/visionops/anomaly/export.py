@@ -26,7 +26,7 @@ from visionops._io import atomic_dir, atomic_write_json
 from visionops.anomaly.metrics import anomaly_metrics, image_auroc
 from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.anomaly.scoring import PatchCoreModel
-from visionops.bundle import BUNDLE_KIND, SCHEMA_VERSION, write_bundle_manifest
+from visionops.bundle import write_bundle_manifest
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import ArtifactError, ExportError
@@ -84,7 +84,7 @@ class AnomalyExportWrapper(nn.Module):
 def _onnx_outputs(
     session: onnxruntime.InferenceSession, images: NDArray[np.uint8], layout: str, batch: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
-    from visionops.export import INPUT_NAME, to_layout
+    from visionops.onnxrt import INPUT_NAME, to_layout
 
     parts: list[list[NDArray[np.float32]]] = [[], [], []]
     for start in range(0, len(images), batch):
@@ -187,7 +187,7 @@ def quantize_trunk(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from visionops.export import INPUT_NAME, to_layout
+    from visionops.onnxrt import INPUT_NAME, to_layout
 
     class _Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -235,11 +235,12 @@ def _int8(
     fp32_scores: NDArray[np.float32],
 ) -> dict[str, Any]:
     """Quantise; keep the int8 graph only if its image AUROC is within ``tolerance``."""
-    from visionops.benchmarking import compare_latency
-    from visionops.export import CALIBRATION_MAX_IMAGES, ort_session
+    from visionops.onnxrt import compare_latency, ort_session
+
+    calibration_max = 256
 
     train = dataset.indices("train")
-    calibration = train[np.asarray(dataset.targets[train]) == 0][:CALIBRATION_MAX_IMAGES]
+    calibration = train[np.asarray(dataset.targets[train]) == 0][:calibration_max]
     fp32_path, int8_path = tmp / "model.onnx", tmp / "model.int8.onnx"
     started = time.perf_counter()
     try:
@@ -307,7 +308,6 @@ def export_anomaly(
     *,
     checkpoint: str,
     quantize: str,
-    notes: list[str],
     progress: ProgressReporter = NULL_PROGRESS,
 ) -> ExportResult:
     """Write ``run_dir/bundle/`` for an anomaly run (called by :func:`visionops.export.export_run`).
@@ -315,14 +315,10 @@ def export_anomaly(
     Raises:
         ExportError: The graph cannot be exported, or parity fails (no bundle is left).
     """
-    from visionops.export import (
-        INPUT_NAME,
-        ExportResult,
-        _set_metadata,
-        _versions,
-        export_onnx,
-        ort_session,
-    )
+    from visionops.artifacts import BundleMeta, ParityRecord
+    from visionops.export import ExportResult, _versions
+    from visionops.onnx_graph import export_onnx
+    from visionops.onnxrt import INPUT_NAME, ort_session
 
     started = time.perf_counter()
     options = settings.export
@@ -473,12 +469,9 @@ def export_anomaly(
                 "reference_samples": len(sample),
                 "reference_from": reference_from,
             }
-            metadata = {"schema_version": SCHEMA_VERSION, "kind": BUNDLE_KIND, **bundle_manifest}
-            _set_metadata(model_path, metadata)
-            if quantized and quantized["accepted"]:
-                _set_metadata(tmp / "model.int8.onnx", metadata)
             atomic_write_json(tmp / "parity.json", parity)
-            written = write_bundle_manifest(tmp, bundle_manifest)
+            # write_bundle_manifest embeds the manifest in every graph and checksums the files.
+            written = write_bundle_manifest(tmp, BundleMeta.model_validate(bundle_manifest))
             bar.advance(1)
     finally:
         bar.close()
@@ -486,9 +479,9 @@ def export_anomaly(
     logger.info(f"bundle written to {run_dir / 'bundle'} in {seconds:.1f}s")
     return ExportResult(
         bundle_dir=run_dir / "bundle",
-        manifest=written,
-        parity=parity,
+        meta=written,
+        parity=ParityRecord.model_validate(parity),
         quantized=quantized,
-        warnings=notes,
+        warnings=[],
         seconds=seconds,
     )

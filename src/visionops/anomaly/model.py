@@ -102,7 +102,7 @@ def load_anomaly_model(run_dir: Path, which: str = "best") -> tuple[PatchCoreMod
     Raises:
         ArtifactError: Not an anomaly run, or a checkpoint that does not fit.
     """
-    manifest = read_run_manifest(run_dir)
+    manifest = read_run_manifest(run_dir).to_json()
     path = run_dir / "checkpoints" / f"{which}.pt"
     checkpoint = load_checkpoint(path)
     record = checkpoint.get("anomaly")
