@@ -275,6 +275,28 @@ def evaluate_run(
             " re-create the dataset the run was trained on, or retrain on this one"
         )
     used_split, indices = _choose_split(dataset, split, notes)
+    if task == "anomaly":  # a memory bank, not a network with a head
+        from visionops.anomaly.evaluate import evaluate_anomaly
+
+        return evaluate_anomaly(
+            settings,
+            run_dir,
+            dataset,
+            used_split,
+            indices,
+            checkpoint=checkpoint,
+            notes=notes,
+            dataset_record={
+                "path": recorded.path,
+                "name": dataset.name,
+                "fingerprint": current_fingerprint,
+                "trained_fingerprint": trained_fingerprint,
+                "fingerprint_matches": fingerprint_matches,
+            },
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
     from visionops.data.loading import BatchLoader
     from visionops.device import resolve_device

@@ -327,6 +327,17 @@ def _export(
             f"run {run_dir.name} is a {task_name} run; `visionops export` exports"
             f" {', '.join(TASKS)} runs"
         )
+    if task_name == "anomaly":  # the memory bank goes into the graph
+        from visionops.anomaly.export import export_anomaly
+
+        return export_anomaly(
+            settings,
+            run_dir,
+            PreparedDataset.open(find_run_dataset(run_dir, run_record)),
+            checkpoint=checkpoint,
+            quantize=quantize,
+            progress=progress,
+        )
     notes: list[str] = []
     if run_record.status != "completed":
         notes.append(

@@ -297,6 +297,39 @@ class _Attempt:
             self.started,
         )
 
+    def _anomaly(
+        self,
+        dataset_arg: str | Path | None,
+        name: str | None,
+        exist_ok: bool,
+        resume: str | Path | None,
+    ) -> TrainResult | None:
+        """Anomaly datasets build a memory bank in one pass instead (None: not anomaly)."""
+        from visionops.anomaly.fit import fit_anomaly
+
+        resume_dir = None
+        if resume is not None:
+            resume_dir = resolve_run(resume, self.settings.runs_root)
+            record = read_run_manifest(resume_dir)
+            if record.task != "anomaly":
+                return None
+            dataset_arg = dataset_arg or record.dataset.path
+        dataset = PreparedDataset.open(
+            resolve_dataset(self.settings, dataset_arg, self.progress, reprepare=self.reprepare)
+        )
+        if dataset.task != "anomaly":
+            return None
+        return fit_anomaly(
+            self.settings,
+            dataset,
+            name=name,
+            exist_ok=exist_ok,
+            resume_dir=resume_dir,
+            device=self.choice.device,
+            device_reason=self.choice.reason,
+            progress=self.progress,
+        )
+
     def lead(
         self,
         dataset_arg: str | Path | None,
@@ -307,6 +340,9 @@ class _Attempt:
         """Rank 0: claim the run folder first (a concurrent writer fails at once), then train."""
         runs_root = self.settings.runs_root
         recover_runs(runs_root)
+        anomaly = self._anomaly(dataset_arg, name, exist_ok, resume)
+        if anomaly is not None:
+            return anomaly
         if resume is not None:
             run_dir = resolve_run(resume, runs_root)
             record, checkpoint = _resume_point(run_dir)
