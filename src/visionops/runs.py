@@ -175,13 +175,22 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
 
 
 def _unpickling_reason(exc: BaseException) -> str:
-    """The reason in torch's weights-only refusal, without its advice on how to bypass it."""
+    """The reason in torch's weights-only refusal, without its advice on how to bypass it.
+
+    torch's message is paragraphs: "Weights only load failed ... weights_only=False ...
+    trusted source", then the reason ("Trying to load unsupported GLOBAL posix.system whose
+    module posix is blocked", or "WeightsUnpickler error: Unsupported global: ... Please use
+    ..."), then "Check the documentation ...". Only the reason is shown.
+    """
     text = str(exc)
-    match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    reason = match.group(1) if match else (text.strip().splitlines() or ["unsafe content"])[-1]
-    # "Unsupported global: GLOBAL os.system was not an allowed global by default. Please..."
-    reason = reason.split(" Please ")[0].split(" Check the ")[0].strip().rstrip(".")
-    return reason[:160] or "unsafe content"
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+    else:
+        paragraphs = [" ".join(part.split()) for part in re.split(r"\n\s*\n", text)]
+        advice = ("Weights only load failed", "Check the documentation")
+        reasons = [p for p in paragraphs if p and not p.startswith(advice)]
+        reason = reasons[0] if reasons else "unsafe content"
+    return reason.split(" Please ")[0].strip().rstrip(".")[:160] or "unsafe content"
 
 
 def load_trained_model(run_dir: Path, which: str = "best") -> tuple[Any, RunRecord]:

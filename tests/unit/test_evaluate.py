@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from visionops.artifacts import PreparedManifest, RunRecord
 from visionops.config import Settings
 from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
 from visionops.evaluate import evaluate_run
@@ -77,8 +78,8 @@ def test_classification_matches_an_independent_forward_pass(handmade_runs: Path)
     splits = np.load(prepared / "splits.npy")
     images = np.load(prepared / "images.npy")[splits == 1]
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(manifest["normalization"]["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(manifest["normalization"]["std"]).view(1, -1, 1, 1)
+    mean = torch.tensor(manifest.normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(manifest.normalization.std).view(1, -1, 1, 1)
     with torch.no_grad():
         expected = torch.softmax(model((pixels - mean) / std)[0], dim=1).numpy()
     with np.load(result.eval_dir / "predictions.npz") as predictions:
@@ -88,7 +89,7 @@ def test_classification_matches_an_independent_forward_pass(handmade_runs: Path)
 def test_multilabel_run_uses_the_tuned_thresholds(handmade_runs: Path) -> None:
     result = evaluate_run(_settings(handmade_runs), "tags-run")
     probabilities = 1 / (1 + np.exp(-_head_bias(result.run_dir)))
-    thresholds = json.loads((result.run_dir / "run.json").read_text())["thresholds"]
+    thresholds = RunRecord.read(result.run_dir).thresholds
     predicted = probabilities >= thresholds
     assert predicted[0]
     assert not predicted[1:].any()
@@ -113,9 +114,10 @@ def test_multilabel_run_uses_the_tuned_thresholds(handmade_runs: Path) -> None:
 
 def test_regression_run_is_scored_in_original_units(handmade_runs: Path) -> None:
     result = evaluate_run(_settings(handmade_runs), "dishes-run")
-    manifest = json.loads((result.run_dir / "run.json").read_text())
-    expected = (
-        _head_bias(result.run_dir) * manifest["target_std"] + manifest["target_mean"]
+    record = RunRecord.read(result.run_dir)
+    assert record.target_std is not None and record.target_mean is not None
+    expected = _head_bias(result.run_dir) * np.array(record.target_std) + np.array(
+        record.target_mean
     )  # [220 kcal, 40 g]
     targets = np.load(handmade_runs / "data" / "prepared" / "dishes" / "targets.npy")
     splits = np.load(handmade_runs / "data" / "prepared" / "dishes" / "splits.npy")
@@ -156,10 +158,8 @@ def test_missing_dataset_names_preprocess(handmade_runs: Path, tmp_path: Path) -
 
 def test_changed_dataset_warns_or_fails_with_strict(handmade_runs: Path, tmp_path: Path) -> None:
     run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
-    manifest_path = tmp_path / "data" / "prepared" / "dishes" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["fingerprint"] = "f" * 64
-    manifest_path.write_text(json.dumps(manifest))
+    prepared = tmp_path / "data" / "prepared" / "dishes"
+    PreparedManifest.read(prepared).model_copy(update={"fingerprint": "f" * 64}).write(prepared)
     with pytest.raises(ArtifactError, match=r"changed since run dishes-run.*--strict"):
         evaluate_run(_settings(tmp_path), run_dir, strict=True)
     assert not (run_dir / "eval").exists()
@@ -177,9 +177,9 @@ def test_no_test_items_falls_back_to_val(handmade_runs: Path, tmp_path: Path) ->
     splits = np.load(prepared / "splits.npy")
     splits[splits == 2] = 0
     np.save(prepared / "splits.npy", splits)
-    manifest = json.loads((prepared / "manifest.json").read_text())
-    manifest["counts"].update(train=int((splits == 0).sum()), test=0)
-    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    manifest = PreparedManifest.read(prepared)
+    manifest.counts.update(train=int((splits == 0).sum()), test=0)
+    manifest.write(prepared)
     result = evaluate_run(_settings(tmp_path), run_dir)
     assert result.split == "val"
     assert result.n == int((splits == 1).sum())
@@ -211,19 +211,18 @@ def test_rerun_replaces_the_eval_folder(handmade_runs: Path, tmp_path: Path) -> 
 
 def test_runs_of_an_unknown_task_are_refused(handmade_runs: Path, tmp_path: Path) -> None:
     run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
-    manifest = json.loads((run_dir / "run.json").read_text())
-    manifest["task"] = "segmentation"
-    (run_dir / "run.json").write_text(json.dumps(manifest))
+    RunRecord.read(run_dir).model_copy(update={"task": "segmentation"}).write(run_dir)
     with pytest.raises(ArtifactError, match="segmentation run; `visionops eval` scores"):
         evaluate_run(_settings(tmp_path), run_dir)
 
 
 def test_dataset_with_other_classes_is_refused(handmade_runs: Path, tmp_path: Path) -> None:
     run_dir = _copy_run(handmade_runs, tmp_path, "tags-run", "tags")
-    manifest_path = tmp_path / "data" / "prepared" / "tags" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["class_names"][0] = "lion"
-    manifest_path.write_text(json.dumps(manifest))
+    prepared = tmp_path / "data" / "prepared" / "tags"
+    manifest = PreparedManifest.read(prepared)
+    assert manifest.class_names is not None
+    manifest.class_names[0] = "lion"
+    manifest.write(prepared)
     with pytest.raises(ArtifactError, match=r"predicts 12 outputs \(cat, .*now has 12 \(lion"):
         evaluate_run(_settings(tmp_path), run_dir)
     assert not (run_dir / "eval").exists()

@@ -133,10 +133,10 @@ def _resume_point(run_dir: Path) -> tuple[RunRecord, dict[str, Any]]:
     record = read_run_manifest(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
-        why = f" ({record.failure})" if record.failure else ""
         raise ArtifactError(
-            f"{run_dir} never finished an epoch{why}, so it has no checkpoint to resume — train"
-            f" it again with `visionops train --name {run_dir.name} --exist-ok`"
+            f"{run_dir} never finished an epoch (status {record.status}), so it has no"
+            " checkpoint to resume — train it again with"
+            f" `visionops train --name {run_dir.name} --exist-ok`"
         )
     return record, load_checkpoint(last)
 
