@@ -20,11 +20,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from visionops._io import atomic_write_text, read_json
+from visionops.artifacts import Artifact, BundleMeta, EvalMetrics
 from visionops.errors import ArtifactError
 from visionops.runs import read_run_manifest, resolve_run
 
@@ -129,6 +130,17 @@ def _read_optional_json(path: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
+_A = TypeVar("_A", bound=Artifact)
+
+
+def _read_optional(model: type[_A], path: Path) -> _A | None:
+    """The artifact at ``path``, or None when it is missing or unreadable (a summary shows "-")."""
+    try:
+        return model.read(path)
+    except ArtifactError:
+        return None
+
+
 def _latest_name(runs_root: Path) -> str | None:
     from visionops.runs import latest_run
 
@@ -143,11 +155,12 @@ def summarize_run(run_dir: Path, latest: str | None = None) -> RunSummary:
         ArtifactError: The folder has no readable ``run.json``.
     """
     manifest = read_run_manifest(run_dir)
-    bundle = _read_optional_json(run_dir / "bundle" / "visionops.json")
+    bundle = _read_optional(BundleMeta, run_dir / "bundle")
     bundle_text = "-"
     if bundle is not None:
-        quantized = bundle.get("quantized")
-        kept_int8 = isinstance(quantized, dict) and quantized.get("accepted", True)
+        kept_int8 = (
+            bool((bundle.quantized or {}).get("accepted", True)) if bundle.quantized else False
+        )
         bundle_text = "fp32+int8" if kept_int8 else "fp32"
     return RunSummary(
         name=run_dir.name,
@@ -237,10 +250,9 @@ def _metric_sources(run_dir: Path) -> dict[str, dict[str, float | None]]:
         values = final.get(split)
         if isinstance(values, dict):
             sources[split] = {k: _number(v) for k, v in values.items() if "/" not in k}
-    evaluated = _read_optional_json(run_dir / "eval" / "metrics.json")
-    if evaluated is not None and isinstance(evaluated.get("metrics"), dict):
-        label = f"eval ({evaluated.get('split', '?')})"
-        sources[label] = {k: _number(v) for k, v in evaluated["metrics"].items()}
+    evaluated = _read_optional(EvalMetrics, run_dir / "eval")
+    if evaluated is not None:
+        sources[f"eval ({evaluated.split})"] = {k: _number(v) for k, v in evaluated.metrics.items()}
     return sources
 
 
