@@ -1,19 +1,21 @@
 """Where one serving process spends its time per request, stage by stage.
 
-One process serves the bundle with uvicorn (the same app ``visionops serve`` builds) while
-``benchmarks/serve.py --url`` loads it from another process. Two instruments, both over the
-measured window only:
+One process serves the bundle with uvicorn (the same app ``visionops serve`` builds, ONNX
+Runtime on one thread so that its work is the calling thread's) while
+``benchmarks/serve.py --url`` loads it from another process. Both instruments count CPU
+time of the thread doing the work (``time.thread_time``), not wall time, so a machine shared
+with other work changes throughput but hardly the breakdown; both cover the measured window:
 
 - **cProfile on the event-loop thread** (the only thread cProfile sees): HTTP parsing,
   multipart, routing, response encoding, metrics — every function's own time, grouped by the
   module it lives in;
-- **wall clocks around the worker threads' stages**: decode + resize (decode pool), the
+- **CPU clocks around the worker threads' stages**: decode + resize (decode pool), the
   ONNX Runtime call and the prediction-log write inside the inference thread's whole batch
   function (the rest of which is post-processing and building the log records).
 
-Everything is divided by the requests answered in the window, so the table reads "ms of work
-per request". cProfile slows the loop it measures (about 2× for Python-heavy code), so the
-event-loop rows are upper bounds; the worker-thread rows are not profiled.
+Everything is divided by the images logged in the window (one per request), so the table
+reads "CPU ms per request". cProfile slows the loop it measures (about 2× for Python-heavy
+code), so the event-loop rows are upper bounds; the worker-thread rows are not profiled.
 
 Run: python benchmarks/serve_profile.py --project /tmp/serveproj -c 32 -d 20
 """
@@ -77,7 +79,7 @@ def _category(filename: str) -> str:
 
 
 class StageClock:
-    """Sum of wall seconds spent in wrapped calls, by stage (thread-safe)."""
+    """Sum of the calling thread's CPU seconds in wrapped calls, by stage (thread-safe)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -86,13 +88,13 @@ class StageClock:
 
     def wrap(self, stage: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started = time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 if self.active:
                     with self._lock:
-                        self.seconds[stage] += time.perf_counter() - started
+                        self.seconds[stage] += time.thread_time() - started
 
         return timed
 
@@ -113,7 +115,7 @@ def main() -> None:
 
     bundle = load_bundle(make_bundle(args.project))
     log_dir = Path(tempfile.mkdtemp(prefix="serve-profile-"))
-    app = create_app(bundle, ServeSettings(precision=args.precision), log_dir)
+    app = create_app(bundle, ServeSettings(precision=args.precision, threads=1), log_dir)
     state = app.state.serving
     clock = StageClock()
     state.decode = clock.wrap("decode + resize (decode pool)", state.decode)
@@ -133,7 +135,7 @@ def main() -> None:
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     )
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)
     window: dict[str, float] = {}
 
     async def measure() -> None:
@@ -153,7 +155,7 @@ def main() -> None:
             stdout=subprocess.PIPE,
         )
         await asyncio.sleep(args.ramp_up)
-        before = state.metrics.requests.labels("/predict", "200")._value.get()
+        before = state.predlog.records_written
         clock.active = True
         window["start"] = time.perf_counter()
         profiler.enable()
@@ -161,7 +163,7 @@ def main() -> None:
         profiler.disable()
         window["seconds"] = time.perf_counter() - window["start"]
         clock.active = False
-        window["requests"] = state.metrics.requests.labels("/predict", "200")._value.get() - before
+        window["requests"] = state.predlog.records_written - before
         output, _ = await load.communicate()
         print(output.decode())
         server.should_exit = True
@@ -175,6 +177,8 @@ def main() -> None:
     asyncio.run(serve_and_measure())
     requests, seconds = window["requests"], window["seconds"]
     print(f"{requests:.0f} requests in {seconds:.1f} s = {requests / seconds:.1f} req/s\n")
+    if not requests:
+        raise SystemExit("no request was answered in the window — lengthen --duration")
 
     stats = pstats.Stats(profiler)
     by_category: dict[str, float] = defaultdict(float)
@@ -186,10 +190,10 @@ def main() -> None:
     print("| stage | ms per request |\n|---|---:|")
     for category, seconds in sorted(by_category.items(), key=lambda kv: -kv[1]):
         if category.startswith("event loop"):
-            continue  # idle waiting in select() is not work
+            continue  # printed last
         print(f"| event loop: {category} | {seconds / requests * 1000:.3f} |")
     idle = by_category.get("event loop, sockets, futures", 0.0)
-    print(f"| event loop: asyncio, sockets, select() (incl. idle) | {idle / requests * 1000:.3f} |")
+    print(f"| event loop: asyncio, sockets, select() | {idle / requests * 1000:.3f} |")
     for stage, seconds in sorted(clock.seconds.items()):
         print(f"| {stage} | {seconds / requests * 1000:.3f} |")
     print(f"\nevent-loop thread total (profiled): {loop_total / requests * 1000:.3f} ms/request")

@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write_yaml",
     "clean_stale_temps",
     "current_umask",
+    "dead_writer_temps",
     "file_sha256",
     "read_json",
     "temp_prefix",
@@ -170,6 +171,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def dead_writer_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
+    """The temporaries in ``folder`` whose writer (the PID in the name) is not running.
+
+    Names without a PID, and this process's own temporaries, are never listed.
+
+    Args:
+        folder: The folder to look in (not recursive); a missing folder lists nothing.
+        pattern: Glob for the candidate names, e.g. ``".best.pt.*.tmp"``.
+
+    Returns:
+        The paths, sorted.
+    """
+    if not folder.is_dir():
+        return []
+    stale = []
+    for path in sorted(folder.glob(pattern)):
+        pid = _embedded_pid(path.name)
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            stale.append(path)
+    return stale
+
+
 def clean_stale_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
     """Remove the temporaries left in ``folder`` by writers that are no longer running.
 
@@ -185,12 +208,7 @@ def clean_stale_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
         The paths removed, sorted.
     """
     removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for path in sorted(folder.glob(pattern)):
-        pid = _embedded_pid(path.name)
-        if pid is None or pid == os.getpid() or _pid_alive(pid):
-            continue
+    for path in dead_writer_temps(folder, pattern):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -215,9 +233,9 @@ def _read_holder(lock_path: Path) -> int | None:
 def artifact_lock_holder(folder: Path) -> int | None:
     """The PID holding :func:`artifact_lock` on ``folder``, or ``None`` when nobody does.
 
-    The probe takes the lock for an instant, so a writer starting at that very moment may be
-    refused; callers use it for bookkeeping (is this "running" run really running?), never as
-    a way to decide who may write.
+    The probe takes the lock for an instant (and removes a lock file a crashed writer left),
+    so a writer starting at that very moment may be refused; callers use it for bookkeeping
+    (is this "running" run really running?), never to decide who may write.
 
     Args:
         folder: The artifact folder (it need not exist).
@@ -228,18 +246,35 @@ def artifact_lock_holder(folder: Path) -> int | None:
     lock_path = _lock_path(folder)
     if not lock_path.exists():
         return None
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
+    fd = _open_locked(lock_path)
+    if fd is None:
+        return _read_holder(lock_path) or 0
+    with contextlib.suppress(FileNotFoundError):
+        lock_path.unlink()
+    os.close(fd)
+    return None
+
+
+def _open_locked(lock_path: Path) -> int | None:
+    """Open ``lock_path`` and ``flock`` it without waiting; ``None`` if someone holds it.
+
+    The file is removed when its holder lets go, so after taking the lock we check that the
+    name still points at the file we locked; if not, the holder removed it meanwhile and we
+    try again with the new one.
+    """
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_holder(lock_path) or 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
         os.close(fd)
 
 
@@ -250,11 +285,10 @@ def artifact_lock(
     """Hold an exclusive lock on an artifact folder while this process writes it.
 
     The lock is an ``flock`` on the hidden file ``.{name}.lock`` next to ``folder`` (the
-    folder itself may be replaced while locked). It is taken without waiting: if another
-    process holds it, :class:`~visionops.errors.ConcurrencyError` says which one at once. The
-    kernel drops the lock when the process dies, however it dies, so a crashed writer never
-    blocks the next one. The lock file stays (removing it would let two processes lock two
-    different files under one name).
+    folder itself may be replaced while locked), removed again on release. It is taken
+    without waiting: if another process holds it,
+    :class:`~visionops.errors.ConcurrencyError` says which one at once. The kernel drops the
+    lock when the process dies, however it dies, so a crashed writer never blocks the next.
 
     Args:
         folder: The artifact folder being written.
@@ -268,22 +302,18 @@ def artifact_lock(
     """
     lock_path = _lock_path(folder)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    fd = _open_locked(lock_path)
+    if fd is None:
+        holder = _read_holder(lock_path)
+        who = f"process {holder}" if holder else "another process"
+        raise ConcurrencyError(f"{folder} is being written by {who} — {hint}")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(lock_path)
-            who = f"process {holder}" if holder else "another process"
-            raise ConcurrencyError(f"{folder} is being written by {who} — {hint}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        try:
-            yield
-        finally:
-            # Forget our PID before letting go, so a stale PID is never reported.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
+        # Unlink while still holding the lock: a waiter that opened the old file sees that
+        # the name moved on and retries (see _open_locked).
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
         os.close(fd)

@@ -36,6 +36,8 @@ __all__ = [
     "ModelSpec",
     "Monitor",
     "Normalization",
+    "ParityMetric",
+    "ParityRecord",
     "PredictionRecord",
     "PreparedManifest",
     "RunRecord",
@@ -277,6 +279,7 @@ class RunRecord(Artifact):
     config_hash: str
     created_at: str | None = None
     finished_at: str | None = None
+    failure: str | None = None
     device: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
@@ -343,6 +346,38 @@ class BundleMeta(Artifact):
     def embedding_output(self) -> str | None:
         """Name of the graph's embedding output, if it has one."""
         return self.outputs.get("embedding")
+
+
+class ParityMetric(ArtifactModel):
+    """The monitored metric of the parity images under both engines."""
+
+    name: str
+    pytorch: float | None = None
+    onnxruntime: float | None = None
+    difference: float | None = None
+
+
+class ParityRecord(ArtifactModel):
+    """``runs/<name>/bundle/parity.json``: ONNX Runtime checked against PyTorch at export.
+
+    Not an :class:`Artifact` (it has no kind of its own): it is one of the bundle's files,
+    checksummed in :class:`BundleMeta` ``files``.
+    """
+
+    passed: bool
+    failures: list[str] = Field(default_factory=list)
+    split: str | None = None
+    images: int = 0
+    batch_sizes: list[int] = Field(default_factory=list)
+    atol: float = 1e-4
+    max_abs_diff: dict[str, float] = Field(default_factory=dict)
+    bound: dict[str, float] = Field(default_factory=dict)
+    top1_agreement: float | None = None
+    min_top1_agreement: float | None = None
+    metric: ParityMetric | None = None
+    engines: dict[str, str] = Field(default_factory=dict)
+    checked_at: str | None = None
+    samples: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------- eval

@@ -140,3 +140,10 @@ def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
     assert _io.artifact_lock_holder(folder) is None
     with _io.artifact_lock(folder):
         pass
+
+
+def test_the_lock_file_goes_away_with_the_lock(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    with _io.artifact_lock(folder):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+    assert list(tmp_path.iterdir()) == []

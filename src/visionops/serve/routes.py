@@ -245,8 +245,6 @@ async def _predict(state: ServingState, request: Request, options: PredictOption
     problem = state.postprocess.check(options)
     if problem:
         raise ApiError(422, "invalid_parameter", problem)
-    if options.threshold is not None and state.meta.task == "multilabel" and options.threshold > 1:
-        raise ApiError(422, "invalid_parameter", "a multilabel threshold is between 0 and 1")
     settings = state.settings
     loop = asyncio.get_running_loop()
     futures: list[asyncio.Future[Any]] = []
@@ -314,7 +312,7 @@ async def _predict(state: ServingState, request: Request, options: PredictOption
     predictions = []
     for upload, result in zip(uploads, results, strict=True):
         answer = result.value
-        for label in _predicted_labels(state.meta.task, answer):
+        for label in state.postprocess.task.predicted_labels(answer):
             state.metrics.count_prediction(label)
         state.metrics.queue_latency.observe(result.queue_s)
         predictions.append({**answer, "file": upload.name})
@@ -419,13 +417,3 @@ def build_router(state: ServingState) -> APIRouter:
     )
     router.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     return router
-
-
-def _predicted_labels(task: str, answer: dict[str, Any]) -> list[str]:
-    if task == "classification":
-        return [str(answer["label"])]
-    if task == "multilabel":
-        return [str(entry["label"]) for entry in answer["labels"]]
-    if task == "anomaly":
-        return [str(answer["verdict"])]
-    return []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import time
 import zipfile
@@ -12,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from visionops.config import Settings, load_settings
 from visionops.data.fetch import (
@@ -19,6 +22,7 @@ from visionops.data.fetch import (
     dataset_fingerprint,
     fetch_dataset,
     parse_source,
+    raw_folder_for,
     read_source_info,
 )
 from visionops.data.layouts import list_files
@@ -67,7 +71,7 @@ def test_demo_fetch_writes_files_and_source_json(settings: Settings) -> None:
     assert result.name == "shapes"
     assert not result.skipped
     info = json.loads((result.path / "source.json").read_text())
-    assert info == result.source_info
+    assert info == result.source_info.to_json()
     assert set(info) == {
         "schema_version",
         "kind",
@@ -117,21 +121,21 @@ def test_refetch_is_a_noop_unless_forced(settings: Settings) -> None:
     forced = fetch_dataset("demo:multilabel", settings, force=True)
     assert not forced.skipped
     assert victim.exists()
-    assert forced.source_info["fingerprint"] == first.source_info["fingerprint"]
+    assert forced.source_info.fingerprint == first.source_info.fingerprint
 
 
 def test_changed_demo_settings_regenerate(tmp_path: Path) -> None:
     first = fetch_dataset("demo:shapes", _settings(tmp_path))
     bigger = fetch_dataset("demo:shapes", _settings(tmp_path, "data.demo.images_per_class=4"))
     assert not bigger.skipped
-    assert bigger.source_info["file_count"] == 8 * 4
-    assert bigger.source_info["fingerprint"] != first.source_info["fingerprint"]
+    assert bigger.source_info.file_count == 8 * 4
+    assert bigger.source_info.fingerprint != first.source_info.fingerprint
 
 
 def test_same_seed_same_fingerprint(tmp_path: Path) -> None:
     one = fetch_dataset("demo:regression", _settings(tmp_path / "one"))
     two = fetch_dataset("demo:regression", _settings(tmp_path / "two"))
-    assert one.source_info["fingerprint"] == two.source_info["fingerprint"]
+    assert one.source_info.fingerprint == two.source_info.fingerprint
 
 
 def test_other_source_under_the_same_name_is_refused(
@@ -205,6 +209,24 @@ def test_default_names(source: str, name: str) -> None:
     assert parse_source(source).default_name == name
 
 
+@pytest.mark.parametrize(
+    ("file", "name"), [("x.tar.gz", "x"), ("My Data.tgz", "My-Data"), ("a.b.zip", "a.b")]
+)
+def test_archive_names_drop_the_whole_suffix(tmp_path: Path, file: str, name: str) -> None:
+    (tmp_path / file).write_bytes(b"")
+    spec = parse_source(str(tmp_path / file))
+    assert spec.kind == "archive"
+    assert spec.default_name == name
+
+
+def test_raw_folder_for_a_source(tmp_path: Path, settings: Settings) -> None:
+    raw_root = settings.data.raw_root
+    assert raw_folder_for("kaggle:o/d/versions/3", settings) == raw_root / "d"
+    (tmp_path / "x.tar.gz").write_bytes(b"")
+    assert raw_folder_for(str(tmp_path / "x.tar.gz"), settings) == raw_root / "x"
+    assert raw_folder_for("demo:shapes", settings) == raw_root / "shapes"
+
+
 # --------------------------------------------------------------------------- folder
 
 
@@ -212,11 +234,48 @@ def test_folder_is_copied(settings: Settings, dataset_folder: Path) -> None:
     (dataset_folder / "linked").symlink_to(dataset_folder / "cats", target_is_directory=True)
     result = fetch_dataset(str(dataset_folder), settings)
     assert result.name == "My-Photos"
-    assert result.source_info["source"] == str(dataset_folder.resolve())
-    assert result.source_info["file_count"] == 3
+    assert result.source_info.source == str(dataset_folder.resolve())
+    assert result.source_info.file_count == 3
     assert (result.path / "dogs" / "c.jpg").read_bytes() == b"\xff\xd8\xff dog c" * 100
     assert not (result.path / "linked").exists()  # folder links are not followed
     assert (dataset_folder / "cats" / "a.jpg").exists()  # the source is untouched
+
+
+def test_file_links_are_skipped_not_copied_or_fingerprinted(
+    tmp_path: Path, dataset_folder: Path
+) -> None:
+    plain = fetch_dataset(str(dataset_folder), _settings(tmp_path / "plain"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0", encoding="utf-8")
+    (dataset_folder / "cats" / "passwd.png").symlink_to(secret)
+    (dataset_folder / "cats" / "again.jpg").symlink_to(dataset_folder / "cats" / "a.jpg")
+    messages: list[str] = []
+    sink = logger.add(messages.append, level="WARNING", format="{message}")
+    try:
+        linked = fetch_dataset(str(dataset_folder), _settings(tmp_path / "linked"))
+    finally:
+        logger.remove(sink)
+    assert not (linked.path / "cats" / "passwd.png").exists()
+    assert not (linked.path / "cats" / "again.jpg").exists()  # even one pointing inside
+    assert linked.source_info.file_count == 3
+    assert linked.source_info.fingerprint == plain.source_info.fingerprint
+    skipped = [m for m in messages if "passwd.png" in m]
+    assert skipped and "links are not followed" in skipped[0]
+
+
+def test_a_dead_fetch_leftover_is_removed_a_live_one_kept(
+    settings: Settings, dataset_folder: Path
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    raw_root = settings.data.raw_root
+    stale = raw_root / f".My-Photos.{dead.pid}.abc123.tmp"
+    live = raw_root / f".My-Photos.{os.getppid()}.def456.tmp"
+    for folder in (stale, live):
+        (folder / "cats").mkdir(parents=True)
+    fetch_dataset(str(dataset_folder), settings)
+    assert not stale.exists()
+    assert live.exists()
 
 
 def test_folder_containing_the_destination_is_refused(tmp_path: Path) -> None:
@@ -265,8 +324,8 @@ def test_zip_is_unpacked(tmp_path: Path, settings: Settings) -> None:
     result = fetch_dataset(str(archive), settings)
     assert result.name == "fruit-pics"
     assert (result.path / "fruits" / "apple" / "1.jpg").read_bytes() == GOOD["fruits/apple/1.jpg"]
-    assert result.source_info["file_count"] == 2
-    assert result.source_info["version"].startswith("sha256=")
+    assert result.source_info.file_count == 2
+    assert result.source_info.version.startswith("sha256=")
 
 
 @pytest.mark.parametrize(
@@ -417,8 +476,8 @@ def test_kaggle_pinned_version_comes_from_the_cache(
     _fill_kaggle_cache(offline_kaggle, "msambare", "fer2013", 1)
     result = fetch_dataset("kaggle:msambare/fer2013/versions/1", settings)
     assert result.name == "fer2013"
-    assert result.source_info["source"] == "kaggle:msambare/fer2013/versions/1"
-    assert result.source_info["version"] == "1"
+    assert result.source_info.source == "kaggle:msambare/fer2013/versions/1"
+    assert result.source_info.version == "1"
     assert (result.path / "train" / "happy" / "1.jpg").is_file()
     assert (result.path / "test" / "sad" / "1.jpg").is_file()
 
@@ -431,7 +490,7 @@ def test_kaggle_latest_falls_back_to_newest_cached_copy_offline(
     started = time.monotonic()
     result = fetch_dataset("kaggle:msambare/fer2013", settings)
     assert time.monotonic() - started < 60  # a refused connection, not a hang
-    assert result.source_info["version"] == "3"
+    assert result.source_info.version == "3"
     assert (result.path / "train" / "happy" / "3.jpg").is_file()
 
 
@@ -470,6 +529,6 @@ def test_raw_demo_fixtures_are_fetched_datasets(
     for folder, (source, per_class, count) in expected.items():
         info = read_source_info(folder)
         assert info is not None
-        assert info["source"] == source
-        assert info["file_count"] == len(list_files(folder)) == count
-        assert info["version"] == f"seed=0,images_per_class={per_class},image_size=64"
+        assert info.source == source
+        assert info.file_count == len(list_files(folder)) == count
+        assert info.version == f"seed=0,images_per_class={per_class},image_size=64"
