@@ -49,6 +49,7 @@ CATEGORIES = [
     ("httptools", "HTTP parsing and writing (httptools)"),
     ("uvicorn/protocols", "HTTP parsing and writing (uvicorn protocol)"),
     ("multipart", "multipart parsing"),
+    ("formparsers", "multipart parsing"),
     ("serve/uploads.py", "body reading and upload checks"),
     ("pydantic", "response models and JSON encoding"),
     ("json", "response models and JSON encoding"),
@@ -119,7 +120,7 @@ def main() -> None:
     state = app.state.serving
     clock = StageClock()
     state.decode = clock.wrap("decode + resize (decode pool)", state.decode)
-    state.predlog.write = clock.wrap("prediction log write (inference thread)", state.predlog.write)
+    state.predlog.write = clock.wrap("prediction log write (log thread)", state.predlog.write)
     # The whole batch function; post-processing and record building = the rest of it.
     state.batcher._function = clock.wrap("inference thread, whole batch", state.batcher._function)
     real_make_session = state._make_session
@@ -149,11 +150,13 @@ def main() -> None:
             "-c",
             str(args.concurrency),
             "-d",
-            str(args.duration),
+            str(args.duration + 30),  # outlasts our window, however long it takes to start
             "--ramp-up",
             str(args.ramp_up),
             stdout=subprocess.PIPE,
         )
+        while state.predlog.records_written == 0:  # the generator takes a while to start
+            await asyncio.sleep(0.1)
         await asyncio.sleep(args.ramp_up)
         before = state.predlog.records_written
         clock.active = True
@@ -164,8 +167,8 @@ def main() -> None:
         window["seconds"] = time.perf_counter() - window["start"]
         clock.active = False
         window["requests"] = state.predlog.records_written - before
-        output, _ = await load.communicate()
-        print(output.decode())
+        load.terminate()
+        await load.wait()
         server.should_exit = True
 
     async def serve_and_measure() -> None:
