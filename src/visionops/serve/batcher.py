@@ -82,6 +82,11 @@ class MicroBatcher(Generic[P, R]):
         on_batch: Called on the loop after each batch with ``(batch_size, compute_s)``.
         describe_error: Turns a failed batch's exception into the text logged (default: its
             traceback without variable values; a server passes one that scrubs secrets).
+        after: Called with a batch's payloads and results in ``after_executor`` before the
+            batch's futures resolve (the server writes the prediction log here). It runs
+            while the next batch computes; with one worker, batches finish in order. An
+            exception fails every item of that batch.
+        after_executor: Where ``after`` runs.
     """
 
     def __init__(
@@ -94,6 +99,8 @@ class MicroBatcher(Generic[P, R]):
         queue_size: int,
         on_batch: Callable[[int, float], None] | None = None,
         describe_error: Callable[[BaseException], str] | None = None,
+        after: Callable[[Sequence[P], Sequence[R]], None] | None = None,
+        after_executor: Executor | None = None,
     ) -> None:
         self._function = function
         self._executor = executor
@@ -102,6 +109,11 @@ class MicroBatcher(Generic[P, R]):
         self.queue_size = max(1, queue_size)
         self._on_batch = on_batch
         self._describe_error = describe_error or _traceback_text
+        if after is not None and after_executor is None:
+            raise ValueError("an after-step needs its own executor (one worker keeps order)")
+        self._after = after
+        self._after_executor = after_executor
+        self._finishing: set[asyncio.Task[None]] = set()
         self._pending: deque[_Item[P, R]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -147,7 +159,7 @@ class MicroBatcher(Generic[P, R]):
         return [item.future for item in items]
 
     async def stop(self) -> None:
-        """Refuse new work, finish everything queued, then end the batcher task."""
+        """Refuse new work, finish everything queued (after-steps too), then end the task."""
         self._stopping = True
         if self._wakeup is not None:
             self._wakeup.set()
@@ -183,7 +195,7 @@ class MicroBatcher(Generic[P, R]):
         while True:
             await self._wait_for_items()
             if self._stopping and not self._pending:
-                return
+                break
             batch = self._take_batch()
             if not batch:
                 continue
@@ -198,20 +210,50 @@ class MicroBatcher(Generic[P, R]):
                         f"batch function returned {len(results)} results for {len(batch)} items"
                     )
             except Exception as exc:
-                logger.error(
-                    "inference failed for a batch of {}: {}", len(batch), self._describe_error(exc)
-                )
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                self._fail(batch, exc)
                 continue
             finally:
                 self._running = 0
             compute_s = time.perf_counter() - started
             if self._on_batch is not None:
                 self._on_batch(len(batch), compute_s)
-            for item, value in zip(batch, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(
-                        BatchResult(value, started - item.submitted, compute_s, len(batch))
-                    )
+            if self._after is None:
+                self._resolve(batch, results, started, compute_s)
+            else:
+                # The next batch computes while this one's after-step runs.
+                task = loop.create_task(self._finish(batch, results, started, compute_s))
+                self._finishing.add(task)
+                task.add_done_callback(self._finishing.discard)
+        if self._finishing:
+            await asyncio.wait(set(self._finishing))
+
+    async def _finish(
+        self, batch: list[_Item[P, R]], results: Sequence[R], started: float, compute_s: float
+    ) -> None:
+        assert self._after is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._after_executor, self._after, [item.payload for item in batch], results
+            )
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        self._resolve(batch, results, started, compute_s)
+
+    def _fail(self, batch: list[_Item[P, R]], exc: Exception) -> None:
+        logger.error(
+            "inference failed for a batch of {}: {}", len(batch), self._describe_error(exc)
+        )
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    def _resolve(
+        self, batch: list[_Item[P, R]], results: Sequence[R], started: float, compute_s: float
+    ) -> None:
+        for item, value in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    BatchResult(value, started - item.submitted, compute_s, len(batch))
+                )

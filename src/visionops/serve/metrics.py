@@ -104,6 +104,12 @@ class ServeMetrics:
         self.in_flight = Gauge(
             "visionops_in_flight_requests", "Requests being handled.", registry=registry
         )
+        # Touched only on the event loop, so a plain int needs no lock; read at scrape time.
+        self.in_flight_count = 0
+        self.in_flight.set_function(lambda: self.in_flight_count)
+        # labels() takes the metric's lock and builds a key; look each child up once.
+        self._prediction_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.errors = Counter(
             "visionops_errors",
             "Refused or failed requests by cause.",
@@ -133,6 +139,25 @@ class ServeMetrics:
                 "precision": precision,
             }
         )
+
+    def count_prediction(self, label: str) -> None:
+        """Count one predicted label (the labelled child is looked up once per label)."""
+        child = self._prediction_children.get(label)
+        if child is None:
+            child = self._prediction_children[label] = self.predictions.labels(label)
+        child.inc()
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one finished HTTP request and its latency."""
+        key = (endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(endpoint, str(status)),
+                self.latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, batch_size: int, compute_s: float) -> None:
         """Record one model call."""
@@ -172,10 +197,9 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight_count += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.in_flight_count -= 1
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)

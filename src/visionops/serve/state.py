@@ -61,6 +61,7 @@ class Job:
     options: PredictOptions
     started: float
     submitted: float = 0.0
+    log_entry: LogEntry | None = None
 
 
 class ServingState:
@@ -105,6 +106,8 @@ class ServingState:
             max_workers=max(1, self.decode_threads), thread_name_prefix="decode"
         )
         self.inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # One writer thread: batches reach the log in order, while the next batch computes.
+        self.log_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predlog")
         self.predlog = PredictionLog(self.log_dir, log_images=settings.log_images)
         self.batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(
             self._run_batch,
@@ -114,6 +117,8 @@ class ServingState:
             queue_size=settings.queue_size,
             on_batch=self._on_batch,
             describe_error=self.scrub.format_exception,
+            after=self._write_log,
+            after_executor=self.log_pool,
         )
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
         self._seconds_per_image = 0.05
@@ -179,6 +184,7 @@ class ServingState:
             await asyncio.wait([self._load_task])
         await self.batcher.stop()
         self.inference_pool.shutdown(wait=True)
+        self.log_pool.shutdown(wait=True)
         self.decode_pool.shutdown(wait=True)
         self.predlog.close()
         logger.info(
@@ -200,7 +206,6 @@ class ServingState:
         compute_s = time.perf_counter() - started
         now = datetime.now(UTC).isoformat()
         finished = time.perf_counter()
-        entries = []
         for row, (job, answer) in enumerate(zip(jobs, answers, strict=True)):
             logged = dict(answer)
             if logged.get("heatmap"):
@@ -219,16 +224,17 @@ class ServingState:
                 batch_size=len(jobs),
                 image=job.decoded.info,
             )
-            entries.append(
-                LogEntry(
-                    record=record,
-                    embedding=None if outputs.embedding is None else outputs.embedding[row],
-                    image_bytes=job.upload.data if self.settings.log_images else None,
-                    image_format=str(job.decoded.info.get("format")),
-                )
+            job.log_entry = LogEntry(
+                record=record,
+                embedding=None if outputs.embedding is None else outputs.embedding[row],
+                image_bytes=job.upload.data if self.settings.log_images else None,
+                image_format=str(job.decoded.info.get("format")),
             )
-        self.predlog.write(entries)
         return answers
+
+    def _write_log(self, jobs: Sequence[Job], answers: Sequence[dict[str, Any]]) -> None:
+        # In the log thread, before any of these clients gets its answer (durability).
+        self.predlog.write([job.log_entry for job in jobs if job.log_entry is not None])
 
     def _on_batch(self, batch_size: int, compute_s: float) -> None:
         self.metrics.observe_batch(batch_size, compute_s)

@@ -206,3 +206,76 @@ def test_a_failing_batch_is_logged_through_describe_error() -> None:
         logger.remove(handler)
     assert logged == ["inference failed for a batch of 1: described: boom 7\n"]
     assert "hunter2" not in "".join(logged)
+
+
+def test_the_after_step_runs_while_the_next_batch_computes() -> None:
+    recorder = Recorder()
+    writing = threading.Event()
+    release = threading.Event()
+    written: list[tuple[list[int], list[int], str]] = []
+
+    def after(items: Sequence[int], results: Sequence[int]) -> None:
+        if items[0] == 1:  # the first batch's write holds until released
+            writing.set()
+            release.wait(timeout=10)
+        written.append((list(items), list(results), threading.current_thread().name))
+
+    async def scenario() -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        log_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log")
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            recorder,
+            executor=executor,
+            max_batch=1,
+            max_wait_s=0.0,
+            queue_size=8,
+            after=after,
+            after_executor=log_pool,
+        )
+        batcher.start()
+        (first,) = batcher.submit([1])
+        assert await asyncio.to_thread(writing.wait, 10)
+        (second,) = batcher.submit([2])
+        # The second batch computes although the first one's after-step has not finished...
+        for _ in range(1000):
+            if recorder.batches == [[1], [2]]:
+                break
+            await asyncio.sleep(0.001)
+        assert recorder.batches == [[1], [2]]
+        # ...and no answer is given before its after-step is done.
+        assert not first.done()
+        assert not second.done()
+        release.set()
+        assert (await first).value == 2
+        assert (await second).value == 4
+        await batcher.stop()
+        executor.shutdown()
+        log_pool.shutdown()
+
+    asyncio.run(scenario())
+    assert written == [([1], [2], "log_0"), ([2], [4], "log_0")]  # in order, in its thread
+
+
+def test_a_failing_after_step_fails_its_batch() -> None:
+    def after(items: Sequence[int], results: Sequence[int]) -> None:
+        raise OSError("disk full")
+
+    async def scenario() -> None:
+        executor, log_pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            Recorder(),
+            executor=executor,
+            max_batch=4,
+            max_wait_s=0.0,
+            queue_size=8,
+            after=after,
+            after_executor=log_pool,
+        )
+        batcher.start()
+        with pytest.raises(OSError, match="disk full"):
+            await batcher.submit([1])[0]
+        await batcher.stop()
+        executor.shutdown()
+        log_pool.shutdown()
+
+    asyncio.run(scenario())

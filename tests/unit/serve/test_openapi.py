@@ -92,5 +92,7 @@ def test_options_a_task_does_not_take_are_refused_by_name(
         threshold = client.post("/predict", files=files, params={"threshold": "abc"})
         heatmap_off = client.post("/predict", files=files, params={"heatmap": "false"})
     assert threshold.status_code == 422
-    assert "'threshold' applies to multilabel and anomaly models" in threshold.text
+    message = threshold.json()["error"]["message"]
+    assert message.startswith("'threshold' applies to")  # not "abc is not a number"
+    assert "this one is regression" in message
     assert heatmap_off.status_code == 200  # asking for nothing is not an error
