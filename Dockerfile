@@ -33,7 +33,7 @@ RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels \
 ARG BUNDLE=runs/latest/bundle
 # Owned by the serving user: export writes its files with mode 0600.
 COPY --chown=10001:10001 ${BUNDLE} /bundle
-USER visionops
+USER 10001
 EXPOSE 8000
 # Orchestrators should probe /health (liveness) and /ready (model loaded and warmed up).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -1,66 +1,220 @@
-"""``visionops init``: a project folder with ``visionops.yaml`` and DVC pipeline stages."""
+"""``visionops init``: a project folder with ``visionops.yaml`` and a DVC pipeline.
+
+``dvc.yaml`` has one stage per lifecycle step, each a visionops command::
+
+    fetch → preprocess → train → eval → export
+
+Each stage's ``params`` are the ``visionops.yaml`` keys that step reads, so ``dvc repro``
+re-runs a stage only when its inputs or its own settings change (``train.epochs`` re-runs
+train, eval and export; ``data.image_size`` re-runs everything from preprocess on). DVC needs
+every tracked key to be present in the file, so ``visionops.yaml`` is written with the
+recipe's values *and* the defaults of every tracked key. ``eval`` provides DVC ``metrics``
+and ``train`` the per-epoch ``plots`` (``history.csv``). With ``remote`` the folder's DVC
+remote is configured too (``gs://bucket/path`` for Google Cloud Storage needs
+``pip install 'visionops[dvc]'``).
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from visionops._io import atomic_write_text
-from visionops.config import PROJECT_FILE, load_recipe, load_settings
+from visionops.config import PROJECT_FILE, Settings, load_recipe, load_settings
+from visionops.data.fetch import parse_source
 from visionops.errors import ConfigError
 
-__all__ = ["init_project"]
+__all__ = ["PIPELINE_RUN", "STAGE_PARAMS", "configure_remote", "init_project"]
+
+PIPELINE_RUN = "dvc"
+"""Name of the run folder the pipeline trains into (``runs/dvc``)."""
+
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "fetch": ("data.source", "data.demo", "data.max_archive_bytes"),
+    "preprocess": (
+        "data.task",
+        "data.image_size",
+        "data.channels",
+        "data.resize",
+        "data.val_ratio",
+        "data.test_ratio",
+        "data.seed",
+        "data.camera",
+        "data.max_image_pixels",
+    ),
+    "train": ("model", "train"),
+    "eval": (),
+    "export": ("export",),
+}
+"""The ``visionops.yaml`` keys (dotted; a section means all its keys) each stage reads."""
+
+_REMOTE_NAME = "store"
+_GITIGNORE = """\
+# Written by `visionops init`. DVC ignores the files it caches itself (runs/dvc/.gitignore,
+# data/.gitignore); these are by-products no stage tracks.
+/runs/latest
+/runs/*/eval/*.png
+/runs/*/predictions/
+/wandb/
+"""
 
 
-def _dvc_pipeline(source: str, name: str) -> str:
+def _lookup(settings: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = settings
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _assign(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        node = node.setdefault(part, {})
+    if isinstance(value, Mapping) and isinstance(node.get(leaf), Mapping):
+        merged = dict(value)
+        merged.update(node[leaf])
+        node[leaf] = merged
+    else:
+        node.setdefault(leaf, value)
+
+
+def _project_settings(recipe_layer: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The recipe's keys, plus the resolved value of every key a stage tracks."""
+    resolved = settings.model_dump(mode="json")
+    layer: dict[str, Any] = {"recipe": recipe_layer.get("recipe")}
+    layer.update({k: v for k, v in recipe_layer.items() if k != "recipe"})
+    for keys in STAGE_PARAMS.values():
+        for key in keys:
+            _assign(layer, key, _lookup(resolved, key))
+    order = ["recipe", "device", "data", "model", "train", "export"]
+    return {k: layer[k] for k in order if k in layer} | {
+        k: v for k, v in layer.items() if k not in order
+    }
+
+
+def _params(stage: str) -> list[Any]:
+    keys = STAGE_PARAMS[stage]
+    return [{PROJECT_FILE: list(keys)}] if keys else []
+
+
+def _pipeline(name: str) -> dict[str, Any]:
     raw = f"data/raw/{name}"
     prepared = f"data/prepared/{name}"
-    stages = {
+    run = f"runs/{PIPELINE_RUN}"
+    return {
         "stages": {
             "fetch": {
-                "cmd": f"visionops data fetch {source}",
+                "cmd": f"visionops data fetch --name {name} --force",
+                "params": _params("fetch"),
                 "outs": [raw],
-                "always_changed": False,
             },
             "preprocess": {
                 "cmd": f"visionops data preprocess {raw} --force",
-                "deps": [raw, PROJECT_FILE],
+                "deps": [raw],
+                "params": _params("preprocess"),
                 "outs": [prepared],
             },
             "train": {
-                "cmd": f"visionops train {prepared} --name dvc --exist-ok",
-                "deps": [prepared, PROJECT_FILE],
-                "outs": ["runs/dvc/checkpoints"],
-                "metrics": [{"runs/dvc/metrics.json": {"cache": False}}],
+                "cmd": [
+                    f"visionops train {prepared} --name {PIPELINE_RUN} --exist-ok",
+                    f"visionops runs history {PIPELINE_RUN} --csv {run}/history.csv",
+                ],
+                "deps": [prepared],
+                "params": _params("train"),
+                "outs": [
+                    f"{run}/checkpoints",
+                    f"{run}/run.json",
+                    f"{run}/config.yaml",
+                    f"{run}/history.jsonl",
+                    f"{run}/plots",
+                    f"{run}/train.log",
+                ],
+                "metrics": [{f"{run}/metrics.json": {"cache": False}}],
+                "plots": [{f"{run}/history.csv": {"cache": False, "x": "epoch"}}],
+            },
+            "eval": {
+                "cmd": f"visionops eval {run}",
+                "deps": [f"{run}/checkpoints", f"{run}/run.json", prepared],
+                "outs": [f"{run}/eval/report.html", f"{run}/eval/predictions.npz"],
+                "metrics": [{f"{run}/eval/metrics.json": {"cache": False}}],
             },
             "export": {
-                "cmd": "visionops export runs/dvc --force",
-                "deps": ["runs/dvc/checkpoints"],
-                "outs": ["runs/dvc/bundle"],
+                "cmd": f"visionops export {run} --force",
+                "deps": [f"{run}/checkpoints", f"{run}/run.json", prepared],
+                "params": _params("export"),
+                "outs": [f"{run}/bundle"],
             },
         }
     }
-    return (
-        "# DVC pipeline written by `visionops init`: `dvc repro` re-runs only what changed.\n"
-        "# Add a Google Cloud Storage remote with: dvc remote add -d store gs://BUCKET/visionops\n"
-        + yaml.safe_dump(stages, sort_keys=False)
+
+
+def _dvc(folder: Path, *args: str) -> str:
+    executable = shutil.which("dvc")
+    if executable is None:
+        raise ConfigError(
+            "DVC is not installed — install it with `pip install 'visionops[dvc]'`"
+            " (includes Google Cloud Storage support)"
+        )
+    result = subprocess.run(
+        [executable, *args], cwd=folder, capture_output=True, text=True, check=False
     )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        reason = detail[-1] if detail else f"exit code {result.returncode}"
+        raise ConfigError(f"`dvc {' '.join(args)}` failed in {folder}: {reason}")
+    return result.stdout
 
 
-def init_project(folder: Path, recipe: str, *, force: bool = False) -> list[Path]:
-    """Write ``visionops.yaml`` (from a recipe) and ``dvc.yaml`` into ``folder``.
+def configure_remote(folder: Path, url: str) -> None:
+    """Make ``url`` the default DVC remote of ``folder`` (initialising DVC there if needed).
+
+    Args:
+        folder: A git work tree (DVC keeps its pointers in git).
+        url: ``gs://bucket/path``, ``s3://...``, or a local folder for a shared disk.
+
+    Raises:
+        ConfigError: DVC is missing, the folder is not in a git repository, or DVC refuses.
+    """
+    if not (folder / ".dvc").is_dir():
+        inside_git = subprocess.run(
+            ["git", "rev-parse", "--is-inside-work-tree"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if inside_git.returncode != 0:
+            raise ConfigError(
+                f"{folder.resolve()} is not a git repository — run `git init` there first"
+                " (DVC keeps its pointers in git), then `visionops init --remote` again"
+            )
+        _dvc(folder, "init", "--quiet")
+    _dvc(folder, "remote", "add", "--default", "--force", _REMOTE_NAME, url)
+
+
+def init_project(
+    folder: Path, recipe: str, *, force: bool = False, remote: str | None = None
+) -> list[Path]:
+    """Write ``visionops.yaml`` (from a recipe), ``dvc.yaml`` and ``.gitignore`` into ``folder``.
 
     Args:
         folder: The project folder (created if missing).
         recipe: A shipped recipe name.
         force: Overwrite existing files.
+        remote: Configure this URL as the default DVC remote (see :func:`configure_remote`).
 
     Returns:
         The files written.
 
     Raises:
-        ConfigError: Unknown recipe, or files exist and ``force`` is False.
+        ConfigError: Unknown recipe, files exist and ``force`` is False, or the remote
+            cannot be configured.
     """
     layer = load_recipe(recipe)
     settings = load_settings(recipe=recipe, cwd=folder / ".no-project-file")
@@ -71,9 +225,24 @@ def init_project(folder: Path, recipe: str, *, force: bool = False) -> list[Path
     header = (
         f"# visionops settings, started from recipe '{recipe}'.\n"
         "# Layers: defaults < recipe < this file < --config FILE < flags and key=value.\n"
-        "# `visionops config show` prints every key with its resolved value.\n"
+        "# `visionops config show` prints every key with its resolved value; the keys below\n"
+        "# are the ones dvc.yaml tracks, so `dvc repro` re-runs exactly what a change affects.\n"
     )
-    atomic_write_text(targets[0], header + yaml.safe_dump(layer, sort_keys=False))
-    name = settings.data.source.split(":", 1)[-1].rstrip("/").split("/")[-1]
-    atomic_write_text(targets[1], _dvc_pipeline(settings.data.source, name))
+    project = _project_settings(layer, settings)
+    atomic_write_text(targets[0], header + yaml.safe_dump(project, sort_keys=False))
+    name = parse_source(settings.data.source).default_name
+    pipeline = (
+        "# DVC pipeline written by `visionops init`: `dvc repro` re-runs only what changed.\n"
+        "# Store data and models on Google Cloud Storage:"
+        " visionops init --remote gs://BUCKET/PATH --force\n"
+        + yaml.safe_dump(_pipeline(name), sort_keys=False)
+    )
+    atomic_write_text(targets[1], pipeline)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        atomic_write_text(ignore, _GITIGNORE)
+        targets.append(ignore)
+    if remote is not None:
+        configure_remote(folder, remote)
+        targets.append(folder / ".dvc" / "config")
     return targets

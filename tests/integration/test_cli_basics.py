@@ -85,8 +85,8 @@ def test_init_writes_project_and_refuses_to_overwrite(tmp_path: Path) -> None:
     project = yaml.safe_load((tmp_path / "visionops.yaml").read_text())
     assert project["data"]["channels"] == 1
     pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
-    assert list(pipeline["stages"]) == ["fetch", "preprocess", "train", "export"]
-    assert pipeline["stages"]["fetch"]["cmd"] == "visionops data fetch kaggle:msambare/fer2013"
+    assert list(pipeline["stages"]) == ["fetch", "preprocess", "train", "eval", "export"]
+    assert pipeline["stages"]["fetch"]["cmd"] == "visionops data fetch --name fer2013 --force"
     # The project file is picked up by every later command.
     shown = runner.invoke(app, ["config", "show", "--json"])
     assert json.loads(shown.stdout)["data"]["channels"] == 1

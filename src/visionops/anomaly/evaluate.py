@@ -28,7 +28,7 @@ from visionops.logs import logger
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
 if TYPE_CHECKING:
-    from visionops.evaluate import EvalResult
+    from visionops.results import EvalResult
 
 __all__ = ["evaluate_anomaly"]
 
@@ -60,8 +60,8 @@ def evaluate_anomaly(
     dataset and chosen the split.
     """
     from visionops.artifacts import EvalMetrics
-    from visionops.evaluate import EVAL_KIND, SCHEMA_VERSION, EvalResult
     from visionops.report import render_report
+    from visionops.results import EvalResult
 
     model, manifest = load_anomaly_model(run_dir, checkpoint)
     threshold = float((manifest.get("thresholds") or [0.0])[0])
@@ -96,8 +96,8 @@ def evaluate_anomaly(
     checkpoint_path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     verdicts = outputs.scores >= threshold
     payload: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": EVAL_KIND,
+        "schema_version": EvalMetrics.SCHEMA_VERSION,
+        "kind": EvalMetrics.KIND,
         "run": str(manifest.get("name", run_dir.name)),
         "task": "anomaly",
         "split": used_split,

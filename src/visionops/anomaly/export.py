@@ -37,7 +37,7 @@ from visionops.progress import NULL_PROGRESS, ProgressReporter
 if TYPE_CHECKING:
     import onnxruntime
 
-    from visionops.export import ExportResult
+    from visionops.results import ExportResult
 
 __all__ = ["OUTPUTS", "AnomalyExportWrapper", "export_anomaly"]
 
@@ -316,9 +316,9 @@ def export_anomaly(
         ExportError: The graph cannot be exported, or parity fails (no bundle is left).
     """
     from visionops.artifacts import BundleMeta, ParityRecord
-    from visionops.export import ExportResult, _versions
-    from visionops.onnx_graph import export_onnx
+    from visionops.onnx_graph import export_onnx, toolchain_versions
     from visionops.onnxrt import INPUT_NAME, ort_session
+    from visionops.results import ExportResult
 
     started = time.perf_counter()
     options = settings.export
@@ -455,7 +455,7 @@ def export_anomaly(
                 "metrics_split": {"split": eval_split, "images": len(eval_indices)},
                 "training_data_fingerprint": recorded.get("fingerprint"),
                 "config_hash": config_hash,
-                "versions": _versions(),
+                "versions": toolchain_versions(),
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "quantized": quantized,
                 "run": {

@@ -48,7 +48,7 @@ from visionops.tracking import start_tracking
 
 if TYPE_CHECKING:
     from visionops.anomaly.bank import BankPlan
-    from visionops.train import TrainResult
+    from visionops.results import TrainResult
 
 __all__ = ["MONITOR", "fit_anomaly"]
 
@@ -180,7 +180,7 @@ def fit_anomaly(
             resume of a completed run.
         DataError: A validation split with no good image (no threshold possible).
     """
-    from visionops.train import TrainResult
+    from visionops.results import TrainResult
 
     started = time.perf_counter()
     device = device or torch.device("cpu")

@@ -18,6 +18,7 @@ from visionops.cli import doctor as doctor_cli
 from visionops.cli import evaluate as evaluate_cli
 from visionops.cli import export as export_cli
 from visionops.cli import quickstart as quickstart_cli
+from visionops.cli import runs as runs_cli
 from visionops.cli import serve as serve_cli
 from visionops.cli import train as train_cli
 from visionops.cli._common import STATE, Quiet, Verbose, console, setup
@@ -68,6 +69,7 @@ for module in (
     train_cli,
     evaluate_cli,
     export_cli,
+    runs_cli,
     serve_cli,
     config_cli,
     doctor_cli,

@@ -70,23 +70,68 @@ def list_recipes(json_output: JsonOutput = False) -> None:
     out.print(table)
 
 
+@recipes_app.command("show")
+def show_recipe(
+    name: Annotated[str, typer.Argument(help="A recipe name (`visionops recipes list`).")],
+    json_output: JsonOutput = False,
+) -> None:
+    """Print a recipe: every setting it changes, its value, the default and what it does.
+
+    Example: visionops recipes show movie-posters
+    """
+    from visionops.recipes import describe_recipe
+
+    recipe = describe_recipe(name)
+    if json_output:
+        print_json([vars(setting) for setting in recipe.settings])
+        return
+    table = Table(title=f"{name}: {recipe.summary}")
+    table.add_column("setting", style="bold")
+    table.add_column("value")
+    table.add_column("default")
+    table.add_column("what it does")
+    for setting in recipe.settings:
+        table.add_row(
+            setting.key, _yaml_value(setting.value), _yaml_value(setting.default), setting.help
+        )
+    out.print(table)
+    out.print(f"start a project with it: visionops init --recipe {name}")
+
+
+def _yaml_value(value: object) -> str:
+    """A setting value as YAML writes it (``true``, ``null``, ``0.001``)."""
+    import yaml
+
+    return str(yaml.safe_dump(value, default_flow_style=True)).removesuffix("\n...\n").strip()
+
+
 def init(
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe to start from.")] = (
         "demo-shapes"
     ),
     folder: Annotated[Path, typer.Argument(help="Project folder.")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            help="Default DVC remote, e.g. gs://bucket/path (`pip install 'visionops[dvc]'`).",
+        ),
+    ] = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
     """Start a project: visionops.yaml from a recipe plus dvc.yaml pipeline stages.
 
-    Example: visionops init --recipe fruits-vegetables
+    The dvc.yaml stages (fetch, preprocess, train, eval, export) track the visionops.yaml
+    keys each one reads, so `dvc repro` re-runs only what a change affects.
+
+    Example: visionops init --recipe fruits-vegetables --remote gs://my-bucket/visionops
     """
     setup(verbose, quiet)
     from visionops.project import init_project
 
-    for path in init_project(folder, recipe, force=force):
+    for path in init_project(folder, recipe, force=force, remote=remote):
         console.print(f"wrote {path}")
 
 

@@ -125,6 +125,12 @@ def export(
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", help="Which checkpoint: best | last.")
     ] = "best",
+    wandb: Annotated[
+        bool,
+        typer.Option(
+            "--wandb", help="Also log the bundle as a W&B model artifact (tracking.mode)."
+        ),
+    ] = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
@@ -155,6 +161,13 @@ def export(
 
     with progress() as reporter:
         result = export_run(settings, run, force=force, checkpoint=checkpoint, progress=reporter)
+    if wandb:
+        from visionops.bundle_artifact import log_bundle_artifact
+
+        logged = log_bundle_artifact(result.bundle_dir, settings.tracking)
+        console.print(
+            f"W&B model artifact {logged.name}:{logged.aliases[-1]} ({logged.wandb_run_dir})"
+        )
     if json_output:
         print_json(
             {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -59,6 +59,24 @@ class AnomalyTask(Task):
     rank_rows_by: ClassVar[str | None] = None
     serve_options: ClassVar[frozenset[str]] = frozenset({"threshold", "heatmap"})
     trained_by_gradient: ClassVar[bool] = False
+    has_masks: ClassVar[bool] = True
+    # A memory bank is built, scored and exported by visionops.anomaly, not by the shared stages.
+    own_stages: ClassVar[Mapping[str, str]] = {
+        "train": "visionops.anomaly.fit:fit_anomaly",
+        "eval": "visionops.anomaly.evaluate:evaluate_anomaly",
+        "export": "visionops.anomaly.export:export_anomaly",
+    }
+
+    @classmethod
+    def training_data_problem(cls, names: Sequence[str], train: NDArray[Any]) -> str | None:
+        """No good image to learn from."""
+        del names
+        if not np.any(train == 0):
+            return (
+                "no good image in the train split — anomaly detection learns from good images"
+                " (MVTec: train/good/)"
+            )
+        return None
 
     def __init__(self, threshold: float = 0.0) -> None:
         self.threshold = threshold

@@ -1,0 +1,112 @@
+"""The command reference page (``docs/reference/cli.md``), rendered from the Typer app itself.
+
+``scripts/gen_docs.py`` writes it; a test renders it again and fails when the committed page
+differs, so the reference cannot go stale. The output depends only on the app's commands,
+help texts, options and defaults: no terminal width, colours or paths of this machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+__all__ = ["render_reference"]
+
+_HEADER = """\
+# Command reference
+
+<!-- Generated from the Typer app by `python scripts/gen_docs.py`: do not edit by hand. -->
+
+Every command also accepts `-h/--help`, which prints the same text in the terminal. Settings
+that a command reads can be overridden with `key=value` arguments
+([settings](../concepts.md#settings)).
+"""
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _is_option(param: Any) -> bool:
+    return bool(param.param_type_name == "option")
+
+
+def _is_flag(param: Any) -> bool:
+    return bool(getattr(param, "is_flag", False) or getattr(param, "count", False))
+
+
+def _default(param: Any) -> str:
+    default = param.default
+    if _is_flag(param) and not param.secondary_opts:
+        return ""
+    if default is None or default in ((), []) or (_is_flag(param) and default is False):
+        return ""
+    if isinstance(default, list | tuple):
+        default = " ".join(str(item) for item in default)
+    return f"`{default}`"
+
+
+def _type(param: Any, context: Any) -> str:
+    shown = str(param.display_type(context)).strip("<>").split(" ")[0]
+    return (param.metavar or shown).upper()
+
+
+def _name(param: Any, context: Any) -> str:
+    if _is_option(param):
+        names = ", ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
+        if not _is_flag(param):
+            names += f" {_type(param, context)}"
+        return names
+    return f"`{(param.metavar or param.name.upper())}`" + ("..." if param.nargs == -1 else "")
+
+
+def _usage(path: str, command: Any) -> str:
+    pieces = [path]
+    if any(_is_option(p) for p in command.params):
+        pieces.append("[OPTIONS]")
+    for param in command.params:
+        if not _is_option(param):
+            name = (param.metavar or param.name.upper()) + ("..." if param.nargs == -1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+    if hasattr(command, "commands"):
+        pieces.append("COMMAND [ARGS]...")
+    return " ".join(pieces)
+
+
+def _section(path: str, command: Any, level: int) -> list[str]:
+    lines = [f"{'#' * level} `{path}`", ""]
+    if command.help:
+        lines += [command.help.strip(), ""]
+    lines += ["```", _usage(path, command), "```", ""]
+    params = [p for p in command.params if not p.hidden and p.name != "help"]
+    if params:
+        context = command.make_context(path, [], resilient_parsing=True)
+        lines += ["| argument / option | default | what it does |", "|---|---|---|"]
+        lines += [
+            f"| {_name(p, context)} | {_default(p)} | {_cell(p.help or '')} |" for p in params
+        ]
+        lines.append("")
+    for name, sub in getattr(command, "commands", {}).items():
+        if not sub.hidden:
+            lines += _section(f"{path} {name}", sub, min(level + 1, 4))
+    return lines
+
+
+def render_reference(app: typer.Typer) -> str:
+    """Render every command of ``app`` (recursively) as one Markdown page.
+
+    Args:
+        app: The root Typer app (``visionops.cli.app.app``).
+
+    Returns:
+        The page, ending with one newline.
+    """
+    root: Any = typer.main.get_command(app)
+    lines = [_HEADER]
+    lines += ["## `visionops`", "", (root.help or "").strip(), ""]
+    lines += ["```", "visionops [OPTIONS] COMMAND [ARGS]...", "```", ""]
+    for name, command in root.commands.items():
+        if not command.hidden:
+            lines += _section(f"visionops {name}", command, 2)
+    return "\n".join(lines).rstrip("\n") + "\n"

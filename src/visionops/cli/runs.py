@@ -1,0 +1,171 @@
+"""``visionops runs list`` and ``visionops runs compare A B``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from visionops.cli._common import JsonOutput, Quiet, Verbose, console, out, print_json, setup
+
+runs_app = typer.Typer(help="The training runs of this project.", no_args_is_help=True)
+
+RunsRoot = Annotated[
+    Path | None,
+    typer.Option("--runs-root", help="Folder of runs (default: the runs_root setting, runs/)."),
+]
+
+
+def _runs_root(option: Path | None) -> Path:
+    if option is not None:
+        return option
+    from visionops.config import load_settings
+
+    return load_settings().runs_root
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+@runs_app.command("list")
+def list_command(
+    runs_root: RunsRoot = None,
+    json_output: JsonOutput = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """List the runs: name, task, dataset, model, epochs, best metric, bundle, created.
+
+    Example: visionops runs list
+    """
+    setup(verbose, quiet)
+    from visionops.compare import list_runs
+
+    summaries = list_runs(_runs_root(runs_root))
+    if json_output:
+        print_json([asdict(summary) for summary in summaries])
+        return
+    if not summaries:
+        console.print("no runs yet — train one with `visionops train`")
+        return
+    table = Table(title="runs")
+    for column in ("name", "task", "dataset", "model", "epochs", "best metric", "bundle"):
+        table.add_column(column, justify="right" if column == "epochs" else "left")
+    table.add_column("created")
+    for summary in summaries:
+        name = f"{summary.name} (latest)" if summary.latest else summary.name
+        if summary.status != "completed":
+            name += f" [{summary.status}]"
+        best = (
+            f"{summary.metric} {summary.best_metric:.4f}"
+            if summary.best_metric is not None
+            else "-"
+        )
+        table.add_row(
+            name,
+            summary.task,
+            summary.dataset,
+            summary.model,
+            str(summary.epochs),
+            best,
+            summary.bundle,
+            summary.created_at[:19].replace("T", " "),
+            style="bold" if summary.latest else None,
+        )
+    out.print(table)
+
+
+@runs_app.command("compare")
+def compare_command(
+    run_a: Annotated[str, typer.Argument(help="First run (a name under runs/ or a folder).")],
+    run_b: Annotated[str, typer.Argument(help="Second run.")],
+    curves: Annotated[
+        Path | None,
+        typer.Option(
+            "--curves", help="PNG of both runs' curves (default: runs/compare-A-vs-B.png)."
+        ),
+    ] = None,
+    runs_root: RunsRoot = None,
+    json_output: JsonOutput = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Compare two runs: settings that differ, metrics side by side, curves in one PNG.
+
+    Example: visionops runs compare run-001 run-002
+    """
+    setup(verbose, quiet)
+    from visionops.compare import compare_runs, plot_comparison
+
+    root = _runs_root(runs_root)
+    comparison = compare_runs(run_a, run_b, root)
+    name_a, name_b = comparison.a.name, comparison.b.name
+    target = curves or root / f"compare-{name_a}-vs-{name_b}.png"
+    if any(comparison.histories):
+        plot_comparison(comparison, target)
+    if json_output:
+        print_json(
+            {
+                "a": str(comparison.a),
+                "b": str(comparison.b),
+                "settings_differ": [asdict(d) for d in comparison.settings_differ],
+                "metrics": [{**asdict(m), "delta": m.delta} for m in comparison.metrics],
+                "curves": str(comparison.curves) if comparison.curves else None,
+            }
+        )
+        return
+    settings = Table(title=f"settings that differ ({len(comparison.settings_differ)})")
+    settings.add_column("setting", style="bold")
+    settings.add_column(name_a)
+    settings.add_column(name_b)
+    for difference in comparison.settings_differ:
+        settings.add_row(difference.key, _value(difference.a), _value(difference.b))
+    out.print(settings)
+    metrics = Table(title="metrics")
+    for column in ("from", "metric", name_a, name_b, "b - a"):
+        metrics.add_column(column, justify="left" if column in {"from", "metric"} else "right")
+    for row in comparison.metrics:
+        delta = row.delta
+        metrics.add_row(
+            row.source,
+            row.metric,
+            _value(row.a),
+            _value(row.b),
+            f"{delta:+.4f}" if delta is not None else "-",
+        )
+    out.print(metrics)
+    if comparison.curves is not None:
+        console.print(f"curves: {comparison.curves}")
+
+
+@runs_app.command("history")
+def history_command(
+    run: Annotated[str, typer.Argument(help="A run name under runs/ or a run folder.")],
+    csv_path: Annotated[
+        Path, typer.Option("--csv", help="Where to write the CSV (e.g. for `dvc plots`).")
+    ],
+    runs_root: RunsRoot = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Write a run's per-epoch history (history.jsonl) as a CSV file.
+
+    Example: visionops runs history run-001 --csv history.csv
+    """
+    setup(verbose, quiet)
+    from visionops.compare import write_history_csv
+
+    console.print(f"wrote {write_history_csv(run, _runs_root(runs_root), csv_path)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``runs``."""
+    app.add_typer(runs_app, name="runs", rich_help_panel="Lifecycle")
