@@ -69,7 +69,10 @@ def task_for(manifest: Any, *, label_smoothing: float = 0.0) -> Task:
 
 # The built-in tasks register themselves on import; they come last because they import
 # register_task from this package. A new task module is added to this list.
-from visionops.tasks.anomaly import AnomalyTask  # noqa: E402
 from visionops.tasks.classification import ClassificationTask  # noqa: E402
 from visionops.tasks.multilabel import MultilabelTask  # noqa: E402
 from visionops.tasks.regression import RegressionTask  # noqa: E402
+
+# isort: split
+# Registered last: the order of TASKS is the order error messages list the tasks in.
+from visionops.tasks.anomaly import AnomalyTask  # noqa: E402

@@ -18,8 +18,8 @@ def test_registry_builds_task_from_manifest() -> None:
 def test_unknown_task_is_config_error_with_hint() -> None:
     with pytest.raises(ConfigError, match="did you mean 'regression'"):
         get_task("regresion")
-    with pytest.raises(ConfigError, match="classification, multilabel, regression"):
-        get_task("anomaly")
+    with pytest.raises(ConfigError, match="classification, multilabel, regression, anomaly"):
+        get_task("segmentation")
 
 
 def test_one_class_is_refused() -> None:
