@@ -14,8 +14,9 @@ training and serving:
   images from the run's prepared dataset. Without a pass there is no bundle.
 - ``model.int8.onnx`` (``--quantize int8``): static QDQ quantisation calibrated on training
   images, kept only when the metric drops by at most ``export.max_accuracy_drop``.
-- ``reference.npz``: embeddings, image statistics and predictions of a sample of training
-  images, computed through the exported graph itself — the baseline of ``visionops drift``.
+- ``reference.npz``: embeddings, image statistics and predictions of a sample of held-out
+  (validation) images, computed through the exported graph itself — the baseline of
+  ``visionops drift``; it records the split it came from.
 - ``visionops.json`` (and the ONNX ``metadata_props`` key ``visionops``): everything a server
   needs to know, plus the checksum of every file.
 
@@ -56,6 +57,7 @@ from torch import nn
 from visionops import __version__
 from visionops._io import atomic_dir, atomic_write_json
 from visionops.bundle import BUNDLE_KIND, SCHEMA_VERSION, write_bundle_manifest
+from visionops.drift.reference import choose_reference_indices
 from visionops.errors import (
     ArtifactError,
     ConfigError,
@@ -751,7 +753,7 @@ def build_reference(
     layout: str,
     indices: NDArray[np.int64] | None = None,
 ) -> dict[str, NDArray[Any]]:
-    """The drift reference of a sample of training images, computed through the graph.
+    """The drift reference of a sample of held-out images, computed through the graph.
 
     Args:
         session: A session of the exported graph.
@@ -1048,15 +1050,21 @@ def export_run(
                     logger.warning(f"int8 refused: {quantized['reason']}")
                 bar.advance(1, step="reference")
 
-            train_indices = dataset.indices("train")
-            rng = np.random.default_rng(_REFERENCE_SEED)
-            sample = np.sort(rng.permutation(train_indices)[: export_settings.reference_samples])
+            # Held-out images: a model is more confident on its training images (drift/).
+            reference_split, sample = choose_reference_indices(
+                np.asarray(dataset.splits),
+                split=settings.drift.reference_split,
+                samples=export_settings.reference_samples,
+                seed=_REFERENCE_SEED,
+                allow_train=True,
+            )
             reference = build_reference(
                 fp32_session,
                 np.asarray(dataset.images[sample]),
                 layout=layout,
                 indices=sample,
             )
+            reference["split"] = np.array(reference_split, dtype=np.str_)
             if quantized and quantized["accepted"]:
                 int8_outputs, int8_embeddings = onnx_predict(
                     ort_session(tmp / "model.int8.onnx"), np.asarray(dataset.images[sample]), layout
@@ -1102,6 +1110,7 @@ def export_run(
                 },
                 "opset": export_settings.opset,
                 "reference_samples": len(sample),
+                "reference_split": reference_split,
             }
             metadata = {"schema_version": SCHEMA_VERSION, "kind": BUNDLE_KIND, **manifest}
             _set_metadata(model_path, metadata)

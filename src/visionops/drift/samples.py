@@ -30,7 +30,9 @@ __all__ = [
     "images_sample",
     "log_sample",
     "parse_since",
+    "records_sample",
     "reference_sample",
+    "subset",
 ]
 
 HELD_OUT_SPLITS = ("val", "test")
@@ -292,3 +294,18 @@ def check_compatible(reference: Sample, current: Sample) -> None:
                 f" has {reference.outputs.shape[1]} — rebuild the reference with `visionops"
                 " drift reference`"
             )
+
+
+def subset(sample: Sample, rows: NDArray[np.int64], source: str) -> Sample:
+    """The rows ``rows`` of a sample (embeddings assumed aligned with records)."""
+    aligned = sample.embeddings is not None and len(sample.embeddings) == sample.count
+    return Sample(
+        source=source,
+        count=len(rows),
+        embeddings=sample.embeddings[rows] if aligned and sample.embeddings is not None else None,
+        outputs=None if sample.outputs is None else sample.outputs[rows],
+        classes=None if sample.classes is None else sample.classes[rows],
+        features={name: values[rows] for name, values in sample.features.items()},
+        times=None if sample.times is None else [sample.times[i] for i in rows],
+        split=sample.split,
+    )
