@@ -63,9 +63,7 @@ def find_images(paths: Sequence[Path]) -> list[Path]:
         if path.is_dir():
             found.extend(
                 sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                 )
             )
         elif path.is_file():
@@ -238,7 +236,9 @@ def write_predictions(result: PredictResult, task: str, out: Path) -> Path:
             for r in result.records
         )
     elif suffix == ".csv":
-        rows = [{"path": r["source"], **_flat_answer(task, r["prediction"])} for r in result.records]
+        rows = [
+            {"path": r["source"], **_flat_answer(task, r["prediction"])} for r in result.records
+        ]
         columns = list(dict.fromkeys(key for row in rows for key in row))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

@@ -15,8 +15,10 @@ from visionops import __version__
 from visionops.cli import config as config_cli
 from visionops.cli import data as data_cli
 from visionops.cli import doctor as doctor_cli
+from visionops.cli import drift as drift_cli
 from visionops.cli import evaluate as evaluate_cli
 from visionops.cli import export as export_cli
+from visionops.cli import predict as predict_cli
 from visionops.cli import quickstart as quickstart_cli
 from visionops.cli import serve as serve_cli
 from visionops.cli import train as train_cli
@@ -68,6 +70,8 @@ for module in (
     evaluate_cli,
     export_cli,
     serve_cli,
+    predict_cli,
+    drift_cli,
     config_cli,
     doctor_cli,
 ):

@@ -119,9 +119,13 @@ def reduce_embeddings(
         return reference, current, f"{width}-d embeddings, no PCA"
     fit_count = max(dim + 1, round(fraction * len(reference)))
     if len(reference) - fit_count < min_samples:
-        return reference, current, (
-            f"{width}-d embeddings, no PCA (the reference of {len(reference)} images is too small"
-            " to set a part aside for fitting it)"
+        return (
+            reference,
+            current,
+            (
+                f"{width}-d embeddings, no PCA (the reference of {len(reference)} images is too"
+                " small to set a part aside for fitting it)"
+            ),
         )
     from sklearn.decomposition import PCA
 
@@ -209,7 +213,9 @@ def _adjust(rows: list[dict[str, Any]]) -> float:
     return float(adjusted.min()) if len(adjusted) else 1.0
 
 
-def _output_family(reference: Sample, current: Sample, task: str, labels: list[str]) -> FamilyResult | str:
+def _output_family(
+    reference: Sample, current: Sample, task: str, labels: list[str]
+) -> FamilyResult | str:
     rows: list[dict[str, Any]] = []
     parts: list[str] = []
     if reference.outputs is not None and current.outputs is not None:
@@ -309,7 +315,7 @@ def compare(
                     if side == "current"
                     else "rebuild the reference from more held-out images"
                 )
-                + f", or lower drift.min_samples (at your own risk)"
+                + ", or lower drift.min_samples (at your own risk)"
             )
     check_compatible(reference, current)
     rng = np.random.default_rng(settings.seed)
@@ -356,8 +362,7 @@ def _phrase(family: str, row: dict[str, Any]) -> str:
         return f"embeddings (MMD² {row['statistic']:.3g}, p = {row['p_value']:.3g})"
     if row["test"] == "chi-square":
         return (
-            f"predicted-class mix (Cramér's V {row['statistic']:.2f},"
-            f" p = {row['p_adjusted']:.3g})"
+            f"predicted-class mix (Cramér's V {row['statistic']:.2f}, p = {row['p_adjusted']:.3g})"
         )
     direction = "up" if row["current_mean"] > row["reference_mean"] else "down"
     return (

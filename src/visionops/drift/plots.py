@@ -45,10 +45,22 @@ def histograms_png(
         if high <= low:
             high = low + 1e-6
         bins = np.linspace(low, high, 31)
-        axes.hist(ref, bins=bins, density=True, alpha=0.55, color=REFERENCE_COLOUR,
-                  label=f"reference (n={len(ref)})")  # fmt: skip
-        axes.hist(cur, bins=bins, density=True, alpha=0.55, color=CURRENT_COLOUR,
-                  label=f"current (n={len(cur)})")  # fmt: skip
+        axes.hist(
+            ref,
+            bins=bins,
+            density=True,
+            alpha=0.55,
+            color=REFERENCE_COLOUR,
+            label=f"reference (n={len(ref)})",
+        )
+        axes.hist(
+            cur,
+            bins=bins,
+            density=True,
+            alpha=0.55,
+            color=CURRENT_COLOUR,
+            label=f"current (n={len(cur)})",
+        )
         axes.set_title(f"{title}\n{note}", fontsize=9)
         axes.tick_params(labelsize=8)
         if index == 0:
@@ -64,10 +76,17 @@ def projection_png(reference: NDArray[np.float32], current: NDArray[np.float32])
     ref, cur = pca.transform(reference), pca.transform(current)
     figure = new_figure(6.0, 4.6)
     axes = figure.add_subplot(1, 1, 1)
-    axes.scatter(ref[:, 0], ref[:, 1], s=9, alpha=0.5, color=REFERENCE_COLOUR,
-                 label=f"reference (n={len(ref)})")  # fmt: skip
-    axes.scatter(cur[:, 0], cur[:, 1], s=9, alpha=0.5, color=CURRENT_COLOUR,
-                 label=f"current (n={len(cur)})")  # fmt: skip
+    axes.scatter(
+        ref[:, 0],
+        ref[:, 1],
+        s=9,
+        alpha=0.5,
+        color=REFERENCE_COLOUR,
+        label=f"reference (n={len(ref)})",
+    )
+    axes.scatter(
+        cur[:, 0], cur[:, 1], s=9, alpha=0.5, color=CURRENT_COLOUR, label=f"current (n={len(cur)})"
+    )
     explained = pca.explained_variance_ratio_
     axes.set_xlabel(f"PC 1 ({explained[0]:.0%} of reference variance)")
     axes.set_ylabel(f"PC 2 ({explained[1]:.0%})")
@@ -89,8 +108,9 @@ def class_distribution_png(
     axes = figure.add_subplot(1, 1, 1)
     axes.bar(positions - 0.2, ref_share, width=0.4, color=REFERENCE_COLOUR, label="reference")
     axes.bar(positions + 0.2, cur_share, width=0.4, color=CURRENT_COLOUR, label="current")
-    axes.set_xticks(positions, [str(label) for label in labels], rotation=45, ha="right",
-                    fontsize=8)  # fmt: skip
+    axes.set_xticks(
+        positions, [str(label) for label in labels], rotation=45, ha="right", fontsize=8
+    )
     axes.set_ylabel("share of images")
     axes.set_title("Predicted-class distribution", fontsize=10)
     axes.legend(fontsize=8)

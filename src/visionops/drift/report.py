@@ -291,7 +291,9 @@ def drift_report(
         atomic_write_text(json_path, json.dumps(payload, indent=2, default=_json_default) + "\n")
         atomic_write_text(html_path, render_html(payload, images))
     except OSError as exc:
-        raise DriftError(f"cannot write the report in {out_dir} ({exc.strerror}) — pass --out")
+        raise DriftError(
+            f"cannot write the report in {out_dir} ({exc.strerror}) — pass --out"
+        ) from None
     return DriftReport(result, payload, json_path, html_path, time.perf_counter() - started)
 
 
@@ -386,8 +388,9 @@ def _family_table(family: dict[str, Any]) -> str:
             f"<td>{_e(extra)}</td></tr>"
         )
     status = (
-        '<span class="tag drift">drift</span>' if family["drifted"] else '<span class="tag ok">'
-        "no drift</span>"
+        '<span class="tag drift">drift</span>'
+        if family["drifted"]
+        else '<span class="tag ok">no drift</span>'
     )
     return (
         f"<h2>{_e(family['title'])} {status}</h2>"

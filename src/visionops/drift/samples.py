@@ -98,9 +98,7 @@ def reference_sample(bundle: Bundle) -> Sample:
     predictions = predictions.reshape(len(predictions), -1)
     stat_names = [str(name) for name in arrays.get("stat_names", [])]
     stats = np.asarray(arrays.get("stats", np.zeros((len(predictions), 0))), np.float64)
-    features = {
-        name: stats[:, i] for i, name in enumerate(stat_names) if name in IMAGE_FEATURES
-    }
+    features = {name: stats[:, i] for i, name in enumerate(stat_names) if name in IMAGE_FEATURES}
     classes = predictions.argmax(axis=1) if bundle.task == "classification" else None
     return Sample(
         source=f"{path} ({split} split, {len(predictions)} images)",
@@ -167,7 +165,9 @@ def records_sample(
     infos = [record["image"] for record in records]
     matrix = image_feature_matrix(infos, IMAGE_FEATURES)
     features = {
-        name: matrix[:, i] for i, name in enumerate(IMAGE_FEATURES) if np.isfinite(matrix[:, i]).any()
+        name: matrix[:, i]
+        for i, name in enumerate(IMAGE_FEATURES)
+        if np.isfinite(matrix[:, i]).any()
     }
     times = [_time(record) for record in records]
     if embeddings is not None:
@@ -287,13 +287,16 @@ def check_compatible(reference: Sample, current: Sample) -> None:
                 f"the current embeddings have {cur_dim} dimensions but the bundle's reference"
                 f" has {ref_dim} — the log was written by another bundle; pass that bundle"
             )
-    if reference.outputs is not None and current.outputs is not None:
-        if reference.outputs.shape[1] != current.outputs.shape[1]:
-            raise DriftError(
-                f"the current outputs have {current.outputs.shape[1]} columns but the reference"
-                f" has {reference.outputs.shape[1]} — rebuild the reference with `visionops"
-                " drift reference`"
-            )
+    if (
+        reference.outputs is not None
+        and current.outputs is not None
+        and reference.outputs.shape[1] != current.outputs.shape[1]
+    ):
+        raise DriftError(
+            f"the current outputs have {current.outputs.shape[1]} columns but the reference"
+            f" has {reference.outputs.shape[1]} — rebuild the reference with `visionops"
+            " drift reference`"
+        )
 
 
 def subset(sample: Sample, rows: NDArray[np.int64], source: str) -> Sample:

@@ -126,11 +126,7 @@ def _mmd2_from_sums(
     """
     cross = x_total - within_x
     within_y = total - 2.0 * x_total + within_x
-    return (
-        (within_x - m) / (m * (m - 1))
-        + (within_y - n) / (n * (n - 1))
-        - 2.0 * cross / (m * n)
-    )
+    return (within_x - m) / (m * (m - 1)) + (within_y - n) / (n * (n - 1)) - 2.0 * cross / (m * n)
 
 
 def mmd_permutation_test(

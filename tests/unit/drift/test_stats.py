@@ -19,7 +19,7 @@ from visionops.drift.stats import (
 def _naive_unbiased_mmd2(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
     def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-        return np.exp(-d / (2 * sigma**2))
+        return np.asarray(np.exp(-d / (2 * sigma**2)))
 
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     m, n = len(x), len(y)
@@ -58,8 +58,9 @@ def test_permuted_statistics_are_those_of_recomputed_kernels() -> None:
 
 def test_p_value_formula_and_range() -> None:
     rng = np.random.default_rng(3)
-    result = mmd_permutation_test(rng.normal(size=(50, 4)), rng.normal(3, 1, size=(50, 4)),
-                                  permutations=99)
+    result = mmd_permutation_test(
+        rng.normal(size=(50, 4)), rng.normal(3, 1, size=(50, 4)), permutations=99
+    )
     assert result.p_value == pytest.approx(1 / 100)  # nothing beats a 3-sd shift
     assert result.permutations == 99
 
@@ -72,8 +73,12 @@ def test_mmd_false_alarms_and_power_on_synthetic_embeddings() -> None:
         reference = rng.normal(size=(150, 16))
         same = rng.normal(size=(60, 16))
         shifted = rng.normal(size=(60, 16)) + 0.3  # 1.2 sd along the diagonal
-        false_alarms += mmd_permutation_test(reference, same, permutations=99, rng=rng).p_value < alpha
-        detections += mmd_permutation_test(reference, shifted, permutations=99, rng=rng).p_value < alpha
+        false_alarms += (
+            mmd_permutation_test(reference, same, permutations=99, rng=rng).p_value < alpha
+        )
+        detections += (
+            mmd_permutation_test(reference, shifted, permutations=99, rng=rng).p_value < alpha
+        )
     assert false_alarms / trials <= 0.12  # 0.05 + 2.5 binomial standard errors
     assert detections / trials >= 0.9
 
