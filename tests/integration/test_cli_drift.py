@@ -9,7 +9,6 @@ code and the one-line message a user sees.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path

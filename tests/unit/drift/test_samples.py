@@ -113,5 +113,5 @@ def test_reference_must_come_from_held_out_images(tmp_path: Path) -> None:
     for split in ("train", None):  # None: a bundle exported before the split was recorded
         folder = tmp_path / str(split)
         _reference(folder, split)
-        with pytest.raises(DriftError, match="drift reference .* --split val"):
+        with pytest.raises(DriftError, match=r"drift reference .* --split val"):
             reference_sample(_bundle(folder))

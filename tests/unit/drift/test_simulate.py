@@ -32,7 +32,7 @@ def test_parse_shifts() -> None:
     ]  # fmt: skip
     with pytest.raises(DriftError, match="did you mean 'brightness'"):
         parse_shifts("brightnes=1.2")
-    with pytest.raises(DriftError, match="must be in 1..95"):
+    with pytest.raises(DriftError, match=r"must be in 1\.\.95"):
         parse_shifts("jpeg=0")
     with pytest.raises(DriftError, match="not a number"):
         parse_shifts("blur=big")
