@@ -128,7 +128,9 @@ def serve(
     from visionops.serve.runner import run_server
 
     target = Path(target_arg) if target_arg else None
-    run_server(target, settings.serve, runs_root=settings.runs_root, log_dir=log_dir)
+    run_server(
+        target, settings.serve, runs_root=settings.runs_root, log_dir=log_dir, drift=settings.drift
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,7 @@ from starlette.types import Message
 
 from visionops import __version__
 from visionops.bundle import Bundle
-from visionops.config import ServeSettings
+from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
 from visionops.serve.batcher import MicroBatcher, QueueFullError, StoppedError
 from visionops.serve.metrics import MetricsMiddleware, ServeMetrics
@@ -222,11 +222,15 @@ class ServingState:
         settings: ServeSettings,
         log_dir: Path | None,
         decode_threads: int | None = None,
+        drift: DriftSettings | None = None,
     ) -> None:
+        from visionops.drift.online import monitor_for_serve
+
         self.bundle = bundle
         self.settings = settings
         self.postprocess = Postprocessor(bundle, default_top_k=settings.top_k)
         self.metrics = ServeMetrics(bundle)
+        self.drift = monitor_for_serve(bundle, drift or DriftSettings(), self.metrics.registry)
         self.log_dir = log_dir or default_log_dir(bundle)
         self.session: ModelSession | None = None
         self.status = "loading"
@@ -260,6 +264,8 @@ class ServingState:
     async def startup(self) -> None:
         """Start the batcher, then load and warm up the model in the background."""
         self.batcher.start()
+        if self.drift is not None:
+            self.drift.start()
         self._load_task = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
@@ -306,6 +312,8 @@ class ServingState:
         self.inference_pool.shutdown(wait=True)
         self.decode_pool.shutdown(wait=True)
         self.predlog.close()
+        if self.drift is not None:
+            self.drift.stop()
         logger.info(
             "server stopped; {} predictions logged in {}",
             self.predlog.records_written,
@@ -338,6 +346,7 @@ class ServingState:
                 "precision": session.precision,
                 "task": self.bundle.task,
                 "prediction": logged,
+                "output": np.atleast_1d(outputs.main[row]).astype(float).round(6).tolist(),
                 "latency_ms": round((finished - job.started) * 1000, 3),
                 "queue_ms": round((started - job.submitted) * 1000, 3),
                 "compute_ms": round(compute_s * 1000, 3),
@@ -353,6 +362,8 @@ class ServingState:
                 )
             )
         self.predlog.write(entries)
+        if self.drift is not None:
+            self.drift.observe(outputs.main, outputs.embedding, [j.decoded.info for j in jobs])
         return answers
 
     def _on_batch(self, batch_size: int, compute_s: float) -> None:
@@ -509,6 +520,7 @@ def create_app(
     log_dir: Path | None = None,
     *,
     decode_threads: int | None = None,
+    drift: DriftSettings | None = None,
 ) -> FastAPI:
     """Build the serving app for one bundle.
 
@@ -521,6 +533,7 @@ def create_app(
         log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
         decode_threads: Threads that decode uploads (None: one per core; 0: on the event
             loop, for measurements only).
+        drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Returns:
         The FastAPI app; ``app.state.serving`` is its :class:`ServingState`.
@@ -530,7 +543,7 @@ def create_app(
         >>> app = create_app(bundle, ServeSettings())  # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
-    state = ServingState(bundle, settings, log_dir, decode_threads)
+    state = ServingState(bundle, settings, log_dir, decode_threads, drift)
     max_body = int(settings.max_upload_mb * 1_000_000)
 
     @asynccontextmanager
@@ -792,6 +805,12 @@ def create_app(
     )
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/drift", tags=["ops"], summary="Latest online drift verdict (rolling window).")
+    async def drift_status() -> dict[str, Any]:
+        if state.drift is None:
+            return {"status": "off", "reason": "the bundle has no held-out drift reference"}
+        return state.drift.snapshot()
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:

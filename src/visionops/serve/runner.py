@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from visionops.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
-from visionops.config import ServeSettings
+from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ArtifactError, ServeError
 
 __all__ = [
@@ -156,6 +156,7 @@ def run_server(
     *,
     runs_root: Path = Path("runs"),
     log_dir: Path | None = None,
+    drift: DriftSettings | None = None,
 ) -> None:
     """Serve a bundle until interrupted (the ``visionops serve`` command).
 
@@ -164,6 +165,7 @@ def run_server(
         settings: Server settings.
         runs_root: The runs folder.
         log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
+        drift: Online drift settings (None: defaults).
 
     Raises:
         ArtifactError: No bundle and no run to export, or a bundle that fails verification.
@@ -190,7 +192,7 @@ def run_server(
         resolved_log_dir,
     )
     if settings.workers == 1:
-        app = create_app(bundle, settings, resolved_log_dir)
+        app = create_app(bundle, settings, resolved_log_dir, drift=drift)
         config = uvicorn.Config(app, **_uvicorn_options(settings))
         server = uvicorn.Server(config)
         state = app.state.serving
@@ -213,6 +215,7 @@ def run_server(
             "bundle": str(bundle_dir.resolve()),
             "settings": settings.model_dump(mode="json"),
             "log_dir": str(resolved_log_dir),
+            "drift": (drift or DriftSettings()).model_dump(mode="json"),
         }
     )
     uvicorn.run(
@@ -239,4 +242,5 @@ def app_from_environment() -> Any:
     bundle: Bundle = load_bundle(Path(spec["bundle"]), verify=False, allow_unverified=True)
     settings = ServeSettings.model_validate(spec["settings"])
     log_dir = Path(spec["log_dir"]) if spec.get("log_dir") else None
-    return create_app(bundle, settings, log_dir)
+    drift = DriftSettings.model_validate(spec["drift"]) if spec.get("drift") else None
+    return create_app(bundle, settings, log_dir, drift=drift)
