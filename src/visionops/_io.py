@@ -20,13 +20,30 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "atomic_write_yaml",
+    "current_umask",
     "file_sha256",
     "read_json",
 ]
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where ``/proc`` allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The file gets the mode any new file gets (``0o666`` less the umask), like the rest of
+    an artifact, although it is staged through a private temporary file.
 
     Args:
         path: Destination file; its parent folder is created if needed.
@@ -39,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -83,9 +101,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     # mkdtemp makes a private (0700) folder; artifacts get the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp.chmod(0o777 & ~current_umask())
     try:
         yield tmp
         if final.exists():

@@ -1,0 +1,414 @@
+"""Typed models of every artifact a stage writes (see ``docs/artifacts.md``).
+
+Each file-backed artifact is an :class:`Artifact` subclass that knows its ``kind``, its file
+name, its schema version and the command that makes it, so reading one is a single call that
+validates all of that and says how to fix what is wrong::
+
+    manifest = PreparedManifest.read(Path("data/prepared/shapes"))
+    manifest.image_size          # not manifest["image_size"]
+    manifest.write(folder)       # atomic; the file's mode follows the umask
+
+Fields that an older writer of the same schema version did not record have defaults, and
+fields a reader does not know are kept (``extra="allow"``) and written back unchanged, so an
+artifact round-trips through any visionops that reads its schema version. Nothing here
+imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from visionops._io import atomic_write_json
+from visionops.errors import ArtifactError
+
+__all__ = [
+    "Artifact",
+    "ArtifactModel",
+    "BundleInput",
+    "BundleMeta",
+    "CheckpointRef",
+    "DatasetRef",
+    "EvalMetrics",
+    "ModelSpec",
+    "Monitor",
+    "Normalization",
+    "PredictionRecord",
+    "PreparedManifest",
+    "RunRecord",
+    "SourceRecord",
+]
+
+TaskName = str
+"""A task registered in :mod:`visionops.tasks` (``classification``, ``multilabel``, ...)."""
+
+
+class ArtifactModel(BaseModel):
+    """Base of every artifact model and of the records nested in them."""
+
+    # Unknown fields are kept so that a newer writer's additions survive a rewrite.
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    return f"{where}: {error['msg']}"
+
+
+class Artifact(ArtifactModel):
+    """A JSON manifest with ``kind`` and ``schema_version``, read and written in one place.
+
+    Subclasses set ``KIND`` (the ``kind`` field), ``FILENAME`` (the manifest's name inside
+    its folder), ``MADE_BY`` (the command that writes it, used in error messages) and
+    ``SCHEMA_VERSION`` (the version this visionops reads and writes).
+    """
+
+    KIND: ClassVar[str]
+    FILENAME: ClassVar[str]
+    MADE_BY: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    schema_version: int = 1
+    kind: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {"kind": cls.KIND, "schema_version": cls.SCHEMA_VERSION, **data}
+        return data
+
+    @classmethod
+    def file_in(cls, path: Path) -> Path:
+        """The manifest file for ``path``, which may be the file itself or its folder."""
+        path = Path(path)
+        return path / cls.FILENAME if path.is_dir() or path.suffix != ".json" else path
+
+    @classmethod
+    def exists(cls, path: Path) -> bool:
+        """Whether ``path`` holds this kind of artifact (kind checked, nothing else)."""
+        try:
+            data = json.loads(cls.file_in(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("kind") == cls.KIND
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """Read and validate the artifact at ``path`` (its folder or its manifest file).
+
+        Raises:
+            ArtifactError: Missing, not JSON, another kind, another schema version, or a field
+                of the wrong type; the message names the command that makes the artifact.
+        """
+        file = cls.file_in(path)
+        remake = f"make it with `{cls.MADE_BY}`"
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ArtifactError(f"{file} does not exist — {remake}") from None
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(
+                f"{file} is not readable JSON ({type(exc).__name__}) — the artifact is damaged;"
+                f" {remake}"
+            ) from None
+        if not isinstance(data, dict) or data.get("kind") != cls.KIND:
+            found = data.get("kind") if isinstance(data, dict) else None
+            raise ArtifactError(
+                f"{file} is {'a ' + repr(found) if found else 'not a visionops'} manifest, not"
+                f" {cls.KIND!r} — point at what `{cls.MADE_BY}` writes"
+            )
+        version = data.get("schema_version")
+        if version != cls.SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{file} has schema_version {version!r}; this visionops reads"
+                f" {cls.SCHEMA_VERSION} — {remake} with this visionops, or use the version"
+                " that wrote it"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ArtifactError(
+                f"{file} is not a valid {cls.KIND} manifest ({_first_problem(exc)}) — {remake}"
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The artifact as plain JSON data (what :meth:`write` writes)."""
+        return self.model_dump(mode="json")
+
+    def write(self, path: Path) -> Path:
+        """Write the manifest atomically to ``path`` (its folder or the file itself).
+
+        Returns:
+            The file written.
+        """
+        file = self.file_in(path)
+        atomic_write_json(file, self.to_json())
+        return file
+
+
+# ---------------------------------------------------------------- raw dataset
+
+
+class SourceRecord(Artifact):
+    """``data/raw/<name>/source.json``: where a raw dataset came from."""
+
+    KIND: ClassVar[str] = "visionops.raw"
+    FILENAME: ClassVar[str] = "source.json"
+    MADE_BY: ClassVar[str] = "visionops data fetch SOURCE"
+
+    name: str
+    source: str
+    version: str | None = None
+    file_count: int
+    bytes: int
+    fingerprint: str
+    fetched_at: str | None = None
+    visionops_version: str | None = None
+
+
+# ----------------------------------------------------------- prepared dataset
+
+
+class PreparedManifest(Artifact):
+    """``data/prepared/<name>/manifest.json``: what the arrays beside it hold."""
+
+    KIND: ClassVar[str] = "visionops.prepared"
+    FILENAME: ClassVar[str] = "manifest.json"
+    MADE_BY: ClassVar[str] = "visionops data preprocess RAW_FOLDER"
+
+    name: str
+    task: TaskName
+    class_names: list[str] | None = None
+    target_names: list[str] | None = None
+    target_units: list[str] | None = None
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
+    image_size: int = Field(gt=0)
+    channels: Literal[1, 3]
+    resize: str = "crop"
+    mean: list[float]
+    std: list[float]
+    counts: dict[str, int] = Field(default_factory=dict)
+    class_counts: dict[str, dict[str, int]] | None = None
+    splits_from_source: bool = False
+    source: SourceRecord
+    params: dict[str, Any] = Field(default_factory=dict)
+    fingerprint: str
+    created_at: str | None = None
+    visionops_version: str | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names (classification, multilabel, anomaly) or target names (regression)."""
+        return list(self.class_names or self.target_names or [])
+
+
+# ----------------------------------------------------------------------- run
+
+
+class DatasetRef(ArtifactModel):
+    """Which prepared dataset a run was trained on."""
+
+    path: str
+    name: str
+    fingerprint: str
+
+
+class ModelSpec(ArtifactModel):
+    """Enough to rebuild a run's network with :func:`visionops.models.build_model`."""
+
+    name: str
+    num_outputs: int
+    channels: int
+    image_size: int
+    feature_dim: int | None = None
+    dropout: float = 0.0
+    pretrained: bool = False
+    freeze_backbone: bool = False
+
+
+class Normalization(ArtifactModel):
+    """Per-channel mean and std on the 0..1 scale (the train split's)."""
+
+    mean: list[float]
+    std: list[float]
+
+
+class Monitor(ArtifactModel):
+    """The validation metric that picks the best checkpoint."""
+
+    metric: str
+    mode: Literal["max", "min"]
+
+
+RunStatus = Literal["running", "completed", "interrupted", "failed"]
+
+
+class RunRecord(Artifact):
+    """``runs/<name>/run.json``: what a training run is and how far it got."""
+
+    KIND: ClassVar[str] = "visionops.run"
+    FILENAME: ClassVar[str] = "run.json"
+    MADE_BY: ClassVar[str] = "visionops train"
+
+    name: str
+    status: RunStatus
+    task: TaskName
+    dataset: DatasetRef
+    model: ModelSpec
+    normalization: Normalization
+    resize: str = "crop"
+    class_names: list[str] | None = None
+    target_names: list[str] | None = None
+    target_units: list[str] | None = None
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
+    thresholds: list[float] | None = None
+    monitor: Monitor
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    epochs_completed: int = 0
+    epochs: int | None = None
+    config_hash: str
+    created_at: str | None = None
+    finished_at: str | None = None
+    device: dict[str, Any] | None = None
+    tracking: dict[str, Any] | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names or target names, in output order."""
+        return list(self.class_names or self.target_names or [])
+
+
+# -------------------------------------------------------------------- bundle
+
+
+class BundleInput(ArtifactModel):
+    """What the ONNX graph takes: uint8 pixels of one size, channel count and layout."""
+
+    name: str = "pixels"
+    dtype: Literal["uint8"] = "uint8"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    size: int = Field(gt=0)
+    channels: Literal[1, 3]
+    resize: str = "crop"
+    max_image_pixels: int = Field(gt=0)
+
+
+class BundleMeta(Artifact):
+    """``runs/<name>/bundle/visionops.json``: a self-describing exported model."""
+
+    KIND: ClassVar[str] = "visionops.bundle"
+    FILENAME: ClassVar[str] = "visionops.json"
+    MADE_BY: ClassVar[str] = "visionops export RUN"
+
+    task: TaskName
+    model_version: str
+    input: BundleInput
+    outputs: dict[str, str]
+    class_names: list[str] | None = None
+    target_names: list[str] | None = None
+    target_units: list[str] | None = None
+    thresholds: list[float] | float | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    metrics_split: dict[str, Any] | None = None
+    training_data_fingerprint: str | None = None
+    config_hash: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    quantized: dict[str, Any] | None = None
+    run: dict[str, Any] | None = None
+    opset: int | None = None
+    reference_samples: int | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names (classification, multilabel) or target names (regression)."""
+        return list(self.class_names or self.target_names or [])
+
+    @property
+    def main_output(self) -> str:
+        """Name of the graph's task output (``probabilities``, ``values``, ``score``)."""
+        return self.outputs["main"]
+
+    @property
+    def embedding_output(self) -> str | None:
+        """Name of the graph's embedding output, if it has one."""
+        return self.outputs.get("embedding")
+
+
+# ---------------------------------------------------------------------- eval
+
+
+class CheckpointRef(ArtifactModel):
+    """Which checkpoint a result came from."""
+
+    which: str
+    file: str
+    epoch: int | None = None
+    sha256: str
+
+
+class EvalMetrics(Artifact):
+    """``runs/<name>/eval/metrics.json``: a trained run scored on a split."""
+
+    KIND: ClassVar[str] = "visionops.eval"
+    FILENAME: ClassVar[str] = "metrics.json"
+    MADE_BY: ClassVar[str] = "visionops eval RUN"
+
+    run: str
+    task: TaskName
+    split: str
+    requested_split: str | None = None
+    n: int
+    metrics: dict[str, float | None]
+    per_class: list[dict[str, Any]] | None = None
+    per_target: list[dict[str, Any]] | None = None
+    checkpoint: CheckpointRef
+    dataset: dict[str, Any]
+    model: dict[str, Any] | None = None
+    inference: dict[str, Any] | None = None
+    plots: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    created_at: str | None = None
+    visionops_version: str | None = None
+
+
+# ------------------------------------------------------------ prediction log
+
+
+class EmbeddingRef(ArtifactModel):
+    """Where a logged prediction's embedding row lives (a side ``.npy`` file)."""
+
+    file: str
+    row: int
+
+
+class PredictionRecord(ArtifactModel):
+    """One line of the prediction log (``runs/<name>/predictions/*.jsonl``).
+
+    Not an :class:`Artifact`: a log line carries no kind of its own; the log's reader
+    validates each line with this model and skips (and counts) the ones that do not fit.
+    """
+
+    time: str
+    request_id: str
+    index: int = 0
+    model_version: str
+    task: TaskName
+    prediction: dict[str, Any]
+    latency_ms: float | None = None
+    queue_ms: float | None = None
+    compute_ms: float | None = None
+    batch_size: int | None = None
+    image: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingRef | None = None
+    image_file: str | None = None

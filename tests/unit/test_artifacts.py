@@ -1,0 +1,94 @@
+"""The typed artifact models: one place that reads, validates and writes every manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from visionops.artifacts import BundleMeta, PreparedManifest, RunRecord, SourceRecord
+from visionops.errors import ArtifactError
+
+
+def _source() -> SourceRecord:
+    return SourceRecord(
+        name="shapes", source="demo:shapes", file_count=3, bytes=30, fingerprint="abc"
+    )
+
+
+def _prepared() -> PreparedManifest:
+    return PreparedManifest(
+        name="shapes",
+        task="classification",
+        class_names=["circle", "square"],
+        image_size=32,
+        channels=3,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        source=_source(),
+        fingerprint="def",
+    )
+
+
+def test_round_trip_keeps_kind_version_and_unknown_fields(tmp_path: Path) -> None:
+    manifest = _prepared()
+    written = manifest.write(tmp_path)
+    data = json.loads(written.read_text())
+    assert written == tmp_path / "manifest.json"
+    assert data["kind"] == "visionops.prepared" and data["schema_version"] == 1
+    data["added_by_a_newer_writer"] = {"x": 1}
+    written.write_text(json.dumps(data))
+    again = PreparedManifest.read(tmp_path)
+    assert again.image_size == 32 and again.labels == ["circle", "square"]
+    again.write(tmp_path)
+    assert json.loads(written.read_text())["added_by_a_newer_writer"] == {"x": 1}
+
+
+def test_missing_artifact_names_the_command_that_makes_it(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"visionops train"):
+        RunRecord.read(tmp_path)
+    with pytest.raises(ArtifactError, match=r"visionops export"):
+        BundleMeta.read(tmp_path / "visionops.json")
+
+
+def test_another_kind_is_refused_with_what_it_is(tmp_path: Path) -> None:
+    _source().write(tmp_path / "manifest.json")
+    with pytest.raises(ArtifactError, match=r"'visionops.raw' manifest, not 'visionops.prepared'"):
+        PreparedManifest.read(tmp_path)
+    assert not PreparedManifest.exists(tmp_path)
+    assert SourceRecord.exists(tmp_path / "manifest.json")
+
+
+def test_another_schema_version_is_refused(tmp_path: Path) -> None:
+    data = _prepared().to_json() | {"schema_version": 2}
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"schema_version 2; this visionops reads 1"):
+        PreparedManifest.read(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_damaged_manifest_is_a_one_line_error(tmp_path: Path, content: str) -> None:
+    (tmp_path / "source.json").write_text(content)
+    with pytest.raises(ArtifactError) as info:
+        SourceRecord.read(tmp_path)
+    assert "\n" not in str(info.value)
+    assert "visionops data fetch" in str(info.value)
+
+
+def test_wrong_field_type_names_the_field(tmp_path: Path) -> None:
+    data = _prepared().to_json() | {"image_size": "big"}
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"image_size"):
+        PreparedManifest.read(tmp_path)
+
+
+def test_written_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        written = _source().write(tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
