@@ -140,7 +140,10 @@ def test_bad_logs_exit_2_and_write_nothing(
     log_dir = tmp_path / "log"
     if problem != "missing":
         log_dir.mkdir()
-        line = {"model_version": "someone-else@1", "prediction": {"label": "x"}, "image": {}}
+        line = {
+            "time": "2026-12-01T00:00:00+00:00", "request_id": "r1", "task": "classification",
+            "model_version": "someone-else@1", "prediction": {"label": "x"}, "image": {"mean": 0.5},
+        }  # fmt: skip
         text = "" if problem == "empty" else json.dumps(line) + "\n"
         (log_dir / "predictions-20261201T000000Z-p1-0001.jsonl").write_text(text)
     code, _, err = _main(

@@ -143,7 +143,16 @@ def _time(record: dict[str, Any]) -> datetime | None:
 
 
 def _valid(record: dict[str, Any]) -> bool:
-    return isinstance(record.get("prediction"), dict) and isinstance(record.get("image"), dict)
+    """Whether a log line is a prediction record (:class:`PredictionRecord`) with an image."""
+    from pydantic import ValidationError
+
+    from visionops.artifacts import PredictionRecord
+
+    try:
+        PredictionRecord.model_validate(record)
+    except ValidationError:
+        return False
+    return bool(record.get("image"))
 
 
 def records_sample(
