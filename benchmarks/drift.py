@@ -128,9 +128,21 @@ def build_demo(root: Path, images_per_class: int, epochs: int) -> tuple[Path, Pa
     prepared = prepare_dataset(raw, settings).path
     run = train(settings, prepared).run_dir
     export_run(settings, run)
+    return root / run / "bundle", build_pool(root, images_per_class)
+
+
+def build_pool(root: Path, images_per_class: int) -> Path:
+    """Unseen same-distribution images: the shapes demo generated with another seed."""
+    from visionops.config import load_settings
+    from visionops.data.fetch import fetch_dataset
+    from visionops.data.prepare import prepare_dataset
+
     pool_settings = load_settings(
         overrides=[
-            *common,
+            f"data.demo.images_per_class={images_per_class}",
+            "data.demo.image_size=64",
+            "data.image_size=64",
+            "data.workers=1",
             "data.demo.seed=1",
             f"data.raw_root={root / 'pool' / 'raw'}",
             f"data.prepared_root={root / 'pool' / 'prepared'}",
@@ -138,8 +150,7 @@ def build_demo(root: Path, images_per_class: int, epochs: int) -> tuple[Path, Pa
         cwd=root,
     )
     pool_raw = fetch_dataset("demo:shapes", pool_settings).path
-    pool = prepare_dataset(pool_raw, pool_settings).path
-    return root / run / "bundle", pool
+    return prepare_dataset(pool_raw, pool_settings).path
 
 
 def _sample_from_arrays(
@@ -292,6 +303,12 @@ def main() -> None:
     parser.add_argument("--naive-perms", type=int, default=3)
     parser.add_argument("--speed-reference", type=int, default=10_000)
     parser.add_argument("--speed-current", type=int, default=2_000)
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        help="Use this exported shapes bundle instead of training one (its run's prepared"
+        " dataset must be at <project>/data/prepared/shapes)",
+    )
     args = parser.parse_args()
     print(
         f"# drift benchmark — {date.today()} — {platform.processor() or platform.machine()},"
@@ -302,7 +319,11 @@ def main() -> None:
     if args.part in ("all", "power", "reference"):
         with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
             started = time.perf_counter()
-            bundle_dir, pool_dir = build_demo(Path(tmp), args.images_per_class, args.epochs)
+            if args.bundle is not None:
+                bundle_dir = args.bundle.resolve()
+                pool_dir = build_pool(Path(tmp), args.images_per_class)
+            else:
+                bundle_dir, pool_dir = build_demo(Path(tmp), args.images_per_class, args.epochs)
             print(f"\n(demo trained and exported in {time.perf_counter() - started:.0f} s)")
             sizes = [int(s) for s in args.sizes.split(",")]
             if args.part in ("all", "power"):
