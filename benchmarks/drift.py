@@ -98,7 +98,7 @@ def speed(reference_n: int, current_n: int, dim: int, permutations: int, naive_p
 # ------------------------------------------------------------------------------- power
 
 
-def build_demo(root: Path, images_per_class: int, epochs: int) -> tuple[Path, Path]:
+def build_demo(root: Path, images_per_class: int, epochs: int, model: str) -> tuple[Path, Path]:
     """Train and export a shapes model; prepare an unseen pool from another demo seed."""
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
@@ -116,7 +116,7 @@ def build_demo(root: Path, images_per_class: int, epochs: int) -> tuple[Path, Pa
     settings = load_settings(
         overrides=[
             *common,
-            "model.name=resnet18",
+            f"model.name={model}",
             f"train.epochs={epochs}",
             "train.batch_size=32",
             "train.augment.enabled=false",  # over-fits on purpose: the reference comparison
@@ -294,7 +294,10 @@ def reference_choice(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["all", "speed", "power", "reference"], default="all")
+    parser.add_argument(
+        "--parts", default="speed,power,reference", help="Comma-separated: speed, power, reference"
+    )
+    parser.add_argument("--model", default="resnet18", help="Backbone of the demo model.")
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--sizes", default="50,200,1000")
     parser.add_argument("--permutations", type=int, default=1000)
@@ -314,21 +317,28 @@ def main() -> None:
         f"# drift benchmark — {date.today()} — {platform.processor() or platform.machine()},"
         f" {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}"
     )
-    if args.part in ("all", "speed"):
+    parts = set(args.parts.split(","))
+    if "speed" in parts:
         speed(args.speed_reference, args.speed_current, 512, args.permutations, args.naive_perms)
-    if args.part in ("all", "power", "reference"):
+    if parts & {"power", "reference"}:
         with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
             started = time.perf_counter()
             if args.bundle is not None:
                 bundle_dir = args.bundle.resolve()
                 pool_dir = build_pool(Path(tmp), args.images_per_class)
             else:
-                bundle_dir, pool_dir = build_demo(Path(tmp), args.images_per_class, args.epochs)
-            print(f"\n(demo trained and exported in {time.perf_counter() - started:.0f} s)")
+                bundle_dir, pool_dir = build_demo(
+                    Path(tmp), args.images_per_class, args.epochs, args.model
+                )
+            print(
+                f"\n(demo: {args.model}, {args.images_per_class} images per class,"
+                f" {args.epochs} epochs without augmentation; trained and exported in"
+                f" {time.perf_counter() - started:.0f} s)"
+            )
             sizes = [int(s) for s in args.sizes.split(",")]
-            if args.part in ("all", "power"):
+            if "power" in parts:
                 power(bundle_dir, pool_dir, args.trials, sizes, args.permutations)
-            if args.part in ("all", "reference"):
+            if "reference" in parts:
                 reference_choice(bundle_dir, pool_dir, args.trials, 200, args.permutations)
 
 
