@@ -80,12 +80,12 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
     from visionops.benchmarking import time_interleaved
     from visionops.export import ExportWrapper, export_onnx, quantize_int8
     from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from visionops.tasks import ClassificationTask
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=1000).eval()
-    wrapper = ExportWrapper(
-        model, task="classification", mean=IMAGENET_MEAN, std=IMAGENET_STD
-    ).eval()
+    task = ClassificationTask([f"class{i}" for i in range(1000)])
+    wrapper = ExportWrapper(model, task=task, mean=IMAGENET_MEAN, std=IMAGENET_STD).eval()
     results: dict[str, Any] = {"size": size, "threads": {}}
     with tempfile.TemporaryDirectory(prefix="visionops-bench-export-") as scratch:
         fp32_path, int8_path = Path(scratch) / "model.onnx", Path(scratch) / "model.int8.onnx"

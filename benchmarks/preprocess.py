@@ -93,7 +93,7 @@ def visionops_api(raw: Path, prepared_root: Path, size: int, workers: int) -> fl
     started = time.perf_counter()
     result = prepare_dataset(raw, settings, force=True)
     seconds = time.perf_counter() - started
-    assert result.manifest["counts"]["rejected"] == 0, result.manifest["counts"]
+    assert result.manifest.counts["rejected"] == 0, result.manifest.counts
     return seconds
 
 

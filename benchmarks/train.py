@@ -168,7 +168,7 @@ def step_overhead(
     from visionops.models import build_model
     from visionops.progress import NULL_PROGRESS
     from visionops.tasks import get_task
-    from visionops.train import _Engine
+    from visionops.train import Engine
 
     dataset = PreparedDataset.open(prepared)
     loader = BatchLoader(dataset, "train", batch, shuffle=True, drop_last=True, prefetch=False)
@@ -187,9 +187,9 @@ def step_overhead(
             *overrides,
         ]
     )
-    task = get_task(dataset.task).from_manifest(dataset.manifest)
+    task = get_task(dataset.task).from_manifest(dataset.manifest.to_json())
     torch.manual_seed(0)
-    engine = _Engine(settings, dataset, task, resolve_device("cpu"), DistContext())
+    engine = Engine(settings, dataset, task, resolve_device("cpu"), DistContext())
     engine.train_loader = _Preloaded(batches)  # type: ignore[assignment]
 
     torch.manual_seed(0)

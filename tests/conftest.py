@@ -1,21 +1,76 @@
-"""Shared session fixtures: tiny generated data, built once and reused across tests."""
+"""Shared session fixtures: tiny generated data, built once and reused across tests.
+
+Every expensive fixture is built through :func:`built_once`: once per test session, also
+under pytest-xdist, where the workers share one cache folder next to their own temporary
+folders and the first worker that needs a fixture builds it while the others wait on a file
+lock. Tests never modify these fixtures (copy them first), so any number of tests and workers
+can use the same trained run.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from visionops.artifacts import (
+    DatasetRef,
+    ModelSpec,
+    Monitor,
+    Normalization,
+    PreparedManifest,
+    RunRecord,
+    SourceRecord,
+)
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One compute thread per pytest-xdist worker (and for the CLIs they start): two workers
     # with two threads each would oversubscribe the cores and make every test slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _shared_root(factory: pytest.TempPathFactory) -> Path:
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's folder, above every worker's own
+    root = base / "built-once"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def built_once(factory: pytest.TempPathFactory, key: str, build: Callable[[Path], Path]) -> Path:
+    """Build an expensive fixture once per test session, across pytest-xdist workers too.
+
+    Args:
+        factory: pytest's ``tmp_path_factory``.
+        key: The fixture's name (one folder per key).
+        build: Makes the fixture inside the empty folder it is given; returns its path.
+
+    Returns:
+        What ``build`` returned, the first time; the same path for every later caller.
+    """
+    root = _shared_root(factory)
+    folder, done = root / key, root / f"{key}.json"
+    with (root / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another worker builds it
+        if done.is_file():
+            relative = str(json.loads(done.read_text(encoding="utf-8"))["result"])
+            return folder / relative
+        shutil.rmtree(folder, ignore_errors=True)  # a build that failed part-way
+        folder.mkdir()
+        result = build(folder)
+        relative = result.relative_to(folder)
+        done.write_text(json.dumps({"result": str(relative)}), encoding="utf-8")
+        return result
+
 
 # --------------------------------------------------------------------------------------
 # Hand-made runs (no training): prepared datasets written with numpy and runs whose
@@ -70,38 +125,38 @@ def write_prepared(
             handle.write(f"{index},img/{index}.png,{names[splits[index]]},x,0\n")
     (folder / "rejected.csv").write_text("path,reason\n", encoding="utf-8")
     train = images[splits == 0].astype(np.float64) / 255
-    manifest = {
-        "schema_version": 1,
-        "kind": "visionops.prepared",
-        "name": folder.name,
-        "task": task,
-        "class_names": list(class_names) if class_names is not None else None,
-        "target_names": list(target_names) if target_names is not None else None,
-        "target_units": list(target_units) if target_units is not None else None,
-        "target_mean": list(target_mean) if target_mean is not None else None,
-        "target_std": list(target_std) if target_std is not None else None,
-        "image_size": int(images.shape[1]),
-        "channels": int(images.shape[3]),
-        "resize": "crop",
-        "mean": train.mean(axis=(0, 1, 2)).tolist(),
-        "std": train.std(axis=(0, 1, 2)).tolist(),
-        "counts": {
+    manifest = PreparedManifest(
+        name=folder.name,
+        task=task,
+        class_names=list(class_names) if class_names is not None else None,
+        target_names=list(target_names) if target_names is not None else None,
+        target_units=list(target_units) if target_units is not None else None,
+        target_mean=list(target_mean) if target_mean is not None else None,
+        target_std=list(target_std) if target_std is not None else None,
+        image_size=int(images.shape[1]),
+        channels=int(images.shape[3]),
+        resize="crop",
+        mean=train.mean(axis=(0, 1, 2)).tolist(),
+        std=train.std(axis=(0, 1, 2)).tolist(),
+        counts={
             "train": int((splits == 0).sum()),
             "val": int((splits == 1).sum()),
             "test": int((splits == 2).sum()),
             "rejected": 0,
             "duplicates_across_splits": 0,
         },
-        "class_counts": {"train": {}, "val": {}, "test": {}},
-        "splits_from_source": False,
-        "source": {"source": "hand-made"},
-        "params": {"image_size": int(images.shape[1]), "channels": int(images.shape[3])},
-        "fingerprint": _fingerprint(images, targets, splits),
-        "created_at": "2026-01-01T00:00:00+00:00",
-        "visionops_version": "0.1.0",
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return manifest
+        class_counts={"train": {}, "val": {}, "test": {}},
+        splits_from_source=False,
+        source=SourceRecord(
+            name=folder.name, source="hand-made", file_count=0, bytes=0, fingerprint="0"
+        ),
+        params={"image_size": int(images.shape[1]), "channels": int(images.shape[3])},
+        fingerprint=_fingerprint(images, targets, splits),
+        created_at="2026-01-01T00:00:00+00:00",
+        visionops_version="0.1.0",
+    )
+    manifest.write(folder)
+    return manifest.to_json()
 
 
 def write_run(
@@ -120,43 +175,40 @@ def write_run(
 
     run_dir = runs_root / name
     (run_dir / "checkpoints").mkdir(parents=True)
-    manifest = {
-        "schema_version": 1,
-        "kind": "visionops.run",
-        "name": name,
-        "status": "completed",
-        "task": prepared["task"],
-        "dataset": {
-            "path": dataset_path,
-            "name": prepared["name"],
-            "fingerprint": prepared["fingerprint"],
-        },
-        "model": {
-            "name": model_name,
-            "num_outputs": int(model.head.out_features),
-            "channels": prepared["channels"],
-            "image_size": prepared["image_size"],
-            "feature_dim": int(model.feature_dim),
-            "dropout": 0.0,
-        },
-        "normalization": {"mean": prepared["mean"], "std": prepared["std"]},
-        "resize": "crop",
-        "class_names": prepared["class_names"],
-        "target_names": prepared["target_names"],
-        "target_units": prepared["target_units"],
-        "target_mean": prepared["target_mean"],
-        "target_std": prepared["target_std"],
-        "thresholds": list(thresholds) if thresholds is not None else None,
-        "monitor": {"metric": monitor, "mode": "max"},
-        "best_epoch": 2,
-        "best_metric": 0.5,
-        "epochs_completed": 3,
-        "config_hash": "0" * 64,
-        "created_at": "2026-01-01T00:00:00+00:00",
-        "finished_at": "2026-01-01T00:01:00+00:00",
-        "versions": {"visionops": "0.1.0", "torch": str(torch.__version__)},
-    }
-    (run_dir / "run.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    record = RunRecord(
+        name=name,
+        status="completed",
+        task=prepared["task"],
+        dataset=DatasetRef(
+            path=dataset_path, name=prepared["name"], fingerprint=prepared["fingerprint"]
+        ),
+        model=ModelSpec(
+            name=model_name,
+            num_outputs=int(model.head.out_features),
+            channels=prepared["channels"],
+            image_size=prepared["image_size"],
+            feature_dim=int(model.feature_dim),
+            dropout=0.0,
+        ),
+        normalization=Normalization(mean=prepared["mean"], std=prepared["std"]),
+        resize="crop",
+        class_names=prepared["class_names"],
+        target_names=prepared["target_names"],
+        target_units=prepared["target_units"],
+        target_mean=prepared["target_mean"],
+        target_std=prepared["target_std"],
+        thresholds=list(thresholds) if thresholds is not None else None,
+        monitor=Monitor(metric=monitor, mode="max"),
+        best_epoch=2,
+        best_metric=0.5,
+        epochs_completed=3,
+        config_hash="0" * 64,
+        created_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:01:00+00:00",
+        versions={"visionops": "0.1.0", "torch": str(torch.__version__)},
+    )
+    record.write(run_dir)
+    manifest = record.to_json()
     for which, epoch in (("best", 2), ("last", 3)):
         checkpoint = {
             "format": "visionops.checkpoint",
@@ -233,6 +285,10 @@ def _constant_model(name: str, raw_output: Sequence[float]) -> Any:
 
 @pytest.fixture(scope="session")
 def handmade_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once(tmp_path_factory, "handmade", _build_handmade)
+
+
+def _build_handmade(root: Path) -> Path:
     """A project folder with three completed runs whose predictions are known.
 
     ``data/prepared/{colours,tags,dishes}`` and ``runs/{colours-run,tags-run,dishes-run}``,
@@ -249,7 +305,6 @@ def handmade_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from visionops.runs import update_latest
 
-    root = tmp_path_factory.mktemp("handmade")
     prepared_root = root / "data" / "prepared"
     runs_root = root / "runs"
     rng = np.random.default_rng(0)
@@ -346,10 +401,13 @@ init, CPU, 64 px) shapes reach test accuracy 1.0, multilabel mAP 0.96, regressio
 
 
 def _fetch_raw_demo(tmp_path_factory: pytest.TempPathFactory, demo: str) -> Path:
+    return built_once(tmp_path_factory, f"raw-{demo}", lambda root: _build_raw_demo(root, demo))
+
+
+def _build_raw_demo(root: Path, demo: str) -> Path:
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
 
-    root = tmp_path_factory.mktemp(f"raw-{demo}")
     sizes = RAW_DEMO_SIZES[demo]
     settings = load_settings(
         overrides=[
@@ -401,10 +459,15 @@ PREPARED_IMAGE_SIZE = 64
 
 
 def _prepare_demo(tmp_path_factory: pytest.TempPathFactory, raw: Path, name: str) -> Path:
+    return built_once(
+        tmp_path_factory, f"prepared-{name}", lambda root: _build_prepared_demo(root, raw)
+    )
+
+
+def _build_prepared_demo(root: Path, raw: Path) -> Path:
     from visionops.config import load_settings
     from visionops.data.prepare import prepare_dataset
 
-    root = tmp_path_factory.mktemp(f"prepared-{name}")
     settings = load_settings(
         overrides=[
             f"data.prepared_root={root / 'data' / 'prepared'}",
@@ -476,12 +539,19 @@ TRAINED_DEMO_OVERRIDES = {
 
 
 def _train_demo(tmp_path_factory: pytest.TempPathFactory, prepared: Path, name: str) -> Path:
+    return built_once(
+        tmp_path_factory,
+        f"trained-{name}",
+        lambda project: _build_trained_demo(project, prepared, name),
+    )
+
+
+def _build_trained_demo(project: Path, prepared: Path, name: str) -> Path:
     import shutil
 
     from visionops.config import load_settings
     from visionops.train import train
 
-    project = tmp_path_factory.mktemp(f"trained-{name}")
     dataset = project / "data" / "prepared" / name
     shutil.copytree(prepared, dataset)
     with pytest.MonkeyPatch.context() as patch:

@@ -277,6 +277,7 @@ class RunRecord(Artifact):
     config_hash: str
     created_at: str | None = None
     finished_at: str | None = None
+    failure: str | None = None
     device: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)

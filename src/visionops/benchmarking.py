@@ -277,7 +277,8 @@ def benchmark_run(
             " checkpoint; pass the run folder"
         )
     which = str((bundle.manifest.get("run") or {}).get("checkpoint") or "best")
-    model, run_manifest = load_trained_model(run_dir, which)
+    model, run_record = load_trained_model(run_dir, which)
+    run_manifest = run_record.to_json()
     layout = str(bundle.input["layout"])
     task = TASKS[bundle.task].from_manifest(run_manifest)
     dataset = PreparedDataset.open(find_run_dataset(run_dir, run_manifest))

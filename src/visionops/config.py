@@ -6,7 +6,9 @@ Layers, lowest to highest priority::
 
 Every layer is a (partial) nested mapping with the same shape as :class:`Settings`. Unknown
 keys and wrong types are :class:`~visionops.errors.ConfigError` naming the dotted key and,
-for unknown keys, the closest valid one.
+for unknown keys, the closest valid one. Types are strict: a YAML ``true`` (or ``yes``) is not
+the number 1, ``"5"`` is not 5, and a key given twice in one YAML mapping is refused with its
+line, instead of the last one silently winning. Only paths accept plain strings.
 
 Examples:
     >>> settings = load_settings(overrides=["train.epochs=3", "model.name=resnet34"])
@@ -34,6 +36,7 @@ __all__ = [
     "DataSettings",
     "DemoSettings",
     "DriftSettings",
+    "EvalSettings",
     "ExportSettings",
     "ModelSettings",
     "ResizePolicy",
@@ -45,6 +48,7 @@ __all__ = [
     "available_recipes",
     "load_recipe",
     "load_settings",
+    "load_yaml",
     "parse_overrides",
     "settings_to_yaml",
 ]
@@ -57,7 +61,8 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: no bool -> int, no "5" -> 5; paths opt back into strings (Field(strict=False)).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class DemoSettings(_Section):
@@ -72,8 +77,12 @@ class DataSettings(_Section):
     """Where data lives and how it is prepared."""
 
     source: str = Field("demo:shapes", description="What `data fetch` gets by default.")
-    raw_root: Path = Field(Path("data/raw"), description="Folder of fetched datasets.")
-    prepared_root: Path = Field(Path("data/prepared"), description="Folder of prepared ones.")
+    raw_root: Path = Field(
+        Path("data/raw"), strict=False, description="Folder of fetched datasets."
+    )
+    prepared_root: Path = Field(
+        Path("data/prepared"), strict=False, description="Folder of prepared ones."
+    )
     task: Task | None = Field(None, description="Force the task instead of inferring it.")
     image_size: int = Field(64, ge=16, le=1024, description="Prepared image side, pixels.")
     channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB.")
@@ -148,6 +157,15 @@ class TrainSettings(_Section):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
+class EvalSettings(_Section):
+    """``visionops eval``."""
+
+    precision: Literal["auto", "fp32"] = Field(
+        "auto",
+        description="auto: mixed precision where the device has it (CUDA); fp32: full precision.",
+    )
+
+
 class TrackingSettings(_Section):
     """Weights & Biases."""
 
@@ -215,10 +233,11 @@ class Settings(_Section):
 
     recipe: str | None = Field(None, description="Recipe the settings start from.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    runs_root: Path = Field(Path("runs"), description="Folder of training runs.")
+    runs_root: Path = Field(Path("runs"), strict=False, description="Folder of training runs.")
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
@@ -296,15 +315,75 @@ def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and reads ``1e-3`` as a number.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1e-3`` is a string); YAML 1.2 and
+    every user reads it as 0.001, and with strict settings a string would be refused.
+    """
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            raise _DuplicateKeyError(key, line, lines[key])
+        lines[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """Parse YAML strictly: duplicate keys are refused with their line; ``1e-3`` is a float.
+
+    Args:
+        text: The YAML document.
+        origin: What the text is (a file name, "recipe x"), for the error message.
+
+    Returns:
+        The parsed document (``None`` for an empty one).
+
+    Raises:
+        ConfigError: Invalid YAML or a duplicate key.
+    """
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist — check the path") from None
+        return yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKeyError as exc:
+        raise ConfigError(
+            f"{origin} sets {exc.key!r} twice in one mapping (line {exc.first_line} and line"
+            f" {exc.line}) — keep only one"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{origin} is not valid YAML{where} — fix the syntax") from None
+
+
+def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist — check the path") from None
+    content = load_yaml(text, origin)
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -330,10 +409,15 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not key=value — write it like train.epochs=5")
+        if not raw.strip():
+            parsed[key] = ""
+            continue
         try:
-            parsed[key] = yaml.safe_load(raw) if raw.strip() else ""
+            parsed[key] = yaml.load(raw, Loader=_StrictLoader)
+        except _DuplicateKeyError:
+            parsed[key] = load_yaml(raw, f"override '{item}'")  # raises, with the line
         except yaml.YAMLError:
-            parsed[key] = raw
+            parsed[key] = raw  # not YAML: the text itself
     return parsed
 
 
@@ -364,7 +448,7 @@ def load_recipe(name: str) -> dict[str, Any]:
             f"unknown recipe '{name}' — {hint}`visionops recipes list` shows them all"
         )
     text = resources.files("visionops.recipes").joinpath(f"{name}.yaml").read_text("utf-8")
-    layer = yaml.safe_load(text) or {}
+    layer = load_yaml(text, f"recipe '{name}'") or {}
     layer["recipe"] = name
     return dict(layer)
 
@@ -374,7 +458,15 @@ def _format_validation_error(exc: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"])
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"setting '{key}'{shown}: {first['msg']} — fix it in your config or override"
+    kind = first.get("type", "")
+    hint = "fix it in your config or override"
+    if isinstance(value, bool) and kind != "bool_type":
+        hint = "true/false/yes/no are booleans, not numbers or text; write the value itself"
+    elif kind == "bool_type":
+        hint = f"write {key}=true or {key}=false"
+    elif kind == "string_type":
+        hint = f"quote it to make it text, e.g. {key}='{value}'"
+    return f"setting '{key}'{shown}: {first['msg']} — {hint}"
 
 
 def load_settings(

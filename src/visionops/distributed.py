@@ -1,7 +1,7 @@
-"""Data-parallel training helpers: process groups from ``torchrun``, and the relaunch.
+"""Data-parallel training helpers: the process group of a ``torchrun``-started worker.
 
-``visionops train --nproc-per-node N`` re-runs the same command through
-``python -m torch.distributed.run``; each process then finds ``RANK``/``WORLD_SIZE`` in its
+``visionops train --nproc-per-node N`` re-runs the same command in N processes
+(:mod:`visionops.train.launch`); each process then finds ``RANK``/``WORLD_SIZE`` in its
 environment, joins the process group here (NCCL on CUDA, gloo on CPU), trains on its shard of
 every batch, and only rank 0 writes files and logs.
 """
@@ -9,9 +9,6 @@ every batch, and only rank 0 writes files and logs.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +22,6 @@ __all__ = [
     "cleanup_distributed",
     "in_torchrun",
     "init_distributed",
-    "launch_command",
-    "relaunch",
 ]
 
 
@@ -108,46 +103,3 @@ def broadcast_flag(flag: bool, context: DistContext, device: torch.device) -> bo
     tensor = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
-
-
-def launch_command(nproc: int, args: Sequence[str]) -> list[str]:
-    """The ``torch.distributed.run`` command line that runs ``visionops train`` N times.
-
-    Args:
-        nproc: Processes on this machine (one per GPU).
-        args: The arguments of ``visionops train`` without ``--nproc-per-node``.
-
-    Returns:
-        ``[python, -m, torch.distributed.run, --standalone, --nproc-per-node, N, -m,
-        visionops, train, ...]``.
-    """
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(nproc),
-        "-m",
-        "visionops",
-        "train",
-        *args,
-    ]
-
-
-def relaunch(nproc: int, args: Sequence[str]) -> int:
-    """Run ``visionops train ARGS`` in ``nproc`` data-parallel processes and wait.
-
-    Args:
-        nproc: Processes (at least 2).
-        args: ``visionops train`` arguments without ``--nproc-per-node``.
-
-    Returns:
-        The launcher's exit code.
-
-    Raises:
-        ConfigError: ``nproc`` is below 2.
-    """
-    if nproc < 2:
-        raise ConfigError(f"--nproc-per-node {nproc}: use 2 or more (1 is a normal run)")
-    return subprocess.call(launch_command(nproc, args))

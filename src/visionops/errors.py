@@ -13,6 +13,7 @@ VisionOpsError
 │   ├── LayoutError             a folder whose layout visionops cannot read
 │   └── ImageError              one image that cannot be decoded (serve: HTTP 422)
 ├── ArtifactError               missing, foreign, corrupt or edited run/bundle artifacts
+│   └── ConcurrencyError        another live process is writing the same artifact
 ├── TrainingError               a run that cannot start or diverged
 ├── TrackingError               Weights & Biases cannot start, or a sweep cannot be created
 ├── ExportError                 ONNX export, parity or quantisation failed
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "ConcurrencyError",
     "ConfigError",
     "DataError",
     "DatasetNotFoundError",
@@ -90,6 +92,10 @@ class ImageError(DataError):
 
 class ArtifactError(VisionOpsError):
     """A missing, foreign, corrupt or modified artifact (run, checkpoint, bundle)."""
+
+
+class ConcurrencyError(ArtifactError):
+    """Another live process is writing the same artifact folder right now."""
 
 
 class TrainingError(VisionOpsError):

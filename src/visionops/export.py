@@ -67,6 +67,7 @@ from visionops.errors import (
 )
 from visionops.imaging import image_statistics
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.tasks import TASKS, Task, task_for
 
 if TYPE_CHECKING:
     import onnx
@@ -74,13 +75,11 @@ if TYPE_CHECKING:
 
     from visionops.config import ExportSettings, Settings
     from visionops.data.prepared import PreparedDataset
-    from visionops.tasks import TrainingTask
 
 __all__ = [
     "CALIBRATION_MAX_IMAGES",
     "INPUT_NAME",
     "MIN_TOP1_AGREEMENT",
-    "OUTPUT_NAMES",
     "PARITY_MAX_IMAGES",
     "ExportResult",
     "ExportWrapper",
@@ -98,12 +97,6 @@ __all__ = [
 ]
 
 INPUT_NAME: Final = "pixels"
-OUTPUT_NAMES: Final[Mapping[str, str]] = {
-    "classification": "probabilities",
-    "multilabel": "probabilities",
-    "regression": "values",
-}
-"""Name of the task output in the graph, by task (the second output is ``embedding``)."""
 EMBEDDING_NAME: Final = "embedding"
 PARITY_MAX_IMAGES: Final = 512
 """Validation images the parity check runs through both engines (all of them when fewer)."""
@@ -124,16 +117,15 @@ class ExportWrapper(nn.Module):
     Args:
         model: A :class:`~visionops.models.VisionModel` (``forward(normalised) -> (raw,
             embedding)``), in eval mode.
-        task: ``classification`` (softmax), ``multilabel`` (sigmoid) or ``regression``
-            (``raw * target_std + target_mean``).
+        task: The run's task; its ``postprocess`` (softmax, sigmoid, de-standardisation...)
+            goes into the graph, the one definition training and eval also use.
         mean: Per-channel mean on the 0..1 scale (``run.json`` ``normalization.mean``).
         std: Per-channel standard deviation on the 0..1 scale.
         layout: ``NCHW`` or ``NHWC``: the layout of the uint8 input.
-        target_mean: Regression only: train-split mean of each target.
-        target_std: Regression only: train-split standard deviation of each target.
 
     Examples:
-        >>> wrapper = ExportWrapper(model, task="classification", mean=[0.5] * 3, std=[0.25] * 3)
+        >>> task = get_task("classification").from_manifest({"class_names": ["a", "b"]})
+        >>> wrapper = ExportWrapper(model, task=task, mean=[0.5] * 3, std=[0.25] * 3)
         >>> probabilities, embedding = wrapper(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
     """
 
@@ -141,25 +133,14 @@ class ExportWrapper(nn.Module):
         self,
         model: nn.Module,
         *,
-        task: str,
+        task: Task,
         mean: Sequence[float],
         std: Sequence[float],
         layout: str = "NCHW",
-        target_mean: Sequence[float] | None = None,
-        target_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if layout not in ("NCHW", "NHWC"):
             raise ExportError(f"unknown layout '{layout}' — use export.layout=NCHW or NHWC")
-        if task not in OUTPUT_NAMES:
-            raise ExportError(
-                f"cannot export a {task} model — visionops exports {', '.join(OUTPUT_NAMES)} runs"
-            )
-        if task == "regression" and (target_mean is None or target_std is None):
-            raise ExportError(
-                "a regression export needs the run's target_mean and target_std — the run.json"
-                " is incomplete; retrain with `visionops train`"
-            )
         self.model = model
         self.task = task
         self.layout = layout
@@ -167,17 +148,9 @@ class ExportWrapper(nn.Module):
             "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         )
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-        # Same rule as the regression task: a constant target (std 0) is scaled by 1.
-        scale = [float(s) if float(s) > 1e-12 else 1.0 for s in (target_std or [])]
-        self.register_buffer(
-            "target_mean", torch.tensor(list(target_mean or []), dtype=torch.float32)
-        )
-        self.register_buffer("target_std", torch.tensor(scale, dtype=torch.float32))
 
     mean: torch.Tensor
     std: torch.Tensor
-    target_mean: torch.Tensor
-    target_std: torch.Tensor
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(task output (B, K), embedding (B, D))`` for uint8 pixels."""
@@ -186,13 +159,7 @@ class ExportWrapper(nn.Module):
             images = images.permute(0, 3, 1, 2)
         images = (images / 255.0 - self.mean) / self.std
         raw, embedding = self.model(images)
-        if self.task == "classification":
-            output = torch.softmax(raw, dim=1)
-        elif self.task == "multilabel":
-            output = torch.sigmoid(raw)
-        else:
-            output = raw * self.target_std + self.target_mean
-        return output, embedding
+        return self.task.postprocess(raw), embedding
 
 
 def build_wrapper(
@@ -209,7 +176,7 @@ def build_wrapper(
         The wrapper, in eval mode.
 
     Raises:
-        ExportError: A task visionops cannot export, or an incomplete manifest.
+        ExportError: An incomplete manifest.
     """
     normalization = run_manifest.get("normalization") or {}
     if "mean" not in normalization or "std" not in normalization:
@@ -219,12 +186,10 @@ def build_wrapper(
         )
     wrapper = ExportWrapper(
         model,
-        task=str(run_manifest.get("task")),
+        task=task_for(run_manifest),
         mean=normalization["mean"],
         std=normalization["std"],
         layout=layout,
-        target_mean=run_manifest.get("target_mean"),
-        target_std=run_manifest.get("target_std"),
     )
     return wrapper.eval()
 
@@ -480,7 +445,7 @@ def _torch_predict(
 
 
 def monitored_metric(
-    task: TrainingTask, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
+    task: Task, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
 ) -> float:
     """The task's monitored metric (accuracy, mAP or R²) of post-processed predictions."""
     return float(task.metrics(np.asarray(predictions, dtype=np.float64), targets)[task.monitor])
@@ -502,7 +467,7 @@ def check_parity(
     *,
     layout: str,
     atol: float,
-    task: TrainingTask,
+    task: Task,
     split: str = "val",
 ) -> dict[str, Any]:
     """Compare ONNX Runtime with PyTorch on real images.
@@ -531,7 +496,7 @@ def check_parity(
     onnx_main, onnx_embedding = onnx_predict(session, images_nhwc, layout)
     single_main, single_embedding = onnx_predict(session, images_nhwc[:1], layout, batch_size=1)
     torch_main, torch_embedding = _torch_predict(model, images_nhwc, run_manifest, task.postprocess)
-    main_name = OUTPUT_NAMES[task.name]
+    main_name = task.main_output
     pairs = {
         main_name: (onnx_main, single_main, torch_main),
         EMBEDDING_NAME: (onnx_embedding, single_embedding, torch_embedding),
@@ -664,7 +629,7 @@ def quantize_int8(
 def _quantize_and_judge(
     tmp: Path,
     dataset: PreparedDataset,
-    task: TrainingTask,
+    task: Task,
     *,
     layout: str,
     tolerance: float,
@@ -912,7 +877,6 @@ def export_run(
     """
     from visionops.data.prepared import PreparedDataset
     from visionops.runs import load_trained_model, read_run_manifest, resolve_run
-    from visionops.tasks import TASKS
 
     started = time.perf_counter()
     export_settings: ExportSettings = settings.export
@@ -927,12 +891,12 @@ def export_run(
             f"{bundle_dir} already exists — pass --force to replace it (serve it as it is with"
             f" `visionops serve {run_dir}`)"
         )
-    run_manifest = read_run_manifest(run_dir)
+    run_manifest = read_run_manifest(run_dir).to_json()
     task_name = str(run_manifest.get("task"))
-    if task_name not in OUTPUT_NAMES or task_name not in TASKS:
+    if task_name not in TASKS:
         raise ExportError(
             f"run {run_dir.name} is a {task_name} run; `visionops export` exports"
-            f" {', '.join(OUTPUT_NAMES)} runs"
+            f" {', '.join(TASKS)} runs"
         )
     notes: list[str] = []
     if run_manifest.get("status") != "completed":
@@ -940,8 +904,9 @@ def export_run(
             f"run {run_dir.name} has status {run_manifest.get('status')!r} — exported its"
             f" {checkpoint} checkpoint as it is"
         )
-    model, run_manifest = load_trained_model(run_dir, checkpoint)
-    task = TASKS[task_name].from_manifest(run_manifest)
+    model, run_record = load_trained_model(run_dir, checkpoint)
+    run_manifest = run_record.to_json()
+    task = task_for(run_record)
     spec = run_manifest["model"]
     size, channels = int(spec["image_size"]), int(spec["channels"])
 
@@ -978,7 +943,7 @@ def export_run(
                 image_size=size,
                 channels=channels,
                 layout=layout,
-                output_names=(OUTPUT_NAMES[task_name], EMBEDDING_NAME),
+                output_names=(task.main_output, EMBEDDING_NAME),
                 opset=export_settings.opset,
             )
             bar.advance(1, step="parity")
@@ -1087,7 +1052,7 @@ def export_run(
                     "resize": str(run_manifest.get("resize") or dataset.resize),
                     "max_image_pixels": settings.data.max_image_pixels,
                 },
-                "outputs": {"main": OUTPUT_NAMES[task_name], "embedding": EMBEDDING_NAME},
+                "outputs": {"main": task.main_output, "embedding": EMBEDDING_NAME},
                 "class_names": run_manifest.get("class_names"),
                 "target_names": run_manifest.get("target_names"),
                 "target_units": run_manifest.get("target_units"),

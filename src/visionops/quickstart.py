@@ -183,11 +183,11 @@ def run_quickstart(
 
     started = time.perf_counter()
     fetched = fetch_dataset(f"demo:{DEMO_FOR_TASK[task]}", settings, progress=progress)
-    record("fetch", started, fetched.path, f"{fetched.source_info['file_count']} files")
+    record("fetch", started, fetched.path, f"{fetched.source_info.file_count} files")
 
     started = time.perf_counter()
     prepared = prepare_dataset(fetched.path, settings, progress=progress)
-    counts = prepared.manifest["counts"]
+    counts = prepared.manifest.counts
     record(
         "preprocess",
         started,

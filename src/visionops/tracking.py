@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import yaml
 from loguru import logger
 from numpy.typing import NDArray
 
-from visionops.config import Settings, TrackingSettings, load_settings
+from visionops.config import Settings, TrackingSettings, load_settings, load_yaml
 from visionops.errors import ConfigError, TrackingError
 
 __all__ = [
@@ -248,11 +247,10 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
         ConfigError: Missing file, invalid YAML, or not a mapping.
     """
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"sweep file {path} does not exist — check the path") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"sweep file {path} is not valid YAML — fix the syntax") from None
+    content = load_yaml(text, f"sweep file {path}")
     if not isinstance(content, dict):
         raise ConfigError(f"sweep file {path} must hold a mapping (method, parameters, ...)")
     return content

@@ -255,3 +255,32 @@ def test_two_processes_with_gloo_make_one_run(prepared_shapes: Path) -> None:
     assert manifest["status"] == "completed"
     assert manifest["device"]["world_size"] == 2
     assert result.stdout.count("accuracy (monitored)") == 1  # only rank 0 reports
+
+
+def test_an_error_under_two_processes_is_one_line_with_its_exit_code(
+    prepared_shapes: Path,
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visionops",
+            "train",
+            str(prepared_shapes),
+            "--task",
+            "regression",  # a classification dataset: every worker raises ConfigError
+            "--nproc-per-node",
+            "2",
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert result.returncode == ConfigError.exit_code, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "is a classification dataset but data.task is regression" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "ChildFailedError" not in result.stderr

@@ -121,3 +121,44 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     saved = tmp_path / "config.yaml"
     saved.write_text(settings_to_yaml(settings))
     assert load_settings(config_file=saved) == settings
+
+
+@pytest.mark.parametrize(
+    "override", ["train.epochs=yes", "train.epochs=true", "train.lr=true", "train.epochs='5'"]
+)
+def test_a_bool_or_text_is_not_a_number(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"setting '{key}' \(got "):
+        load_settings(overrides=[override])
+
+
+def test_a_bool_in_a_file_is_not_an_int(tmp_path: Path) -> None:
+    (tmp_path / "visionops.yaml").write_text("train: {epochs: true}\n")
+    with pytest.raises(ConfigError, match=r"'train.epochs' \(got True\).*booleans"):
+        load_settings(cwd=tmp_path)
+
+
+def test_a_number_is_not_a_bool() -> None:
+    with pytest.raises(ConfigError, match=r"'train.ema' \(got 1\).*train.ema=true"):
+        load_settings(overrides=["train.ema=1"])
+
+
+def test_numbers_in_exponent_form_and_paths_still_read() -> None:
+    settings = load_settings(overrides=["train.lr=1e-3", "runs_root=elsewhere", "train.ema=yes"])
+    assert settings.train.lr == pytest.approx(0.001)
+    assert settings.runs_root == Path("elsewhere")
+    assert settings.train.ema is True
+
+
+def test_duplicate_key_in_a_file_is_refused_with_its_lines(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epochs: 3\n  lr: 0.01\n  epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"run.yaml sets 'epochs' twice.*line 2 and line 4"):
+        load_settings(config_file=config)
+
+
+def test_the_same_key_in_two_sections_is_not_a_duplicate(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("data:\n  seed: 1\ntrain:\n  seed: 2\n")
+    settings = load_settings(config_file=config)
+    assert (settings.data.seed, settings.train.seed) == (1, 2)

@@ -1,4 +1,4 @@
-"""Evaluation: metrics with known answers, and ``evaluate_run`` on hand-made runs."""
+"""``evaluate_run`` on hand-made runs (the metrics themselves are tested with each task)."""
 
 from __future__ import annotations
 
@@ -12,144 +12,7 @@ import torch
 
 from visionops.config import Settings
 from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
-from visionops.evaluate import (
-    classification_metrics,
-    evaluate_run,
-    expected_calibration_error,
-    multilabel_metrics,
-    regression_metrics,
-    task_plots,
-)
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _one_hot(indices: list[int], num_classes: int, confidence: float = 0.9) -> np.ndarray:
-    rest = (1 - confidence) / (num_classes - 1)
-    probabilities = np.full((len(indices), num_classes), rest)
-    probabilities[np.arange(len(indices)), indices] = confidence
-    return probabilities
-
-
-# ----------------------------------------------------------------------- metric functions
-
-
-def test_perfect_classifier_scores_one_with_a_diagonal_confusion_matrix() -> None:
-    targets = np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
-    scored = classification_metrics(_one_hot(list(targets), 6, 1.0), targets, list("abcdef"))
-    assert scored.metrics["accuracy"] == 1.0
-    assert scored.metrics["f1_macro"] == 1.0
-    assert scored.metrics["top5_accuracy"] == 1.0
-    assert scored.metrics["ece"] == pytest.approx(0.0)
-    counts = np.array(scored.extra["confusion_matrix"]["counts"])
-    assert np.array_equal(counts, np.diag([2] * 6))
-    assert np.array_equal(np.array(scored.extra["confusion_matrix"]["normalized"]), np.eye(6))
-    assert [row["class"] for row in scored.rows] == list("abcdef")
-    assert all(row["f1"] == 1.0 and row["support"] == 2 for row in scored.rows)
-
-
-def test_classification_known_mistakes() -> None:
-    targets = np.array([0, 0, 1, 1, 2, 2])
-    probabilities = np.array(
-        [
-            [0.7, 0.2, 0.1],
-            [0.3, 0.6, 0.1],  # wrong, but the truth is second
-            [0.15, 0.8, 0.05],
-            [0.2, 0.7, 0.1],
-            [0.1, 0.2, 0.7],
-            [0.6, 0.3, 0.1],  # wrong, and the truth is last
-        ]
-    )
-    scored = classification_metrics(probabilities, targets, ["cat", "dog", "fox"])
-    assert scored.metrics["accuracy"] == pytest.approx(4 / 6)
-    assert scored.metrics["top2_accuracy"] == pytest.approx(5 / 6)  # 3 classes: top-(K-1)
-    counts = scored.extra["confusion_matrix"]["counts"]
-    assert counts == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    dog = scored.rows[1]
-    assert dog["precision"] == pytest.approx(2 / 3)
-    assert dog["recall"] == 1.0
-    assert dog["predicted"] == 3
-    assert "top5_accuracy" not in scored.metrics
-    assert scored.metrics["log_loss"] == pytest.approx(
-        -np.mean(np.log([0.7, 0.3, 0.8, 0.7, 0.7, 0.1]))
-    )
-
-
-def test_two_classes_have_no_top_k() -> None:
-    scored = classification_metrics(_one_hot([0, 1], 2), np.array([0, 1]), ["no", "yes"])
-    assert not any(name.startswith("top") for name in scored.metrics)
-
-
-def test_expected_calibration_error_known_values() -> None:
-    ece, bins = expected_calibration_error([0.95] * 10, [1] * 8 + [0] * 2, n_bins=15)
-    assert ece == pytest.approx(0.15)
-    assert sum(bins["count"]) == 10
-    assert bins["count"][14] == 10
-    assert bins["accuracy"][14] == pytest.approx(0.8)
-    # Two bins: (0.2, 0.6] holds 0.3 (wrong); (0.6, 1.0] holds 0.9 (right) with n_bins=2.
-    ece, _ = expected_calibration_error([0.3, 0.9], [0, 1], n_bins=2)
-    assert ece == pytest.approx((0.3 + 0.1) / 2)
-
-
-def test_multilabel_known_answers() -> None:
-    targets = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
-    # Constant scores: AP equals the share of positives; thresholds decide F1.
-    probabilities = np.tile([0.8, 0.3, 0.6], (4, 1))
-    scored = multilabel_metrics(probabilities, targets, ["a", "b", "c"], [0.5, 0.5, 0.7])
-    a, b, c = scored.rows
-    assert a["ap"] == pytest.approx(0.5)
-    assert b["ap"] == pytest.approx(0.5)
-    assert c["ap"] is None  # no positives: undefined, left out of mAP
-    assert scored.metrics["map"] == pytest.approx(0.5)
-    assert (a["precision"], a["recall"]) == (0.5, 1.0)
-    assert a["f1"] == pytest.approx(2 / 3)
-    assert b["f1"] == 0.0
-    # TP = 2 (label a), FP = 2 (label a), FN = 2 (label b).
-    assert scored.metrics["f1_micro"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 2))
-    assert scored.extra["labels_without_positives"] == ["c"]
-    assert [row["threshold"] for row in scored.rows] == [0.5, 0.5, 0.7]
-
-
-def test_multilabel_threshold_count_must_match() -> None:
-    with pytest.raises(ArtifactError, match="2 thresholds for 3 labels"):
-        multilabel_metrics(np.zeros((2, 3)), np.zeros((2, 3)), ["a", "b", "c"], [0.5, 0.5])
-
-
-def test_regression_known_answers() -> None:
-    truth = np.array([[1.0, 0.0], [2.0, 2.0], [3.0, 4.0], [4.0, 4.0]])
-    exact = regression_metrics(truth, truth, ["x", "y"], ["kcal", "g"])
-    assert exact.metrics["r2"] == 1.0
-    assert exact.metrics["mae"] == 0.0
-    guess = np.array([[2.5, 1.0], [2.5, 3.0], [2.5, 5.0], [2.5, 5.0]])
-    scored = regression_metrics(guess, truth, ["x", "y"], ["kcal", "g"])
-    x, y = scored.rows
-    assert x["r2"] == pytest.approx(0.0)  # predicting the mean
-    assert x["mae"] == pytest.approx(1.0)
-    assert x["rmse"] == pytest.approx(np.sqrt(1.25))
-    assert x["unit"] == "kcal"
-    assert y["mae"] == pytest.approx(1.0)
-    # MAPE leaves out the zero: |3-2|/2, |5-4|/4, |5-4|/4.
-    assert y["mape_n"] == 3
-    assert y["mape"] == pytest.approx((0.5 + 0.25 + 0.25) / 3)
-
-
-def test_output_count_mismatch_is_an_artifact_error() -> None:
-    with pytest.raises(ArtifactError, match="3 outputs but the run names 2 classes"):
-        classification_metrics(np.full((2, 3), 1 / 3), np.array([0, 1]), ["a", "b"])
-
-
-def test_task_plots_are_pngs() -> None:
-    targets = np.array([0, 1, 2, 0])
-    probabilities = _one_hot([0, 1, 1, 0], 3)
-    scored = classification_metrics(probabilities, targets, ["a", "b", "c"])
-    plots = task_plots("classification", scored, probabilities, targets.astype(float), "abc")
-    assert [plot.filename for plot in plots] == ["confusion_matrix.png", "reliability_diagram.png"]
-    assert all(plot.png.startswith(PNG_MAGIC) and plot.caption for plot in plots)
-    values = np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 5.0]])
-    reg = regression_metrics(values, values, ["energy (kcal)", "mass"], ["kcal", "g"])
-    plots = task_plots("regression", reg, values, values, ["energy (kcal)", "mass"], ["kcal", "g"])
-    assert [plot.filename for plot in plots] == ["scatter_energy_kcal.png", "scatter_mass.png"]
-
+from visionops.evaluate import evaluate_run
 
 # ----------------------------------------------------------------------- evaluate_run
 
@@ -346,12 +209,12 @@ def test_rerun_replaces_the_eval_folder(handmade_runs: Path, tmp_path: Path) -> 
     assert json.loads(result.metrics_path.read_text())["split"] == "train"
 
 
-def test_anomaly_runs_are_refused(handmade_runs: Path, tmp_path: Path) -> None:
+def test_runs_of_an_unknown_task_are_refused(handmade_runs: Path, tmp_path: Path) -> None:
     run_dir = _copy_run(handmade_runs, tmp_path, "dishes-run", "dishes")
     manifest = json.loads((run_dir / "run.json").read_text())
-    manifest["task"] = "anomaly"
+    manifest["task"] = "segmentation"
     (run_dir / "run.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="anomaly run; `visionops eval` scores"):
+    with pytest.raises(ArtifactError, match="segmentation run; `visionops eval` scores"):
         evaluate_run(_settings(tmp_path), run_dir)
 
 

@@ -370,10 +370,10 @@ def test_dataset_gone_names_preprocess(project: Path) -> None:
     _assert_no_bundle(project, "tags-run")
 
 
-def test_anomaly_run_is_refused_clearly(project: Path) -> None:
+def test_run_of_an_unknown_task_is_refused_clearly(project: Path) -> None:
     path = project / "runs" / "tags-run" / "run.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "task": "anomaly"}))
-    with pytest.raises(ExportError, match="anomaly run"):
+    path.write_text(json.dumps({**json.loads(path.read_text()), "task": "segmentation"}))
+    with pytest.raises(ExportError, match="segmentation run"):
         export_run(_settings(project), "tags-run")
 
 

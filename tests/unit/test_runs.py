@@ -52,7 +52,7 @@ def test_no_runs_names_the_command(tmp_path: Path) -> None:
 
 def test_foreign_manifest(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text('{"kind": "something-else"}')
-    with pytest.raises(ArtifactError, match="not a visionops run manifest"):
+    with pytest.raises(ArtifactError, match=r"manifest, not .visionops.run."):
         read_run_manifest(tmp_path)
 
 

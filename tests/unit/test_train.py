@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +15,11 @@ import pytest
 import torch
 import torchvision
 
+from visionops.artifacts import PreparedManifest, SourceRecord
 from visionops.config import Settings, load_settings
 from visionops.errors import (
     ArtifactError,
+    ConcurrencyError,
     ConfigError,
     DeviceError,
     TrackingError,
@@ -80,8 +86,6 @@ def _write_colours(
     train_pixels = images[splits == 0].astype(np.float64) / 255
     manifest.update(
         {
-            "schema_version": 1,
-            "kind": "visionops.prepared",
             "name": folder.name,
             "task": task,
             "image_size": size,
@@ -97,11 +101,14 @@ def _write_colours(
                 "duplicates_across_splits": 0,
             },
             "fingerprint": f"colours-{task}-{channels}-{size}-{per_class}",
+            "source": SourceRecord(
+                name=folder.name, source="generated", file_count=0, bytes=0, fingerprint="0"
+            ),
             "created_at": "2026-01-01T00:00:00+00:00",
             "visionops_version": "0.1.0",
         }
     )
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    PreparedManifest(**manifest).write(folder)
     return folder
 
 
@@ -142,27 +149,27 @@ def test_run_folder_has_every_documented_artifact(colours: Path) -> None:
     assert run == Path("runs/run-001")
     assert latest_run(Path("runs")) == run
     manifest = read_run_manifest(run)
-    assert manifest["status"] == "completed"
-    assert manifest["task"] == "classification"
-    assert manifest["dataset"]["fingerprint"].startswith("colours-")
-    assert manifest["model"]["name"] == MODEL
-    assert manifest["model"]["num_outputs"] == 4
-    assert manifest["model"]["feature_dim"] == 1024  # mobilenet_v3_small's embedding
-    assert manifest["normalization"]["mean"] == pytest.approx(
-        json.loads((colours / "manifest.json").read_text())["mean"]
-    )
-    assert manifest["monitor"] == {"metric": "accuracy", "mode": "max"}
-    assert manifest["epochs_completed"] == 2
-    assert manifest["best_epoch"] in (1, 2)
-    assert manifest["finished_at"]
-    assert manifest["class_names"] == ["red", "green", "blue", "yellow"]
+    assert manifest.status == "completed"
+    assert manifest.task == "classification"
+    assert manifest.dataset.fingerprint.startswith("colours-")
+    assert manifest.model.name == MODEL
+    assert manifest.model.num_outputs == 4
+    assert manifest.model.feature_dim == 1024  # mobilenet_v3_small's embedding
+    assert manifest.normalization.mean == pytest.approx(PreparedManifest.read(colours).mean)
+    assert (manifest.monitor.metric, manifest.monitor.mode) == ("accuracy", "max")
+    assert manifest.epochs_completed == 2
+    assert manifest.best_epoch in (1, 2)
+    assert manifest.finished_at
+    assert manifest.class_names == ["red", "green", "blue", "yellow"]
+    # config.yaml records what the run used: the dataset's 32 px, not the default 64.
+    assert "image_size: 32" in (run / "config.yaml").read_text()
 
     history = _history(run)
     assert [row["epoch"] for row in history] == [1, 2]
     for key in ("train_loss", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"):
         assert key in history[0]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val"]["accuracy"] == pytest.approx(manifest["best_metric"])
+    assert metrics["val"]["accuracy"] == pytest.approx(manifest.best_metric)
     assert set(metrics) >= {"val", "test", "best_epoch", "monitor"}
     assert (run / "config.yaml").is_file()
     assert "epoch 2/2" in (run / "train.log").read_text()
@@ -258,7 +265,7 @@ def test_resume_can_train_longer(colours: Path) -> None:
     )
     assert longer.epochs_completed == 2
     assert longer.resumed_from == 1
-    assert read_run_manifest(longer.run_dir)["epochs"] == 2
+    assert read_run_manifest(longer.run_dir).epochs == 2
     assert "epochs: 2" in (longer.run_dir / "config.yaml").read_text()
 
 
@@ -290,7 +297,7 @@ def test_ctrl_c_keeps_last_epoch_and_says_how_to_resume(colours: Path) -> None:
     result = train(_settings("train.epochs=3"), colours, name="stopped", progress=progress)
     assert result.status == "interrupted"
     assert result.resume_command == "visionops train --resume runs/stopped"
-    assert read_run_manifest(result.run_dir)["status"] == "interrupted"
+    assert read_run_manifest(result.run_dir).status == "interrupted"
     assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["epoch"] == 1
     resumed = train(load_settings(config_file=Path("runs/stopped/config.yaml")), resume="stopped")
     assert resumed.status == "completed"
@@ -316,7 +323,7 @@ def test_diverging_loss_stops_and_keeps_last_good_checkpoint(colours: Path) -> N
             resume="diverge",
         )
     run = Path("runs/diverge")
-    assert read_run_manifest(run)["status"] == "failed"
+    assert read_run_manifest(run).status == "failed"
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
 
 
@@ -331,7 +338,7 @@ def test_failure_before_first_epoch_removes_the_run(
     with pytest.raises(TrackingError, match="wandb login"):
         train(_settings("tracking.mode=online"), colours, name="keep", exist_ok=True)
     # The run it would have replaced is back, untouched.
-    assert read_run_manifest(Path("runs/keep"))["status"] == "completed"
+    assert read_run_manifest(Path("runs/keep")).status == "completed"
     assert sorted(p.name for p in Path("runs").iterdir() if not p.name.startswith(".")) == [
         "keep",
         "latest",
@@ -421,15 +428,16 @@ def test_other_tasks_train(tmp_path: Path, task: str) -> None:
     dataset = _write_colours(tmp_path / task, task=task)
     result = train(_settings("train.epochs=3"), dataset, name=task)
     manifest = read_run_manifest(result.run_dir)
-    assert manifest["task"] == task
+    assert manifest.task == task
     if task == "multilabel":
-        assert manifest["monitor"]["metric"] == "map"
-        assert len(manifest["thresholds"]) == 3
-        assert result.metrics["thresholds"] == manifest["thresholds"]
+        assert manifest.monitor.metric == "map"
+        assert manifest.thresholds is not None
+        assert len(manifest.thresholds) == 3
+        assert result.metrics["thresholds"] == manifest.thresholds
         assert 0 <= result.metrics["test"]["map"] <= 1
     else:
-        assert manifest["target_names"] == ["redness", "blueness"]
-        assert manifest["thresholds"] is None
+        assert manifest.target_names == ["redness", "blueness"]
+        assert manifest.thresholds is None
         assert "r2/redness" in result.metrics["test"]
         assert "mae/blueness" in result.metrics["val"]
 
@@ -450,8 +458,8 @@ def test_grey_images_and_pretrained_weights_from_the_cache(
     grey = _write_colours(tmp_path / "grey", channels=1)
     result = train(_settings("model.pretrained=true", "train.epochs=1"), grey, name="grey")
     manifest = read_run_manifest(result.run_dir)
-    assert manifest["model"]["channels"] == 1
-    assert manifest["normalization"]["mean"] == pytest.approx([float(np.mean(IMAGENET_MEAN))])
+    assert manifest.model.channels == 1
+    assert manifest.normalization.mean == pytest.approx([float(np.mean(IMAGENET_MEAN))])
 
 
 def test_pretrained_without_network_or_cache_is_one_line_error(
@@ -501,3 +509,111 @@ def test_sources_and_raw_folders_are_fetched_and_prepared(tmp_path: Path) -> Non
     )
     assert "source" in configured.data.model_fields_set
     assert resolve_dataset(configured, None) == prepared
+
+
+# --------------------------------------------------------------------------- concurrency, crashes
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class _HangIn:
+    """A progress reporter that signals ``reached`` in the given epoch, then hangs there."""
+
+    def __init__(self, epoch: int, reached: Event) -> None:
+        self.epoch, self.reached = epoch, reached
+
+    def start(self, description: str, total: float | None = None) -> ProgressTask:
+        hang = description.startswith(f"epoch {self.epoch}/")
+        reached = self.reached
+
+        class _Task:
+            def advance(self, amount: float = 1, **fields: Any) -> None:
+                if hang:
+                    reached.set()
+                    while True:  # until the test kills this process
+                        reached.wait(3600)
+
+            def close(self) -> None:
+                pass
+
+        return _Task()
+
+
+def _train_until_killed(folder: str, dataset: str, epoch: int, reached: Event) -> None:
+    os.chdir(folder)
+    train(_settings("train.epochs=3"), Path(dataset), name="same", progress=_HangIn(epoch, reached))
+
+
+@pytest.mark.parametrize("killed_in_epoch", [1, 2])
+def test_a_run_in_use_refuses_a_second_writer_and_a_killed_run_is_marked_failed(
+    colours: Path, tmp_path: Path, killed_in_epoch: int
+) -> None:
+    reached = SPAWN.Event()
+    first = SPAWN.Process(
+        target=_train_until_killed, args=(str(tmp_path), str(colours), killed_in_epoch, reached)
+    )
+    first.start()
+    try:
+        assert reached.wait(300), "the first run never started training"
+        # Issue 12.1: a second run on the same folder fails at once, naming the writer.
+        with pytest.raises(ConcurrencyError) as refused:
+            train(
+                _settings("train.epochs=1", "model.dropout=0.3"),
+                colours,
+                name="same",
+                exist_ok=True,
+            )
+        assert str(refused.value) == (
+            f"runs/same is being written by process {first.pid} — wait for it or pick"
+            " another --name"
+        )
+        assert read_run_manifest(Path("runs/same")).model.dropout == 0.0  # untouched
+    finally:
+        os.kill(first.pid or 0, signal.SIGKILL)  # issue 12.7: a real kill -9
+        first.join(60)
+    assert read_run_manifest(Path("runs/same")).status == "running"
+
+    # The next training in the same runs folder notices the dead run.
+    train(_settings("train.epochs=1"), colours, name="next")
+    record = read_run_manifest(Path("runs/same"))
+    assert record.status == "failed"
+    assert record.failure is not None
+    if killed_in_epoch == 1:
+        assert "nothing to resume" in record.failure
+        assert "--resume" not in record.failure
+        with pytest.raises(ArtifactError) as no_resume:
+            train(_settings("train.epochs=3"), resume="same")
+        assert "no checkpoint to resume" in str(no_resume.value)
+        assert "--name same --exist-ok" in str(no_resume.value)
+        assert "--resume" not in str(no_resume.value)
+    else:
+        assert "visionops train --resume runs/same" in record.failure
+        resumed = train(_settings("train.epochs=2"), resume="same")
+        assert resumed.status == "completed"
+        assert read_run_manifest(Path("runs/same")).failure is None
+
+
+def test_config_yaml_records_the_size_the_dataset_has_and_another_size_is_refused(
+    colours: Path,
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        train(_settings("data.image_size=48"), colours)
+    message = str(refused.value)
+    assert "was prepared with image_size 32 but data.image_size is 48" in message
+    assert "visionops data preprocess" in message
+    assert not Path("runs").exists() or not [
+        p for p in Path("runs").iterdir() if not p.name.startswith(".")
+    ]
+    same = train(_settings("data.image_size=32", "train.epochs=1"), colours)
+    assert "image_size: 32" in (same.run_dir / "config.yaml").read_text()
+
+
+def test_unsafe_checkpoint_error_gives_the_reason_not_torchs_advice(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "visionops.checkpoint", "payload": os.system}, path)
+    with pytest.raises(ArtifactError) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert "posix.system" in message or "os.system" in message
+    assert "weights_only" not in message and "trust" not in message
+    assert "\n" not in message

@@ -130,9 +130,14 @@ def resolve_settings(
         recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
     )
     if print_config:
-        out.print(Syntax(settings_to_yaml(settings), "yaml", background_color="default"))
+        print_settings(settings)
         raise typer.Exit(0)
     return settings
+
+
+def print_settings(settings: Settings) -> None:
+    """Print resolved settings as YAML on stdout (what ``--print-config`` shows)."""
+    out.print(Syntax(settings_to_yaml(settings), "yaml", background_color="default"))
 
 
 def print_json(payload: Any) -> None:

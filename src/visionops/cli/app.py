@@ -23,6 +23,7 @@ from visionops.cli import quickstart as quickstart_cli
 from visionops.cli import serve as serve_cli
 from visionops.cli import train as train_cli
 from visionops.cli._common import STATE, Quiet, Verbose, console, setup
+from visionops.cli._help import reflow_app_help
 from visionops.errors import VisionOpsError
 
 app = typer.Typer(
@@ -76,6 +77,7 @@ for module in (
     doctor_cli,
 ):
     module.register(app)
+reflow_app_help(app)
 
 
 def main() -> None:

@@ -46,24 +46,25 @@ def _headline_table(result: EvalResult) -> Table:
 
 def _rows_table(result: EvalResult, show_all: bool) -> Table:
     from visionops.report import COLUMN_LABELS, format_value
+    from visionops.tasks import get_task
 
+    task = get_task(result.task)
     rows: list[dict[str, Any]] = list(result.rows)
     shown = rows
     caption = None
     if not show_all and len(rows) > _TOP_ROWS:
-        if result.row_kind == "class":
+        key = task.rank_rows_by
+        if key is not None:
             # The classes the model struggles with are what a reader acts on.
-            key = "ap" if result.task == "multilabel" else "f1"
             shown = sorted(rows, key=lambda row: (row.get(key) is None, row.get(key) or 0.0))
             caption = (
                 f"weakest {_TOP_ROWS} of {len(rows)} by {COLUMN_LABELS[key]}"
                 " — --all shows every row"
             )
         else:
-            caption = f"first {_TOP_ROWS} of {len(rows)} targets — --all shows every row"
+            caption = f"first {_TOP_ROWS} of {len(rows)} {task.row_noun}s — --all shows every row"
         shown = shown[:_TOP_ROWS]
-    title = "per label" if result.task == "multilabel" else f"per {result.row_kind}"
-    table = Table(title=title, caption=caption)
+    table = Table(title=f"per {task.row_noun}", caption=caption)
     columns = [column for column in rows[0] if column not in {"mape_n", "true_std"}]
     for column in columns:
         first = rows[0][column]

@@ -79,19 +79,18 @@ def fetch(
 
     info = result.source_info
     where = escape(str(result.path))
-    what = escape(str(info.get("source")))
-    fingerprint = str(info.get("fingerprint", ""))[:12]
+    what = escape(info.source)
+    fingerprint = info.fingerprint[:12]
     quiet_now = bool(getattr(STATE, "quiet", False))
     if result.skipped:
         console.print(
             f"[yellow]{where}[/] already holds {what} (fetched"
-            f" {info.get('fetched_at')}) — nothing to do; pass --force to fetch it again"
+            f" {info.fetched_at}) — nothing to do; pass --force to fetch it again"
         )
     elif not quiet_now:
         console.print(f"[green]fetched[/] {what} → [bold]{where}[/]")
     out.print(
-        f"{where}: {info.get('file_count')} files, {_size(float(info.get('bytes', 0)))},"
-        f" fingerprint {fingerprint}"
+        f"{where}: {info.file_count} files, {_size(float(info.bytes))}, fingerprint {fingerprint}"
     )
     if not quiet_now:
         console.print(f"next: visionops data preprocess {where}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -25,7 +25,7 @@ from visionops.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from visionops.config import Settings
+    from visionops.data.info import PreparedInfo, RawInfo
     from visionops.data.prepare import PrepareResult
 
 Args = Annotated[
@@ -46,12 +46,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _default_raw(settings: Settings) -> Path:
-    """The raw folder of the configured source (``demo:shapes`` → ``data/raw/shapes``)."""
-    name = settings.data.source.split(":", 1)[-1].rstrip("/").split("/")[-1]
-    return settings.data.raw_root / Path(name).stem
-
-
 def _names(values: list[str] | None, units: list[str] | None = None, limit: int = 8) -> str:
     if not values:
         return "-"
@@ -63,32 +57,32 @@ def _names(values: list[str] | None, units: list[str] | None = None, limit: int 
 
 def _render_summary(result: PrepareResult) -> None:
     manifest = result.manifest
-    counts = manifest["counts"]
-    table = Table(title=f"prepared dataset {manifest['name']}", show_header=False)
+    counts = manifest.counts
+    table = Table(title=f"prepared dataset {manifest.name}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("folder", _shown(result.path))
-    table.add_row("task", str(manifest["task"]))
-    if manifest.get("target_names"):
-        table.add_row("targets", _names(manifest["target_names"], manifest.get("target_units")))
+    table.add_row("task", manifest.task)
+    if manifest.target_names:
+        table.add_row("targets", _names(manifest.target_names, manifest.target_units))
     else:
-        table.add_row("classes", _names(manifest.get("class_names")))
+        table.add_row("classes", _names(manifest.class_names))
     table.add_row(
         "images",
-        "  ".join(f"{split} {counts[split]}" for split in _SPLITS)
-        + ("  (splits from the source)" if manifest.get("splits_from_source") else ""),
+        "  ".join(f"{split} {counts.get(split, 0)}" for split in _SPLITS)
+        + ("  (splits from the source)" if manifest.splits_from_source else ""),
     )
     table.add_row(
         "stored as",
-        f"{manifest['image_size']}×{manifest['image_size']}×{manifest['channels']} uint8,"
-        f" resize {manifest['resize']}",
+        f"{manifest.image_size}×{manifest.image_size}×{manifest.channels} uint8,"
+        f" resize {manifest.resize}",
     )
-    rejected = f"{counts['rejected']}"
+    rejected = f"{counts.get('rejected', 0)}"
     if result.rejected_by_reason:
         top = list(result.rejected_by_reason.items())[:3]
         rejected += " (" + ", ".join(f"{n} {kind}" for kind, n in top) + "; see rejected.csv)"
     table.add_row("rejected", rejected)
-    table.add_row("duplicates across splits", str(counts["duplicates_across_splits"]))
+    table.add_row("duplicates across splits", str(counts.get("duplicates_across_splits", 0)))
     if not result.skipped:
         table.add_row("speed", f"{result.images_per_s:.0f} images/s ({result.seconds:.1f} s)")
     out.print(table)
@@ -145,9 +139,10 @@ def preprocess(
     )
     from visionops.data.prepare import prepare_dataset
 
-    raw = Path(raw_arg) if raw_arg else _default_raw(settings)
     with progress() as reporter:
-        result = prepare_dataset(raw, settings, force=force, progress=reporter)
+        result = prepare_dataset(
+            Path(raw_arg) if raw_arg else None, settings, force=force, progress=reporter
+        )
     _render_summary(result)
     console.print(f"next: [bold]visionops train {_shown(result.path)}[/]")
 
@@ -167,44 +162,50 @@ def _balance_table(balance: dict[str, dict[str, int]]) -> Table | None:
     return table
 
 
-def _render_info(report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['kind']} dataset {report['path']}", show_header=False)
+def _render_info(report: PreparedInfo | RawInfo) -> None:
+    from visionops.data.info import PreparedInfo
+
+    table = Table(title=f"{report.kind} dataset {report.path}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    if report["kind"] == "prepared":
-        manifest = report["manifest"]
-        for key in ("name", "task", "image_size", "channels", "resize", "splits_from_source"):
-            table.add_row(key, str(manifest.get(key)))
-        if manifest.get("target_names"):
-            table.add_row("targets", _names(manifest["target_names"], manifest.get("target_units")))
-            table.add_row("target mean", str(manifest.get("target_mean")))
-            table.add_row("target std", str(manifest.get("target_std")))
+    if isinstance(report, PreparedInfo):
+        manifest = report.manifest
+        table.add_row("name", manifest.name)
+        table.add_row("task", manifest.task)
+        table.add_row("image_size", str(manifest.image_size))
+        table.add_row("channels", str(manifest.channels))
+        table.add_row("resize", manifest.resize)
+        table.add_row("splits_from_source", str(manifest.splits_from_source))
+        if manifest.target_names:
+            table.add_row("targets", _names(manifest.target_names, manifest.target_units))
+            table.add_row("target mean", str(manifest.target_mean))
+            table.add_row("target std", str(manifest.target_std))
         else:
-            table.add_row("classes", _names(manifest.get("class_names"), limit=50))
-        table.add_row("counts", ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
-        table.add_row("pixel mean", str(manifest.get("mean")))
-        table.add_row("pixel std", str(manifest.get("std")))
-        source = manifest.get("source") or {}
-        table.add_row("source", f"{source.get('source')} ({source.get('file_count')} files)")
-        table.add_row("fingerprint", str(manifest.get("fingerprint")))
-        table.add_row("created", str(manifest.get("created_at")))
+            table.add_row("classes", _names(manifest.class_names, limit=50))
+        table.add_row("counts", ", ".join(f"{k} {v}" for k, v in manifest.counts.items()))
+        table.add_row("pixel mean", str(manifest.mean))
+        table.add_row("pixel std", str(manifest.std))
+        source = manifest.source
+        table.add_row("source", f"{source.source} ({source.file_count} files)")
+        table.add_row("fingerprint", manifest.fingerprint)
+        table.add_row("created", str(manifest.created_at))
     else:
-        table.add_row("layout", report["layout"])
-        table.add_row("task", f"{report['task']} (possible: {', '.join(report['tasks'])})")
-        table.add_row("images", str(report["images"]))
-        table.add_row("splits", ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
-        if report.get("target_names"):
-            table.add_row("targets", _names(report["target_names"]))
+        table.add_row("layout", report.layout)
+        table.add_row("task", f"{report.task} (possible: {', '.join(report.tasks)})")
+        table.add_row("images", str(report.images))
+        table.add_row("splits", ", ".join(f"{k} {v}" for k, v in report.splits.items()))
+        if report.target_names:
+            table.add_row("targets", _names(report.target_names))
         else:
-            table.add_row("classes", _names(report.get("class_names"), limit=50))
-        for note in report["notes"]:
+            table.add_row("classes", _names(report.class_names, limit=50))
+        for note in report.notes:
             table.add_row("note", note)
-        table.add_row("prepared", report.get("prepared") or "not yet")
+        table.add_row("prepared", str(report.prepared) if report.prepared else "not yet")
     out.print(table)
-    balance = _balance_table(report.get("class_balance") or {})
+    balance = _balance_table(report.class_balance)
     if balance is not None:
         out.print(balance)
-    rejected = report.get("rejected") or {}
+    rejected = report.rejected
     if rejected:
         reasons = Table(title="rejected files")
         reasons.add_column("reason", style="bold")
@@ -233,7 +234,7 @@ def info(
     setup(verbose, quiet)
     path_arg, overrides = one_positional(args, "PATH")
     settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
-    from visionops.data.prepare import dataset_info
+    from visionops.data.info import dataset_info
     from visionops.data.prepared import find_prepared
     from visionops.errors import DatasetNotFoundError
 
@@ -249,6 +250,6 @@ def info(
         path = newest
     report = dataset_info(path, settings)
     if json_output:
-        print_json(report)
+        print_json(report.to_json())
     else:
         _render_info(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -21,10 +21,12 @@ from visionops.cli._common import (
     one_positional,
     out,
     print_json,
+    print_settings,
     progress,
     resolve_settings,
     setup,
 )
+from visionops.errors import VisionOpsError
 
 if TYPE_CHECKING:
     from visionops.train import TrainResult
@@ -41,38 +43,6 @@ Args = Annotated[
     ),
 ]
 _EXIT_INTERRUPTED = 130
-
-
-def _forwarded_args(
-    dataset: str | None,
-    overrides: list[str],
-    flags: dict[str, Any],
-    *,
-    config: Path | None,
-    recipe: str | None,
-    name: str | None,
-    exist_ok: bool,
-    resume: str | None,
-    verbose: int,
-    quiet: bool,
-) -> list[str]:
-    """The same ``visionops train`` invocation, every flag spelled as ``key=value``."""
-    forwarded = [*([dataset] if dataset else []), *overrides]
-    for key, value in flags.items():
-        if value is not None:
-            forwarded.append(f"{key.replace('__', '.')}={value}")
-    if config is not None:
-        forwarded += ["--config", str(config)]
-    if recipe is not None:
-        forwarded += ["--recipe", recipe]
-    if name is not None:
-        forwarded += ["--name", name]
-    if exist_ok:
-        forwarded.append("--exist-ok")
-    if resume is not None:
-        forwarded += ["--resume", resume]
-    forwarded += ["-v"] * verbose + (["-q"] if quiet else [])
-    return forwarded
 
 
 def _metrics_table(result: TrainResult) -> Table:
@@ -178,6 +148,14 @@ def train(
     wandb: Annotated[
         bool, typer.Option("--wandb", help="Log to Weights & Biases (tracking.mode=online).")
     ] = False,
+    reprepare: Annotated[
+        bool,
+        typer.Option(
+            "--reprepare",
+            help="Prepare the dataset again if it was prepared with another data.image_size"
+            " (or channels, resize) than the settings ask for.",
+        ),
+    ] = False,
     nproc_per_node: Annotated[
         int | None,
         typer.Option(
@@ -202,78 +180,57 @@ def train(
     Example: visionops train data/prepared/shapes --epochs 20 --model resnet34 train.lr=0.001
     """
     from visionops.distributed import in_torchrun
+    from visionops.train.launch import (
+        TrainRequest,
+        record_worker_error,
+        resolve_train_settings,
+        run_training,
+    )
 
-    rank = int(os.environ.get("RANK", "0")) if in_torchrun() else 0
-    setup(verbose, quiet or rank != 0)
+    worker = in_torchrun()
+    setup(verbose, quiet or (worker and os.environ.get("RANK", "0") != "0"))
     dataset, overrides = one_positional(args, "DATASET")
     if resume is not None and resume_latest:
         raise typer.BadParameter("use --resume RUN or --resume-latest, not both")
-    flags: dict[str, Any] = {
-        "train__epochs": epochs,
-        "train__batch_size": batch_size,
-        "train__lr": lr,
-        "model__name": model,
-        "model__pretrained": pretrained,
-        "model__freeze_backbone": freeze_backbone,
+    flags = {
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "model.name": model,
+        "model.pretrained": pretrained,
+        "model.freeze_backbone": freeze_backbone,
         "device": device,
-        "data__task": task,
-        "train__seed": seed,
-        "train__deterministic": deterministic,
-        "tracking__mode": "online" if wandb else None,
+        "data.task": task,
+        "train.seed": seed,
+        "train.deterministic": deterministic,
+        "tracking.mode": "online" if wandb else None,
     }
-    resume_target = resume if resume is not None else ("latest" if resume_latest else None)
-    if nproc_per_node is not None and nproc_per_node > 1 and not in_torchrun():
-        from visionops.distributed import relaunch
-
-        # Validate here, once, before starting N processes.
-        resolve_settings(
-            config_file=config,
-            overrides=overrides,
-            recipe=recipe,
-            print_config=print_config,
-            **flags,
-        )
-        forwarded = _forwarded_args(
-            dataset,
-            overrides,
-            flags,
-            config=config,
-            recipe=recipe,
-            name=name,
-            exist_ok=exist_ok,
-            resume=resume_target,
-            verbose=verbose,
-            quiet=quiet,
-        )
-        code = relaunch(nproc_per_node, forwarded)
-        raise typer.Exit(code)
-
-    config_file = config
-    if resume_target is not None and config is None:
-        from visionops.runs import resolve_run
-
-        # The run's own settings, under this command's flags and overrides.
-        base = resolve_settings(config_file=None, overrides=overrides, recipe=recipe, **flags)
-        config_file = resolve_run(resume_target, base.runs_root) / "config.yaml"
-    settings = resolve_settings(
-        config_file=config_file,
+    request = TrainRequest(
+        dataset=dataset,
         overrides=overrides,
+        flags=flags,
+        config_file=config,
         recipe=recipe,
-        print_config=print_config,
-        **flags,
+        name=name,
+        exist_ok=exist_ok,
+        resume=resume if resume is not None else ("latest" if resume_latest else None),
+        reprepare=reprepare,
+        nproc_per_node=nproc_per_node,
+        verbose=verbose,
+        quiet=quiet,
     )
-    from visionops.train import train as train_run
-
-    with progress() as reporter:
-        result = train_run(
-            settings,
-            dataset,
-            name=name,
-            exist_ok=exist_ok,
-            resume=resume_target,
-            progress=reporter,
-        )
-    if result.rank != 0:
+    if print_config:
+        print_settings(resolve_train_settings(request))
+        raise typer.Exit(0)
+    try:
+        with progress() as reporter:
+            result = run_training(request, reporter)
+    except VisionOpsError as exc:
+        if not worker:
+            raise
+        record_worker_error(exc)  # the launcher prints it, once
+        raise typer.Exit(exc.exit_code) from None
+    if result is None or result.rank != 0:
         return
     _render(result, json_output)
     if result.status == "interrupted":

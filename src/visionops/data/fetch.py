@@ -35,16 +35,17 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from loguru import logger
 
 from visionops import __version__
-from visionops._io import atomic_dir, atomic_write_json, file_sha256, read_json
+from visionops._io import artifact_lock, atomic_dir, clean_stale_temps, file_sha256
+from visionops.artifacts import SourceRecord
 from visionops.config import Settings
 from visionops.data import synthetic
 from visionops.data.layouts import SOURCE_FILE, list_files
-from visionops.errors import SourceError
+from visionops.errors import ArtifactError, SourceError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "dataset_fingerprint",
     "fetch_dataset",
     "parse_source",
+    "raw_folder_for",
     "read_source_info",
 ]
 
@@ -69,7 +71,10 @@ SOURCE_FORMS = (
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _CHUNK = 1 << 20
-_SCHEMA_VERSION = 1
+_LOCK_HINT = (
+    "another `visionops data fetch` is writing it; wait for it to finish (fetching the same"
+    " source again is then a no-op), or fetch under another --name"
+)
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,13 @@ class FetchResult:
         path: The raw dataset folder (``<raw_root>/<name>``).
         name: The dataset name.
         skipped: True when the same source was already there and nothing was fetched.
-        source_info: The content of the folder's ``source.json``.
+        source_info: The folder's ``source.json``.
     """
 
     path: Path
     name: str
     skipped: bool
-    source_info: dict[str, Any]
+    source_info: SourceRecord
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,23 @@ def parse_source(source: str) -> SourceSpec:
     raise SourceError(f"no such file or folder: {text} — {hint}accepted sources: {SOURCE_FORMS}")
 
 
+def raw_folder_for(source: str, settings: Settings) -> Path:
+    """Where :func:`fetch_dataset` puts ``source`` by default: ``<raw_root>/<default name>``.
+
+    Args:
+        source: A source string (see :func:`parse_source`).
+        settings: Resolved settings (``data.raw_root``).
+
+    Raises:
+        SourceError: The source is malformed (see :func:`parse_source`).
+
+    Examples:
+        >>> raw_folder_for("kaggle:msambare/fer2013/versions/3", settings)  # doctest: +SKIP
+        PosixPath('data/raw/fer2013')
+    """
+    return settings.data.raw_root / parse_source(source).default_name
+
+
 def _check_name(name: str) -> str:
     if not _NAME_PATTERN.match(name) or name in {".", ".."}:
         raise SourceError(
@@ -226,22 +248,19 @@ def dataset_fingerprint(
     return len(files), total, digest.hexdigest()
 
 
-def read_source_info(folder: Path) -> dict[str, Any] | None:
+def read_source_info(folder: Path) -> SourceRecord | None:
     """Read a raw dataset's ``source.json``, or None if it has none (or an unreadable one).
 
     Args:
         folder: A raw dataset folder.
 
     Returns:
-        The parsed ``source.json`` when it is a visionops raw-dataset record, else None.
+        The record when it is a valid visionops raw-dataset record, else None.
     """
     try:
-        info = read_json(folder / SOURCE_FILE)
-    except (OSError, ValueError):
+        return SourceRecord.read(folder / SOURCE_FILE)
+    except ArtifactError:
         return None
-    if not isinstance(info, dict) or info.get("kind") != "visionops.raw":
-        return None
-    return info
 
 
 # --------------------------------------------------------------------------- folder copy
@@ -259,6 +278,10 @@ def _copy_folder(source: Path, target: Path, progress: ProgressReporter, label: 
             path = here / name
             if here == source and name == SOURCE_FILE:
                 continue  # a previous fetch's record; this fetch writes its own
+            if path.is_symlink():
+                # A link can point anywhere (/etc/passwd): never copy or fingerprint it.
+                logger.warning(f"skipped linked file {path} (links are not followed)")
+                continue
             try:
                 mode = path.stat().st_mode
             except OSError:
@@ -546,7 +569,9 @@ def _kaggle_download(handle_text: str) -> tuple[Path, int | None]:
 # --------------------------------------------------------------------------- fetch
 
 
-def _existing_record(dest: Path, spec: SourceSpec, version: str | None, force: bool) -> Any:
+def _existing_record(
+    dest: Path, spec: SourceSpec, version: str | None, force: bool
+) -> SourceRecord | None:
     """Decide what to do with an existing destination: a record to reuse, or None to fetch."""
     if not dest.exists() and not dest.is_symlink():
         return None
@@ -567,14 +592,14 @@ def _existing_record(dest: Path, spec: SourceSpec, version: str | None, force: b
     if force:
         logger.info(f"fetching {spec.source} again into {dest} (--force)")
         return None
-    if info.get("source") != spec.source:
+    if info.source != spec.source:
         raise SourceError(
-            f"{dest} already holds {info.get('source')} — pass --name OTHER to keep both,"
+            f"{dest} already holds {info.source} — pass --name OTHER to keep both,"
             " or --force to replace it"
         )
-    if version is not None and info.get("version") != version:
+    if version is not None and info.version != version:
         logger.info(
-            f"{dest} holds {spec.source} made with {info.get('version')}; the settings now say"
+            f"{dest} holds {spec.source} made with {info.version}; the settings now say"
             f" {version}, so it is made again"
         )
         return None
@@ -634,45 +659,50 @@ def fetch_dataset(
                 " into a folder of its own, or set data.raw_root outside it"
             )
 
-    existing = _existing_record(dest, spec, version, force)
-    if existing is not None:
-        logger.debug(f"{dest} already holds {spec.source}: nothing to do")
-        return FetchResult(path=dest, name=dataset_name, skipped=True, source_info=existing)
-
-    kaggle_folder: Path | None = None
-    if spec.kind == "kaggle":
-        kaggle_folder, kaggle_version = _kaggle_download(spec.target)
-        version = None if kaggle_version is None else str(kaggle_version)
-    elif spec.kind == "archive":
-        version = f"sha256={file_sha256(Path(spec.target))}"
-
-    with atomic_dir(dest) as tmp:
-        if spec.kind == "demo":
-            synthetic.generate_demo(spec.target, tmp, demo_settings, progress)
-        elif spec.kind == "kaggle":
-            assert kaggle_folder is not None
-            _copy_folder(kaggle_folder, tmp, progress, f"copying kaggle:{spec.target}")
-        elif spec.kind == "folder":
-            _copy_folder(Path(spec.target), tmp, progress, f"copying {Path(spec.target).name}")
-        else:
-            _unpack(Path(spec.target), tmp, settings.data.max_archive_bytes, progress)
-        file_count, total_bytes, fingerprint = dataset_fingerprint(tmp, progress)
-        if file_count == 0:
-            raise SourceError(
-                f"{spec.source} holds no files — check the source; nothing was written"
+    with artifact_lock(dest, hint=_LOCK_HINT):
+        removed = clean_stale_temps(raw_root, f".{dataset_name}.*.tmp")
+        if removed:
+            logger.info(
+                f"removed {len(removed)} leftover(s) of an interrupted fetch:"
+                f" {', '.join(path.name for path in removed)}"
             )
-        info: dict[str, Any] = {
-            "schema_version": _SCHEMA_VERSION,
-            "kind": "visionops.raw",
-            "name": dataset_name,
-            "source": spec.source,
-            "version": version,
-            "file_count": file_count,
-            "bytes": total_bytes,
-            "fingerprint": fingerprint,
-            "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "visionops_version": __version__,
-        }
-        atomic_write_json(tmp / SOURCE_FILE, info)
+        existing = _existing_record(dest, spec, version, force)
+        if existing is not None:
+            logger.debug(f"{dest} already holds {spec.source}: nothing to do")
+            return FetchResult(path=dest, name=dataset_name, skipped=True, source_info=existing)
+
+        kaggle_folder: Path | None = None
+        if spec.kind == "kaggle":
+            kaggle_folder, kaggle_version = _kaggle_download(spec.target)
+            version = None if kaggle_version is None else str(kaggle_version)
+        elif spec.kind == "archive":
+            version = f"sha256={file_sha256(Path(spec.target))}"
+
+        with atomic_dir(dest) as tmp:
+            if spec.kind == "demo":
+                synthetic.generate_demo(spec.target, tmp, demo_settings, progress)
+            elif spec.kind == "kaggle":
+                assert kaggle_folder is not None
+                _copy_folder(kaggle_folder, tmp, progress, f"copying kaggle:{spec.target}")
+            elif spec.kind == "folder":
+                _copy_folder(Path(spec.target), tmp, progress, f"copying {Path(spec.target).name}")
+            else:
+                _unpack(Path(spec.target), tmp, settings.data.max_archive_bytes, progress)
+            file_count, total_bytes, fingerprint = dataset_fingerprint(tmp, progress)
+            if file_count == 0:
+                raise SourceError(
+                    f"{spec.source} holds no files — check the source; nothing was written"
+                )
+            info = SourceRecord(
+                name=dataset_name,
+                source=spec.source,
+                version=version,
+                file_count=file_count,
+                bytes=total_bytes,
+                fingerprint=fingerprint,
+                fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                visionops_version=__version__,
+            )
+            info.write(tmp / SOURCE_FILE)
     logger.debug(f"fetched {spec.source} into {dest}: {file_count} files, {_human(total_bytes)}")
     return FetchResult(path=dest, name=dataset_name, skipped=False, source_info=info)

@@ -8,28 +8,24 @@ touches. This module never imports torch.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Final, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import PreparedManifest
 from visionops.config import Settings, Task
 from visionops.errors import ArtifactError, DatasetNotFoundError
 
 __all__ = [
     "PREPARED_FILES",
-    "PREPARED_KIND",
-    "SCHEMA_VERSION",
     "SPLIT_CODES",
     "PreparedDataset",
     "find_prepared",
     "is_prepared",
 ]
 
-PREPARED_KIND: Final = "visionops.prepared"
-SCHEMA_VERSION: Final = 1
 SPLIT_CODES: Final = {"train": 0, "val": 1, "test": 2}
 PREPARED_FILES: Final = (
     "manifest.json",
@@ -48,11 +44,7 @@ def _remake(name: str) -> str:
 
 def is_prepared(path: Path) -> bool:
     """Whether ``path`` holds a manifest of kind ``visionops.prepared`` (not validated)."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("kind") == PREPARED_KIND
+    return PreparedManifest.exists(path)
 
 
 class PreparedDataset:
@@ -60,7 +52,7 @@ class PreparedDataset:
 
     Attributes:
         path: The dataset folder.
-        manifest: The parsed ``manifest.json``.
+        manifest: The validated ``manifest.json``.
         images: ``(N, H, W, C)`` uint8, memory-mapped read-only.
         targets: ``(N,)`` int64 (classification, anomaly) or ``(N, K)`` float32.
         splits: ``(N,)`` uint8, 0 = train, 1 = val, 2 = test.
@@ -75,7 +67,7 @@ class PreparedDataset:
     def __init__(
         self,
         path: Path,
-        manifest: dict[str, Any],
+        manifest: PreparedManifest,
         images: NDArray[np.uint8],
         targets: NDArray[Any],
         splits: NDArray[np.uint8],
@@ -121,26 +113,9 @@ class PreparedDataset:
             raise DatasetNotFoundError(
                 f"{path} is empty — run `visionops data preprocess data/raw/{path.name}`"
             )
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise ArtifactError(
-                f"{manifest_path} is not valid JSON (corrupt or edited) — {_remake(path.name)}"
-            ) from None
-        if not isinstance(manifest, dict) or manifest.get("kind") != PREPARED_KIND:
-            kind = manifest.get("kind") if isinstance(manifest, dict) else None
-            raise ArtifactError(
-                f"{path} holds a {kind or 'foreign'} manifest, not a prepared dataset — point"
-                " at a folder written by `visionops data preprocess` (data/prepared/<name>)"
-            )
-        name = str(manifest.get("name") or path.name)
-        version = manifest.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise ArtifactError(
-                f"{path} has schema_version {version!r}; this visionops reads up to"
-                f" {SCHEMA_VERSION} — upgrade visionops or {_remake(name)}"
-            )
-        task = manifest.get("task")
+        manifest = PreparedManifest.read(manifest_path)
+        name = manifest.name or path.name
+        task = manifest.task
         if task not in _TASKS:
             raise ArtifactError(f"{manifest_path} names an unknown task {task!r} — {_remake(name)}")
         needed = ["images.npy", "targets.npy", "splits.npy"]
@@ -164,7 +139,7 @@ class PreparedDataset:
 
     def _validate(self) -> None:
         name = self.name
-        size, channels = self.manifest.get("image_size"), self.manifest.get("channels")
+        size, channels = self.image_size, self.channels
         problems: list[str] = []
         n = self.images.shape[0] if self.images.ndim == 4 else -1
         if self.images.dtype != np.uint8 or self.images.shape[1:] != (size, size, channels):
@@ -184,7 +159,7 @@ class PreparedDataset:
                 f"targets.npy is {self.targets.dtype} {self.targets.shape}, expected"
                 f" {np.dtype(expected_dtype)} with {n} rows"
             )
-        width = len(self.class_names or self.target_names or [])
+        width = len(self.manifest.labels)
         if expected_ndim == 2 and self.targets.ndim == 2 and self.targets.shape[1] != width:
             problems.append(f"targets.npy has {self.targets.shape[1]} columns, manifest {width}")
         if self.splits.dtype != np.uint8 or self.splits.shape != (n,):
@@ -193,8 +168,8 @@ class PreparedDataset:
             problems.append("splits.npy holds codes other than 0, 1, 2")
         if self.masks is not None and self.masks.shape != (n, size, size):
             problems.append(f"masks.npy is {self.masks.shape}, expected ({n}, {size}, {size})")
-        counts = self.manifest.get("counts", {})
-        if not problems and isinstance(counts, dict):
+        counts = self.manifest.counts
+        if not problems:
             for split, code in SPLIT_CODES.items():
                 actual = int(np.count_nonzero(self.splits == code))
                 if counts.get(split, actual) != actual:
@@ -209,79 +184,74 @@ class PreparedDataset:
     @property
     def name(self) -> str:
         """Dataset name (the raw folder's name)."""
-        return str(self.manifest.get("name") or self.path.name)
+        return self.manifest.name or self.path.name
 
     @property
     def task(self) -> Task:
         """``classification``, ``multilabel``, ``regression`` or ``anomaly``."""
-        return cast(Task, self.manifest["task"])
+        return cast(Task, self.manifest.task)
 
     @property
     def class_names(self) -> list[str] | None:
         """Label order of the targets (None for regression)."""
-        names = self.manifest.get("class_names")
-        return list(names) if names is not None else None
+        return _copy(self.manifest.class_names)
 
     @property
     def target_names(self) -> list[str] | None:
         """Regression target names (None for other tasks)."""
-        names = self.manifest.get("target_names")
-        return list(names) if names is not None else None
+        return _copy(self.manifest.target_names)
 
     @property
     def target_units(self) -> list[str] | None:
         """Regression target units, e.g. ``kcal`` (empty string if unknown)."""
-        units = self.manifest.get("target_units")
-        return list(units) if units is not None else None
+        return _copy(self.manifest.target_units)
 
     @property
     def target_mean(self) -> list[float] | None:
         """Per-target mean over the train split (regression)."""
-        values = self.manifest.get("target_mean")
-        return [float(v) for v in values] if values is not None else None
+        return _copy(self.manifest.target_mean)
 
     @property
     def target_std(self) -> list[float] | None:
         """Per-target standard deviation over the train split (regression; never 0)."""
-        values = self.manifest.get("target_std")
-        return [float(v) for v in values] if values is not None else None
+        return _copy(self.manifest.target_std)
 
     @property
     def num_outputs(self) -> int:
         """Width of a model's main output: classes, labels or targets (1 for anomaly)."""
         if self.task == "anomaly":
             return 1
-        return len(self.class_names or self.target_names or [])
+        return len(self.manifest.labels)
 
     @property
     def image_size(self) -> int:
         """Side of the stored square images, pixels."""
-        return int(self.manifest["image_size"])
+        return self.manifest.image_size
 
     @property
     def channels(self) -> int:
         """1 (grayscale) or 3 (RGB)."""
-        return int(self.manifest["channels"])
+        return self.manifest.channels
 
     @property
     def resize(self) -> str:
         """Resize policy used: ``crop`` or ``letterbox`` (serving must use the same)."""
-        return str(self.manifest["resize"])
+        return self.manifest.resize
 
     @property
     def mean(self) -> list[float]:
         """Per-channel pixel mean over the train split, 0..1 scale."""
-        return [float(v) for v in self.manifest["mean"]]
+        return list(self.manifest.mean)
 
     @property
     def std(self) -> list[float]:
         """Per-channel pixel standard deviation over the train split, 0..1 scale."""
-        return [float(v) for v in self.manifest["std"]]
+        return list(self.manifest.std)
 
     @property
     def fingerprint(self) -> str:
         """The manifest fingerprint (source data + preprocessing parameters)."""
-        return str(self.manifest["fingerprint"])
+        return self.manifest.fingerprint
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -314,6 +284,10 @@ class PreparedDataset:
     def read_rejected(self) -> list[dict[str, str]]:
         """Rows of ``rejected.csv``: ``path, reason``."""
         return _read_csv(self.path / "rejected.csv")
+
+
+def _copy(values: list[Any] | None) -> list[Any] | None:
+    return list(values) if values is not None else None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -720,8 +720,6 @@ def create_app(
         problem = state.postprocess.check(options)
         if problem:
             raise ApiError(422, "invalid_parameter", problem)
-        if threshold is not None and bundle.task == "multilabel" and threshold > 1.0:
-            raise ApiError(422, "invalid_parameter", "a multilabel threshold is between 0 and 1")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = []
         try:
@@ -779,7 +777,7 @@ def create_app(
         predictions = []
         for upload, result in zip(uploads, results, strict=True):
             answer = result.value
-            for label in _predicted_labels(bundle.task, answer):
+            for label in state.postprocess.task.predicted_labels(answer):
                 state.metrics.predictions.labels(label).inc()
             state.metrics.queue_latency.observe(result.queue_s)
             predictions.append({**answer, "file": upload.name})
@@ -817,13 +815,3 @@ def create_app(
         return HTMLResponse(UPLOAD_PAGE)
 
     return app
-
-
-def _predicted_labels(task: str, answer: dict[str, Any]) -> list[str]:
-    if task == "classification":
-        return [str(answer["label"])]
-    if task == "multilabel":
-        return [str(entry["label"]) for entry in answer["labels"]]
-    if task == "anomaly":
-        return [str(answer["verdict"])]
-    return []

@@ -9,10 +9,9 @@ anomaly verdict). Never imports torch.
 
 from __future__ import annotations
 
-import base64
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -23,6 +22,7 @@ from PIL import Image
 from visionops.bundle import Bundle
 from visionops.errors import ArtifactError, ImageError
 from visionops.imaging import image_statistics, load_image, sniff_format
+from visionops.tasks import PredictOptions, task_for
 
 __all__ = [
     "DecodedImage",
@@ -34,8 +34,6 @@ __all__ = [
     "UnsupportedImageError",
     "available_cores",
 ]
-
-DEFAULT_THRESHOLD = 0.5
 
 
 class UnsupportedImageError(ImageError):
@@ -65,22 +63,6 @@ class DecodedImage:
 
     pixels: NDArray[np.uint8]
     info: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """Per-request overrides of the post-processing.
-
-    Attributes:
-        top_k: How many labels to return (classification; caps multilabel's list).
-        threshold: One probability threshold for every label (multilabel) or the anomaly
-            score threshold; None keeps the bundle's tuned thresholds.
-        heatmap: Return the anomaly map as a PNG (anomaly bundles that output one).
-    """
-
-    top_k: int | None = None
-    threshold: float | None = None
-    heatmap: bool = False
 
 
 @dataclass
@@ -281,132 +263,27 @@ def _header_size(data: bytes, max_pixels: int) -> tuple[int | None, int | None]:
 
 
 class Postprocessor:
-    """Turn one row of model outputs into the task's answer.
+    """Turn one row of model outputs into the answer of the bundle's task.
 
     Args:
-        bundle: The bundle (task, labels, thresholds, units).
-        default_top_k: Labels returned when the request does not say.
+        bundle: The bundle (its task, labels, thresholds and units).
+        default_top_k: Labels a classification answer lists when the request does not say.
     """
 
     def __init__(self, bundle: Bundle, default_top_k: int = 5) -> None:
-        manifest = bundle.manifest
-        self.task = bundle.task
-        self.labels = bundle.labels
+        self.task = task_for(bundle.manifest)
         self.default_top_k = default_top_k
-        self.units = [str(u or "") for u in (manifest.get("target_units") or [])]
-        raw_thresholds = manifest.get("thresholds")
-        self.thresholds: list[float] | None = None
-        self.anomaly_threshold = DEFAULT_THRESHOLD
-        if self.task == "anomaly":
-            anomaly = manifest.get("anomaly") or {}
-            if isinstance(raw_thresholds, list) and raw_thresholds:
-                self.anomaly_threshold = float(raw_thresholds[0])
-            elif isinstance(raw_thresholds, int | float):
-                self.anomaly_threshold = float(raw_thresholds)
-            elif "threshold" in anomaly:
-                self.anomaly_threshold = float(anomaly["threshold"])
-        elif isinstance(raw_thresholds, list) and len(raw_thresholds) == len(self.labels):
-            self.thresholds = [float(t) for t in raw_thresholds]
 
     def describe(self) -> dict[str, Any]:
         """The post-processing facts ``/metadata`` reports."""
-        if self.task == "multilabel":
-            thresholds: Any = self.thresholds or [DEFAULT_THRESHOLD] * len(self.labels)
-        elif self.task == "anomaly":
-            thresholds = self.anomaly_threshold
-        else:
-            thresholds = None
-        return {"thresholds": thresholds, "default_top_k": self.default_top_k}
+        return {**self.task.describe(), "default_top_k": self.default_top_k}
 
     def check(self, options: PredictOptions) -> str | None:
-        """Return why ``options`` do not apply to this task, or None when they do."""
-        if options.threshold is not None and self.task not in {"multilabel", "anomaly"}:
-            return f"'threshold' applies to multilabel and anomaly models, this one is {self.task}"
-        if options.heatmap and self.task != "anomaly":
-            return f"'heatmap' applies to anomaly models, this one is {self.task}"
-        return None
+        """Why ``options`` do not apply to this task, or None when they do."""
+        return self.task.check_options(options)
 
     def __call__(self, outputs: ModelOutputs, row: int, options: PredictOptions) -> dict[str, Any]:
-        """The answer for image ``row`` of a batch.
-
-        Returns:
-            classification: ``label``, ``probability``, ``top_k`` (list of label/probability);
-            multilabel: ``labels`` over threshold, ``probabilities`` for every label,
-            ``thresholds``; regression: ``values`` (name, value, unit); anomaly: ``score``,
-            ``threshold``, ``is_anomaly``, ``verdict`` and optionally ``heatmap``.
-        """
-        main = outputs.main[row]
-        if self.task == "classification":
-            return self._classification(main, options)
-        if self.task == "multilabel":
-            return self._multilabel(main, options)
-        if self.task == "regression":
-            return {
-                "values": [
-                    {
-                        "name": self.labels[i] if i < len(self.labels) else f"target_{i}",
-                        "value": float(value),
-                        "unit": self.units[i] if i < len(self.units) else "",
-                    }
-                    for i, value in enumerate(np.atleast_1d(main))
-                ]
-            }
-        return self._anomaly(outputs, row, options)
-
-    def _classification(
-        self, probs: NDArray[np.float32], options: PredictOptions
-    ) -> dict[str, Any]:
-        k = min(options.top_k or self.default_top_k, probs.shape[0])
-        order = np.argsort(-probs, kind="stable")[:k]
-        top = [{"label": self.labels[i], "probability": float(probs[i])} for i in order]
-        return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
-
-    def _multilabel(self, probs: NDArray[np.float32], options: PredictOptions) -> dict[str, Any]:
-        if options.threshold is not None:
-            thresholds = [options.threshold] * len(self.labels)
-        else:
-            thresholds = self.thresholds or [DEFAULT_THRESHOLD] * len(self.labels)
-        order = np.argsort(-probs, kind="stable")
-        chosen = [
-            {"label": self.labels[i], "probability": float(probs[i])}
-            for i in order
-            if probs[i] >= thresholds[i]
-        ]
-        if options.top_k is not None:
-            chosen = chosen[: options.top_k]
-        return {
-            "labels": chosen,
-            "probabilities": {self.labels[i]: float(p) for i, p in enumerate(probs)},
-            "thresholds": dict(zip(self.labels, thresholds, strict=True)),
-        }
-
-    def _anomaly(self, outputs: ModelOutputs, row: int, options: PredictOptions) -> dict[str, Any]:
-        score = float(np.asarray(outputs.main[row]).reshape(-1)[0])
-        threshold = options.threshold if options.threshold is not None else self.anomaly_threshold
-        answer: dict[str, Any] = {
-            "score": score,
-            "threshold": threshold,
-            "is_anomaly": score >= threshold,
-            "verdict": "defect" if score >= threshold else "good",
-            "heatmap": None,
-        }
-        if options.heatmap and outputs.extra:
-            anomaly_map = np.asarray(next(iter(outputs.extra.values()))[row], np.float32)
-            answer["heatmap"] = _heatmap_png(anomaly_map.reshape(anomaly_map.shape[-2:]))
-        return answer
-
-
-def _heatmap_png(anomaly_map: NDArray[np.float32]) -> dict[str, Any]:
-    """Encode an anomaly map as an 8-bit greyscale PNG (min..max stretched to 0..255)."""
-    low, high = float(anomaly_map.min()), float(anomaly_map.max())
-    scaled = (anomaly_map - low) / (high - low) if high > low else np.zeros_like(anomaly_map)
-    image = Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {
-        "width": image.width,
-        "height": image.height,
-        "min": low,
-        "max": high,
-        "png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"),
-    }
+        """The answer for image ``row`` of a batch (see each task's ``answer``)."""
+        options = replace(options, default_top_k=self.default_top_k)
+        extra = {name: values[row] for name, values in outputs.extra.items()}
+        return self.task.answer(outputs.main[row], extra, options)

@@ -1,49 +1,73 @@
-"""One module per task: loss, monitored metric, post-processing and metrics.
+"""One module per task behind one protocol (:class:`Task`), and the registry that finds them.
 
 Examples:
     >>> task = get_task("classification").from_manifest({"class_names": ["cat", "dog"]})
-    >>> task.num_outputs, task.monitor
-    (2, 'accuracy')
+    >>> task.num_outputs, task.monitor, task.main_output
+    (2, 'accuracy', 'probabilities')
 """
 
 from __future__ import annotations
 
 import difflib
+from typing import Any, TypeVar
 
 from visionops.errors import ConfigError
-from visionops.tasks._base import TrainingTask
-from visionops.tasks.classification import ClassificationTask
-from visionops.tasks.multilabel import MultilabelTask
-from visionops.tasks.regression import RegressionTask
+from visionops.tasks._base import PredictOptions, Task, TrainingTask
+from visionops.tasks._results import Plot, TaskMetrics
 
 __all__ = [
     "TASKS",
     "ClassificationTask",
     "MultilabelTask",
+    "Plot",
+    "PredictOptions",
     "RegressionTask",
+    "Task",
+    "TaskMetrics",
     "TrainingTask",
     "get_task",
+    "register_task",
+    "task_for",
 ]
 
-TASKS: dict[str, type[TrainingTask]] = {
-    "classification": ClassificationTask,
-    "multilabel": MultilabelTask,
-    "regression": RegressionTask,
-}
-"""Tasks the training engine handles, by name (anomaly detection is trained by ``anomaly``)."""
+TASKS: dict[str, type[Task]] = {}
+"""Every registered task, by name."""
+
+_T = TypeVar("_T", bound=type[Task])
 
 
-def get_task(name: str) -> type[TrainingTask]:
-    """The task class for ``name``.
+def register_task(cls: _T) -> _T:
+    """Class decorator that makes a :class:`Task` subclass known by its ``name``."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``.
 
     Raises:
-        ConfigError: Not a task this engine trains.
+        ConfigError: No such task; the message suggests the closest name.
     """
     if name not in TASKS:
         close = difflib.get_close_matches(name, list(TASKS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(
-            f"task '{name}' is not trained by the gradient-descent engine — {hint}use one of"
-            f" {', '.join(TASKS)}"
-        )
+        raise ConfigError(f"unknown task '{name}' — {hint}use one of {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def task_for(manifest: Any, *, label_smoothing: float = 0.0) -> Task:
+    """The task of an artifact (prepared manifest, run record or bundle metadata), built from it.
+
+    Args:
+        manifest: A typed artifact model or a plain manifest dict with a ``task`` field.
+        label_smoothing: Passed to tasks that train with it.
+    """
+    name = manifest.get("task") if isinstance(manifest, dict) else getattr(manifest, "task", None)
+    return get_task(str(name)).from_manifest(manifest, label_smoothing=label_smoothing)
+
+
+# The built-in tasks register themselves on import; they come last because they import
+# register_task from this package. A new task module is added to this list.
+from visionops.tasks.classification import ClassificationTask  # noqa: E402
+from visionops.tasks.multilabel import MultilabelTask  # noqa: E402
+from visionops.tasks.regression import RegressionTask  # noqa: E402

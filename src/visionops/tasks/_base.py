@@ -1,41 +1,168 @@
-"""What every task provides to the training engine (and to evaluation)."""
+"""The Task protocol: everything that differs between tasks, in one class per task.
+
+A task has two halves. The torch-free half is used by ``serve``, ``drift``, ``eval``'s
+metrics and ``export``'s naming, and never imports torch (serving images need no torch): the
+graph's output name, the answer ``/predict`` gives for one image, the request options that
+apply, metrics, figures and the columns drift tests. The training half (head size, targets,
+loss, the post-processing that export puts inside the ONNX graph) imports torch lazily,
+inside its methods, so importing a task module stays cheap.
+
+Adding a task is adding one module that subclasses :class:`Task` and decorating the class
+with :func:`visionops.tasks.register_task`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-__all__ = ["TrainingTask"]
+from visionops.tasks._results import Plot, TaskMetrics
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PredictOptions", "Task", "TrainingTask", "meta_field"]
 
 
-class TrainingTask(ABC):
-    """A task's loss, monitored metric, post-processing and metrics.
-
-    One instance is built from a prepared dataset's manifest with :meth:`from_manifest`;
-    it holds what the task needs from the data (class names, target statistics) and what
-    it learns after training (multilabel thresholds).
+@dataclass(frozen=True)
+class PredictOptions:
+    """Per-request options of ``/predict`` (None: the bundle's default).
 
     Attributes:
-        name: The task name used in manifests (``classification``, ...).
+        top_k: Labels to return (classification, multilabel).
+        threshold: Decision threshold (multilabel probability, anomaly score).
+        heatmap: Return the anomaly heatmap as a PNG (anomaly).
+        default_top_k: Labels a classification answer lists when ``top_k`` is None (the
+            server's ``serve.top_k``).
+    """
+
+    top_k: int | None = None
+    threshold: float | None = None
+    heatmap: bool = False
+    default_top_k: int = 5
+
+
+def meta_field(meta: Any, name: str) -> Any:
+    """Read ``name`` from an artifact model (attribute) or a plain manifest dict (key)."""
+    if isinstance(meta, Mapping):
+        return meta.get(name)
+    return getattr(meta, name, None)
+
+
+class Task(ABC):
+    """One task's behaviour, built from an artifact that names its labels.
+
+    One instance is built with :meth:`from_manifest` from a prepared manifest, a run record
+    or a bundle's metadata (typed models or plain dicts); it holds what the task needs from
+    them (class names, target statistics, tuned thresholds).
+
+    Attributes:
+        name: The task name used in artifacts (``classification``, ...).
+        main_output: Name of the ONNX graph's task output.
         monitor: The validation metric used for early stopping and the best checkpoint.
         mode: ``max`` if a larger ``monitor`` is better, else ``min``.
+        row_kind: What a row of the evaluation table describes: ``class`` or ``target``.
+        row_noun: What a row is called in tables (``class``, ``label``, ``target``).
+        rank_rows_by: The per-row column eval's summary sorts the weakest rows by (or None
+            to keep the order).
+        serve_options: The :class:`PredictOptions` fields a request may set for this task.
+        trained_by_gradient: Whether the gradient-descent engine trains it (anomaly
+            detection builds a memory bank instead).
+        target_kind: How ``targets.npy`` stores a target: ``class_index`` (``(N,)`` int64),
+            ``multi_hot`` (``(N, K)`` float32 0/1) or ``values`` (``(N, T)`` float32).
     """
 
     name: ClassVar[str]
+    main_output: ClassVar[str]
     monitor: ClassVar[str]
     mode: ClassVar[Literal["max", "min"]] = "max"
+    row_kind: ClassVar[Literal["class", "target"]] = "class"
+    row_noun: ClassVar[str] = "class"
+    rank_rows_by: ClassVar[str | None] = "f1"
+    serve_options: ClassVar[frozenset[str]] = frozenset({"top_k"})
+    trained_by_gradient: ClassVar[bool] = True
+    target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "class_index"
 
     @classmethod
     @abstractmethod
-    def from_manifest(
-        cls, manifest: Mapping[str, Any], *, label_smoothing: float = 0.0
-    ) -> TrainingTask:
-        """Build the task from a prepared dataset's (or a run's) manifest."""
+    def from_manifest(cls, manifest: Any, *, label_smoothing: float = 0.0) -> Task:
+        """Build the task from a prepared manifest, run record or bundle metadata."""
+
+    @property
+    @abstractmethod
+    def labels(self) -> list[str]:
+        """Class names or target names, in the order of the model's outputs."""
+
+    # ------------------------------------------------------------ torch-free half
+
+    @abstractmethod
+    def answer(
+        self,
+        main: NDArray[np.float32],
+        extra: Mapping[str, NDArray[np.float32]],
+        options: PredictOptions,
+    ) -> dict[str, Any]:
+        """What ``/predict`` answers for one image.
+
+        Args:
+            main: This image's row of the graph's main output.
+            extra: This image's rows of the graph's other outputs (embedding excluded).
+            options: The request's options (already checked by :meth:`check_options`).
+        """
+
+    def check_options(self, options: PredictOptions, default_top_k: int = 5) -> str | None:
+        """Why ``options`` do not apply to this task, or None when they do."""
+        from visionops.tasks import TASKS
+
+        del default_top_k
+        asked = {"threshold": options.threshold is not None, "heatmap": options.heatmap}
+        for option in (name for name, given in asked.items() if given):
+            if option not in self.serve_options:
+                takers = [name for name, cls in TASKS.items() if option in cls.serve_options]
+                return (
+                    f"'{option}' applies to {' and '.join(takers) or 'no'} models, this one is"
+                    f" {self.name}"
+                )
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Post-processing facts ``/metadata`` reports (thresholds in use)."""
+        return {"thresholds": None}
+
+    def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
+        """The labels an answer predicts (counted in serve's metrics; none for regression)."""
+        del answer
+        return []
+
+    @abstractmethod
+    def score(self, outputs: NDArray[Any], targets: NDArray[Any]) -> TaskMetrics:
+        """Evaluation metrics of post-processed outputs against targets as stored."""
+
+    @abstractmethod
+    def plots(
+        self, scored: TaskMetrics, outputs: NDArray[Any], targets: NDArray[Any]
+    ) -> list[Plot]:
+        """The evaluation figures, in the order the report shows them."""
+
+    @abstractmethod
+    def output_columns(self, main: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
+        """The model's outputs as named numeric columns, for drift's per-column tests.
+
+        Args:
+            main: ``(N, ...)`` main outputs of ``N`` images.
+        """
+
+    def predicted_classes(self, main: NDArray[Any]) -> NDArray[np.int64] | None:
+        """One predicted class per image for drift's chi-square test, or None."""
+        del main
+        return None
+
+    # ------------------------------------------------------------- training half
 
     @property
     @abstractmethod
@@ -46,19 +173,19 @@ class TrainingTask(ABC):
         """Turn targets as stored (``targets.npy``) into what :meth:`loss` expects."""
         return targets
 
-    @abstractmethod
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean loss of raw model outputs ``(B, K)`` against encoded targets."""
+        raise NotImplementedError(f"{self.name} is not trained by gradient descent")
 
     @abstractmethod
     def postprocess(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Raw outputs to what a user gets: probabilities, or values in original units."""
+        """Raw outputs to what a user gets (this is also what export puts in the graph)."""
 
     @abstractmethod
     def metrics(
         self, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
     ) -> dict[str, float]:
-        """Metrics of post-processed predictions against targets as stored."""
+        """Quick metrics of post-processed predictions (training's validation metrics)."""
 
     def fit_postprocessing(
         self, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
@@ -75,3 +202,12 @@ class TrainingTask(ABC):
         if best is None or not np.isfinite(best):
             return bool(np.isfinite(value))
         return value > best if self.mode == "max" else value < best
+
+
+TrainingTask = Task
+"""The name the training engine used before tasks had a torch-free half."""
+
+
+def class_names_of(meta: Any) -> Sequence[str]:
+    """``class_names`` of a manifest (empty when absent)."""
+    return [str(name) for name in meta_field(meta, "class_names") or []]

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torch.nn import functional
 
 from visionops.errors import ArtifactError
-from visionops.tasks._base import TrainingTask
+from visionops.tasks import register_task
+from visionops.tasks._base import PredictOptions, Task, class_names_of
+from visionops.tasks._results import (
+    CALIBRATION_BINS,
+    ArrayLikeFloat,
+    Plot,
+    TaskMetrics,
+    expected_calibration_error,
+    finite,
+    headline,
+    json_floats,
+)
 
-__all__ = ["ClassificationTask", "classification_metrics"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ClassificationTask", "classification_metrics", "classification_report"]
 
 
 def classification_metrics(
@@ -58,7 +71,108 @@ def classification_metrics(
     return metrics
 
 
-class ClassificationTask(TrainingTask):
+def _top_k(num_classes: int) -> int | None:
+    """The k of the top-k accuracy to add: K - 1 for 3 to 5 classes, else none.
+
+    The shared task metrics already give ``top5_accuracy`` above 5 classes (top-5 of 5 or
+    fewer would always be 1); with 2 classes top-1 is plain accuracy.
+    """
+    if 3 <= num_classes <= 5:
+        return num_classes - 1
+    return None
+
+
+def classification_report(
+    probabilities: ArrayLikeFloat, targets: Sequence[int] | NDArray[Any], class_names: Sequence[str]
+) -> TaskMetrics:
+    """Score single-label predictions.
+
+    The headline starts with the metrics training reports on val
+    (:func:`classification_metrics`: ``accuracy``,
+    ``balanced_accuracy``, ``f1_macro``, ``top5_accuracy`` above 5 classes), so the two can
+    be compared, and adds ``top{K-1}_accuracy`` for 3 to 5 classes, ``f1_weighted``,
+    ``log_loss`` and ``ece`` (15 bins).
+
+    Args:
+        probabilities: ``(N, K)`` class probabilities (softmax outputs).
+        targets: ``(N,)`` true class indices.
+        class_names: The ``K`` class names.
+
+    Returns:
+        Headline metrics; per-class precision, recall, F1, support and predicted count; the
+        confusion matrix (counts and row-normalised) and the calibration bins.
+
+    Raises:
+        ArtifactError: The probabilities do not have one column per class.
+    """
+    from sklearn.metrics import (
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
+
+    probs = np.asarray(probabilities, dtype=np.float64)
+    y_true = np.asarray(targets, dtype=np.int64)
+    num_classes = len(class_names)
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise ArtifactError(
+            f"the model gives {probs.shape[-1]} outputs but the run names {num_classes} classes"
+            " — the checkpoint and run.json disagree; retrain the run"
+        )
+    labels = np.arange(num_classes)
+    # Renormalise in float64: float32 softmax rows can miss 1 by more than log_loss accepts.
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    y_pred = probs.argmax(axis=1)
+
+    with warnings.catch_warnings():
+        # balanced accuracy says so when a predicted class is absent from the split; the
+        # number is still well defined, and the per-class table shows the case.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        metrics = headline(classification_metrics(probs, y_true))
+    k = _top_k(num_classes)
+    if k is not None:
+        metrics[f"top{k}_accuracy"] = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+    metrics["f1_weighted"] = float(
+        f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+    )
+    metrics["log_loss"] = finite(log_loss(y_true, probs, labels=labels))
+    ece, bins = expected_calibration_error(probs.max(axis=1), y_pred == y_true)
+    metrics["ece"] = ece
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    predicted = np.bincount(y_pred, minlength=num_classes)
+    rows = [
+        {
+            "class": str(name),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    normalised = confusion_matrix(y_true, y_pred, labels=labels, normalize="true")
+    extra = {
+        "confusion_matrix": {
+            "labels": [str(name) for name in class_names],
+            "rows": "true class",
+            "columns": "predicted class",
+            "counts": counts.astype(int).tolist(),
+            "normalized": np.round(normalised, 6).tolist(),
+        },
+        "calibration": {"n_bins": CALIBRATION_BINS, **json_floats(bins)},
+    }
+    return TaskMetrics(metrics=metrics, rows=rows, extra=extra)
+
+
+@register_task
+class ClassificationTask(Task):
     """One class per image: cross-entropy with label smoothing, softmax, accuracy.
 
     Args:
@@ -67,6 +181,7 @@ class ClassificationTask(TrainingTask):
     """
 
     name: ClassVar[str] = "classification"
+    main_output: ClassVar[str] = "probabilities"
     monitor: ClassVar[str] = "accuracy"
     mode: ClassVar[Literal["max", "min"]] = "max"
 
@@ -80,11 +195,79 @@ class ClassificationTask(TrainingTask):
         self.label_smoothing = label_smoothing
 
     @classmethod
-    def from_manifest(
-        cls, manifest: Mapping[str, Any], *, label_smoothing: float = 0.0
-    ) -> ClassificationTask:
+    def from_manifest(cls, manifest: Any, *, label_smoothing: float = 0.0) -> ClassificationTask:
         """Build from a manifest's ``class_names``."""
-        return cls(manifest.get("class_names") or [], label_smoothing)
+        return cls(class_names_of(manifest), label_smoothing)
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names."""
+        return self.class_names
+
+    # ------------------------------------------------------------ torch-free half
+
+    def answer(
+        self,
+        main: NDArray[np.float32],
+        extra: Mapping[str, NDArray[np.float32]],
+        options: PredictOptions,
+    ) -> dict[str, Any]:
+        """``label``, ``probability`` and the ``top_k`` labels with their probabilities."""
+        del extra
+        k = min(options.top_k or options.default_top_k, main.shape[0])
+        order = np.argsort(-main, kind="stable")[:k]
+        top = [{"label": self.class_names[i], "probability": float(main[i])} for i in order]
+        return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
+
+    def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
+        """The top label."""
+        return [str(answer["label"])]
+
+    def score(self, outputs: NDArray[Any], targets: NDArray[Any]) -> TaskMetrics:
+        """See :func:`classification_report`."""
+        return classification_report(outputs, targets, self.class_names)
+
+    def plots(
+        self, scored: TaskMetrics, outputs: NDArray[Any], targets: NDArray[Any]
+    ) -> list[Plot]:
+        """Confusion matrix and reliability diagram."""
+        from visionops import eval_plots
+
+        del outputs, targets
+        calibration = scored.extra["calibration"]
+        nan = float("nan")
+        return [
+            Plot(
+                "confusion_matrix.png",
+                "Confusion matrix, each row normalised to the true class's items.",
+                eval_plots.confusion_matrix_png(
+                    scored.extra["confusion_matrix"]["normalized"], self.class_names
+                ),
+            ),
+            Plot(
+                "reliability_diagram.png",
+                f"Reliability diagram: accuracy against confidence in {CALIBRATION_BINS} bins.",
+                eval_plots.reliability_diagram_png(
+                    calibration["edges"],
+                    [nan if v is None else v for v in calibration["accuracy"]],
+                    [nan if v is None else v for v in calibration["confidence"]],
+                    calibration["count"],
+                    ece=float(scored.metrics["ece"] or 0.0),
+                ),
+            ),
+        ]
+
+    def output_columns(self, main: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
+        """One probability column per class."""
+        values = np.asarray(main, np.float64).reshape(len(main), -1)
+        return {f"p({name})": values[:, i] for i, name in enumerate(self.class_names)}
+
+    def predicted_classes(self, main: NDArray[Any]) -> NDArray[np.int64]:
+        """The arg-max class of each image."""
+        classes: NDArray[np.int64] = np.asarray(main).reshape(len(main), -1).argmax(axis=1)
+        return classes.astype(np.int64)
+
+    # ------------------------------------------------------------- training half
 
     @property
     def num_outputs(self) -> int:
@@ -97,13 +280,15 @@ class ClassificationTask(TrainingTask):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (computed in fp32 even under autocast)."""
+        from torch.nn import functional
+
         return functional.cross_entropy(
             outputs.float(), targets, label_smoothing=self.label_smoothing
         )
 
     def postprocess(self, outputs: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities."""
-        return torch.softmax(outputs.float(), dim=1)
+        return outputs.float().softmax(dim=1)
 
     def metrics(
         self, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torch.nn import functional
 
 from visionops.errors import ArtifactError
-from visionops.tasks._base import TrainingTask
+from visionops.tasks import register_task
+from visionops.tasks._base import PredictOptions, Task, class_names_of, meta_field
+from visionops.tasks._results import ArrayLikeFloat, Plot, TaskMetrics, headline
 
-__all__ = ["MultilabelTask", "multilabel_metrics", "tune_thresholds"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["MultilabelTask", "multilabel_metrics", "multilabel_report", "tune_thresholds"]
+
+DEFAULT_THRESHOLD = 0.5
 
 _CANDIDATES = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
@@ -88,7 +93,91 @@ def multilabel_metrics(
     }
 
 
-class MultilabelTask(TrainingTask):
+def multilabel_report(
+    probabilities: ArrayLikeFloat,
+    targets: ArrayLikeFloat,
+    class_names: Sequence[str],
+    thresholds: Sequence[float] | None,
+) -> TaskMetrics:
+    """Score multi-label predictions.
+
+    The headline starts with the metrics training reports on val
+    (:func:`multilabel_metrics`: ``map`` over labels with
+    positives, ``f1_macro``, ``f1_micro``, ``subset_accuracy`` at the thresholds) and adds
+    ``precision_micro`` and ``recall_micro``.
+
+    Args:
+        probabilities: ``(N, K)`` per-label probabilities (sigmoid outputs).
+        targets: ``(N, K)`` 0/1 truth.
+        class_names: The ``K`` label names.
+        thresholds: Per-label decision thresholds tuned on val (None: 0.5 each).
+
+    Returns:
+        Headline metrics; per label AP (null without positives), precision, recall, F1,
+        support and threshold.
+
+    Raises:
+        ArtifactError: Output or threshold count differs from the label count.
+    """
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_fscore_support,
+        precision_score,
+        recall_score,
+    )
+
+    probs = np.asarray(probabilities, dtype=np.float64)
+    y_true = (np.asarray(targets, dtype=np.float64) > 0.5).astype(np.int64)
+    num_labels = len(class_names)
+    if probs.ndim != 2 or probs.shape[1] != num_labels:
+        raise ArtifactError(
+            f"the model gives {probs.shape[-1]} outputs but the run names {num_labels} labels"
+            " — the checkpoint and run.json disagree; retrain the run"
+        )
+    cut = np.full(num_labels, 0.5) if thresholds is None else np.asarray(thresholds, np.float64)
+    if cut.shape != (num_labels,):
+        raise ArtifactError(
+            f"run.json has {cut.size} thresholds for {num_labels} labels — the run is damaged;"
+            " retrain it"
+        )
+    y_pred = (probs >= cut).astype(np.int64)
+
+    metrics = headline(multilabel_metrics(probs, y_true, cut.tolist()))
+    metrics["precision_micro"] = float(
+        precision_score(y_true, y_pred, average="micro", zero_division=0)
+    )
+    metrics["recall_micro"] = float(recall_score(y_true, y_pred, average="micro", zero_division=0))
+
+    positives = y_true.sum(axis=0)
+    ap: list[float | None] = [
+        float(average_precision_score(y_true[:, i], probs[:, i])) if positives[i] > 0 else None
+        for i in range(num_labels)
+    ]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, zero_division=0
+    )
+    rows = [
+        {
+            "class": str(name),
+            "ap": ap[i],
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "threshold": float(cut[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+    extra = {
+        "thresholds": cut.tolist(),
+        "thresholds_from": "run.json" if thresholds is not None else "default 0.5",
+        "labels_without_positives": [str(class_names[i]) for i, v in enumerate(ap) if v is None],
+    }
+    return TaskMetrics(metrics=metrics, rows=rows, extra=extra)
+
+
+@register_task
+class MultilabelTask(Task):
     """Any number of labels per image: BCE with logits, sigmoid, mAP; thresholds tuned on val.
 
     Args:
@@ -98,8 +187,13 @@ class MultilabelTask(TrainingTask):
     """
 
     name: ClassVar[str] = "multilabel"
+    main_output: ClassVar[str] = "probabilities"
+    row_noun: ClassVar[str] = "label"
+    target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "multi_hot"
     monitor: ClassVar[str] = "map"
     mode: ClassVar[Literal["max", "min"]] = "max"
+    rank_rows_by: ClassVar[str | None] = "ap"
+    serve_options: ClassVar[frozenset[str]] = frozenset({"top_k", "threshold"})
 
     def __init__(
         self,
@@ -111,14 +205,107 @@ class MultilabelTask(TrainingTask):
             raise ArtifactError("the multilabel dataset has no class names — preprocess it again")
         self.class_names = list(class_names)
         self.label_smoothing = label_smoothing
-        self.thresholds = list(thresholds) if thresholds else [0.5] * len(self.class_names)
+        fitted = thresholds is not None and len(thresholds) == len(self.class_names)
+        self.thresholds_from = "run.json" if fitted else f"default {DEFAULT_THRESHOLD}"
+        self.thresholds = (
+            [float(t) for t in thresholds or []]
+            if fitted
+            else [DEFAULT_THRESHOLD] * len(self.class_names)
+        )
 
     @classmethod
-    def from_manifest(
-        cls, manifest: Mapping[str, Any], *, label_smoothing: float = 0.0
-    ) -> MultilabelTask:
+    def from_manifest(cls, manifest: Any, *, label_smoothing: float = 0.0) -> MultilabelTask:
         """Build from ``class_names`` (and ``thresholds`` when the manifest is a run's)."""
-        return cls(manifest.get("class_names") or [], label_smoothing, manifest.get("thresholds"))
+        thresholds = meta_field(manifest, "thresholds")
+        return cls(
+            class_names_of(manifest),
+            label_smoothing,
+            thresholds if isinstance(thresholds, list) else None,
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names."""
+        return self.class_names
+
+    # ------------------------------------------------------------ torch-free half
+
+    def answer(
+        self,
+        main: NDArray[np.float32],
+        extra: Mapping[str, NDArray[np.float32]],
+        options: PredictOptions,
+    ) -> dict[str, Any]:
+        """Labels over their thresholds, every label's probability and the thresholds used."""
+        del extra
+        if options.threshold is not None:
+            thresholds = [options.threshold] * len(self.class_names)
+        else:
+            thresholds = self.thresholds
+        order = np.argsort(-main, kind="stable")
+        chosen = [
+            {"label": self.class_names[i], "probability": float(main[i])}
+            for i in order
+            if main[i] >= thresholds[i]
+        ]
+        if options.top_k is not None:
+            chosen = chosen[: options.top_k]
+        return {
+            "labels": chosen,
+            "probabilities": {self.class_names[i]: float(p) for i, p in enumerate(main)},
+            "thresholds": dict(zip(self.class_names, thresholds, strict=True)),
+        }
+
+    def check_options(self, options: PredictOptions, default_top_k: int = 5) -> str | None:
+        """A threshold is a probability, between 0 and 1."""
+        if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+            return "a multilabel threshold is between 0 and 1"
+        return super().check_options(options, default_top_k)
+
+    def describe(self) -> dict[str, Any]:
+        """The per-label thresholds."""
+        return {"thresholds": list(self.thresholds)}
+
+    def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
+        """Every label over its threshold."""
+        return [str(entry["label"]) for entry in answer["labels"]]
+
+    def score(self, outputs: NDArray[Any], targets: NDArray[Any]) -> TaskMetrics:
+        """See :func:`multilabel_report` (at the run's tuned thresholds)."""
+        fitted = self.thresholds_from == "run.json"
+        return multilabel_report(
+            outputs, targets, self.class_names, self.thresholds if fitted else None
+        )
+
+    def plots(
+        self, scored: TaskMetrics, outputs: NDArray[Any], targets: NDArray[Any]
+    ) -> list[Plot]:
+        """Average precision and F1 per label."""
+        from visionops import eval_plots
+
+        del outputs, targets
+        rows = scored.rows
+        return [
+            Plot(
+                "per_label_scores.png",
+                "Average precision and F1 (at the tuned thresholds) per label.",
+                eval_plots.per_class_bars_png(
+                    [row["class"] for row in rows],
+                    {
+                        "average precision": [row["ap"] for row in rows],
+                        "F1": [row["f1"] for row in rows],
+                    },
+                    title="Per-label scores",
+                ),
+            )
+        ]
+
+    def output_columns(self, main: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
+        """One probability column per label."""
+        values = np.asarray(main, np.float64).reshape(len(main), -1)
+        return {f"p({name})": values[:, i] for i, name in enumerate(self.class_names)}
+
+    # ------------------------------------------------------------- training half
 
     @property
     def num_outputs(self) -> int:
@@ -134,11 +321,13 @@ class MultilabelTask(TrainingTask):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy with logits, mean over images and labels."""
+        from torch.nn import functional
+
         return functional.binary_cross_entropy_with_logits(outputs.float(), targets)
 
     def postprocess(self, outputs: torch.Tensor) -> torch.Tensor:
         """Sigmoid probabilities."""
-        return torch.sigmoid(outputs.float())
+        return outputs.float().sigmoid()
 
     def metrics(
         self, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
@@ -151,6 +340,7 @@ class MultilabelTask(TrainingTask):
     ) -> None:
         """Tune the per-class thresholds for F1 (see :func:`tune_thresholds`)."""
         self.thresholds = tune_thresholds(predictions, targets)
+        self.thresholds_from = "run.json"
 
     def run_fields(self) -> dict[str, Any]:
         """``thresholds`` for ``run.json``."""

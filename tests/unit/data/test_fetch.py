@@ -67,7 +67,7 @@ def test_demo_fetch_writes_files_and_source_json(settings: Settings) -> None:
     assert result.name == "shapes"
     assert not result.skipped
     info = json.loads((result.path / "source.json").read_text())
-    assert info == result.source_info
+    assert info == result.source_info.to_json()
     assert set(info) == {
         "schema_version",
         "kind",
@@ -117,21 +117,21 @@ def test_refetch_is_a_noop_unless_forced(settings: Settings) -> None:
     forced = fetch_dataset("demo:multilabel", settings, force=True)
     assert not forced.skipped
     assert victim.exists()
-    assert forced.source_info["fingerprint"] == first.source_info["fingerprint"]
+    assert forced.source_info.fingerprint == first.source_info.fingerprint
 
 
 def test_changed_demo_settings_regenerate(tmp_path: Path) -> None:
     first = fetch_dataset("demo:shapes", _settings(tmp_path))
     bigger = fetch_dataset("demo:shapes", _settings(tmp_path, "data.demo.images_per_class=4"))
     assert not bigger.skipped
-    assert bigger.source_info["file_count"] == 8 * 4
-    assert bigger.source_info["fingerprint"] != first.source_info["fingerprint"]
+    assert bigger.source_info.file_count == 8 * 4
+    assert bigger.source_info.fingerprint != first.source_info.fingerprint
 
 
 def test_same_seed_same_fingerprint(tmp_path: Path) -> None:
     one = fetch_dataset("demo:regression", _settings(tmp_path / "one"))
     two = fetch_dataset("demo:regression", _settings(tmp_path / "two"))
-    assert one.source_info["fingerprint"] == two.source_info["fingerprint"]
+    assert one.source_info.fingerprint == two.source_info.fingerprint
 
 
 def test_other_source_under_the_same_name_is_refused(
@@ -212,8 +212,8 @@ def test_folder_is_copied(settings: Settings, dataset_folder: Path) -> None:
     (dataset_folder / "linked").symlink_to(dataset_folder / "cats", target_is_directory=True)
     result = fetch_dataset(str(dataset_folder), settings)
     assert result.name == "My-Photos"
-    assert result.source_info["source"] == str(dataset_folder.resolve())
-    assert result.source_info["file_count"] == 3
+    assert result.source_info.source == str(dataset_folder.resolve())
+    assert result.source_info.file_count == 3
     assert (result.path / "dogs" / "c.jpg").read_bytes() == b"\xff\xd8\xff dog c" * 100
     assert not (result.path / "linked").exists()  # folder links are not followed
     assert (dataset_folder / "cats" / "a.jpg").exists()  # the source is untouched
@@ -265,8 +265,8 @@ def test_zip_is_unpacked(tmp_path: Path, settings: Settings) -> None:
     result = fetch_dataset(str(archive), settings)
     assert result.name == "fruit-pics"
     assert (result.path / "fruits" / "apple" / "1.jpg").read_bytes() == GOOD["fruits/apple/1.jpg"]
-    assert result.source_info["file_count"] == 2
-    assert result.source_info["version"].startswith("sha256=")
+    assert result.source_info.file_count == 2
+    assert result.source_info.version.startswith("sha256=")
 
 
 @pytest.mark.parametrize(
@@ -417,8 +417,8 @@ def test_kaggle_pinned_version_comes_from_the_cache(
     _fill_kaggle_cache(offline_kaggle, "msambare", "fer2013", 1)
     result = fetch_dataset("kaggle:msambare/fer2013/versions/1", settings)
     assert result.name == "fer2013"
-    assert result.source_info["source"] == "kaggle:msambare/fer2013/versions/1"
-    assert result.source_info["version"] == "1"
+    assert result.source_info.source == "kaggle:msambare/fer2013/versions/1"
+    assert result.source_info.version == "1"
     assert (result.path / "train" / "happy" / "1.jpg").is_file()
     assert (result.path / "test" / "sad" / "1.jpg").is_file()
 
@@ -431,7 +431,7 @@ def test_kaggle_latest_falls_back_to_newest_cached_copy_offline(
     started = time.monotonic()
     result = fetch_dataset("kaggle:msambare/fer2013", settings)
     assert time.monotonic() - started < 60  # a refused connection, not a hang
-    assert result.source_info["version"] == "3"
+    assert result.source_info.version == "3"
     assert (result.path / "train" / "happy" / "3.jpg").is_file()
 
 
@@ -470,6 +470,6 @@ def test_raw_demo_fixtures_are_fetched_datasets(
     for folder, (source, per_class, count) in expected.items():
         info = read_source_info(folder)
         assert info is not None
-        assert info["source"] == source
-        assert info["file_count"] == len(list_files(folder)) == count
-        assert info["version"] == f"seed=0,images_per_class={per_class},image_size=64"
+        assert info.source == source
+        assert info.file_count == len(list_files(folder)) == count
+        assert info.version == f"seed=0,images_per_class={per_class},image_size=64"

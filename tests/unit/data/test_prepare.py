@@ -21,8 +21,9 @@ from preprocess_trees import (
     settings_for,
 )
 
-from visionops.data import prepare as prepare_module
-from visionops.data.prepare import dataset_info, prepare_dataset
+from visionops.artifacts import PreparedManifest, SourceRecord
+from visionops.data import decoding
+from visionops.data.prepare import prepare_dataset
 from visionops.errors import ArtifactError, DataError, DatasetNotFoundError, LayoutError
 from visionops.imaging import load_image
 
@@ -39,8 +40,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _manifest(folder: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+def _manifest(folder: Path) -> PreparedManifest:
+    return PreparedManifest.read(folder)
 
 
 # --------------------------------------------------------------------------- the format
@@ -68,34 +69,32 @@ def test_class_folders_prepared_per_the_artifact_format(tmp_path: Path) -> None:
     assert splits.dtype == np.uint8
 
     manifest = _manifest(out)
-    assert set(manifest) == MANIFEST_KEYS
-    assert manifest["kind"] == "visionops.prepared"
-    assert manifest["schema_version"] == 1
-    assert manifest["task"] == "classification"
-    assert manifest["class_names"] == ["blue", "green", "red"]
-    assert (
-        manifest["counts"]["train"] + manifest["counts"]["val"] + manifest["counts"]["test"] == 24
-    )
-    assert manifest["params"] == {
+    assert set(json.loads((out / "manifest.json").read_text("utf-8"))) == MANIFEST_KEYS
+    assert manifest.kind == "visionops.prepared"
+    assert manifest.schema_version == 1
+    assert manifest.task == "classification"
+    assert manifest.class_names == ["blue", "green", "red"]
+    assert manifest.counts["train"] + manifest.counts["val"] + manifest.counts["test"] == 24
+    assert manifest.params == {
         "image_size": 16, "channels": 3, "resize": "crop", "val_ratio": 0.15,
         "test_ratio": 0.15, "seed": 0, "task": None, "camera": "A",
     }  # fmt: skip
-    assert manifest["source"]["source"].startswith("folder:")
-    assert manifest["source"]["file_count"] == 24
+    assert manifest.source.source.startswith("folder:")
+    assert manifest.source.file_count == 24
 
     items = _rows(out / "items.csv")
     assert list(items[0]) == ["index", "path", "split", "target", "sha256"]
     for row in items:
         index = int(row["index"])
-        assert row["target"] == manifest["class_names"][targets[index]]
+        assert row["target"] == manifest.class_names[targets[index]]
         assert row["split"] == ("train", "val", "test")[splits[index]]
         # Stored pixels are exactly what the shared load_image gives (serving uses it too).
         expected = load_image(raw / row["path"], size=16, channels=3, policy="crop")
         np.testing.assert_array_equal(images[index], expected)
 
     train = images[splits == 0].astype(np.float64) / 255
-    np.testing.assert_allclose(manifest["mean"], train.mean(axis=(0, 1, 2)), atol=1e-5)
-    np.testing.assert_allclose(manifest["std"], train.std(axis=(0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(manifest.mean, train.mean(axis=(0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(manifest.std, train.std(axis=(0, 1, 2)), atol=1e-5)
     assert _rows(out / "rejected.csv") == []
     assert "class-folders layout" in (out / "preprocess.log").read_text(encoding="utf-8")
 
@@ -108,7 +107,7 @@ def test_bad_files_are_skipped_and_listed(tmp_path: Path) -> None:
     assert set(rejected) == {f"red/{name}" for name in expected}
     for name, kind in expected.items():
         assert rejected[f"red/{name}"].startswith(kind + ":"), rejected[f"red/{name}"]
-    assert result.manifest["counts"]["rejected"] == 6
+    assert result.manifest.counts["rejected"] == 6
     assert result.rejected_by_reason["not an image"] == 2
     assert len(np.load(result.path / "targets.npy")) == 18
     assert "skipped 6 files" in (result.path / "preprocess.log").read_text(encoding="utf-8")
@@ -122,9 +121,9 @@ def test_multilabel_csv(tmp_path: Path) -> None:
     assert targets.shape == (24, 3)
     assert set(np.unique(targets)) == {0.0, 1.0}
     manifest = result.manifest
-    assert manifest["class_names"] == ["Action", "Comedy", "Drama"]
+    assert manifest.class_names == ["Action", "Comedy", "Drama"]
     splits = np.load(result.path / "splits.npy")
-    assert manifest["class_counts"]["train"]["Action"] == int(targets[splits == 0, 0].sum())
+    assert manifest.class_counts["train"]["Action"] == int(targets[splits == 0, 0].sum())
     first = next(r for r in _rows(result.path / "items.csv") if r["path"].endswith("tt0000.jpg"))
     assert first["target"] == "Action;Comedy"
 
@@ -139,12 +138,12 @@ def test_regression_csv_targets_and_statistics(tmp_path: Path) -> None:
     assert targets.dtype == np.float32
     assert targets.shape == (30, 2)
     manifest = result.manifest
-    assert manifest["task"] == "regression"
-    assert manifest["class_names"] is None
-    assert manifest["target_names"] == ["weight", "height"]
-    assert manifest["target_units"] == ["", ""]
-    np.testing.assert_allclose(manifest["target_mean"], targets[splits == 0].mean(axis=0), 1e-5)
-    np.testing.assert_allclose(manifest["target_std"], targets[splits == 0].std(axis=0), 1e-5)
+    assert manifest.task == "regression"
+    assert manifest.class_names is None
+    assert manifest.target_names == ["weight", "height"]
+    assert manifest.target_units == ["", ""]
+    np.testing.assert_allclose(manifest.target_mean, targets[splits == 0].mean(axis=0), 1e-5)
+    np.testing.assert_allclose(manifest.target_std, targets[splits == 0].std(axis=0), 1e-5)
     rejected = _rows(result.path / "rejected.csv")
     assert rejected == [
         {"path": "img/gone.png", "reason": "missing file: named in labels.csv line 32, not found"}
@@ -155,10 +154,10 @@ def test_nutrition5k(tmp_path: Path) -> None:
     raw = nutrition_tree(tmp_path / "nutrition", dishes=12)
     result = prepare_dataset(raw, settings_for(tmp_path))
     manifest = result.manifest
-    assert manifest["target_names"] == ["calories", "mass", "fat", "carb", "protein"]
-    assert manifest["target_units"] == ["kcal", "g", "g", "g", "g"]
-    assert sum(manifest["counts"][s] for s in ("train", "val", "test")) == 12
-    assert manifest["params"]["camera"] == "A"
+    assert manifest.target_names == ["calories", "mass", "fat", "carb", "protein"]
+    assert manifest.target_units == ["kcal", "g", "g", "g", "g"]
+    assert sum(manifest.counts[s] for s in ("train", "val", "test")) == 12
+    assert manifest.params["camera"] == "A"
 
 
 def test_mvtec_splits_and_masks(tmp_path: Path) -> None:
@@ -171,8 +170,8 @@ def test_mvtec_splits_and_masks(tmp_path: Path) -> None:
     assert masks.shape == (18, 16, 16)
     assert masks.dtype == np.uint8
     assert set(np.unique(masks)) <= {0, 255}
-    assert result.manifest["class_names"] == ["good", "defect"]
-    assert result.manifest["splits_from_source"] is True
+    assert result.manifest.class_names == ["good", "defect"]
+    assert result.manifest.splits_from_source is True
     assert np.all(targets[splits == 0] == 0)  # train is train/good only
     assert (splits == 0).sum() == 6
     items = _rows(out / "items.csv")
@@ -224,7 +223,7 @@ def test_grayscale_palette_rgba_cmyk_16bit(tmp_path: Path, channels: int) -> Non
     _mode_images(raw)
     settings = settings_for(tmp_path, val_ratio=0.0, test_ratio=0.0, channels=channels)
     result = prepare_dataset(raw, settings)
-    assert result.manifest["counts"]["rejected"] == 0
+    assert result.manifest.counts["rejected"] == 0
     images = np.load(result.path / "images.npy")
     assert images.shape == (5, 16, 16, channels)
     for row in _rows(result.path / "items.csv"):
@@ -244,8 +243,8 @@ def test_letterbox_and_grayscale_parameters(tmp_path: Path) -> None:
     row = _rows(result.path / "items.csv")[0]
     expected = load_image(raw / row["path"], size=20, channels=1, policy="letterbox")
     np.testing.assert_array_equal(images[0], expected)
-    assert result.manifest["resize"] == "letterbox"
-    assert len(result.manifest["mean"]) == 1
+    assert result.manifest.resize == "letterbox"
+    assert len(result.manifest.mean) == 1
 
 
 # --------------------------------------------------------------------------- splits
@@ -257,13 +256,13 @@ def test_splits_are_stratified_and_deterministic(tmp_path: Path) -> None:
     first = prepare_dataset(raw, settings)
     splits_a = np.load(first.path / "splits.npy")
     for split in ("val", "test"):
-        assert first.manifest["class_counts"][split] == {"blue": 4, "green": 4, "red": 4}
+        assert first.manifest.class_counts[split] == {"blue": 4, "green": 4, "red": 4}
     again = prepare_dataset(raw, settings, force=True)
     np.testing.assert_array_equal(np.load(again.path / "splits.npy"), splits_a)
     other_seed = settings_for(tmp_path, val_ratio=0.2, test_ratio=0.2, seed=7)
     other = prepare_dataset(raw, other_seed)
     assert not np.array_equal(np.load(other.path / "splits.npy"), splits_a)
-    assert other.manifest["class_counts"]["test"] == {"blue": 4, "green": 4, "red": 4}
+    assert other.manifest.class_counts["test"] == {"blue": 4, "green": 4, "red": 4}
 
 
 def test_val_is_carved_from_train_when_the_source_has_only_train_and_test(
@@ -272,9 +271,9 @@ def test_val_is_carved_from_train_when_the_source_has_only_train_and_test(
     raw = class_tree(tmp_path / "raw", splits={"train": 10, "test": 3})
     result = prepare_dataset(raw, settings_for(tmp_path, val_ratio=0.2))
     manifest = result.manifest
-    assert manifest["splits_from_source"] is True
-    assert manifest["counts"]["test"] == 9
-    assert manifest["class_counts"]["val"] == {"blue": 2, "green": 2, "red": 2}
+    assert manifest.splits_from_source is True
+    assert manifest.counts["test"] == 9
+    assert manifest.class_counts["val"] == {"blue": 2, "green": 2, "red": 2}
     items = _rows(result.path / "items.csv")
     assert all(r["path"].startswith("train/") for r in items if r["split"] in {"train", "val"})
     assert all(r["path"].startswith("test/") for r in items if r["split"] == "test")
@@ -282,7 +281,7 @@ def test_val_is_carved_from_train_when_the_source_has_only_train_and_test(
 
 def test_source_val_and_test_are_kept(tmp_path: Path) -> None:
     raw = class_tree(tmp_path / "raw", splits={"train": 4, "valid": 2, "test": 1})
-    counts = prepare_dataset(raw, settings_for(tmp_path)).manifest["counts"]
+    counts = prepare_dataset(raw, settings_for(tmp_path)).manifest.counts
     assert (counts["train"], counts["val"], counts["test"]) == (12, 6, 3)
 
 
@@ -293,8 +292,8 @@ def test_duplicate_across_source_splits_is_dropped_from_the_later_split(tmp_path
     raw = class_tree(tmp_path / "raw", splits={"train": 4, "val": 2, "test": 2})
     shutil.copy(raw / "train" / "red" / "red_000.jpg", raw / "test" / "red" / "copy.jpg")
     result = prepare_dataset(raw, settings_for(tmp_path))
-    assert result.manifest["counts"]["duplicates_across_splits"] == 1
-    assert result.manifest["counts"]["test"] == 6
+    assert result.manifest.counts["duplicates_across_splits"] == 1
+    assert result.manifest.counts["test"] == 6
     rejected = {r["path"]: r["reason"] for r in _rows(result.path / "rejected.csv")}
     assert rejected["test/red/copy.jpg"].startswith(
         "duplicate across splits: same content as train/red/red_000.jpg in train"
@@ -310,7 +309,7 @@ def test_duplicates_in_unsplit_data_stay_in_one_split(tmp_path: Path) -> None:
     for i in range(4):
         shutil.copy(raw / "red" / f"red_00{i}.jpg", raw / "red" / f"again_{i}.jpg")
     result = prepare_dataset(raw, settings_for(tmp_path, val_ratio=0.3, test_ratio=0.3))
-    assert result.manifest["counts"]["duplicates_across_splits"] == 0
+    assert result.manifest.counts["duplicates_across_splits"] == 0
     split_of = {r["path"]: r["split"] for r in _rows(result.path / "items.csv")}
     for i in range(4):
         assert split_of[f"red/again_{i}.jpg"] == split_of[f"red/red_00{i}.jpg"]
@@ -379,7 +378,7 @@ def test_interrupt_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
     def interrupted(self: object, jobs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_module._Decoder, "decode", interrupted)
+    monkeypatch.setattr(decoding._Decoder, "decode", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(raw, settings, force=True)
     assert leftovers(tmp_path / "prepared") == ["raw"]
@@ -406,12 +405,12 @@ def test_rerun_is_a_no_op_and_force_redoes_it(tmp_path: Path) -> None:
     assert (first.path / "images.npy").stat().st_mtime_ns == stamp
     forced = prepare_dataset(raw, settings, force=True)
     assert not forced.skipped
-    assert forced.manifest["fingerprint"] == first.manifest["fingerprint"]
+    assert forced.manifest.fingerprint == first.manifest.fingerprint
     assert (first.path / "images.npy").stat().st_mtime_ns != stamp
     # other parameters, or other files, are a different dataset
     bigger = prepare_dataset(raw, settings_for(tmp_path, image_size=24))
     assert not bigger.skipped
-    assert bigger.manifest["image_size"] == 24
+    assert bigger.manifest.image_size == 24
     save(raw / "red" / "new.jpg", pattern((200, 0, 0)))
     assert not prepare_dataset(raw, settings_for(tmp_path, image_size=24)).skipped
 
@@ -419,19 +418,18 @@ def test_rerun_is_a_no_op_and_force_redoes_it(tmp_path: Path) -> None:
 def test_source_json_is_used_while_it_matches_the_files(tmp_path: Path) -> None:
     raw = class_tree(tmp_path / "raw", per_class=4)
     files = [p for p in raw.rglob("*") if p.is_file()]
-    source = {
-        "schema_version": 1, "kind": "visionops.raw", "name": "raw", "source": "demo:test",
-        "version": "v1", "file_count": len(files), "bytes": sum(p.stat().st_size for p in files),
-        "fingerprint": "f" * 64, "fetched_at": "2026-01-01T00:00:00+00:00",
-        "visionops_version": "0.1.0",
-    }  # fmt: skip
-    (raw / "source.json").write_text(json.dumps(source), encoding="utf-8")
+    source = SourceRecord(
+        name="raw", source="demo:test", version="v1", file_count=len(files),
+        bytes=sum(p.stat().st_size for p in files), fingerprint="f" * 64,
+        fetched_at="2026-01-01T00:00:00+00:00", visionops_version="0.1.0",
+    )  # fmt: skip
+    source.write(raw / "source.json")
     result = prepare_dataset(raw, settings_for(tmp_path))
-    assert result.manifest["source"] == source
+    assert result.manifest.source == source
     save(raw / "red" / "added.jpg", pattern((200, 0, 0)))  # source.json is now stale
     stale = prepare_dataset(raw, settings_for(tmp_path))
     assert not stale.skipped
-    assert stale.manifest["source"]["source"].startswith("folder:")
+    assert stale.manifest.source.source.startswith("folder:")
     assert "does not match the files" in (stale.path / "preprocess.log").read_text("utf-8")
 
 
@@ -441,8 +439,8 @@ def test_process_pool_gives_the_same_result(tmp_path: Path) -> None:
     pooled = prepare_dataset(raw, settings_for(tmp_path / "two", workers=2))
     for name in ("images.npy", "targets.npy", "splits.npy"):
         np.testing.assert_array_equal(np.load(single.path / name), np.load(pooled.path / name))
-    assert single.manifest["mean"] == pooled.manifest["mean"]
-    assert single.manifest["fingerprint"] == pooled.manifest["fingerprint"]
+    assert single.manifest.mean == pooled.manifest.mean
+    assert single.manifest.fingerprint == pooled.manifest.fingerprint
 
 
 def test_bare_name_resolves_under_raw_root(tmp_path: Path) -> None:
@@ -452,38 +450,3 @@ def test_bare_name_resolves_under_raw_root(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- info
-
-
-def test_dataset_info_on_prepared_and_raw(tmp_path: Path) -> None:
-    raw = class_tree(tmp_path / "raw", splits={"train": 3, "test": 2})
-    (raw / "notes.txt").write_text("x", encoding="utf-8")
-    settings = settings_for(tmp_path)
-    raw_info = dataset_info(raw, settings)
-    assert raw_info["kind"] == "raw"
-    assert raw_info["layout"] == "class-folders"
-    assert raw_info["splits"] == {"train": 9, "test": 6}
-    assert raw_info["class_balance"]["test"] == {"blue": 2, "green": 2, "red": 2}
-    assert raw_info["rejected"] == {"not an image": 1}
-    assert raw_info["prepared"] is None
-    prepared = prepare_dataset(raw, settings).path
-    info = dataset_info(prepared, settings)
-    assert info["kind"] == "prepared"
-    assert info["manifest"]["counts"]["test"] == 6
-    assert info["class_balance"]["test"] == {"blue": 2, "green": 2, "red": 2}
-    assert info["rejected"] == {"not an image": 1}
-    assert dataset_info(raw, settings)["prepared"] == str(prepared)
-
-
-def test_dataset_info_on_missing_and_foreign_folders(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
-    with pytest.raises(DatasetNotFoundError, match=r"visionops data fetch"):
-        dataset_info(tmp_path / "nothing", settings)
-    foreign = tmp_path / "run"
-    foreign.mkdir()
-    (foreign / "manifest.json").write_text('{"kind": "visionops.run"}', encoding="utf-8")
-    with pytest.raises(DatasetNotFoundError, match=r"visionops.run.*visionops data preprocess"):
-        dataset_info(foreign, settings)
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "a.txt").write_text("x", encoding="utf-8")
-    with pytest.raises(DatasetNotFoundError, match=r"neither a prepared dataset nor a raw one"):
-        dataset_info(tmp_path / "junk", settings)

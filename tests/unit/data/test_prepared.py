@@ -49,7 +49,7 @@ def test_open_exposes_arrays_and_metadata(prepared: Path) -> None:
     assert isinstance(dataset.images, np.memmap)
     assert not dataset.images.flags.writeable
     assert dataset.masks is None
-    assert dataset.fingerprint == dataset.manifest["fingerprint"]
+    assert dataset.fingerprint == dataset.manifest.fingerprint
     assert dataset.name == "shapes"
     assert len(dataset.read_items()) == 30
     assert dataset.read_rejected() == []
@@ -96,19 +96,19 @@ def test_raw_folder_is_not_a_prepared_dataset(tmp_path: Path) -> None:
 
 def test_corrupt_manifest(copy: Path) -> None:
     (copy / "manifest.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ArtifactError, match=r"not valid JSON .*--force"):
+    with pytest.raises(ArtifactError, match=r"not readable JSON .*visionops data preprocess"):
         PreparedDataset.open(copy)
 
 
 def test_foreign_manifest(copy: Path) -> None:
     _edit_manifest(copy, kind="visionops.run")
-    with pytest.raises(ArtifactError, match=r"holds a visionops.run manifest, not a prepared"):
+    with pytest.raises(ArtifactError, match=r"'visionops.run' manifest, not 'visionops.prepared'"):
         PreparedDataset.open(copy)
 
 
 def test_newer_schema(copy: Path) -> None:
     _edit_manifest(copy, schema_version=99)
-    with pytest.raises(ArtifactError, match=r"schema_version 99.*upgrade visionops"):
+    with pytest.raises(ArtifactError, match=r"schema_version 99; this visionops reads 1"):
         PreparedDataset.open(copy)
 
 
@@ -174,8 +174,8 @@ def test_the_demo_fixtures_open(
 ) -> None:
     shapes = PreparedDataset.open(prepared_shapes)
     assert shapes.task == "classification"
-    assert shapes.manifest["splits_from_source"] is True
-    assert shapes.manifest["source"]["source"] == "demo:shapes"  # fetch's source.json is kept
+    assert shapes.manifest.splits_from_source is True
+    assert shapes.manifest.source.source == "demo:shapes"  # fetch's source.json is kept
     multilabel = PreparedDataset.open(prepared_multilabel)
     assert multilabel.task == "multilabel"
     assert multilabel.targets.shape[1] == len(multilabel.class_names or [])
@@ -186,5 +186,5 @@ def test_the_demo_fixtures_open(
     assert set(anomaly.targets[anomaly.indices("train")].tolist()) == {0}
     assert anomaly.masks[anomaly.targets == 1].max() == 255
     for dataset in (shapes, multilabel, regression, anomaly):
-        assert dataset.manifest["counts"]["rejected"] == 0
+        assert dataset.manifest.counts["rejected"] == 0
         assert len(dataset.indices("val")) > 0

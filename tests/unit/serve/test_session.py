@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from serve_helpers import COLOURS, colour_image, png_bomb
 
 from visionops.bundle import Bundle, load_bundle
@@ -81,6 +78,7 @@ def _bundle(task: str, **manifest: object) -> Bundle:
 
 def test_classification_top_k() -> None:
     post = Postprocessor(_bundle("classification", class_names=list(COLOURS)), default_top_k=2)
+    assert post.describe() == {"thresholds": None, "default_top_k": 2}
     outputs = ModelOutputs(np.array([[0.1, 0.6, 0.2, 0.1]], np.float32), None)
     answer = post(outputs, 0, PredictOptions())
     assert answer["label"] == "green"
@@ -95,26 +93,3 @@ def test_multilabel_falls_back_to_half_without_tuned_thresholds() -> None:
     answer = post(outputs, 0, PredictOptions())
     assert [e["label"] for e in answer["labels"]] == ["a", "b"]
     assert post.describe()["thresholds"] == [0.5, 0.5, 0.5]
-
-
-def test_anomaly_answer_shape() -> None:
-    # No exporter writes anomaly bundles yet: this pins the response shape the server gives.
-    post = Postprocessor(_bundle("anomaly", class_names=["good", "defect"], thresholds=[0.7]))
-    anomaly_map = np.zeros((2, 8, 8), np.float32)
-    anomaly_map[1, 2:4, 2:4] = 3.0
-    outputs = ModelOutputs(np.array([0.2, 0.9], np.float32), None, {"anomaly_map": anomaly_map})
-    good = post(outputs, 0, PredictOptions())
-    assert good == {
-        "score": pytest.approx(0.2),
-        "threshold": 0.7,
-        "is_anomaly": False,
-        "verdict": "good",
-        "heatmap": None,
-    }
-    defect = post(outputs, 1, PredictOptions(heatmap=True, threshold=0.95))
-    assert defect["verdict"] == "good"  # the request's threshold wins
-    heatmap = defect["heatmap"]
-    assert (heatmap["width"], heatmap["height"], heatmap["max"]) == (8, 8, 3.0)
-    png = Image.open(io.BytesIO(base64.b64decode(heatmap["png_base64"])))
-    assert np.asarray(png)[2, 2] == 255
-    assert post.check(PredictOptions(heatmap=True)) is None

@@ -47,6 +47,10 @@ def test_zero_std_does_not_divide_by_zero() -> None:
     assert torch.isfinite(task.encode_targets(torch.tensor([[5.0]]))).all()
 
 
-def test_missing_statistics_name_the_fix() -> None:
+def test_missing_statistics_name_the_fix_when_training_needs_them() -> None:
+    # A bundle's metadata has no target statistics: serving needs none, training does.
+    task = get_task("regression").from_manifest({"target_names": ["a"]})
     with pytest.raises(ArtifactError, match="visionops data preprocess"):
-        get_task("regression").from_manifest({"target_names": ["a"]})
+        task.encode_targets(torch.tensor([[1.0]]))
+    with pytest.raises(ArtifactError, match="visionops data preprocess"):
+        get_task("regression").from_manifest({"target_names": ["a"], "target_mean": [1.0, 2.0]})

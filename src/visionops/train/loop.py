@@ -1,0 +1,770 @@
+"""The training loop: a prepared dataset in, a run folder (``runs/<name>/``) out.
+
+Early stopping on the task's validation metric, checkpoints written atomically every epoch so
+``--resume`` continues exactly where a run stopped, and the best checkpoint scored on val and
+test at the end. The run folder follows ``docs/artifacts.md`` ("Training run"); it is written
+through :class:`visionops.runs.RunWriter`, which keeps any other process out of it.
+
+Examples:
+    >>> result = train(load_settings(overrides=["train.epochs=2"]), Path("data/prepared/shapes"))
+    >>> result.status, result.monitor
+    ('completed', 'accuracy')
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from loguru import logger
+
+from visionops import __version__
+from visionops._io import atomic_write_json, atomic_write_text
+from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
+from visionops.config import Settings, settings_to_yaml
+from visionops.data.prepared import PreparedDataset
+from visionops.device import DeviceChoice, resolve_device
+from visionops.distributed import (
+    DistContext,
+    broadcast_flag,
+    cleanup_distributed,
+    init_distributed,
+)
+from visionops.errors import ArtifactError, ConfigError, TrainingError
+from visionops.logs import log_to_file
+from visionops.models import VisionModel
+from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.runs import (
+    RunWriter,
+    load_checkpoint,
+    read_run_manifest,
+    recover_runs,
+    resolve_run,
+)
+from visionops.tasks import TrainingTask, get_task
+from visionops.tracking import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
+from visionops.train.checkpoints import save_checkpoints
+from visionops.train.dataset import effective_settings, resolve_dataset, shown
+from visionops.train.engine import Engine, seed_everything, set_rng_state
+
+__all__ = ["TrainResult", "train"]
+
+_PREDICTION_SAMPLES = 16
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        run_dir: The run folder.
+        name: The run name.
+        status: ``completed`` or ``interrupted`` (failures raise instead).
+        task: The task trained.
+        monitor: Validation metric that picked the best checkpoint.
+        mode: ``max`` or ``min``.
+        best_metric: Its best value (None if no epoch finished).
+        best_epoch: Epoch of the best checkpoint.
+        epochs_completed: Epochs finished in total (including before a resume).
+        epochs: Epochs asked for.
+        stopped_early: Whether early stopping ended the run.
+        metrics: The content of ``metrics.json`` (``val`` and, if present, ``test``).
+        device: Device used (``cpu``, ``cuda:0`` ...).
+        precision: ``fp32``, ``bf16 mixed`` or ``fp16 mixed``.
+        seconds: Wall time of this invocation.
+        images_per_s: Mean training throughput of this invocation (all processes).
+        resumed_from: Epochs already done when this invocation started (0 for a new run).
+        rank: This process's rank (only rank 0 wrote the run; others return a stub).
+        resume_command: The command that continues an interrupted run.
+    """
+
+    run_dir: Path
+    name: str
+    status: str
+    task: str
+    monitor: str
+    mode: str
+    best_metric: float | None
+    best_epoch: int | None
+    epochs_completed: int
+    epochs: int
+    stopped_early: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    resumed_from: int = 0
+    rank: int = 0
+    resume_command: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def train(
+    settings: Settings,
+    dataset: str | Path | None = None,
+    *,
+    name: str | None = None,
+    exist_ok: bool = False,
+    resume: str | Path | None = None,
+    reprepare: bool = False,
+    progress: ProgressReporter = NULL_PROGRESS,
+) -> TrainResult:
+    """Train a model and write a run folder.
+
+    Args:
+        settings: Resolved settings. To resume, pass the run's ``config.yaml`` resolved with
+            any changes (``--epochs`` may grow); the network and dataset must not change.
+        dataset: See :func:`~visionops.train.dataset.resolve_dataset`; with ``resume``,
+            default is the run's dataset.
+        name: Run folder name under ``settings.runs_root`` (default: ``run-NNN``).
+        exist_ok: Replace an existing run folder of that name.
+        resume: A run folder or name whose ``checkpoints/last.pt`` to continue.
+        reprepare: Prepare the dataset again when it was prepared with other image settings
+            than ``data.image_size``/``channels``/``resize`` ask for (else that is an error).
+        progress: Receives one bar per epoch (``loss``, ``img_s`` fields).
+
+    Returns:
+        The run's outcome; ``status`` is ``interrupted`` after Ctrl-C (``last.pt`` holds
+        the last finished epoch and ``resume_command`` continues it).
+
+    Raises:
+        ConfigError: Unknown model, task mismatch, run name taken, incompatible resume, a
+            prepared dataset that differs from the requested image settings.
+        ConcurrencyError: Another process is writing the same run folder.
+        DeviceError: The requested device does not exist.
+        ArtifactError: Corrupt or foreign checkpoint or run folder to resume.
+        DataError: The dataset cannot be found, fetched or prepared.
+        TrainingError: Too few images for a batch, or the loss diverged (NaN/inf).
+        TrackingError: W&B was asked for and cannot start.
+    """
+    started = time.perf_counter()
+    choice = resolve_device(settings.device, amp=settings.train.amp)
+    context = init_distributed(choice.device)
+    if context.enabled and choice.device.type == "cuda":
+        choice = DeviceChoice(
+            device=torch.device("cuda", context.local_rank),
+            reason=f"rank {context.rank} of {context.world_size}",
+            amp_dtype=choice.amp_dtype,
+            grad_scaler=choice.grad_scaler,
+        )
+    attempt = _Attempt(settings, choice, context, progress, started, reprepare)
+    try:
+        if not context.is_main:
+            return attempt.follow(dataset, resume)
+        return attempt.lead(dataset, name, exist_ok, resume)
+    finally:
+        cleanup_distributed()
+
+
+def _resume_point(run_dir: Path) -> tuple[RunRecord, dict[str, Any]]:
+    """The record and ``last.pt`` of a run to continue; a clear error when there is none."""
+    record = read_run_manifest(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        why = f" ({record.failure})" if record.failure else ""
+        raise ArtifactError(
+            f"{run_dir} never finished an epoch{why}, so it has no checkpoint to resume — train"
+            f" it again with `visionops train --name {run_dir.name} --exist-ok`"
+        )
+    return record, load_checkpoint(last)
+
+
+@dataclass
+class _Prepared:
+    """What every rank builds before training: dataset, task, engine, first epoch."""
+
+    settings: Settings
+    dataset: PreparedDataset
+    task: TrainingTask
+    engine: Engine
+    first_epoch: int
+    checkpoint: dict[str, Any] | None
+
+
+class _Attempt:
+    """One invocation of :func:`train` on this process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        choice: DeviceChoice,
+        context: DistContext,
+        progress: ProgressReporter,
+        started: float,
+        reprepare: bool,
+    ) -> None:
+        self.settings = settings
+        self.choice = choice
+        self.context = context
+        self.progress = progress
+        self.started = started
+        self.reprepare = reprepare
+
+    def prepare(
+        self,
+        dataset_arg: str | Path | None,
+        resumed: tuple[Path, RunRecord, dict[str, Any]] | None,
+    ) -> _Prepared:
+        settings, context = self.settings, self.context
+        if resumed is not None and dataset_arg is None:
+            dataset_arg = resumed[1].dataset.path
+        # Fetching and preparing happen once, on rank 0, while the other ranks wait.
+        if context.enabled and not context.is_main:
+            torch.distributed.barrier()
+        dataset_path = resolve_dataset(
+            settings,
+            dataset_arg,
+            self.progress if context.is_main else NULL_PROGRESS,
+            reprepare=self.reprepare,
+        )
+        if context.enabled and context.is_main:
+            torch.distributed.barrier()
+        dataset = PreparedDataset.open(dataset_path)
+        if settings.data.task is not None and settings.data.task != dataset.task:
+            raise ConfigError(
+                f"{dataset.path} is a {dataset.task} dataset but data.task is"
+                f" {settings.data.task} — drop --task/data.task, or prepare a"
+                f" {settings.data.task} dataset (`visionops data preprocess RAW"
+                f" data.task={settings.data.task}`)"
+            )
+        settings = effective_settings(settings, dataset)
+        task = get_task(dataset.task).from_manifest(
+            dataset.manifest.to_json(), label_smoothing=settings.train.label_smoothing
+        )
+        checkpoint = None
+        if resumed is not None:
+            run_dir, record, checkpoint = resumed
+            _check_resume(record, checkpoint, settings, dataset, task, run_dir)
+
+        seed_everything(settings.train.seed, settings.train.deterministic)
+        engine = Engine(settings, dataset, task, self.choice, context)
+        logger.info(
+            "training {} on {} ({} {}, {} train / {} val images) — {}: {}, {}{}",
+            settings.model.name,
+            dataset.name,
+            task.name,
+            f"{dataset.image_size}px",
+            len(dataset.indices("train")),
+            len(dataset.indices("val")),
+            self.choice.device,
+            self.choice.reason,
+            self.choice.precision,
+            f", {context.world_size} processes" if context.enabled else "",
+        )
+        first_epoch = 1
+        if resumed is not None and checkpoint is not None:
+            engine.load_state(checkpoint, resumed[0] / "checkpoints" / "last.pt")
+            first_epoch = int(checkpoint["epoch"]) + 1
+        # After building (which draws initial weights): the stream every rank's epochs use.
+        if checkpoint is not None:
+            set_rng_state(checkpoint.get("rng") or {})
+        elif context.rank:
+            torch.manual_seed(settings.train.seed + context.rank)
+        return _Prepared(settings, dataset, task, engine, first_epoch, checkpoint)
+
+    def follow(self, dataset_arg: str | Path | None, resume: str | Path | None) -> TrainResult:
+        """Ranks other than 0: build the same engine, train in step with rank 0, write nothing."""
+        resumed = None
+        if resume is not None:
+            run_dir = resolve_run(resume, self.settings.runs_root)
+            resumed = (run_dir, *_resume_point(run_dir))
+        prepared = self.prepare(dataset_arg, resumed)
+        return _follow(
+            prepared.engine,
+            prepared.first_epoch,
+            self.context,
+            prepared.settings,
+            prepared.task,
+            self.choice,
+            self.started,
+        )
+
+    def lead(
+        self,
+        dataset_arg: str | Path | None,
+        name: str | None,
+        exist_ok: bool,
+        resume: str | Path | None,
+    ) -> TrainResult:
+        """Rank 0: claim the run folder first (a concurrent writer fails at once), then train."""
+        runs_root = self.settings.runs_root
+        recover_runs(runs_root)
+        if resume is not None:
+            run_dir = resolve_run(resume, runs_root)
+            record, checkpoint = _resume_point(run_dir)
+            writer = RunWriter.reopen(run_dir, int(checkpoint["epoch"]) + 1)
+            resumed: tuple[Path, RunRecord, dict[str, Any]] | None = (run_dir, record, checkpoint)
+        else:
+            writer = RunWriter.create(runs_root, name, exist_ok)
+            resumed = None
+        with writer:
+            try:
+                prepared = self.prepare(dataset_arg, resumed)
+                config_text = settings_to_yaml(prepared.settings)
+                config_hash = hashlib.sha256(config_text.encode("utf-8")).hexdigest()
+                if resumed is not None:
+                    writer.record = writer.record.model_copy(
+                        update={
+                            "status": "running",
+                            "epochs": prepared.settings.train.epochs,
+                            "config_hash": config_hash,
+                            "finished_at": None,
+                            "failure": None,
+                            "versions": _versions(),
+                        }
+                    )
+                    logger.info("resuming {} after epoch {}", run_dir, prepared.first_epoch - 1)
+                else:
+                    writer.record = _run_record(
+                        writer.path.name,
+                        prepared,
+                        config_hash,
+                        self.choice,
+                        self.context,
+                    )
+                with log_to_file(writer.path / "train.log"):
+                    atomic_write_text(writer.path / "config.yaml", config_text)
+                    writer.write_record()
+                    return _lead(
+                        prepared.engine,
+                        writer,
+                        prepared.first_epoch,
+                        prepared.settings,
+                        prepared.task,
+                        self.choice,
+                        self.context,
+                        self.started,
+                        resumed=resumed is not None,
+                        progress=self.progress,
+                    )
+            except BaseException:
+                if not writer.trusted:
+                    writer.abandon()
+                raise
+
+
+def _follow(
+    engine: Engine,
+    first_epoch: int,
+    context: DistContext,
+    settings: Settings,
+    task: TrainingTask,
+    choice: DeviceChoice,
+    started: float,
+) -> TrainResult:
+    """Ranks other than 0: train in step with rank 0, write nothing."""
+    epochs = settings.train.epochs
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, epochs + 1):
+        engine.train_epoch(epoch, epochs, NULL_PROGRESS)
+        if broadcast_flag(False, context, engine.device):
+            break
+    return TrainResult(
+        run_dir=Path(),
+        name="",
+        status="completed",
+        task=task.name,
+        monitor=task.monitor,
+        mode=task.mode,
+        best_metric=None,
+        best_epoch=None,
+        epochs_completed=epoch,
+        epochs=epochs,
+        device=str(choice.device),
+        precision=choice.precision,
+        seconds=time.perf_counter() - started,
+        rank=context.rank,
+    )
+
+
+def _lead(
+    engine: Engine,
+    writer: RunWriter,
+    first_epoch: int,
+    settings: Settings,
+    task: TrainingTask,
+    choice: DeviceChoice,
+    context: DistContext,
+    started: float,
+    resumed: bool,
+    progress: ProgressReporter,
+) -> TrainResult:
+    """Rank 0: train, validate, checkpoint, log; then score the best checkpoint."""
+    cfg = settings.train
+    record = writer.record
+    best = _finite(record.best_metric)
+    best_epoch: int | None = record.best_epoch
+    epochs_done = first_epoch - 1
+    images_trained = 0
+    train_seconds = 0.0
+    stopped_early = False
+    metrics: dict[str, Any] = {}
+    status = "failed"
+    trained = False
+    tracker: NullTracker | WandbTracker = NullTracker()
+    try:
+        tracker = _start_tracker(settings, writer, task)
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            trained = True
+            result = engine.train_epoch(epoch, cfg.epochs, progress)
+            engine.check_finite(result.loss, epoch, len(engine.train_loader))
+            images_trained += result.images * context.world_size
+            train_seconds += result.seconds
+            phase_started = time.perf_counter()
+            engine.recalibrate_batchnorm(engine.eval_model())
+            calibrated = time.perf_counter()
+            val = engine.evaluate(engine.val_split)
+            validated = time.perf_counter()
+            engine.check_finite(val["loss"], epoch, len(engine.train_loader), "validation")
+            value = val.get(task.monitor, float("nan"))
+            improved = task.better(value, best)
+            if improved:
+                best, best_epoch = value, epoch
+            epochs_done = epoch
+            row = {
+                "epoch": epoch,
+                "train_loss": result.loss,
+                "val_loss": val["loss"],
+                **{f"val_{key}": v for key, v in val.items() if key != "loss"},
+                "lr": engine.optimizer.param_groups[0]["lr"],
+                "seconds": round(result.seconds, 3),
+                "images_per_s": round(result.images * context.world_size / result.seconds, 1),
+            }
+            writer.history.append(row)
+            writer.write_history()
+            record.best_epoch, record.best_metric = best_epoch, best
+            record.epochs_completed = epoch
+            save_checkpoints(engine, writer, epoch, best, improved)
+            writer.write_record()
+            writer.first_epoch_done(settings.runs_root)
+            logger.debug(
+                "epoch {} time: train {:.2f} s, BatchNorm calibration {:.2f} s, validation"
+                " {:.2f} s, checkpoint and records {:.2f} s",
+                epoch,
+                result.seconds,
+                calibrated - phase_started,
+                validated - calibrated,
+                time.perf_counter() - validated,
+            )
+            logger.info(
+                "epoch {}/{}  train loss {:.4f}  val loss {:.4f}  {} {:.4f}{}  {:.1f} s"
+                "  {:.0f} img/s",
+                epoch,
+                cfg.epochs,
+                result.loss,
+                val["loss"],
+                task.monitor,
+                value,
+                "  (best)" if improved else "",
+                result.seconds,
+                row["images_per_s"],
+            )
+            tracker.log_epoch(
+                epoch,
+                {
+                    "train/loss": result.loss,
+                    **{f"val/{key}": v for key, v in val.items()},
+                    "lr": row["lr"],
+                    "images_per_s": row["images_per_s"],
+                    SWEEP_METRIC: best if best is not None else float("nan"),
+                },
+            )
+            stop = (
+                cfg.patience is not None
+                and best_epoch is not None
+                and epoch - best_epoch >= cfg.patience
+                and epoch < cfg.epochs
+            )
+            if broadcast_flag(stop, context, engine.device):
+                stopped_early = True
+                logger.info(
+                    "early stopping: {} has not improved for {} epochs (best {:.4f} at epoch {})",
+                    task.monitor,
+                    cfg.patience,
+                    best,
+                    best_epoch,
+                )
+                break
+        metrics = _final_metrics(engine, writer, task, tracker, best_epoch)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        if not writer.trusted:
+            raise
+        logger.warning(
+            "interrupted — {} holds epoch {}", writer.checkpoints / "last.pt", epochs_done
+        )
+    finally:
+        if writer.trusted:
+            if status == "failed" and not trained and writer.previous_status:
+                # A resume that failed before training anything leaves the run as it was.
+                status = writer.previous_status
+            record.status = status  # type: ignore[assignment]
+            record.finished_at = _now()
+            writer.write_record()
+            _plot(writer, task, best_epoch)
+        tracker.finish(status)
+    return TrainResult(
+        run_dir=writer.path,
+        name=writer.path.name,
+        status=status,
+        task=task.name,
+        monitor=task.monitor,
+        mode=task.mode,
+        best_metric=best,
+        best_epoch=best_epoch,
+        epochs_completed=epochs_done,
+        epochs=cfg.epochs,
+        stopped_early=stopped_early,
+        metrics=metrics,
+        device=str(choice.device),
+        precision=choice.precision,
+        seconds=time.perf_counter() - started,
+        images_per_s=images_trained / train_seconds if train_seconds else 0.0,
+        resumed_from=first_epoch - 1 if resumed else 0,
+        resume_command=(
+            f"visionops train --resume {shown(writer.path)}" if status == "interrupted" else None
+        ),
+    )
+
+
+def _start_tracker(
+    settings: Settings, writer: RunWriter, task: TrainingTask
+) -> NullTracker | WandbTracker:
+    """W&B for this run (continuing the W&B run of an earlier attempt on resume)."""
+    record = writer.record
+    tracking = record.tracking or {}
+    tracker = start_tracking(
+        settings.tracking,
+        run_dir=writer.path,
+        run_name=writer.path.name,
+        config=settings.model_dump(mode="json"),
+        run_id=tracking.get("id"),
+        tags=[task.name, settings.model.name],
+    )
+    if isinstance(tracker, WandbTracker):
+        record.tracking = {
+            "mode": settings.tracking.mode,
+            "project": settings.tracking.project,
+            "id": tracker.run_id,
+            "url": tracker.url,
+        }
+    return tracker
+
+
+def _final_metrics(
+    engine: Engine,
+    writer: RunWriter,
+    task: TrainingTask,
+    tracker: NullTracker | WandbTracker,
+    best_epoch: int | None,
+) -> dict[str, Any]:
+    """Score the best checkpoint on val (tuning multilabel thresholds) and test."""
+    best_path = writer.checkpoints / "best.pt"
+    checkpoint = load_checkpoint(best_path, map_location=str(engine.device))
+    scoring = copy.deepcopy(engine.model)
+    scoring.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+    results: dict[str, Any] = {}
+    val_predictions: np.ndarray[Any, Any] | None = None
+    val_targets: np.ndarray[Any, Any] | None = None
+    for split in (engine.val_split, "test"):
+        if split == "test" and not len(engine.dataset.indices("test")):
+            continue
+        outputs, targets, loss = engine.predict(split, scoring)
+        predictions = task.postprocess(outputs).numpy()
+        if split == engine.val_split:
+            task.fit_postprocessing(predictions, targets)
+            val_predictions, val_targets = predictions, targets
+        results["val" if split == engine.val_split else "test"] = {
+            "loss": loss,
+            **task.metrics(predictions, targets),
+        }
+    for key, value in task.run_fields().items():
+        setattr(writer.record, key, value)
+    payload = {
+        "run": writer.path.name,
+        "task": task.name,
+        "checkpoint": "best",
+        "best_epoch": best_epoch,
+        "monitor": {"metric": task.monitor, "mode": task.mode},
+        **({"val_split": engine.val_split} if engine.val_split != "val" else {}),
+        **results,
+        **task.run_fields(),
+    }
+    atomic_write_json(writer.path / "metrics.json", payload)
+    if tracker.enabled and val_predictions is not None and val_targets is not None:
+        tracker.log_summary(
+            {
+                f"{split}/{key}": value
+                for split in ("val", "test")
+                for key, value in results.get(split, {}).items()
+            }
+        )
+        indices = engine.dataset.indices(engine.val_split)[:_PREDICTION_SAMPLES]
+        tracker.log_predictions(
+            np.asarray(engine.dataset.images[indices]),
+            _sample_captions(task, val_predictions[: len(indices)], val_targets[: len(indices)]),
+        )
+        if task.name == "classification":
+            tracker.log_confusion_matrix(
+                [int(t) for t in val_targets],
+                [int(p) for p in val_predictions.argmax(axis=1)],
+                getattr(task, "class_names", []),
+            )
+        tracker.log_checkpoint(
+            best_path,
+            f"model-{writer.path.name}",
+            {
+                "task": task.name,
+                "best_epoch": best_epoch,
+                task.monitor: writer.record.best_metric,
+            },
+        )
+    return payload
+
+
+def _plot(writer: RunWriter, task: TrainingTask, best_epoch: int | None) -> None:
+    """Training curves into ``plots/``; a plotting problem never fails the run."""
+    if not writer.history:
+        return
+    from visionops import plots
+
+    curves = [task.monitor] + (["f1_macro"] if task.name != "regression" else [])
+    try:
+        plots.plot_loss_curves(writer.history, writer.path / "plots" / "loss.png")
+        plots.plot_metric_curves(
+            writer.history, curves, writer.path / "plots" / "metrics.png", best_epoch
+        )
+        plots.plot_learning_rate(writer.history, writer.path / "plots" / "lr.png")
+    except Exception as exc:  # matplotlib problems must not lose a trained model
+        logger.warning("could not draw the training curves: {}", exc)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "visionops": __version__,
+        "torch": str(torch.__version__).split("+")[0],
+        "torchvision": str(torchvision.__version__).split("+")[0],
+    }
+
+
+def _run_record(
+    name: str,
+    prepared: _Prepared,
+    config_hash: str,
+    choice: DeviceChoice,
+    context: DistContext,
+) -> RunRecord:
+    settings, dataset, task = prepared.settings, prepared.dataset, prepared.task
+    model: VisionModel = prepared.engine.model
+    manifest = dataset.manifest
+    return RunRecord(
+        name=name,
+        status="running",
+        task=task.name,
+        dataset=DatasetRef(
+            path=shown(dataset.path), name=dataset.name, fingerprint=dataset.fingerprint
+        ),
+        model=ModelSpec(
+            name=settings.model.name,
+            num_outputs=task.num_outputs,
+            channels=dataset.channels,
+            image_size=dataset.image_size,
+            feature_dim=model.feature_dim,
+            dropout=settings.model.dropout,
+            pretrained=settings.model.pretrained,
+            freeze_backbone=settings.model.freeze_backbone,
+        ),
+        normalization=Normalization(**prepared.engine.normalization),
+        resize=dataset.resize,
+        class_names=manifest.class_names,
+        target_names=manifest.target_names,
+        target_units=manifest.target_units,
+        target_mean=manifest.target_mean,
+        target_std=manifest.target_std,
+        **task.run_fields(),
+        monitor=Monitor(metric=task.monitor, mode=task.mode),
+        epochs=settings.train.epochs,
+        config_hash=config_hash,
+        created_at=_now(),
+        device={
+            "type": str(choice.device),
+            "precision": choice.precision,
+            "world_size": context.world_size,
+        },
+        versions=_versions(),
+    )
+
+
+def _check_resume(
+    record: RunRecord,
+    checkpoint: Mapping[str, Any],
+    settings: Settings,
+    dataset: PreparedDataset,
+    task: TrainingTask,
+    run_dir: Path,
+) -> None:
+    """Refuse to resume with a different dataset, task or network."""
+    if record.dataset.fingerprint != dataset.fingerprint:
+        raise ConfigError(
+            f"{dataset.path} is not the dataset {run_dir} was trained on (fingerprint"
+            " differs) — resume on the run's own dataset, or start a new run"
+        )
+    spec = record.model.model_dump()
+    wanted = {
+        "name": settings.model.name,
+        "num_outputs": task.num_outputs,
+        "channels": dataset.channels,
+    }
+    for key, value in wanted.items():
+        if spec.get(key) != value:
+            raise ConfigError(
+                f"{run_dir} was trained with model.{key}={spec.get(key)!r}, not {value!r}"
+                " — drop that override to resume, or start a new run"
+            )
+    done = int(checkpoint.get("epoch", 0))
+    if settings.train.epochs <= done:
+        raise TrainingError(
+            f"{run_dir} has already trained {done} of {settings.train.epochs} epochs — pass"
+            f" --epochs {done + max(done // 2, 1)} (more than {done}) to train it further"
+        )
+
+
+def _sample_captions(
+    task: TrainingTask, predictions: np.ndarray[Any, Any], targets: np.ndarray[Any, Any]
+) -> list[str]:
+    captions = []
+    names = getattr(task, "class_names", None) or getattr(task, "target_names", [])
+    for prediction, target in zip(predictions, targets, strict=True):
+        if task.name == "classification":
+            guess = int(prediction.argmax())
+            captions.append(
+                f"pred {names[guess]} ({prediction[guess]:.2f}) · true {names[int(target)]}"
+            )
+        elif task.name == "multilabel":
+            cut = getattr(task, "thresholds", [0.5] * len(names))
+            guessed = [n for n, p, c in zip(names, prediction, cut, strict=True) if p >= c]
+            truth = [n for n, t in zip(names, target, strict=True) if t > 0.5]
+            captions.append(f"pred {', '.join(guessed) or '-'} · true {', '.join(truth) or '-'}")
+        else:
+            pairs = zip(names, prediction, target, strict=True)
+            captions.append(" · ".join(f"{n} {p:.3g}/{t:.3g}" for n, p, t in pairs))
+    return captions
