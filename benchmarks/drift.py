@@ -201,6 +201,7 @@ def power(
     from visionops.drift.samples import reference_sample, subset
     from visionops.drift.simulate import apply_shifts, parse_shifts
     from visionops.serve.session import ModelSession
+    from visionops.tasks import task_for
 
     bundle = load_bundle(bundle_dir)
     reference = reference_sample(bundle)
@@ -230,8 +231,8 @@ def power(
             for _ in range(trials):
                 rows = np.sort(rng.choice(len(pool), size=size, replace=False))
                 result = compare(
-                    reference, subset(current, rows, "trial"), task=bundle.task,
-                    labels=bundle.labels, settings=settings,
+                    reference, subset(current, rows, "trial"), task=task_for(bundle.manifest),
+                    settings=settings,
                 )  # fmt: skip
                 counts["overall"] += result.drifted
                 for family in result.families:
@@ -250,6 +251,7 @@ def reference_choice(
     from visionops.drift.detect import compare
     from visionops.drift.samples import subset
     from visionops.serve.session import ModelSession
+    from visionops.tasks import task_for
 
     bundle = load_bundle(bundle_dir)
     session = ModelSession(bundle, precision="fp32")
@@ -279,8 +281,8 @@ def reference_choice(
         for _ in range(trials):
             rows = np.sort(rng.choice(len(pool), size=size, replace=False))
             result = compare(
-                reference, subset(current, rows, "trial"), task=bundle.task,
-                labels=bundle.labels, settings=settings,
+                reference, subset(current, rows, "trial"), task=task_for(bundle.manifest),
+                settings=settings,
             )  # fmt: skip
             overall += result.drifted
             family = result.family("outputs")

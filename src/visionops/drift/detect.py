@@ -33,6 +33,7 @@ from visionops.drift.stats import (
     mmd_permutation_test,
 )
 from visionops.errors import DriftError
+from visionops.tasks import Task
 
 __all__ = ["DriftResult", "FamilyResult", "compare", "reduce_embeddings"]
 
@@ -213,23 +214,21 @@ def _adjust(rows: list[dict[str, Any]]) -> float:
     return float(adjusted.min()) if len(adjusted) else 1.0
 
 
-def _output_family(
-    reference: Sample, current: Sample, task: str, labels: list[str]
-) -> FamilyResult | str:
+def _output_family(reference: Sample, current: Sample, task: Task) -> FamilyResult | str:
     rows: list[dict[str, Any]] = []
     parts: list[str] = []
     if reference.outputs is not None and current.outputs is not None:
-        count = reference.outputs.shape[1]
-        names = [f"output_{i}" for i in range(count)]
-        shown = [
-            (f"p({labels[i]})" if task != "regression" else labels[i]) if i < len(labels) else n
-            for i, n in enumerate(names)
-        ]
-        rows.extend(_ks_rows(names, shown, reference.outputs, current.outputs))
-        kind = "target" if task == "regression" else "class probability"
-        parts.append(f"KS on each {kind}")
+        # The task names its columns (p(cat), energy, ...); the key keeps the column index.
+        shown = list(task.output_columns(reference.outputs[:1]))
+        names = [f"output_{i}" for i in range(reference.outputs.shape[1])]
+        shown += names[len(shown) :]
+        rows.extend(_ks_rows(names, shown[: len(names)], reference.outputs, current.outputs))
+        parts.append("KS on each output column")
     if reference.classes is not None and current.classes is not None:
-        chi = chi_square_test(reference.classes, current.classes, len(labels))
+        count = reference.outputs.shape[1] if reference.outputs is not None else 0
+        count = max(count, int(reference.classes.max(initial=0)) + 1)
+        count = max(count, int(current.classes.max(initial=0)) + 1)
+        chi = chi_square_test(reference.classes, current.classes, count)
         rows.append(
             {
                 "name": "predicted class",
@@ -280,8 +279,7 @@ def compare(
     reference: Sample,
     current: Sample,
     *,
-    task: str,
-    labels: list[str],
+    task: Task,
     settings: DriftSettings,
     channels: int = 3,
     permutations: int | None = None,
@@ -291,8 +289,8 @@ def compare(
     Args:
         reference: The bundle's reference sample.
         current: The current sample.
-        task: The bundle's task.
-        labels: Class or target names.
+        task: The bundle's task (``visionops.tasks.task_for(bundle.manifest)``): names the
+            output columns.
         settings: ``drift.*`` settings (α, permutations, minimum sample size, PCA).
         channels: Image channels (names the channel-mean statistics).
         permutations: Override ``settings.permutations`` (time windows use fewer).
@@ -325,7 +323,7 @@ def compare(
     families: list[FamilyResult] = []
     for outcome in (
         _embedding_family(reference, current, settings, rng),
-        _output_family(reference, current, task, labels),
+        _output_family(reference, current, task),
         _image_family(reference, current, channels),
     ):
         if isinstance(outcome, str):

@@ -29,6 +29,7 @@ from visionops.drift.detect import DriftResult, compare
 from visionops.drift.features import IMAGE_FEATURES
 from visionops.drift.samples import Sample, reference_sample
 from visionops.errors import DriftError
+from visionops.tasks import task_for
 
 __all__ = ["OnlineDriftMonitor", "monitor_for_serve"]
 
@@ -56,6 +57,7 @@ class OnlineDriftMonitor:
         self.bundle = bundle
         self.settings = settings
         self.reference = reference_sample(bundle)
+        self.task = task_for(bundle.manifest)
         self.on_result = on_result
         self._window: deque[tuple[NDArray[np.float32], NDArray[np.float32] | None, dict[str, Any]]]
         self._window = deque(maxlen=settings.window)
@@ -139,8 +141,7 @@ class OnlineDriftMonitor:
         result = compare(
             self.reference,
             current,
-            task=self.bundle.task,
-            labels=self.bundle.labels,
+            task=self.task,
             settings=self.settings,
             channels=int(self.bundle.input.get("channels", 3)),
         )
@@ -188,7 +189,7 @@ class OnlineDriftMonitor:
             count=len(items),
             embeddings=stacked,
             outputs=outputs,
-            classes=outputs.argmax(axis=1) if self.bundle.task == "classification" else None,
+            classes=self.task.predicted_classes(outputs),
             features=features,
         )
 

@@ -132,7 +132,7 @@ def _run_dataset(bundle_dir: Path) -> Path:
 
     run_dir = bundle_dir.resolve().parent
     manifest = read_run_manifest(run_dir)
-    recorded = str((manifest.get("dataset") or {}).get("path") or "")
+    recorded = manifest.dataset.path
     path = Path(recorded)
     candidates = [path] if path.is_absolute() else [path, run_dir.parent.parent / path]
     for candidate in candidates:

@@ -37,6 +37,7 @@ from visionops.drift.samples import (
 )
 from visionops.errors import DriftError, VisionOpsError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.tasks import task_for
 
 __all__ = ["REPORT_KIND", "DriftReport", "default_log_dir", "drift_report", "render_html"]
 
@@ -116,8 +117,7 @@ def _windows(
         result = compare(
             reference,
             part,
-            task=bundle.task,
-            labels=bundle.labels,
+            task=task_for(bundle.manifest),
             settings=settings.drift,
             channels=int(bundle.input.get("channels", 3)),
             permutations=min(WINDOW_PERMUTATIONS, settings.drift.permutations),
@@ -239,8 +239,7 @@ def drift_report(
     result = compare(
         reference,
         current_sample,
-        task=bundle.task,
-        labels=bundle.labels,
+        task=task_for(bundle.manifest),
         settings=settings.drift,
         channels=channels,
     )

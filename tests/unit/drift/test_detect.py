@@ -9,8 +9,10 @@ from visionops.config import DriftSettings
 from visionops.drift.detect import compare, reduce_embeddings
 from visionops.drift.samples import Sample
 from visionops.errors import DriftError
+from visionops.tasks import task_for
 
 LABELS = ["a", "b", "c"]
+TASK = task_for({"task": "classification", "class_names": LABELS})
 SETTINGS = DriftSettings(permutations=199, pca_dim=8)
 
 
@@ -38,7 +40,7 @@ def _sample(
 def test_same_distribution_is_not_drift() -> None:
     rng = np.random.default_rng(0)
     result = compare(
-        _sample(rng, 300), _sample(rng, 200), task="classification", labels=LABELS,
+        _sample(rng, 300), _sample(rng, 200), task=TASK,
         settings=SETTINGS,
     )  # fmt: skip
     assert not result.drifted
@@ -51,8 +53,7 @@ def test_same_distribution_is_not_drift() -> None:
 def test_brightness_shift_is_found_and_named() -> None:
     rng = np.random.default_rng(1)
     result = compare(
-        _sample(rng, 300), _sample(rng, 200, brightness=0.56), task="classification",
-        labels=LABELS, settings=SETTINGS,
+        _sample(rng, 300), _sample(rng, 200, brightness=0.56), task=TASK, settings=SETTINGS,
     )  # fmt: skip
     assert result.drifted
     images = result.family("images")
@@ -66,7 +67,7 @@ def test_class_mix_shift_fires_the_output_family() -> None:
     rng = np.random.default_rng(2)
     result = compare(
         _sample(rng, 300), _sample(rng, 200, class_probs=(0.7, 0.2, 0.1)),
-        task="classification", labels=LABELS, settings=SETTINGS,
+        task=TASK, settings=SETTINGS,
     )  # fmt: skip
     outputs = result.family("outputs")
     assert outputs is not None and outputs.drifted
@@ -78,8 +79,7 @@ def test_class_mix_shift_fires_the_output_family() -> None:
 def test_embedding_shift_fires_mmd() -> None:
     rng = np.random.default_rng(3)
     result = compare(
-        _sample(rng, 300), _sample(rng, 200, embed_shift=0.3), task="classification",
-        labels=LABELS, settings=SETTINGS,
+        _sample(rng, 300), _sample(rng, 200, embed_shift=0.3), task=TASK, settings=SETTINGS,
     )  # fmt: skip
     embeddings = result.family("embeddings")
     assert embeddings is not None and embeddings.drifted
@@ -91,7 +91,7 @@ def test_false_alarm_rate_of_the_overall_verdict_is_at_most_alpha() -> None:
     settings = DriftSettings(permutations=49, pca_dim=8)
     alarms = sum(
         compare(
-            _sample(rng, 120), _sample(rng, 60), task="classification", labels=LABELS,
+            _sample(rng, 120), _sample(rng, 60), task=TASK,
             settings=settings,
         ).drifted
         for _ in range(40)
@@ -103,7 +103,7 @@ def test_too_few_images_is_refused_with_the_minimum() -> None:
     rng = np.random.default_rng(5)
     with pytest.raises(DriftError, match="has 12 images; drift tests need at least 30"):
         compare(
-            _sample(rng, 100), _sample(rng, 12), task="classification", labels=LABELS,
+            _sample(rng, 100), _sample(rng, 12), task=TASK,
             settings=SETTINGS,
         )  # fmt: skip
 
@@ -113,7 +113,7 @@ def test_embedding_size_mismatch_is_a_foreign_log() -> None:
     current = _sample(rng, 50)
     current.embeddings = np.zeros((50, 7), np.float32)
     with pytest.raises(DriftError, match="another bundle"):
-        compare(_sample(rng, 100), current, task="classification", labels=LABELS, settings=SETTINGS)
+        compare(_sample(rng, 100), current, task=TASK, settings=SETTINGS)
 
 
 def test_pca_is_fitted_on_reference_rows_the_test_does_not_use() -> None:
