@@ -98,7 +98,9 @@ def speed(reference_n: int, current_n: int, dim: int, permutations: int, naive_p
 # ------------------------------------------------------------------------------- power
 
 
-def build_demo(root: Path, images_per_class: int, epochs: int, model: str) -> tuple[Path, Path]:
+def build_demo(
+    root: Path, images_per_class: int, epochs: int, model: str, size: int, pool_per_class: int
+) -> tuple[Path, Path]:
     """Train and export a shapes model; prepare an unseen pool from another demo seed."""
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
@@ -110,7 +112,7 @@ def build_demo(root: Path, images_per_class: int, epochs: int, model: str) -> tu
     common = [
         f"data.demo.images_per_class={images_per_class}",
         "data.demo.image_size=64",
-        "data.image_size=64",
+        f"data.image_size={size}",
         "data.workers=1",
     ]
     settings = load_settings(
@@ -128,10 +130,10 @@ def build_demo(root: Path, images_per_class: int, epochs: int, model: str) -> tu
     prepared = prepare_dataset(raw, settings).path
     run = train(settings, prepared).run_dir
     export_run(settings, run)
-    return root / run / "bundle", build_pool(root, images_per_class)
+    return root / run / "bundle", build_pool(root, pool_per_class, size)
 
 
-def build_pool(root: Path, images_per_class: int) -> Path:
+def build_pool(root: Path, images_per_class: int, size: int) -> Path:
     """Unseen same-distribution images: the shapes demo generated with another seed."""
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
@@ -141,7 +143,7 @@ def build_pool(root: Path, images_per_class: int) -> Path:
         overrides=[
             f"data.demo.images_per_class={images_per_class}",
             "data.demo.image_size=64",
-            "data.image_size=64",
+            f"data.image_size={size}",
             "data.workers=1",
             "data.demo.seed=1",
             f"data.raw_root={root / 'pool' / 'raw'}",
@@ -305,6 +307,8 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--images-per-class", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--pool-per-class", type=int, default=150, help="Unseen images per class.")
     parser.add_argument("--naive-perms", type=int, default=3)
     parser.add_argument("--speed-reference", type=int, default=10_000)
     parser.add_argument("--speed-current", type=int, default=2_000)
@@ -327,14 +331,16 @@ def main() -> None:
             started = time.perf_counter()
             if args.bundle is not None:
                 bundle_dir = args.bundle.resolve()
-                pool_dir = build_pool(Path(tmp), args.images_per_class)
+                pool_dir = build_pool(Path(tmp), args.pool_per_class, args.image_size)
             else:
                 bundle_dir, pool_dir = build_demo(
-                    Path(tmp), args.images_per_class, args.epochs, args.model
-                )
+                    Path(tmp), args.images_per_class, args.epochs, args.model, args.image_size,
+                    args.pool_per_class,
+                )  # fmt: skip
             print(
                 f"\n(demo: {args.model}, {args.images_per_class} images per class,"
-                f" {args.epochs} epochs without augmentation; trained and exported in"
+                f" {args.image_size} px, {args.epochs} epochs without augmentation; trained and"
+                " exported in"
                 f" {time.perf_counter() - started:.0f} s)"
             )
             sizes = [int(s) for s in args.sizes.split(",")]
