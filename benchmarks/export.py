@@ -5,7 +5,7 @@ exported with visionops' own path (``ExportWrapper`` + ``export_onnx``: uint8 in
 normalisation and softmax inside the graph) and quantised with ``quantize_int8`` (static
 QDQ, calibrated on synthetic photo-like images). All three engines run the same
 computation (uint8 pixels → probabilities + embedding) with the same number of threads.
-Latency at batch 1 is sampled in round-robin (``visionops.benchmarking.time_interleaved``:
+Latency at batch 1 is sampled in round-robin (``visionops.timing.time_interleaved``:
 each round times every engine once), so load from other processes hits every engine alike;
 throughput at batch 1 is 1000 / median latency.
 
@@ -77,10 +77,11 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
     import onnxruntime as ort
     import torch
 
-    from visionops.benchmarking import time_interleaved
-    from visionops.export import ExportWrapper, export_onnx, quantize_int8
     from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from visionops.onnx_graph import ExportWrapper, export_onnx
+    from visionops.quantize import quantize_int8
     from visionops.tasks import ClassificationTask
+    from visionops.timing import time_interleaved
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=1000).eval()
@@ -170,7 +171,7 @@ def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]
             "run": str(run_dir),
             "train_seconds": train_seconds,
             "epochs": epochs if run is None else None,
-            "image_size": result.manifest["input"]["size"],
+            "image_size": result.meta.input.size,
             "metric": quantized.get("metric"),
             "split": quantized.get("split"),
             "images": quantized.get("images"),
@@ -181,7 +182,7 @@ def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]
             "reason": quantized.get("reason"),
             "speedup_batch1": quantized.get("speedup"),
             "latency_ms_batch1": quantized.get("latency_ms_batch1"),
-            "parity_max_abs_diff": result.parity["max_abs_diff"],
+            "parity_max_abs_diff": result.parity.max_abs_diff,
         }
     finally:
         if keep is None:

@@ -36,6 +36,8 @@ __all__ = [
     "ModelSpec",
     "Monitor",
     "Normalization",
+    "ParityMetric",
+    "ParityRecord",
     "PredictionRecord",
     "PreparedManifest",
     "RunRecord",
@@ -346,6 +348,38 @@ class BundleMeta(Artifact):
         return self.outputs.get("embedding")
 
 
+class ParityMetric(ArtifactModel):
+    """The monitored metric of the parity images under both engines."""
+
+    name: str
+    pytorch: float | None = None
+    onnxruntime: float | None = None
+    difference: float | None = None
+
+
+class ParityRecord(ArtifactModel):
+    """``runs/<name>/bundle/parity.json``: ONNX Runtime checked against PyTorch at export.
+
+    Not an :class:`Artifact` (it has no kind of its own): it is one of the bundle's files,
+    checksummed in :class:`BundleMeta` ``files``.
+    """
+
+    passed: bool
+    failures: list[str] = Field(default_factory=list)
+    split: str | None = None
+    images: int = 0
+    batch_sizes: list[int] = Field(default_factory=list)
+    atol: float = 1e-4
+    max_abs_diff: dict[str, float] = Field(default_factory=dict)
+    bound: dict[str, float] = Field(default_factory=dict)
+    top1_agreement: float | None = None
+    min_top1_agreement: float | None = None
+    metric: ParityMetric | None = None
+    engines: dict[str, str] = Field(default_factory=dict)
+    checked_at: str | None = None
+    samples: dict[str, Any] | None = None
+
+
 # ---------------------------------------------------------------------- eval
 
 
@@ -404,6 +438,7 @@ class PredictionRecord(ArtifactModel):
     request_id: str
     index: int = 0
     model_version: str
+    precision: str | None = None
     task: TaskName
     prediction: dict[str, Any]
     latency_ms: float | None = None

@@ -3,7 +3,7 @@
 For one exported run it measures, with the same number of threads for every engine and
 after a warm-up: latency at batch 1 (p50 and p95), throughput at batch 8 and 32, the size
 of the weights on disk, and the run's monitored metric on the test split. PyTorch runs the
-exact computation of the bundle (:class:`~visionops.export.ExportWrapper`: uint8 in,
+exact computation of the bundle (:class:`~visionops.onnx_graph.ExportWrapper`: uint8 in,
 normalisation and post-processing included) in eager mode under ``torch.inference_mode``.
 
 Examples:
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import io
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -30,6 +29,7 @@ from numpy.typing import NDArray
 
 from visionops.errors import ArtifactError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.timing import time_interleaved
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -40,12 +40,8 @@ __all__ = [
     "BATCH_SIZES",
     "BenchmarkResult",
     "EngineResult",
-    "Timing",
     "benchmark_run",
-    "compare_latency",
     "cpu_threads",
-    "time_calls",
-    "time_interleaved",
 ]
 
 BATCH_SIZES: Final = (8, 32)
@@ -58,91 +54,6 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity API
         return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Wall times of repeated calls, in milliseconds."""
-
-    samples_ms: tuple[float, ...]
-
-    @property
-    def p50(self) -> float:
-        """Median."""
-        return float(np.percentile(self.samples_ms, 50))
-
-    @property
-    def p95(self) -> float:
-        """95th percentile."""
-        return float(np.percentile(self.samples_ms, 95))
-
-
-def time_interleaved(
-    calls: Mapping[str, Callable[[], object]],
-    *,
-    warmup: int = 3,
-    min_calls: int = 10,
-    min_seconds: float = 1.0,
-    max_calls: int = 1000,
-) -> dict[str, Timing]:
-    """Time several calls in round-robin, after ``warmup`` untimed calls of each.
-
-    Each round calls every entry once, so a burst of load from another process slows every
-    engine alike instead of whichever happened to be measured at the time. Rounds repeat
-    until ``min_calls`` rounds and ``min_seconds`` per entry are reached (or ``max_calls``).
-
-    Args:
-        calls: Named zero-argument callables (one engine on one prepared batch each).
-        warmup: Untimed calls of each before timing.
-        min_calls: Fewest timed calls of each.
-        min_seconds: Least time spent per entry.
-        max_calls: Most timed calls of each.
-
-    Returns:
-        The per-call wall times of each entry.
-
-    Examples:
-        >>> timings = time_interleaved({"sum": lambda: sum(range(1000))}, min_seconds=0.01)
-        >>> timings["sum"].p50 > 0
-        True
-    """
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    budget = min_seconds * max(1, len(calls))
-    began = time.perf_counter()
-    rounds = 0
-    while rounds < max_calls and (rounds < min_calls or time.perf_counter() - began < budget):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            samples[name].append((time.perf_counter() - start) * 1000.0)
-        rounds += 1
-    return {name: Timing(tuple(values)) for name, values in samples.items()}
-
-
-def time_calls(call: Callable[[], object], **options: Any) -> Timing:
-    """Time one call repeatedly (see :func:`time_interleaved` for the options)."""
-    return time_interleaved({"call": call}, **options)["call"]
-
-
-def compare_latency(
-    sessions: Mapping[str, onnxruntime.InferenceSession],
-    images_nhwc: NDArray[np.uint8],
-    layout: str,
-    *,
-    min_seconds: float = 0.25,
-) -> dict[str, float]:
-    """Median latency (ms) of ONNX Runtime sessions on one prepared batch, interleaved."""
-    from visionops.export import INPUT_NAME, to_layout
-
-    feed = {INPUT_NAME: to_layout(images_nhwc, layout)}
-    timings = time_interleaved(
-        {name: partial(session.run, None, feed) for name, session in sessions.items()},
-        min_seconds=min_seconds,
-    )
-    return {name: timing.p50 for name, timing in timings.items()}
 
 
 @dataclass(frozen=True)
@@ -257,17 +168,12 @@ def benchmark_run(
 
     from visionops.bundle import find_bundle, load_bundle
     from visionops.data.prepared import PreparedDataset
-    from visionops.export import (
-        INPUT_NAME,
-        build_wrapper,
-        find_run_dataset,
-        monitored_metric,
-        onnx_predict,
-        ort_session,
-        to_layout,
-    )
+    from visionops.export import find_run_dataset
+    from visionops.onnx_graph import build_wrapper
+    from visionops.onnxrt import INPUT_NAME, onnx_predict, ort_session, to_layout
+    from visionops.parity import monitored_metric
     from visionops.runs import load_trained_model
-    from visionops.tasks import TASKS
+    from visionops.tasks import task_for
 
     bundle = load_bundle(find_bundle(Path(run) if run is not None else None, settings.runs_root))
     run_dir = bundle.path.parent
@@ -276,12 +182,11 @@ def benchmark_run(
             f"bundle {bundle.path} is not inside its run folder — benchmark needs the run's"
             " checkpoint; pass the run folder"
         )
-    which = str((bundle.manifest.get("run") or {}).get("checkpoint") or "best")
+    which = str((bundle.meta.run or {}).get("checkpoint") or "best")
     model, run_record = load_trained_model(run_dir, which)
-    run_manifest = run_record.to_json()
-    layout = str(bundle.input["layout"])
-    task = TASKS[bundle.task].from_manifest(run_manifest)
-    dataset = PreparedDataset.open(find_run_dataset(run_dir, run_manifest))
+    layout = bundle.meta.input.layout
+    task = task_for(run_record)
+    dataset = PreparedDataset.open(find_run_dataset(run_dir, run_record))
     split = "test"
     indices = dataset.indices("test")
     notes: list[str] = []
@@ -302,7 +207,7 @@ def benchmark_run(
     )
     try:
         torch.set_num_threads(threads)
-        wrapper = build_wrapper(model, run_manifest, layout)
+        wrapper = build_wrapper(model, run_record, layout)
         weights = io.BytesIO()
         torch.save(model.state_dict(), weights)
 
@@ -390,7 +295,7 @@ def benchmark_run(
         torch.set_num_threads(previous_threads)
         bar.close()
     return BenchmarkResult(
-        run=str(run_manifest.get("name", run_dir.name)),
+        run=run_record.name,
         task=bundle.task,
         metric=task.monitor,
         split=split,

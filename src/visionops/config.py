@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from visionops.errors import ConfigError
 
@@ -197,7 +197,7 @@ class ServeSettings(_Section):
     queue_size: int = Field(256, ge=1)
     timeout_s: float = Field(10.0, gt=0)
     max_upload_mb: float = Field(10.0, gt=0)
-    api_key: str | None = None
+    api_key: SecretStr | None = Field(None, description="Never printed, logged or saved.")
     allow_unverified: bool = False
     log_images: bool = False
     top_k: int = Field(5, ge=1)

@@ -187,13 +187,14 @@ def append_to_log(result: PredictResult, directory: Path) -> int:
     Returns:
         Records written.
     """
+    from visionops.artifacts import PredictionRecord
     from visionops.serve.predlog import LogEntry, PredictionLog
 
     log = PredictionLog(directory)
     try:
         entries = [
             LogEntry(
-                record=dict(record),
+                record=PredictionRecord.model_validate(record),
                 embedding=None if result.embeddings is None else result.embeddings[row],
             )
             for row, record in enumerate(result.records)

@@ -13,6 +13,8 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from visionops.artifacts import EvalMetrics
+
 __all__ = ["COLUMN_LABELS", "format_value", "metric_label", "render_report"]
 
 _METRICS: dict[str, tuple[str, str]] = {
@@ -203,11 +205,9 @@ def _table(title: str, rows: Sequence[Mapping[str, Any]], note: str = "") -> str
     )
 
 
-def _details(payload: Mapping[str, Any]) -> str:
-    checkpoint = payload.get("checkpoint") or {}
-    dataset = payload.get("dataset") or {}
-    inference = payload.get("inference") or {}
-    model = payload.get("model") or {}
+def _details(record: EvalMetrics) -> str:
+    checkpoint, dataset = record.checkpoint, record.dataset
+    inference, model = record.inference or {}, record.model or {}
     fingerprint = str(dataset.get("fingerprint") or "")
     matches = dataset.get("fingerprint_matches")
     same = ""
@@ -215,37 +215,29 @@ def _details(payload: Mapping[str, Any]) -> str:
         same = " (same as at training)"
     elif matches is False:
         same = " (CHANGED since training)"
+    asked = record.requested_split
     items = [
-        ("run", payload.get("run")),
-        ("task", payload.get("task")),
+        ("run", record.run),
+        ("task", record.task),
         (
             "split",
-            f"{payload.get('split')}"
-            + (
-                f" (asked for {payload.get('requested_split')})"
-                if payload.get("requested_split") not in (None, payload.get("split"))
-                else ""
-            ),
+            record.split + (f" (asked for {asked})" if asked not in (None, record.split) else ""),
         ),
-        ("images scored", payload.get("n")),
+        ("images scored", record.n),
         (
             "checkpoint",
-            f"{checkpoint.get('file')} (epoch {checkpoint.get('epoch')}),"
-            f" sha256 {str(checkpoint.get('sha256', ''))[:16]}…",
+            f"{checkpoint.file} (epoch {checkpoint.epoch}), sha256 {checkpoint.sha256[:16]}…",
         ),
         ("model", f"{model.get('name')} ({model.get('num_outputs')} outputs)"),
         ("dataset", f"{dataset.get('name')} — {dataset.get('path')}"),
-        (
-            "dataset fingerprint",
-            f"{fingerprint[:16]}…" + same,
-        ),
+        ("dataset fingerprint", f"{fingerprint[:16]}…" + same),
         (
             "inference",
             f"{inference.get('device')} ({inference.get('precision')}),"
             f" {inference.get('images_per_s')} images/s",
         ),
     ]
-    thresholds_from = payload.get("thresholds_from")
+    thresholds_from = (record.model_extra or {}).get("thresholds_from")
     if thresholds_from:
         items.append(("thresholds", f"per label, from {thresholds_from}"))
     body = "".join(f"<dt>{_e(key)}</dt><dd>{_e(value)}</dd>" for key, value in items)
@@ -279,34 +271,33 @@ def _plots(captions: Mapping[str, str], images: Mapping[str, bytes]) -> str:
     return f'<h2>Plots</h2><div class="plots">{"".join(figures)}</div>'
 
 
-def render_report(payload: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+def render_report(record: EvalMetrics | Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """Render the evaluation as one self-contained HTML page.
 
     Args:
-        payload: The content of ``metrics.json`` (run, task, split, n, metrics, per_class or
-            per_target, checkpoint, dataset, inference, plots as ``{filename: caption}``,
-            warnings, created_at, visionops_version).
-        images: PNG bytes by file name, for the names in ``payload["plots"]``.
+        record: What ``metrics.json`` holds (the model, or its JSON data).
+        images: PNG bytes by file name, for the names in ``record.plots``.
 
     Returns:
         The HTML text; it references no external file, script, font or style sheet.
     """
-    run = payload.get("run", "?")
-    split = payload.get("split", "?")
-    title = f"visionops eval — {run} · {split}"
-    warnings = payload.get("warnings") or []
+    from visionops.tasks import TASKS
+
+    if not isinstance(record, EvalMetrics):
+        record = EvalMetrics.model_validate(dict(record))
+    title = f"visionops eval — {record.run} · {record.split}"
     warning_html = (
         '<section class="warnings"><strong>Warnings</strong><ul>'
-        + "".join(f"<li>{_e(text)}</li>" for text in warnings)
+        + "".join(f"<li>{_e(text)}</li>" for text in record.warnings)
         + "</ul></section>"
-        if warnings
+        if record.warnings
         else ""
     )
-    per_class = payload.get("per_class") or []
-    per_target = payload.get("per_target") or []
+    per_class, per_target = record.per_class or [], record.per_target or []
     tables = ""
     if per_class:
-        label = "label" if payload.get("task") == "multilabel" else "class"
+        task = TASKS.get(record.task)
+        label = task.row_noun if task is not None else "class"
         tables += _table(
             f"Per {label}",
             per_class,
@@ -320,21 +311,21 @@ def render_report(payload: Mapping[str, Any], images: Mapping[str, bytes]) -> st
             "errors in each target's own unit; MAPE leaves out items whose true value is 0",
         )
     subtitle = (
-        f"{payload.get('task')} · {split} split · {payload.get('n')} images ·"
-        f" {payload.get('checkpoint', {}).get('which', '?')} checkpoint"
+        f"{record.task} · {record.split} split · {record.n} images ·"
+        f" {record.checkpoint.which} checkpoint"
     )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>Evaluation of {_e(run)}</h1><p class=sub>{_e(subtitle)}</p></header>"
+        f"<header><h1>Evaluation of {_e(record.run)}</h1><p class=sub>{_e(subtitle)}</p></header>"
         f"{warning_html}"
-        f"{_headline(payload.get('metrics') or {})}"
-        f"{_plots(payload.get('plots') or {}, images)}"
+        f"{_headline(record.metrics)}"
+        f"{_plots(record.plots, images)}"
         f"{tables}"
-        f"{_details(payload)}"
-        f"<footer>Written by visionops {_e(payload.get('visionops_version', ''))} at"
-        f" {_e(payload.get('created_at', ''))}. Self-contained: plots are embedded.</footer>"
+        f"{_details(record)}"
+        f"<footer>Written by visionops {_e(record.visionops_version or '')} at"
+        f" {_e(record.created_at or '')}. Self-contained: plots are embedded.</footer>"
         "</body></html>\n"
     )

@@ -62,7 +62,14 @@ def _main(
 def test_export_writes_a_verified_bundle(exported: dict[str, object], project: Path) -> None:
     bundle_dir = project / "runs" / "colours-run" / "bundle"
     assert Path(str(exported["bundle"])) == Path("runs/colours-run/bundle")
-    for name in ("model.onnx", "model.int8.onnx", "visionops.json", "parity.json", "reference.npz"):
+    for name in (
+        "model.onnx",
+        "model.int8.onnx",
+        "visionops.json",
+        "parity.json",
+        "parity.npz",
+        "reference.npz",
+    ):
         assert (bundle_dir / name).is_file(), name
     parity = exported["parity"]
     assert isinstance(parity, dict)

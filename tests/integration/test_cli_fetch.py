@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from visionops.cli.app import app
+from visionops.errors import ConcurrencyError
 
 runner = CliRunner()
 SMALL = ["data.demo.images_per_class=4", "data.demo.image_size=32"]
@@ -111,3 +113,37 @@ def test_two_sources_are_a_usage_error() -> None:
     result = runner.invoke(app, ["data", "fetch", "demo:shapes", "demo:anomaly"])
     assert result.exit_code == 2
     assert "one SOURCE at a time" in result.output
+
+
+def test_a_second_fetch_into_the_same_folder_is_refused_while_the_first_writes() -> None:
+    raw_root = Path("data/raw")
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "visionops",
+            "data",
+            "fetch",
+            "demo:shapes",
+            "-q",
+            "data.demo.images_per_class=40",
+            "data.demo.image_size=32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(raw_root.glob(f".shapes.{first.pid}.*.tmp")) and first.poll() is None:
+            assert time.monotonic() < deadline, "the first fetch never started writing"
+            time.sleep(0.02)
+        second = runner.invoke(app, ["data", "fetch", "demo:shapes", *SMALL])
+        assert first.poll() is None, "the first fetch ended too soon for this test"
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert isinstance(second.exception, ConcurrencyError)
+    assert f"data/raw/shapes is being written by process {first.pid}" in str(second.exception)
+    assert first.returncode == 0, err
+    info = json.loads((raw_root / "shapes" / "source.json").read_text())
+    assert info["file_count"] == 8 * 40

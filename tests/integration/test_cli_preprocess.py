@@ -1,8 +1,11 @@
 """``visionops data preprocess`` and ``visionops data info`` through the real CLI."""
 
+import importlib
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from visionops.cli.app import app
+from visionops.errors import ConcurrencyError
 
 runner = CliRunner()
 
@@ -121,3 +125,131 @@ def test_errors_are_one_line_with_the_fix(tmp_path: Path) -> None:
     assert bad_channels.returncode == 2
     assert "data.channels" in bad_channels.stderr
     assert not (tmp_path / "data" / "prepared").exists()
+
+
+# --------------------------------------------------------------------------- crashes and races
+# A preprocess slow enough to be caught in the act: 4-megapixel PNGs take a noticeable time to
+# decode, and copies of one file cost nothing to write.
+
+
+@pytest.fixture(scope="module")
+def slow_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("slow") / "big"
+    pixels = np.zeros((2000, 2000, 3), dtype=np.uint8)
+    for name, colour in (("red", (220, 30, 30)), ("green", (30, 200, 40))):
+        pixels[::5] = colour
+        folder = root / name
+        folder.mkdir(parents=True)
+        Image.fromarray(pixels).save(folder / "0.png", compress_level=1)
+        data = (folder / "0.png").read_bytes()
+        for i in range(1, 6):
+            (folder / f"{i}.png").write_bytes(data)
+    return root
+
+
+def _children(pid: int) -> set[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":  # a zombie has exited; it only waits to be reaped
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+_PREPROCESS = ["data", "preprocess", "-j", "2", "-q", "--size", "16"]
+
+
+def _start_preprocess(raw: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "visionops", *_PREPROCESS, str(raw)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _temps(pid: int) -> list[Path]:
+    return list(Path("data/prepared").glob(f".big.{pid}.*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_kill_9_takes_the_workers_along_and_the_next_run_cleans_up(
+    slow_raw: Path, tmp_path: Path
+) -> None:
+    parent = _start_preprocess(slow_raw)
+    try:
+        _wait_for(lambda: len(_children(parent.pid)) >= 2 or parent.poll() is not None, "workers")
+        workers = _children(parent.pid)
+        assert parent.poll() is None and len(workers) >= 2, parent.communicate()
+        _wait_for(lambda: bool(_temps(parent.pid)), "the temporary output")
+    finally:
+        parent.kill()  # SIGKILL: no cleanup code runs in the parent
+        parent.wait()
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers", 15.0)
+    assert _temps(parent.pid), "kill -9 leaves the half-written folder behind"
+
+    # The next preprocess writing that name (here a small dataset, for speed) cleans up.
+    small = _raw_tree(tmp_path / "small" / "big")
+    again = runner.invoke(app, ["data", "preprocess", str(small), "--size", "16", "-j", "1"])
+    assert again.exit_code == 0, again.output
+    assert "leftover(s) of an interrupted preprocess" in again.output
+    assert not _temps(parent.pid)
+    assert sorted(p.name for p in Path("data/prepared").iterdir()) == ["big"]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(
+    slow_raw: Path,
+) -> None:
+    # Import what the second run needs first, so the race below is not lost to imports.
+    importlib.import_module("visionops.data.prepare")
+    first = _start_preprocess(slow_raw)
+    try:
+        _wait_for(lambda: bool(_temps(first.pid)) or first.poll() is not None, "the first run")
+        second = runner.invoke(app, ["data", "preprocess", str(slow_raw), "--size", "16"])
+        assert first.poll() is None, "the first run ended too soon for this test"
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert isinstance(second.exception, ConcurrencyError)
+    message = str(second.exception)
+    assert f"data/prepared/big is being written by process {first.pid}" in message
+    assert "another `visionops data preprocess` is preparing it" in message
+    assert first.returncode == 0, err
+    assert (Path("data/prepared/big") / "manifest.json").is_file()
+
+
+def test_without_raw_the_configured_source_names_the_folder(tmp_path: Path) -> None:
+    _raw_tree(tmp_path / "data" / "raw" / "fer2013")
+    result = runner.invoke(
+        app, ["data", "preprocess", "data.source=kaggle:msambare/fer2013/versions/3", "-j", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "prepared" / "fer2013" / "manifest.json").is_file()
+    (tmp_path / "photos.tar.gz").write_bytes(b"")
+    _raw_tree(tmp_path / "data" / "raw" / "photos")
+    result = runner.invoke(app, ["data", "preprocess", "data.source=photos.tar.gz", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "prepared" / "photos" / "manifest.json").is_file()

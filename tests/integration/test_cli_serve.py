@@ -2,7 +2,7 @@
 
 Covers what only a real server shows: the port-in-use error, SIGTERM with a request in
 flight (answered, logged, then a clean exit), exporting a run that has no bundle before
-serving it (without torch in the server process), and the upload page in headless Chromium.
+serving it (with the same settings), and the upload page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -219,25 +219,129 @@ def test_sigterm_finishes_the_request_in_flight_and_flushes_the_log(
         httpx.get(f"{live.url}/health", timeout=2)
 
 
+def _raw_exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one HTTP/1.1 request on ``sock`` and read exactly one response."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed mid-response: {data!r}")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+def _post(path: str, body: bytes, content_type: str, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def test_deep_json_is_a_4xx_and_the_connection_survives(server: Server, tmp_path: Path) -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    image = base64.b64encode(colour_png(tmp_path / "red.png", "red").read_bytes())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        status, headers, body = _raw_exchange(sock, _post("/predict", deep, "application/json"))
+        assert status == 422
+        assert json.loads(body)["error"]["kind"] == "invalid_json"
+        assert headers.get("connection", "keep-alive") != "close"
+        # The same keep-alive connection answers the next request.
+        valid = b'{"image": "' + image + b'"}'
+        status, _, body = _raw_exchange(sock, _post("/predict", valid, "application/json"))
+    assert status == 200
+    assert json.loads(body)["predictions"][0]["label"] == "red"
+
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def guarded_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("guarded") / "predictions"
+
+
+@pytest.fixture(scope="module")
+def guarded(project: Path, guarded_log_dir: Path) -> Iterator[Server]:
+    """A server with an API key and a 2 s deadline, logging to a folder a test can break."""
+    live = start_server(
+        project, "--api-key", SECRET, "--timeout", "2", "--log-dir", str(guarded_log_dir)
+    )
+    yield live
+    if live.process.returncode is None:
+        live.stop()
+
+
+def test_a_stalled_upload_is_a_408_not_overload(guarded: Server) -> None:
+    head = _post("/predict", b"", "application/json", f"X-API-Key: {SECRET}\r\n")
+    head = head.replace(b"Content-Length: 0", b"Content-Length: 5000")
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        status, _, body = _raw_exchange(sock, head + b'{"image": "iVBO')  # then nothing
+    error = json.loads(body)["error"]
+    assert status == 408
+    assert error["kind"] == "request_body_incomplete"
+    assert "incomplete" in error["message"]
+    assert "overloaded" not in error["message"]
+
+
+def test_the_api_key_never_reaches_the_server_log(
+    guarded: Server, guarded_log_dir: Path, tmp_path: Path
+) -> None:
+    log_dir = guarded_log_dir
+    payload = colour_png(tmp_path / "red.png", "red").read_bytes()
+    files = {"file": ("red.png", payload, "image/png")}
+    with httpx.Client(base_url=guarded.url, timeout=30) as http:
+        ok = http.post("/predict", files=files, headers={"X-API-Key": SECRET})
+        assert ok.status_code == 200
+        shutil.rmtree(log_dir)
+        log_dir.write_text("not a folder")  # the next prediction fails inside the server
+        try:
+            failed = http.post(
+                "/predict", files=files, headers={"Authorization": f"Bearer {SECRET}"}
+            )
+            deep = http.post(
+                "/predict",
+                content=b"[" * 1000 + b"]" * 1000,
+                headers={"X-API-Key": SECRET, "Content-Type": "application/json"},
+            )
+        finally:
+            log_dir.unlink()
+        bodies = [failed.text, deep.text, http.get("/metrics").text]
+    assert failed.status_code == 500
+    assert deep.status_code == 422
+    output = guarded.stop()
+    assert "request" in output and "failed" in output  # the failure is logged...
+    assert SECRET not in output  # ...without the key
+    for body in bodies:
+        assert SECRET not in body
+
+
 @pytest.mark.slow
-def test_a_run_without_bundle_is_exported_first_and_served_without_torch(
+def test_a_run_without_bundle_is_exported_first_with_the_same_settings(
     project: Path,
 ) -> None:
     assert not (project / "runs" / "dishes-run" / "bundle").exists()
-    live = start_server(project, "dishes-run", ready_within=300)
+    # An export setting as an override: the export must see it (a `python -m visionops
+    # export` child process used to drop every setting).
+    live = start_server(project, "dishes-run", "export.layout=NHWC", ready_within=300)
     try:
         meta = httpx.get(f"{live.url}/metadata").json()
-        maps = Path(f"/proc/{live.process.pid}/maps")
-        mapped = maps.read_text() if maps.exists() else ""
     finally:
         output = live.stop(signal.SIGINT)
     assert live.process.returncode == 130, output  # Ctrl-C: "interrupted"
-    assert (project / "runs" / "dishes-run" / "bundle" / "visionops.json").is_file()
+    manifest = json.loads(
+        (project / "runs" / "dishes-run" / "bundle" / "visionops.json").read_text()
+    )
+    assert manifest["input"]["layout"] == "NHWC"
+    assert meta["input"]["layout"] == "NHWC"
     assert meta["task"] == "regression"
     assert meta["model_version"].startswith("dishes-run@")
     assert "exporting it first" in output
-    if mapped:
-        assert "libtorch" not in mapped  # the server process never loaded torch
 
 
 # ------------------------------------------------------------------ the upload page

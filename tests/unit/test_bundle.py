@@ -1,7 +1,7 @@
 """``visionops.bundle``: the torch-free reader serve and drift trust.
 
-These tests build bundle folders by hand (the reader checks files and records, not the
-graph), so every refusal path is exercised without an export.
+The bundles here are tiny but real (bundle_helpers.py: an ONNX graph made with onnx.helper,
+sealed by the real writer), so every refusal path is exercised without an export.
 """
 
 from __future__ import annotations
@@ -9,82 +9,74 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
+from bundle_helpers import CLASS_NAMES, make_bundle, tiny_graph
 
 from visionops._io import file_sha256
-from visionops.bundle import find_bundle, load_bundle, write_bundle_manifest
+from visionops.bundle import find_bundle, load_bundle, read_onnx_metadata
 from visionops.errors import ArtifactError
 
-MANIFEST = {
-    "task": "classification",
-    "model_version": "run-001@abcdef12",
-    "input": {
-        "name": "pixels",
-        "dtype": "uint8",
-        "layout": "NCHW",
-        "size": 32,
-        "channels": 3,
-        "resize": "crop",
-        "max_image_pixels": 64_000_000,
-    },
-    "outputs": {"main": "probabilities", "embedding": "embedding"},
-    "class_names": ["cat", "dog"],
-    "target_names": None,
-    "target_units": None,
-    "thresholds": None,
-    "quantized": None,
-}
+BUNDLE_FILES = ("model.onnx", "parity.json", "parity.npz", "reference.npz")
 
 
-def _bundle(folder: Path, *, passed: bool | None = True, int8: bool = False) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(b"graph bytes")
-    (folder / "reference.npz").write_bytes(b"reference bytes")
-    if passed is not None:
-        (folder / "parity.json").write_text(json.dumps({"passed": passed}))
-    manifest = dict(MANIFEST)
-    if int8:
-        (folder / "model.int8.onnx").write_bytes(b"int8 graph")
-        manifest["quantized"] = {"accepted": True, "file": "model.int8.onnx"}
-    write_bundle_manifest(folder, manifest)
-    return folder
+def _edit_manifest(folder: Path, **changes: object) -> None:
+    path = folder / "visionops.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}, indent=2))
 
 
 def test_manifest_records_every_file(tmp_path: Path) -> None:
-    folder = _bundle(tmp_path / "bundle")
+    folder = make_bundle(tmp_path / "bundle")
     (folder / ".hidden").write_text("ignored")
     manifest = json.loads((folder / "visionops.json").read_text())
     assert manifest["kind"] == "visionops.bundle"
     assert manifest["schema_version"] == 1
-    assert manifest["files"] == {
-        name: file_sha256(folder / name) for name in ("model.onnx", "parity.json", "reference.npz")
-    }
+    assert manifest["files"] == {name: file_sha256(folder / name) for name in BUNDLE_FILES}
+
+
+def test_manifest_is_sealed_in_the_graph(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "bundle", int8=True)
+    manifest = json.loads((folder / "visionops.json").read_text())
+    del manifest["files"]
+    for graph in ("model.onnx", "model.int8.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(folder / graph)).metadata_props}
+        assert json.loads(props["visionops"]) == manifest
+
+
+def test_metadata_is_read_without_loading_the_graph(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "bundle")
+    proto = onnx.load(str(folder / "model.onnx"))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "author", "ünïcode ✓"
+    onnx.save_model(proto, str(tmp_path / "m.onnx"))
+    expected = {p.key: p.value for p in proto.metadata_props}
+    assert read_onnx_metadata(tmp_path / "m.onnx") == expected
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 12)
+    with pytest.raises(ArtifactError, match="not a readable ONNX model"):
+        read_onnx_metadata(tmp_path / "junk.onnx")
 
 
 def test_load_verified_bundle(tmp_path: Path) -> None:
-    bundle = load_bundle(_bundle(tmp_path / "bundle", int8=True))
-    assert bundle.task == "classification"
-    assert bundle.labels == ["cat", "dog"]
-    assert bundle.model_version == "run-001@abcdef12"
-    assert bundle.input["size"] == 32
+    bundle = load_bundle(make_bundle(tmp_path / "bundle", int8=True))
+    assert bundle.task == bundle.meta.task == "classification"
+    assert bundle.labels == CLASS_NAMES
+    assert bundle.model_version == "tiny-run@abcdef12"
+    assert bundle.meta.input.size == 4
+    assert bundle.meta.input.layout == "NCHW"
     assert bundle.model_path.name == "model.onnx"
     assert bundle.int8_model_path is not None
     assert bundle.int8_model_path.name == "model.int8.onnx"
-    assert bundle.parity == {"passed": True}
+    assert bundle.parity is not None and bundle.parity.passed
 
 
 def test_refused_int8_is_not_offered(tmp_path: Path) -> None:
-    folder = tmp_path / "bundle"
-    _bundle(folder)
-    manifest = json.loads((folder / "visionops.json").read_text())
-    manifest["quantized"] = {"accepted": False, "reason": "drop too large"}
-    (folder / "visionops.json").write_text(json.dumps(manifest))
+    folder = make_bundle(tmp_path / "bundle", quantized={"accepted": False, "reason": "drop"})
     assert load_bundle(folder).int8_model_path is None
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "reference.npz", "parity.json"])
+@pytest.mark.parametrize("name", BUNDLE_FILES)
 def test_edited_file_is_refused(tmp_path: Path, name: str) -> None:
-    folder = _bundle(tmp_path / "bundle")
+    folder = make_bundle(tmp_path / "bundle")
     with (folder / name).open("ab") as handle:
         handle.write(b" ")
     with pytest.raises(ArtifactError, match=f"{name} was modified after export") as error:
@@ -93,8 +85,54 @@ def test_edited_file_is_refused(tmp_path: Path, name: str) -> None:
     load_bundle(folder, verify=False, allow_unverified=True)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("class_names", CLASS_NAMES[::-1]),
+        ("thresholds", [0.9, 0.9, 0.9]),
+        ("input", {"name": "pixels", "size": 4, "channels": 3, "max_image_pixels": 10**9}),
+        ("task", "multilabel"),
+    ],
+)
+def test_edited_manifest_is_refused(tmp_path: Path, field: str, value: object) -> None:
+    # The reversed class names would give every answer the wrong label with no other sign.
+    folder = make_bundle(tmp_path / "bundle")
+    _edit_manifest(folder, **{field: value})
+    with pytest.raises(ArtifactError) as error:
+        load_bundle(folder)
+    message = str(error.value)
+    assert f"visionops.json was modified after export ({field} differ" in message
+    assert "visionops export --force" in message
+    assert "\n" not in message
+
+
+def test_added_manifest_field_is_refused(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "bundle")
+    _edit_manifest(folder, target_units=["kcal"])
+    with pytest.raises(ArtifactError, match=r"\(target_units differ"):
+        load_bundle(folder)
+
+
+def test_graph_checksum_dropped_from_the_manifest_is_refused(tmp_path: Path) -> None:
+    # Without its checksum the graph (and the manifest copy sealed in it) could be swapped.
+    folder = make_bundle(tmp_path / "bundle")
+    manifest = json.loads((folder / "visionops.json").read_text())
+    del manifest["files"]["model.onnx"]
+    (folder / "visionops.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"records no checksum for model\.onnx"):
+        load_bundle(folder)
+
+
+def test_graph_without_sealed_manifest_is_refused(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "bundle")
+    tiny_graph(folder / "model.onnx")  # an unsealed graph with its checksum recorded
+    _edit_manifest(folder, files={"model.onnx": file_sha256(folder / "model.onnx")})
+    with pytest.raises(ArtifactError, match="carries no visionops metadata"):
+        load_bundle(folder)
+
+
 def test_missing_file_is_refused(tmp_path: Path) -> None:
-    folder = _bundle(tmp_path / "bundle")
+    folder = make_bundle(tmp_path / "bundle")
     (folder / "reference.npz").unlink()
     with pytest.raises(ArtifactError, match=r"reference\.npz is missing"):
         load_bundle(folder)
@@ -102,20 +140,20 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("passed", [False, None])
 def test_no_passing_parity_needs_allow_unverified(tmp_path: Path, passed: bool | None) -> None:
-    folder = _bundle(tmp_path / "bundle", passed=passed)
+    folder = make_bundle(tmp_path / "bundle", passed=passed)
     with pytest.raises(ArtifactError, match=r"no passing parity record.*--allow-unverified"):
         load_bundle(folder)
     assert load_bundle(folder, allow_unverified=True).task == "classification"
 
 
 def test_not_a_bundle(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match=r"not a bundle .*visionops export"):
+    with pytest.raises(ArtifactError, match=r"visionops\.json does not exist .*visionops export"):
         load_bundle(tmp_path)
     (tmp_path / "visionops.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="not valid JSON"):
+    with pytest.raises(ArtifactError, match="not readable JSON"):
         load_bundle(tmp_path)
     (tmp_path / "visionops.json").write_text(json.dumps({"kind": "visionops.run"}))
-    with pytest.raises(ArtifactError, match="not a visionops bundle manifest"):
+    with pytest.raises(ArtifactError, match=r"'visionops\.run' manifest, not 'visionops\.bundle'"):
         load_bundle(tmp_path)
     (tmp_path / "visionops.json").write_text(
         json.dumps({"kind": "visionops.bundle", "schema_version": 99})
@@ -131,7 +169,7 @@ def test_find_bundle_from_bundle_run_or_latest(tmp_path: Path) -> None:
     (run_dir / "run.json").write_text(json.dumps({"kind": "visionops.run", "schema_version": 1}))
     with pytest.raises(ArtifactError, match=r"has no bundle .*visionops export"):
         find_bundle(run_dir, runs)
-    bundle_dir = _bundle(run_dir / "bundle")
+    bundle_dir = make_bundle(run_dir / "bundle")
     (runs / "latest").symlink_to("run-001")
     assert find_bundle(bundle_dir, runs) == bundle_dir
     assert find_bundle(run_dir, runs) == bundle_dir

@@ -12,6 +12,10 @@ import json
 import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +26,20 @@ import pytest
 import torch
 from torch import nn
 
-from visionops.bundle import load_bundle
+from visionops.artifacts import BundleMeta
+from visionops.bundle import load_bundle, read_onnx_metadata
 from visionops.config import Settings, load_settings
-from visionops.errors import ArtifactError, DatasetNotFoundError, ExportError
-from visionops.export import ExportResult, export_onnx, export_run
+from visionops.errors import (
+    ArtifactError,
+    ConcurrencyError,
+    DatasetNotFoundError,
+    DeviceError,
+    ExportError,
+)
+from visionops.export import ExportResult, export_run
 from visionops.imaging import image_statistics
+from visionops.onnx_graph import export_onnx
+from visionops.onnxrt import CPU_PROVIDER, ort_session, verify_provider_parity
 from visionops.runs import load_trained_model
 from visionops.tasks import TASKS
 
@@ -124,13 +137,13 @@ def test_bundle_has_the_documented_files(exported: Any, run: str) -> None:
     assert {"model.onnx", "visionops.json", "parity.json", "reference.npz"} <= names
     manifest = json.loads((bundle_dir / "visionops.json").read_text())
     assert set(manifest["files"]) == names - {"visionops.json"}
-    assert not [p for p in bundle_dir.parent.iterdir() if p.name.startswith(".bundle")]
+    assert not list(bundle_dir.parent.glob(".bundle.*.tmp"))
 
 
 @pytest.mark.parametrize("run", RUNS)
 def test_graph_takes_uint8_with_dynamic_batch_and_matches_pytorch(exported: Any, run: str) -> None:
     project, results = exported
-    layout = results[run].manifest["input"]["layout"]
+    layout = results[run].meta.input.layout
     graph = onnx.load(str(project / "runs" / run / "bundle" / "model.onnx")).graph
     (pixels,) = graph.input
     assert pixels.name == "pixels"
@@ -171,6 +184,7 @@ def test_metadata_in_onnx_and_manifest(exported: Any, run: str) -> None:
     manifest = json.loads((bundle_dir / "visionops.json").read_text())
     run_manifest = json.loads((project / "runs" / run / "run.json").read_text())
     props = {p.key: p.value for p in onnx.load(str(bundle_dir / "model.onnx")).metadata_props}
+    assert read_onnx_metadata(bundle_dir / "model.onnx") == props
     embedded = json.loads(props["visionops"])
     assert embedded == {k: v for k, v in manifest.items() if k != "files"}
     assert manifest["kind"] == "visionops.bundle"
@@ -197,16 +211,16 @@ def test_multilabel_thresholds_and_regression_units_travel(exported: Any) -> Non
     project, results = exported
     run_manifest = json.loads((project / "runs" / "tags-run" / "run.json").read_text())
     assert run_manifest["thresholds"]
-    assert results["tags-run"].manifest["thresholds"] == run_manifest["thresholds"]
-    assert results["tags-run"].manifest["input"]["layout"] == "NHWC"
-    assert results["dishes-run"].manifest["target_units"] == ["kcal", "g"]
+    assert results["tags-run"].meta.thresholds == run_manifest["thresholds"]
+    assert results["tags-run"].meta.input.layout == "NHWC"
+    assert results["dishes-run"].meta.target_units == ["kcal", "g"]
 
 
 @pytest.mark.parametrize("run", RUNS)
 def test_parity_record(exported: Any, run: str) -> None:
     project, results = exported
     parity = json.loads((project / "runs" / run / "bundle" / "parity.json").read_text())
-    assert parity == results[run].parity
+    assert parity == results[run].parity.model_dump(mode="json")
     assert parity["passed"] is True
     assert parity["split"] == "val"
     _, _, splits = _dataset(project, run)
@@ -226,7 +240,7 @@ def test_parity_record(exported: Any, run: str) -> None:
 def test_serve_side_loader_accepts_the_bundle(exported: Any, run: str) -> None:
     project, _ = exported
     bundle = load_bundle(project / "runs" / run / "bundle")
-    assert bundle.parity["passed"]
+    assert bundle.parity is not None and bundle.parity.passed
     assert bundle.model_path.is_file()
 
 
@@ -296,6 +310,57 @@ def test_edited_bundle_is_refused(exported: Any, tmp_path: Path) -> None:
         load_bundle(bundle_dir)
 
 
+def test_reversed_class_names_are_refused_on_load(exported: Any, tmp_path: Path) -> None:
+    # Served, this bundle would label every red image "yellow" with no warning.
+    project, _ = exported
+    bundle_dir = shutil.copytree(project / "runs" / "colours-run" / "bundle", tmp_path / "b")
+    meta = BundleMeta.read(bundle_dir)
+    assert meta.class_names is not None
+    meta.model_copy(update={"class_names": meta.class_names[::-1]}).write(bundle_dir)
+    with pytest.raises(ArtifactError) as error:
+        load_bundle(bundle_dir)
+    message = str(error.value)
+    assert "visionops.json was modified after export (class_names differ" in message
+    assert "visionops export --force" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_parity_samples_reproduce_on_the_cpu(exported: Any, run: str) -> None:
+    project, _ = exported
+    bundle = load_bundle(project / "runs" / run / "bundle")
+    assert bundle.parity is not None
+    _, _, splits = _dataset(project, run)
+    count = min(16, int((splits == 1).sum()))
+    assert bundle.parity.samples == {"file": "parity.npz", "images": count}
+    with np.load(bundle.path / "parity.npz", allow_pickle=False) as samples:
+        assert (splits[samples["indices"]] == 1).all()  # validation images
+        assert samples["pixels"].shape == (count, 32, 32, 3)
+    record = verify_provider_parity(bundle, [CPU_PROVIDER])
+    assert record.passed and record.images == count
+    assert record.bound == bundle.parity.bound
+
+
+def test_provider_parity_refuses_a_session_of_another_model(exported: Any) -> None:
+    # The int8 graph stands in for a provider whose kernels answer differently.
+    project, _ = exported
+    bundle = load_bundle(project / "runs" / "colours-run" / "bundle")
+    assert bundle.int8_model_path is not None
+    with pytest.raises(DeviceError, match="does not reproduce its verified CPU outputs"):
+        verify_provider_parity(bundle, session=ort_session(bundle.int8_model_path))
+
+
+def test_exist_ok_returns_the_existing_bundle(exported: Any) -> None:
+    project, results = exported
+    manifest = project / "runs" / "tags-run" / "bundle" / "visionops.json"
+    before = manifest.read_bytes()
+    again = export_run(_settings(project), "tags-run", exist_ok=True)
+    assert again.exported is False
+    assert again.meta == results["tags-run"].meta
+    assert again.parity == results["tags-run"].parity
+    assert manifest.read_bytes() == before
+
+
 def test_existing_bundle_needs_force(exported: Any) -> None:
     project, _ = exported
     manifest = project / "runs" / "colours-run" / "bundle" / "visionops.json"
@@ -316,7 +381,7 @@ def project(handmade_runs: Path, tmp_path: Path) -> Path:
 def _assert_no_bundle(project: Path, run: str) -> None:
     run_dir = project / "runs" / run
     assert not (run_dir / "bundle").exists()
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".bundle")]
+    assert not list(run_dir.glob(".bundle.*.tmp"))
 
 
 def test_missing_checkpoint(project: Path) -> None:
@@ -387,7 +452,7 @@ def test_failed_parity_writes_nothing_and_keeps_the_previous_bundle(project: Pat
     assert "\n" not in str(error.value)
     assert [p.name for p in bundle_dir.iterdir()] == ["visionops.json"]
     assert (bundle_dir / "visionops.json").read_text() == "{}"
-    assert not [p.name for p in bundle_dir.parent.iterdir() if p.name.startswith(".bundle")]
+    assert not list(bundle_dir.parent.glob(".bundle.*.tmp"))
 
 
 @torch.library.custom_op("visionops_test::wobble", mutates_args=())
@@ -423,3 +488,44 @@ def test_unsupported_operator_is_named_with_its_layer(tmp_path: Path) -> None:
     assert "operator visionops_test.wobble in layer block.1 (Wobble)" in message
     assert "\n" not in message
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _wait_for(condition: Any, process: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until ``condition()`` holds while ``process`` runs (fail if it exits first)."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the export exited ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_second_export_is_refused_and_a_killed_ones_leftovers_are_cleaned(project: Path) -> None:
+    run_dir = project / "runs" / "tags-run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "visionops", "export", "tags-run", "-q"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: any(run_dir.glob(".bundle.*.tmp")), first, "it staged its bundle")
+        with pytest.raises(ConcurrencyError, match=f"being written by process {first.pid}"):
+            export_run(_settings(project), "tags-run")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    leftovers = list(run_dir.glob(".bundle.*.tmp"))
+    assert leftovers, "kill -9 leaves the staged bundle behind"
+    assert not (run_dir / "bundle").exists()
+
+    result = export_run(_settings(project), "tags-run")
+    assert result.parity.passed
+    assert not [path for path in leftovers if path.exists()]
+    assert load_bundle(run_dir / "bundle").task == "multilabel"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from visionops.artifacts import EvalMetrics
 from visionops.eval_plots import (
     confusion_matrix_png,
     per_class_bars_png,
@@ -38,7 +39,7 @@ class _Resources(HTMLParser):
         self.urls += [value or "" for name, value in attrs if name in {"src", "href"}]
 
 
-def _payload(**changes: Any) -> dict[str, Any]:
+def _payload(**changes: Any) -> EvalMetrics:
     payload: dict[str, Any] = {
         "run": "run-003",
         "task": "classification",
@@ -61,7 +62,7 @@ def _payload(**changes: Any) -> dict[str, Any]:
         "visionops_version": "0.1.0",
     }
     payload.update(changes)
-    return payload
+    return EvalMetrics(**payload)
 
 
 @pytest.fixture(scope="module")

@@ -53,33 +53,36 @@ def _metric(value: object) -> str:
 
 
 def _export_table(result: ExportResult) -> Table:
-    manifest, parity = result.manifest, result.parity
+    meta, parity = result.meta, result.parity
     table = Table(title=f"bundle {result.bundle_dir}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    spec = manifest["input"]
-    table.add_row("task", f"{manifest['task']} · {manifest['model_version']}")
+    spec = meta.input
+    table.add_row("task", f"{meta.task} · {meta.model_version}")
     table.add_row(
         "input",
-        f"{spec['name']} uint8 {spec['layout']} (batch, {spec['size']}px, {spec['channels']} ch),"
-        f" resize {spec['resize']}",
+        f"{spec.name} uint8 {spec.layout} (batch, {spec.size}px, {spec.channels} ch),"
+        f" resize {spec.resize}",
     )
-    table.add_row("outputs", f"{manifest['outputs']['main']}, {manifest['outputs']['embedding']}")
-    bounds = parity.get("bound") or {}
+    table.add_row("outputs", ", ".join(meta.outputs.values()))
     diffs = ", ".join(
-        f"{name} {value:.1e} (≤ {bounds.get(name, parity['atol']):.1e})"
-        for name, value in parity["max_abs_diff"].items()
+        f"{name} {value:.1e} (≤ {parity.bound.get(name, parity.atol):.1e})"
+        for name, value in parity.max_abs_diff.items()
     )
-    agreement = parity.get("top1_agreement")
-    metric = parity["metric"]
+    agreement = parity.top1_agreement
+    metric = parity.metric
     table.add_row(
         "parity",
-        f"[green]passed[/] on {parity['images']} {parity['split']} images: max |diff| {diffs}"
+        f"[green]passed[/] on {parity.images} {parity.split} images: max |diff| {diffs}"
         + (f", top-1 agreement {agreement:.2%}" if agreement is not None else "")
-        + f", {metric['name']} {_metric(metric['pytorch'])} → {_metric(metric['onnxruntime'])}",
+        + (
+            f", {metric.name} {_metric(metric.pytorch)} → {_metric(metric.onnxruntime)}"
+            if metric is not None
+            else ""
+        ),
     )
-    split = manifest.get("metrics_split") or {}
-    shown = {k: v for k, v in manifest["metrics"].items() if "/" not in k}
+    split = meta.metrics_split or {}
+    shown = {k: v for k, v in meta.metrics.items() if "/" not in k}
     table.add_row(
         f"metrics ({split.get('split', '?')}, ONNX)",
         ", ".join(f"{name} {_metric(value)}" for name, value in shown.items()),
@@ -95,7 +98,7 @@ def _export_table(result: ExportResult) -> Table:
             else "quantisation failed (see below)"
         )
         table.add_row("int8", f"{verdict}: {detail}")
-    for name, digest in manifest["files"].items():
+    for name, digest in meta.files.items():
         path = result.bundle_dir / name
         table.add_row(name, f"{_size(path.stat().st_size)}  sha256 {digest[:12]}…")
     return table
@@ -156,8 +159,8 @@ def export(
         print_json(
             {
                 "bundle": str(result.bundle_dir),
-                "manifest": result.manifest,
-                "parity": result.parity,
+                "manifest": result.meta.to_json(),
+                "parity": result.parity.model_dump(mode="json"),
                 "warnings": result.warnings,
                 "seconds": round(result.seconds, 2),
             }

@@ -9,6 +9,7 @@ import typer
 
 from visionops.cli._common import (
     ConfigFile,
+    Device,
     PrintConfig,
     Quiet,
     Verbose,
@@ -86,6 +87,7 @@ def serve(
             help="auto (int8 when export kept one, else fp32) | fp32 | int8.",
         ),
     ] = None,
+    device: Device = None,
     log_dir: Annotated[
         Path | None,
         typer.Option(
@@ -111,6 +113,7 @@ def serve(
         config_file=config,
         overrides=overrides,
         print_config=print_config,
+        device=device,
         serve__host=host,
         serve__port=port,
         serve__workers=workers,
@@ -128,9 +131,7 @@ def serve(
     from visionops.serve.runner import run_server
 
     target = Path(target_arg) if target_arg else None
-    run_server(
-        target, settings.serve, runs_root=settings.runs_root, log_dir=log_dir, drift=settings.drift
-    )
+    run_server(target, settings, log_dir=log_dir)
 
 
 def register(app: typer.Typer) -> None:

@@ -247,12 +247,8 @@ def rebuild_reference(
     finally:
         bar.close()
     _write_npz(bundle.path / "reference.npz", arrays)
-    manifest = {
-        key: value
-        for key, value in bundle.manifest.items()
-        if key not in {"schema_version", "kind", "files"}
-    }
-    manifest["reference_samples"] = len(indices)
-    manifest["reference_split"] = used
-    write_bundle_manifest(bundle.path, manifest)
+    meta = bundle.meta.model_copy(
+        update={"reference_samples": len(indices), "reference_split": used}
+    )
+    write_bundle_manifest(bundle.path, meta)
     return ReferenceResult(bundle.path, used, len(indices), prepared.path, notes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -64,6 +65,10 @@ class _Item(Generic[P, R]):
 BatchFunction = Callable[[Sequence[P]], Sequence[R]]
 
 
+def _traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
 class MicroBatcher(Generic[P, R]):
     """Group items into batches and run ``function`` on them in ``executor``.
 
@@ -75,6 +80,8 @@ class MicroBatcher(Generic[P, R]):
         max_wait_s: Longest time the first item of a batch waits for others (0: never wait).
         queue_size: Most items waiting; more are refused with :class:`QueueFullError`.
         on_batch: Called on the loop after each batch with ``(batch_size, compute_s)``.
+        describe_error: Turns a failed batch's exception into the text logged (default: its
+            traceback without variable values; a server passes one that scrubs secrets).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class MicroBatcher(Generic[P, R]):
         max_wait_s: float,
         queue_size: int,
         on_batch: Callable[[int, float], None] | None = None,
+        describe_error: Callable[[BaseException], str] | None = None,
     ) -> None:
         self._function = function
         self._executor = executor
@@ -93,6 +101,7 @@ class MicroBatcher(Generic[P, R]):
         self.max_wait_s = max(0.0, max_wait_s)
         self.queue_size = max(1, queue_size)
         self._on_batch = on_batch
+        self._describe_error = describe_error or _traceback_text
         self._pending: deque[_Item[P, R]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -189,7 +198,9 @@ class MicroBatcher(Generic[P, R]):
                         f"batch function returned {len(results)} results for {len(batch)} items"
                     )
             except Exception as exc:
-                logger.opt(exception=exc).error("inference failed for a batch of {}", len(batch))
+                logger.error(
+                    "inference failed for a batch of {}: {}", len(batch), self._describe_error(exc)
+                )
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)

@@ -31,7 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from visionops.bundle import Bundle
+from visionops.artifacts import BundleMeta
 
 __all__ = ["KNOWN_ENDPOINTS", "MetricsMiddleware", "ServeMetrics"]
 
@@ -68,11 +68,11 @@ class ServeMetrics:
     """Every metric of one serving app.
 
     Args:
-        bundle: The served bundle (for ``visionops_model_info``).
+        meta: The served bundle's metadata (for ``visionops_model_info``).
         providers: ONNX Runtime execution providers in use.
     """
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None) -> None:
+    def __init__(self, meta: BundleMeta, providers: list[str] | None = None) -> None:
         # The *_created series double the output and no dashboard uses them.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -128,19 +128,17 @@ class ServeMetrics:
             registry=registry,
         )
         self.model_info = Info("visionops_model", "The served bundle.", registry=registry)
-        self.set_model_info(bundle, providers or [], "")
+        self.set_model_info(meta, providers or [], "")
 
-    def set_model_info(self, bundle: Bundle, providers: list[str], precision: str) -> None:
+    def set_model_info(self, meta: BundleMeta, providers: list[str], precision: str) -> None:
         """Label ``visionops_model_info`` with the bundle's identity and how it runs."""
         self.model_info.info(
             {
-                "task": bundle.task,
-                "model_version": bundle.model_version,
-                "input_size": str(bundle.input.get("size", "")),
-                "labels": str(len(bundle.labels)),
-                "training_data_fingerprint": str(
-                    bundle.manifest.get("training_data_fingerprint", "")
-                ),
+                "task": meta.task,
+                "model_version": meta.model_version,
+                "input_size": str(meta.input.size),
+                "labels": str(len(meta.labels)),
+                "training_data_fingerprint": meta.training_data_fingerprint or "",
                 "onnxruntime_providers": ",".join(providers),
                 "precision": precision,
             }

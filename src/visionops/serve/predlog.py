@@ -39,8 +39,10 @@ from typing import Any, BinaryIO
 import numpy as np
 from loguru import logger
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
-from visionops._io import atomic_write_bytes
+from visionops._io import atomic_write_bytes, clean_stale_temps
+from visionops.artifacts import EmbeddingRef, PredictionRecord
 from visionops.errors import ArtifactError
 
 __all__ = [
@@ -64,13 +66,13 @@ class LogEntry:
     """One image's record before it is written.
 
     Attributes:
-        record: The JSON record without ``embedding`` and ``image_file`` (added here).
+        record: The record without ``embedding`` and ``image_file`` (set when written).
         embedding: The image's embedding, or None.
         image_bytes: The raw upload, kept only when the log stores images.
         image_format: Its format name (``jpeg``, ``png``, ...), for the file extension.
     """
 
-    record: dict[str, Any]
+    record: PredictionRecord
     embedding: NDArray[np.float32] | None = None
     image_bytes: bytes | None = None
     image_format: str | None = None
@@ -85,20 +87,31 @@ def _npy_header(rows: int, dim: int) -> bytes:
 
 
 class _Segment:
+    """One segment's two files, both created here (never an existing file appended to)."""
+
     def __init__(self, directory: Path, stem: str) -> None:
         self.jsonl_path = directory / f"{stem}.jsonl"
         self.npy_path = directory / f"{stem}.embeddings.npy"
-        self.jsonl: BinaryIO = self.jsonl_path.open("ab", buffering=0)
+        # Exclusive creation: a process that reuses a PID (a container restarted within the
+        # second) or a second log in the same process must not append to, or truncate, a
+        # segment someone else wrote; FileExistsError makes the caller pick the next name.
+        self.jsonl: BinaryIO = self.jsonl_path.open("xb", buffering=0)
+        try:
+            self._npy_file: BinaryIO = self.npy_path.open("xb", buffering=0)
+        except FileExistsError:
+            self.jsonl.close()
+            self.jsonl_path.unlink()
+            raise
         self.npy: BinaryIO | None = None
         self.rows = 0
         self.dim = 0
-        self.jsonl_bytes = self.jsonl_path.stat().st_size
+        self.jsonl_bytes = 0
 
     def add_embeddings(self, embeddings: NDArray[np.float32]) -> int:
         """Append rows; return the index of the first."""
         if self.npy is None:
             self.dim = int(embeddings.shape[1])
-            self.npy = self.npy_path.open("w+b", buffering=0)
+            self.npy = self._npy_file
             self.npy.write(_npy_header(0, self.dim))
         if embeddings.shape[1] != self.dim:
             raise ValueError(f"embedding width {embeddings.shape[1]} != {self.dim}")
@@ -113,10 +126,12 @@ class _Segment:
         return max(self.jsonl_bytes, _NPY_HEADER_BYTES + self.rows * self.dim * 4)
 
     def close(self) -> None:
-        for handle in (self.jsonl, self.npy):
-            if handle is not None and not handle.closed:
+        for handle in (self.jsonl, self._npy_file):
+            if not handle.closed:
                 os.fsync(handle.fileno())
                 handle.close()
+        if self.npy is None:  # no embedding was ever written: no empty side file
+            self.npy_path.unlink(missing_ok=True)
 
 
 class PredictionLog:
@@ -140,6 +155,8 @@ class PredictionLog:
             directory.mkdir(parents=True, exist_ok=True)
             if log_images:
                 (directory / "images").mkdir(exist_ok=True)
+            # Half-written uploads of a server that was killed (never a live one's).
+            clean_stale_temps(directory / "images")
         except OSError as exc:
             raise ArtifactError(
                 f"cannot create the prediction log folder {directory} ({exc.strerror}) — pass"
@@ -157,9 +174,13 @@ class PredictionLog:
         return self._segment.jsonl_path if self._segment else None
 
     def _open_segment(self) -> _Segment:
-        self._sequence += 1
-        stem = f"predictions-{self._started}-p{os.getpid()}-{self._sequence:04d}"
-        return _Segment(self.directory, stem)
+        while True:
+            self._sequence += 1
+            stem = f"predictions-{self._started}-p{os.getpid()}-{self._sequence:04d}"
+            try:
+                return _Segment(self.directory, stem)
+            except FileExistsError:
+                continue
 
     def write(self, entries: list[LogEntry]) -> None:
         """Append one batch of records; returns once they are in the files.
@@ -178,18 +199,18 @@ class PredictionLog:
                 stacked = np.stack([np.asarray(e.embedding, np.float32) for e in with_embedding])
                 row = segment.add_embeddings(stacked)
                 for entry in with_embedding:
-                    entry.record["embedding"] = {"file": segment.npy_path.name, "row": row}
+                    entry.record.embedding = EmbeddingRef(file=segment.npy_path.name, row=row)
                     row += 1
             if self.log_images:
                 for entry in entries:
                     if entry.image_bytes is None:
                         continue
                     ext = _EXTENSIONS.get(entry.image_format or "", "bin")
-                    name = f"{entry.record['request_id']}-{entry.record.get('index', 0)}.{ext}"
+                    name = f"{entry.record.request_id}-{entry.record.index}.{ext}"
                     atomic_write_bytes(self.directory / "images" / name, entry.image_bytes)
-                    entry.record["image_file"] = f"images/{name}"
+                    entry.record.image_file = f"images/{name}"
             payload = b"".join(
-                json.dumps(e.record, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+                e.record.model_dump_json(exclude_unset=True, fallback=str).encode("utf-8") + b"\n"
                 for e in entries
             )
             segment.jsonl.write(payload)
@@ -219,7 +240,7 @@ class PredictionLogData:
         embeddings: ``(len(records), D)`` float32 aligned with ``records`` (NaN rows for
             records without an embedding), or None when no record has one.
         files: The JSONL segments read.
-        skipped_lines: Lines that were not valid JSON (a crash's partial last line).
+        skipped_lines: Lines that are not a valid record (a crash's partial last line).
     """
 
     records: list[dict[str, Any]]
@@ -248,7 +269,8 @@ def _read_npy_rows(path: Path) -> NDArray[np.float32]:
 def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> PredictionLogData:
     """Read a prediction log folder (every segment) or one JSONL segment.
 
-    Lines that are not valid JSON — the partial last line a crash can leave — are skipped.
+    Each line is validated as a :class:`~visionops.artifacts.PredictionRecord`; lines that
+    are not — the partial last line a crash can leave — are skipped and counted.
 
     Args:
         path: The log folder or a ``predictions-*.jsonl`` file.
@@ -287,13 +309,15 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
                 continue
             try:
                 record = json.loads(line)
-            except ValueError:
+                PredictionRecord.model_validate(record)
+            except (ValueError, ValidationError):
                 skipped += 1
                 if number != len(lines) - 1:
-                    logger.warning("{}: line {} is not valid JSON, skipped", file, number + 1)
+                    logger.warning(
+                        "{}: line {} is not a prediction record, skipped", file, number + 1
+                    )
                 continue
-            if isinstance(record, dict):
-                records.append(record)
+            records.append(record)
     embeddings = None
     if with_embeddings:
         embeddings = _gather_embeddings(records, files[0].parent if files else path)

@@ -1,8 +1,8 @@
 """Start the server: find (or export) the bundle, claim the port, run uvicorn, stop cleanly.
 
-The server process never imports torch. When the run to serve has no bundle yet, it is
-exported by ``visionops export`` in a *child* process (which does import torch) before the
-server starts.
+Serving a bundle never imports torch. When the run to serve has no bundle yet, it is
+exported first by :func:`visionops.export.export_run` with the same settings (config file
+and overrides included), which does import torch into this process.
 
 Shutdown (Ctrl-C or SIGTERM): uvicorn stops accepting connections and lets in-flight
 requests finish (up to the request deadline); then the app finishes queued work and flushes
@@ -16,16 +16,16 @@ import json
 import logging
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from visionops.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
-from visionops.config import DriftSettings, ServeSettings
-from visionops.errors import ArtifactError, ServeError
+from visionops.config import DriftSettings, ServeSettings, Settings
+from visionops.errors import ServeError
+from visionops.serve.http_errors import SecretScrubber
+from visionops.serve.session import execution_providers
 
 __all__ = [
     "ENV_SPEC",
@@ -43,54 +43,58 @@ _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 
 class _ToLoguru(logging.Handler):
-    """Route uvicorn's standard-library log records into loguru (one console format)."""
+    """Route uvicorn's standard-library log records into loguru (one console format).
+
+    A traceback is added as text without variable values, and secrets are scrubbed.
+    """
+
+    def __init__(self, scrub: SecretScrubber) -> None:
+        super().__init__()
+        self.scrub = scrub
 
     def emit(self, record: logging.LogRecord) -> None:
         level = record.levelname if record.levelname in _LEVELS else record.levelno
-        logger.opt(exception=record.exc_info).log(level, record.getMessage())
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message = f"{message}\n{self.scrub.format_exception(record.exc_info[1])}"
+        logger.log(level, "{}", self.scrub(message))
 
 
-def _route_uvicorn_logs() -> None:
+def _route_uvicorn_logs(scrub: SecretScrubber) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         std = logging.getLogger(name)
-        std.handlers = [_ToLoguru()]
+        std.handlers = [_ToLoguru(scrub)]
         std.setLevel(logging.INFO)
         std.propagate = False
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def ensure_bundle(target: Path | None, runs_root: Path) -> Path:
-    """Find the bundle to serve; export the run first (in a child process) if it has none.
+def ensure_bundle(target: Path | None, settings: Settings) -> Path:
+    """Find the bundle to serve; export the run first if it has none.
 
     Args:
         target: A bundle folder, a run folder or name, or None for ``runs/latest``.
-        runs_root: The runs folder.
+        settings: The resolved settings: ``runs_root`` and, for an export, ``export.*``.
 
     Returns:
         The bundle folder.
 
     Raises:
-        ArtifactError: No such run, or the export failed.
+        ArtifactError: No such run.
+        VisionOpsError: The export failed (its own error says why).
     """
     from visionops.runs import resolve_run
 
     if target is not None and (target / BUNDLE_MANIFEST).is_file():
         return target
-    run_dir = resolve_run(None if target is None else str(target), runs_root)
+    run_dir = resolve_run(None if target is None else str(target), settings.runs_root)
     bundle_dir = run_dir / "bundle"
     if (bundle_dir / BUNDLE_MANIFEST).is_file():
         return bundle_dir
     logger.info("run {} has no bundle yet — exporting it first (visionops export)", run_dir)
-    # A child process, so the server process itself never imports torch.
-    result = subprocess.run(
-        [sys.executable, "-m", "visionops", "export", str(run_dir)], check=False
-    )
-    if result.returncode != 0 or not (bundle_dir / BUNDLE_MANIFEST).is_file():
-        raise ArtifactError(
-            f"exporting {run_dir} failed (exit code {result.returncode}) — run"
-            f" `visionops export {run_dir}` to see why, then `visionops serve` again"
-        )
-    return bundle_dir
+    from visionops.export import export_run
+
+    return export_run(settings, run_dir).bundle_dir
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -152,28 +156,29 @@ def _url(host: str, port: int) -> str:
 
 def run_server(
     target: Path | None,
-    settings: ServeSettings,
+    all_settings: Settings,
     *,
-    runs_root: Path = Path("runs"),
     log_dir: Path | None = None,
-    drift: DriftSettings | None = None,
 ) -> None:
     """Serve a bundle until interrupted (the ``visionops serve`` command).
 
     Args:
         target: A bundle folder, a run folder or name, or None for ``runs/latest``.
-        settings: Server settings.
-        runs_root: The runs folder.
+        all_settings: The resolved settings (``serve.*``, ``device``, ``runs_root``, and
+            ``export.*`` for a run that must be exported first).
         log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
-        drift: Online drift settings (None: defaults).
 
     Raises:
+        DeviceError: A ``--device`` that cannot serve with checked answers.
         ArtifactError: No bundle and no run to export, or a bundle that fails verification.
         ServeError: The port cannot be had, or the model cannot be loaded.
     """
     import uvicorn
 
-    bundle_dir = ensure_bundle(target, runs_root)
+    settings = all_settings.serve
+    device = all_settings.device
+    _, device_reason = execution_providers(device)  # refuse a bad --device before exporting
+    bundle_dir = ensure_bundle(target, all_settings)
     bundle = load_bundle(bundle_dir, allow_unverified=settings.allow_unverified)
     from visionops.serve.app import create_app, default_log_dir
 
@@ -181,7 +186,8 @@ def run_server(
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     url = _url(settings.host, port)
-    _route_uvicorn_logs()
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    _route_uvicorn_logs(SecretScrubber([api_key]))
     logger.info(
         "serving {} ({}) on {} — upload page {}/ , API docs {}/docs; predictions logged to {}",
         bundle.model_version,
@@ -191,8 +197,11 @@ def run_server(
         url,
         resolved_log_dir,
     )
+    logger.info("device: {}", device_reason)
     if settings.workers == 1:
-        app = create_app(bundle, settings, resolved_log_dir, drift=drift)
+        app = create_app(
+            bundle, settings, resolved_log_dir, device=device, drift=all_settings.drift
+        )
         config = uvicorn.Config(app, **_uvicorn_options(settings))
         server = uvicorn.Server(config)
         state = app.state.serving
@@ -213,9 +222,11 @@ def run_server(
     os.environ[ENV_SPEC] = json.dumps(
         {
             "bundle": str(bundle_dir.resolve()),
-            "settings": settings.model_dump(mode="json"),
+            "settings": settings.model_dump(mode="json", exclude={"api_key"}),
+            "api_key": api_key,
+            "device": device,
             "log_dir": str(resolved_log_dir),
-            "drift": (drift or DriftSettings()).model_dump(mode="json"),
+            "drift": all_settings.drift.model_dump(mode="json"),
         }
     )
     uvicorn.run(
@@ -240,7 +251,7 @@ def app_from_environment() -> Any:
         raise ServeError(f"{ENV_SPEC} is not set — start the server with `visionops serve`")
     spec = json.loads(raw)
     bundle: Bundle = load_bundle(Path(spec["bundle"]), verify=False, allow_unverified=True)
-    settings = ServeSettings.model_validate(spec["settings"])
+    settings = ServeSettings.model_validate({**spec["settings"], "api_key": spec.get("api_key")})
     log_dir = Path(spec["log_dir"]) if spec.get("log_dir") else None
     drift = DriftSettings.model_validate(spec["drift"]) if spec.get("drift") else None
-    return create_app(bundle, settings, log_dir, drift=drift)
+    return create_app(bundle, settings, log_dir, device=spec.get("device", "auto"), drift=drift)

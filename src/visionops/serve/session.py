@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import ExifTags, Image
 
+from visionops.artifacts import BundleMeta
 from visionops.bundle import Bundle
-from visionops.errors import ArtifactError, ImageError
+from visionops.errors import ArtifactError, DeviceError, ImageError
 from visionops.imaging import image_statistics, load_image, sniff_format
 from visionops.tasks import PredictOptions, task_for
 
 __all__ = [
+    "CPU_PROVIDER",
+    "CUDA_PROVIDER",
     "DecodedImage",
     "ImageTooLargeError",
     "ModelOutputs",
@@ -33,7 +37,13 @@ __all__ = [
     "PredictOptions",
     "UnsupportedImageError",
     "available_cores",
+    "execution_providers",
 ]
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+# EXIF orientations that turn the image a quarter turn (width and height swap on display).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 
 class UnsupportedImageError(ImageError):
@@ -52,13 +62,59 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def execution_providers(
+    device: str, available: Sequence[str] | None = None
+) -> tuple[list[str], str]:
+    """The ONNX Runtime providers for ``--device``, and one sentence on why.
+
+    The bundle's parity with PyTorch was checked on the CPU provider at export. Serving on
+    CUDA needs that check repeated on the CUDA provider at load, which this version cannot
+    do, so CUDA is refused when asked for and passed over (saying so) by ``auto``: never a
+    silent switch to a provider whose answers were not checked.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        available: Providers this ONNX Runtime has (None: ask it).
+
+    Returns:
+        The providers to use, best first, and the reason.
+
+    Raises:
+        DeviceError: A device that cannot serve this bundle with checked answers.
+    """
+    have = list(ort.get_available_providers() if available is None else available)
+    if device == "cpu":
+        return [CPU_PROVIDER], "--device cpu"
+    if device.startswith("cuda"):
+        if CUDA_PROVIDER not in have:
+            raise DeviceError(
+                f"--device {device}: this ONNX Runtime has no CUDA execution provider (it has"
+                f" {', '.join(have)}) — install onnxruntime-gpu, or serve with --device cpu"
+            )
+        raise DeviceError(
+            f"--device {device}: the bundle's parity was checked on the CPU only and this"
+            " visionops cannot re-check it on CUDA at load — serve with --device cpu"
+        )
+    if device == "mps":
+        raise DeviceError(
+            "--device mps: ONNX Runtime has no Apple GPU provider for visionops bundles —"
+            " serve with --device cpu"
+        )
+    if CUDA_PROVIDER in have:
+        return [CPU_PROVIDER], (
+            "auto: CUDA is present, but parity was checked on the CPU only, so the CPU serves"
+        )
+    return [CPU_PROVIDER], "auto: this ONNX Runtime has no CUDA execution provider"
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """One upload after decoding: model-ready pixels plus what the prediction log records.
 
     Attributes:
         pixels: ``(size, size, C)`` uint8, exactly what ``data preprocess`` would have stored.
-        info: Format, original width/height, byte count and pixel statistics.
+        info: Format, width/height as displayed (after EXIF rotation), byte count and pixel
+            statistics.
     """
 
     pixels: NDArray[np.uint8]
@@ -85,14 +141,23 @@ class ModelSession:
         threads: Intra-op threads; 0 uses every core this process may run on.
         precision: ``auto`` runs the int8 model when export kept one (it passed the accuracy
             check), else fp32; ``fp32`` and ``int8`` force one.
+        providers: ONNX Runtime execution providers, from :func:`execution_providers`.
 
     Raises:
         ArtifactError: The graph does not have the inputs or outputs its manifest names, or
             ``int8`` was asked of a bundle without an accepted int8 model.
     """
 
-    def __init__(self, bundle: Bundle, *, threads: int = 0, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        threads: int = 0,
+        precision: str = "auto",
+        providers: Sequence[str] = (CPU_PROVIDER,),
+    ) -> None:
         self.bundle = bundle
+        meta = BundleMeta.model_validate(bundle.manifest)
         int8_path = bundle.int8_model_path
         if precision == "int8" and int8_path is None:
             raise ArtifactError(
@@ -102,17 +167,15 @@ class ModelSession:
         use_int8 = int8_path is not None and precision in {"auto", "int8"}
         self.model_path = int8_path if use_int8 and int8_path else bundle.model_path
         self.precision = "int8" if use_int8 else "fp32"
-        spec = bundle.input
-        self.input_name = str(spec.get("name", "pixels"))
-        self.size = int(spec["size"])
-        self.channels = cast(Literal[1, 3], int(spec.get("channels", 3)))
-        self.layout = str(spec.get("layout", "NCHW")).upper()
-        self.resize = cast(Literal["crop", "letterbox"], spec.get("resize", "crop"))
-        self.max_pixels = int(spec.get("max_image_pixels", 64_000_000))
-        outputs = bundle.manifest.get("outputs") or {}
-        self.main_output = str(outputs.get("main", _default_main_output(bundle.task)))
-        embedding = outputs.get("embedding", "embedding")
-        self.embedding_output = str(embedding) if embedding else None
+        spec = meta.input
+        self.input_name = spec.name
+        self.size = spec.size
+        self.channels: Literal[1, 3] = spec.channels
+        self.layout = spec.layout
+        self.resize = cast(Literal["crop", "letterbox"], spec.resize)
+        self.max_pixels = spec.max_image_pixels
+        self.main_output = meta.outputs.get("main") or _default_main_output(meta.task)
+        self.embedding_output = meta.embedding_output
         self.threads = threads or available_cores()
 
         options = ort.SessionOptions()
@@ -124,10 +187,7 @@ class ModelSession:
         # Idle ORT threads would otherwise spin on the cores the decode threads and the event
         # loop need (measured: 2 threads went from 14.8 to 21.8 images/s on a busy 2-core box).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        available = ort.get_available_providers()
-        self.providers = [
-            name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available
-        ]
+        self.providers = list(providers)
         try:
             self._session = ort.InferenceSession(
                 str(self.model_path), options, providers=self.providers
@@ -242,10 +302,13 @@ def _concat(parts: list[ModelOutputs]) -> ModelOutputs:
 
 
 def _header_size(data: bytes, max_pixels: int) -> tuple[int | None, int | None]:
-    """Read width and height from the header alone, refusing bombs before any decoding."""
+    """Read the displayed width and height from the header alone, refusing bombs first."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
+            # Report the size as displayed: load_image applies the EXIF rotation too.
+            if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+                width, height = height, width
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(
             f"the image has too many pixels (possible decompression bomb); the limit is"

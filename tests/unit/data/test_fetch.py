@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import time
 import zipfile
@@ -12,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from visionops.config import Settings, load_settings
 from visionops.data.fetch import (
@@ -19,6 +22,7 @@ from visionops.data.fetch import (
     dataset_fingerprint,
     fetch_dataset,
     parse_source,
+    raw_folder_for,
     read_source_info,
 )
 from visionops.data.layouts import list_files
@@ -205,6 +209,24 @@ def test_default_names(source: str, name: str) -> None:
     assert parse_source(source).default_name == name
 
 
+@pytest.mark.parametrize(
+    ("file", "name"), [("x.tar.gz", "x"), ("My Data.tgz", "My-Data"), ("a.b.zip", "a.b")]
+)
+def test_archive_names_drop_the_whole_suffix(tmp_path: Path, file: str, name: str) -> None:
+    (tmp_path / file).write_bytes(b"")
+    spec = parse_source(str(tmp_path / file))
+    assert spec.kind == "archive"
+    assert spec.default_name == name
+
+
+def test_raw_folder_for_a_source(tmp_path: Path, settings: Settings) -> None:
+    raw_root = settings.data.raw_root
+    assert raw_folder_for("kaggle:o/d/versions/3", settings) == raw_root / "d"
+    (tmp_path / "x.tar.gz").write_bytes(b"")
+    assert raw_folder_for(str(tmp_path / "x.tar.gz"), settings) == raw_root / "x"
+    assert raw_folder_for("demo:shapes", settings) == raw_root / "shapes"
+
+
 # --------------------------------------------------------------------------- folder
 
 
@@ -217,6 +239,43 @@ def test_folder_is_copied(settings: Settings, dataset_folder: Path) -> None:
     assert (result.path / "dogs" / "c.jpg").read_bytes() == b"\xff\xd8\xff dog c" * 100
     assert not (result.path / "linked").exists()  # folder links are not followed
     assert (dataset_folder / "cats" / "a.jpg").exists()  # the source is untouched
+
+
+def test_file_links_are_skipped_not_copied_or_fingerprinted(
+    tmp_path: Path, dataset_folder: Path
+) -> None:
+    plain = fetch_dataset(str(dataset_folder), _settings(tmp_path / "plain"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0", encoding="utf-8")
+    (dataset_folder / "cats" / "passwd.png").symlink_to(secret)
+    (dataset_folder / "cats" / "again.jpg").symlink_to(dataset_folder / "cats" / "a.jpg")
+    messages: list[str] = []
+    sink = logger.add(messages.append, level="WARNING", format="{message}")
+    try:
+        linked = fetch_dataset(str(dataset_folder), _settings(tmp_path / "linked"))
+    finally:
+        logger.remove(sink)
+    assert not (linked.path / "cats" / "passwd.png").exists()
+    assert not (linked.path / "cats" / "again.jpg").exists()  # even one pointing inside
+    assert linked.source_info.file_count == 3
+    assert linked.source_info.fingerprint == plain.source_info.fingerprint
+    skipped = [m for m in messages if "passwd.png" in m]
+    assert skipped and "links are not followed" in skipped[0]
+
+
+def test_a_dead_fetch_leftover_is_removed_a_live_one_kept(
+    settings: Settings, dataset_folder: Path
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    raw_root = settings.data.raw_root
+    stale = raw_root / f".My-Photos.{dead.pid}.abc123.tmp"
+    live = raw_root / f".My-Photos.{os.getppid()}.def456.tmp"
+    for folder in (stale, live):
+        (folder / "cats").mkdir(parents=True)
+    fetch_dataset(str(dataset_folder), settings)
+    assert not stale.exists()
+    assert live.exists()
 
 
 def test_folder_containing_the_destination_is_refused(tmp_path: Path) -> None:

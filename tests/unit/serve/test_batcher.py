@@ -8,19 +8,26 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from loguru import logger
 
 from visionops.serve.batcher import MicroBatcher, QueueFullError, StoppedError
 
 
 class Recorder:
-    """A batch function that doubles numbers and remembers every batch it saw."""
+    """A batch function that doubles numbers and remembers every batch it saw.
+
+    ``entered`` is set as soon as a batch starts computing; with a ``gate`` the batch then
+    holds until the gate opens, so a test knows exactly what is computing and what waits.
+    """
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.batches: list[list[int]] = []
         self.threads: set[str] = set()
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, items: Sequence[int]) -> list[int]:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(timeout=10)
         self.threads.add(threading.current_thread().name)
@@ -85,14 +92,18 @@ def test_bounded_queue_refuses_whole_requests() -> None:
         batcher, executor = make(recorder, max_batch=1, max_wait_s=0.0, queue_size=3)
         batcher.start()
         first = batcher.submit([0])
-        await asyncio.sleep(0.05)  # the first item is now computing (held by the gate)
+        # Wait until the first item is computing (held by the gate), not for a guessed time.
+        assert await asyncio.to_thread(recorder.entered.wait, 10)
+        assert batcher.in_flight == 1
         queued = batcher.submit([1, 2, 3])
         assert batcher.depth == 3
         with pytest.raises(QueueFullError):
             batcher.submit([4])
+        assert batcher.depth == 3  # the refused request left nothing behind
         gate.set()
         await asyncio.gather(*first, *queued)
-        assert batcher.submit([5])  # room again
+        (again,) = batcher.submit([5])  # room again
+        assert (await again).value == 10
         await batcher.stop()
         executor.shutdown()
 
@@ -134,7 +145,7 @@ def test_cancelled_items_are_skipped() -> None:
         batcher, executor = make(recorder, max_batch=1, max_wait_s=0.0)
         batcher.start()
         running = batcher.submit([1])
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(recorder.entered.wait, 10)
         abandoned = batcher.submit([2])
         abandoned[0].cancel()  # what a request that hit its deadline does
         kept = batcher.submit([3])
@@ -163,3 +174,35 @@ def test_stop_finishes_queued_work_and_refuses_new() -> None:
 
     asyncio.run(scenario())
     assert recorder.batches == [[1, 2, 3]]
+
+
+def test_a_failing_batch_is_logged_through_describe_error() -> None:
+    logged: list[str] = []
+    handler = logger.add(logged.append, level="ERROR", format="{message}")
+
+    def broken(items: Sequence[int]) -> list[int]:
+        secret = "hunter2"  # a local a traceback with variable values would show
+        raise RuntimeError(f"boom {len(secret)}")
+
+    async def scenario() -> None:
+        executor = ThreadPoolExecutor(max_workers=1)
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            broken,
+            executor=executor,
+            max_batch=1,
+            max_wait_s=0.0,
+            queue_size=2,
+            describe_error=lambda exc: f"described: {exc}",
+        )
+        batcher.start()
+        with pytest.raises(RuntimeError):
+            await batcher.submit([1])[0]
+        await batcher.stop()
+        executor.shutdown()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        logger.remove(handler)
+    assert logged == ["inference failed for a batch of 1: described: boom 7\n"]
+    assert "hunter2" not in "".join(logged)

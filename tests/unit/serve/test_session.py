@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from serve_helpers import COLOURS, colour_image, png_bomb
 
+from visionops.artifacts import BundleInput, BundleMeta
 from visionops.bundle import Bundle, load_bundle
 from visionops.errors import ArtifactError, ImageError
 from visionops.imaging import load_image
@@ -60,7 +62,9 @@ def test_batches_match_single_runs(session: ModelSession) -> None:
 
 def test_a_graph_without_the_declared_output_is_refused(classification_bundle: Path) -> None:
     bundle = load_bundle(classification_bundle)
-    broken = Bundle(bundle.path, {**bundle.manifest, "outputs": {"main": "logits"}}, bundle.parity)
+    broken = Bundle(
+        bundle.path, bundle.meta.model_copy(update={"outputs": {"main": "logits"}}), bundle.parity
+    )
     with pytest.raises(ArtifactError, match="no output 'logits'"):
         ModelSession(broken, threads=1)
 
@@ -72,8 +76,10 @@ def test_int8_is_refused_when_export_kept_none(classification_bundle: Path) -> N
         ModelSession(bundle, threads=1, precision="int8")
 
 
-def _bundle(task: str, **manifest: object) -> Bundle:
-    return Bundle(Path("."), {"task": task, "model_version": "v", "input": {}, **manifest}, {})
+def _bundle(task: str, **manifest: Any) -> Bundle:
+    spec = BundleInput(size=8, channels=3, max_image_pixels=64)
+    meta = BundleMeta(task=task, model_version="v", input=spec, outputs={}, **manifest)
+    return Bundle(Path("."), meta, None)
 
 
 def test_classification_top_k() -> None:

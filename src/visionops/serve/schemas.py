@@ -1,0 +1,258 @@
+"""What the server answers, as pydantic models the routes declare (so ``/openapi.json`` is exact).
+
+Every model forbids fields it does not name: an answer that drifts from its schema fails the
+test suite instead of reaching clients undocumented. ``/predict`` declares the response model
+of the served bundle's task only (:func:`predict_response_model`), so the document describes
+the model being served.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AnomalyPredictResponse",
+    "AnomalyPrediction",
+    "ClassificationPredictResponse",
+    "ClassificationPrediction",
+    "ErrorBody",
+    "ErrorResponse",
+    "HealthResponse",
+    "Heatmap",
+    "InputSpec",
+    "LabelProbability",
+    "MetadataResponse",
+    "MultilabelPredictResponse",
+    "MultilabelPrediction",
+    "NamedValue",
+    "PredictJSON",
+    "PredictResponse",
+    "ReadyResponse",
+    "RegressionPredictResponse",
+    "RegressionPrediction",
+    "ServerInfo",
+    "Timing",
+    "predict_response_model",
+]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------ errors
+
+
+class ErrorBody(_Schema):
+    """What went wrong."""
+
+    status: int
+    kind: str = Field(description="Machine-readable cause, e.g. unsupported_media_type.")
+    message: str = Field(description="What is wrong and what to do about it.")
+
+
+class ErrorResponse(_Schema):
+    """Every error response has this shape."""
+
+    error: ErrorBody
+    request_id: str | None = None
+
+
+# ------------------------------------------------------------------ operations
+
+
+class HealthResponse(_Schema):
+    """Liveness: the process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(_Schema):
+    """Readiness: ``ready`` with the model version, or why not (``loading``, ``failed``, ...)."""
+
+    status: str
+    model_version: str | None = None
+    reason: str | None = Field(None, description="Why the model could not be loaded.")
+
+
+# ------------------------------------------------------------------ metadata
+
+
+class InputSpec(_Schema):
+    """What the model takes: every upload is decoded and resized to this."""
+
+    size: int
+    channels: int
+    layout: str
+    resize: str
+    dtype: str
+
+
+class ServerInfo(_Schema):
+    """How this server runs the model and what it accepts."""
+
+    visionops: str
+    ready: bool
+    precision: str | None = Field(description="fp32 or int8; null until the model is loaded.")
+    execution_providers: list[str] = Field(description="ONNX Runtime providers in use.")
+    max_batch: int
+    max_wait_ms: float
+    queue_size: int
+    timeout_s: float
+    max_upload_mb: float
+    max_files_per_request: int
+    max_image_pixels: int
+    auth_required: bool
+
+
+class MetadataResponse(_Schema):
+    """Task, labels, input size, version, thresholds and server limits."""
+
+    task: str
+    model_version: str
+    labels: list[str]
+    target_units: list[str] | None
+    input: InputSpec
+    thresholds: list[float] | float | None = Field(
+        description="Multilabel: one per label; anomaly: the score threshold; else null."
+    )
+    default_top_k: int
+    metrics: dict[str, float | None]
+    training_data_fingerprint: str | None
+    created_at: str | None
+    versions: dict[str, str]
+    server: ServerInfo
+
+
+# ------------------------------------------------------------------ predictions
+
+
+class Timing(_Schema):
+    """Where the request's time went, in milliseconds."""
+
+    total_ms: float
+    queue_ms: float = Field(description="Longest wait of the request's images for a batch.")
+    compute_ms: float = Field(description="Longest model call the request's images ran in.")
+    batch_size: int = Field(description="Largest batch the request's images ran in.")
+
+
+class LabelProbability(_Schema):
+    """A label and its probability."""
+
+    label: str
+    probability: float
+
+
+class _Prediction(_Schema):
+    file: str = Field(description="The upload's file name (or its place in the JSON body).")
+
+
+class ClassificationPrediction(_Prediction):
+    """One image's answer from a classification model."""
+
+    label: str = Field(description="The most probable class.")
+    probability: float
+    top_k: list[LabelProbability] = Field(description="The most probable classes, best first.")
+
+
+class MultilabelPrediction(_Prediction):
+    """One image's answer from a multi-label model."""
+
+    labels: list[LabelProbability] = Field(description="Labels at or over their threshold.")
+    probabilities: dict[str, float] = Field(description="Every label's probability.")
+    thresholds: dict[str, float] = Field(description="The threshold each label was held to.")
+
+
+class NamedValue(_Schema):
+    """One regression target."""
+
+    name: str
+    value: float | None = Field(description="In the target's unit; null if not finite.")
+    unit: str
+
+
+class RegressionPrediction(_Prediction):
+    """One image's answer from a regression model."""
+
+    values: list[NamedValue]
+
+
+class Heatmap(_Schema):
+    """The anomaly map as an 8-bit greyscale PNG, min..max stretched to 0..255."""
+
+    width: int
+    height: int
+    min: float
+    max: float
+    png_base64: str
+
+
+class AnomalyPrediction(_Prediction):
+    """One image's answer from an anomaly-detection model."""
+
+    score: float
+    threshold: float
+    is_anomaly: bool
+    verdict: Literal["good", "defect"]
+    heatmap: Heatmap | None = Field(None, description="Only when asked with heatmap=true.")
+
+
+class PredictResponse(_Schema):
+    """The answer to ``POST /predict``: one prediction per uploaded image, in order."""
+
+    request_id: str
+    model_version: str
+    task: str
+    predictions: list[dict[str, Any]]
+    timing: Timing
+
+
+class ClassificationPredictResponse(PredictResponse):
+    """``POST /predict`` of a classification model."""
+
+    predictions: list[ClassificationPrediction]  # type: ignore[assignment]
+
+
+class MultilabelPredictResponse(PredictResponse):
+    """``POST /predict`` of a multilabel model."""
+
+    predictions: list[MultilabelPrediction]  # type: ignore[assignment]
+
+
+class RegressionPredictResponse(PredictResponse):
+    """``POST /predict`` of a regression model."""
+
+    predictions: list[RegressionPrediction]  # type: ignore[assignment]
+
+
+class AnomalyPredictResponse(PredictResponse):
+    """``POST /predict`` of a anomaly model."""
+
+    predictions: list[AnomalyPrediction]  # type: ignore[assignment]
+
+
+_RESPONSES: dict[str, type[PredictResponse]] = {
+    "classification": ClassificationPredictResponse,
+    "multilabel": MultilabelPredictResponse,
+    "regression": RegressionPredictResponse,
+    "anomaly": AnomalyPredictResponse,
+}
+
+
+def predict_response_model(task: str) -> type[PredictResponse]:
+    """The ``/predict`` response model of ``task``.
+
+    A task without its own model gets :class:`PredictResponse`, whose predictions are objects.
+    """
+    return _RESPONSES.get(task, PredictResponse)
+
+
+class PredictJSON(_Schema):
+    """JSON body for clients without multipart: base64 images (a ``data:`` URL prefix is ok)."""
+
+    image: str | None = Field(None, description="One base64-encoded image file.")
+    images: list[str] | None = Field(
+        None, description="Several, predicted as one batch.", max_length=64
+    )

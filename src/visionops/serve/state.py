@@ -1,0 +1,270 @@
+"""What one serving app owns: the model session, the batcher, the pools, metrics and the log.
+
+The model loads and warms up in the inference thread after start-up; ``status`` moves from
+``loading`` to ``ready`` (or ``failed``), then to ``stopping`` on shutdown, which finishes
+queued work and flushes the prediction log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from loguru import logger
+
+from visionops.artifacts import BundleMeta, PredictionRecord
+from visionops.bundle import Bundle
+from visionops.config import DriftSettings, ServeSettings
+from visionops.errors import ImageError
+from visionops.serve.batcher import MicroBatcher
+from visionops.serve.http_errors import SecretScrubber
+from visionops.serve.metrics import ServeMetrics
+from visionops.serve.predlog import LogEntry, PredictionLog
+from visionops.serve.schemas import predict_response_model
+from visionops.serve.session import (
+    DecodedImage,
+    ModelSession,
+    Postprocessor,
+    PredictOptions,
+    UnsupportedImageError,
+    available_cores,
+    execution_providers,
+)
+from visionops.serve.uploads import Upload
+
+__all__ = ["Job", "ServingState", "default_log_dir"]
+
+_ALLOWED_PART_TYPES = ("image/", "application/octet-stream")
+
+
+def default_log_dir(bundle: Bundle) -> Path:
+    """Where the prediction log goes unless told otherwise: ``<bundle>/../predictions``."""
+    return bundle.path.resolve().parent / "predictions"
+
+
+@dataclass
+class Job:
+    """One decoded image waiting for (or in) a batch."""
+
+    decoded: DecodedImage
+    upload: Upload
+    request_id: str
+    index: int
+    options: PredictOptions
+    started: float
+    submitted: float = 0.0
+
+
+class ServingState:
+    """Everything one app instance owns: session, batcher, pools, metrics, log.
+
+    Args:
+        bundle: The verified bundle.
+        settings: Server settings.
+        log_dir: The prediction log folder (None: :func:`default_log_dir`).
+        decode_threads: Threads that decode uploads (None: one per core; 0: decode on the
+            event loop itself, only for measuring what the pool buys).
+        device: ``--device``; see :func:`~visionops.serve.session.execution_providers`.
+        drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
+
+    Raises:
+        DeviceError: A device that cannot serve the bundle with checked answers.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        settings: ServeSettings,
+        log_dir: Path | None,
+        decode_threads: int | None = None,
+        device: str = "auto",
+        drift: DriftSettings | None = None,
+    ) -> None:
+        from visionops.drift.online import monitor_for_serve
+
+        self.bundle = bundle
+        self.meta = BundleMeta.model_validate(bundle.manifest)
+        self.settings = settings
+        self.providers, self.device_reason = execution_providers(device)
+        self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.scrub = SecretScrubber([self.api_key])
+        self.postprocess = Postprocessor(bundle, default_top_k=settings.top_k)
+        self.response_model = predict_response_model(self.meta.task)
+        self.metrics = ServeMetrics(self.meta)
+        self.drift = monitor_for_serve(bundle, drift or DriftSettings(), self.metrics.registry)
+        self.log_dir = log_dir or default_log_dir(bundle)
+        self.session: ModelSession | None = None
+        self.status = "loading"
+        self.failure: str | None = None
+        self.on_fatal: Callable[[str], None] | None = None
+        self.decode_threads = available_cores() if decode_threads is None else decode_threads
+        self.decode_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.decode_threads), thread_name_prefix="decode"
+        )
+        self.inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.predlog = PredictionLog(self.log_dir, log_images=settings.log_images)
+        self.batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(
+            self._run_batch,
+            executor=self.inference_pool,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            queue_size=settings.queue_size,
+            on_batch=self._on_batch,
+            describe_error=self.scrub.format_exception,
+        )
+        self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        self._seconds_per_image = 0.05
+        self._load_task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Model loaded and warmed up, and not shutting down."""
+        return self.status == "ready"
+
+    # -- lifecycle
+
+    async def startup(self) -> None:
+        """Start the batcher, then load and warm up the model in the background."""
+        self.batcher.start()
+        if self.drift is not None:
+            self.drift.start()
+        self._load_task = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.session = await loop.run_in_executor(self.inference_pool, self._make_session)
+        except Exception as exc:
+            self.status = "failed"
+            self.failure = self.scrub(str(exc))
+            logger.error("cannot serve {}: {}", self.bundle.path, self.failure)
+            if self.on_fatal is not None:
+                self.on_fatal(self.failure)
+            return
+        if self.status == "loading":
+            self.status = "ready"
+            logger.info(
+                "model {} ready ({} task, {} px, {} {}, ONNX Runtime {} with {} threads; {})",
+                self.bundle.model_version,
+                self.bundle.task,
+                self.session.size,
+                self.session.precision,
+                self.session.model_path.name,
+                "/".join(self.session.providers),
+                self.session.threads,
+                self.device_reason,
+            )
+
+    def _make_session(self) -> ModelSession:
+        threads = self.settings.threads or max(1, available_cores() // self.settings.workers)
+        session = ModelSession(
+            self.bundle,
+            threads=threads,
+            precision=self.settings.precision,
+            providers=self.providers,
+        )
+        sizes = {1, self.settings.max_batch}
+        if session.fixed_batch is not None:
+            sizes = {session.fixed_batch}
+        session.warm_up(tuple(sorted(sizes)))
+        self.metrics.set_model_info(self.meta, session.providers, session.precision)
+        return session
+
+    async def shutdown(self) -> None:
+        """Finish queued work, then flush and close the prediction log and the pools."""
+        if self.status == "ready":
+            self.status = "stopping"
+        if self._load_task is not None and not self._load_task.done():
+            await asyncio.wait([self._load_task])
+        await self.batcher.stop()
+        self.inference_pool.shutdown(wait=True)
+        self.decode_pool.shutdown(wait=True)
+        self.predlog.close()
+        if self.drift is not None:
+            self.drift.stop()
+        logger.info(
+            "server stopped; {} predictions logged in {}",
+            self.predlog.records_written,
+            self.log_dir,
+        )
+        await logger.complete()
+
+    # -- inference thread
+
+    def _run_batch(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        session = self.session
+        if session is None:  # the batcher only receives work once ready
+            raise RuntimeError("model not loaded")
+        started = time.perf_counter()
+        outputs = session.run(np.stack([job.decoded.pixels for job in jobs]))
+        answers = [self.postprocess(outputs, row, job.options) for row, job in enumerate(jobs)]
+        compute_s = time.perf_counter() - started
+        now = datetime.now(UTC).isoformat()
+        finished = time.perf_counter()
+        entries = []
+        for row, (job, answer) in enumerate(zip(jobs, answers, strict=True)):
+            logged = dict(answer)
+            if logged.get("heatmap"):
+                logged["heatmap"] = "omitted"
+            record = PredictionRecord(
+                time=now,
+                request_id=job.request_id,
+                index=job.index,
+                model_version=self.bundle.model_version,
+                precision=session.precision,
+                task=self.bundle.task,
+                prediction=logged,
+                output=np.atleast_1d(outputs.main[row]).astype(float).round(6).tolist(),
+                latency_ms=round((finished - job.started) * 1000, 3),
+                queue_ms=round((started - job.submitted) * 1000, 3),
+                compute_ms=round(compute_s * 1000, 3),
+                batch_size=len(jobs),
+                image=job.decoded.info,
+            )
+            entries.append(
+                LogEntry(
+                    record=record,
+                    embedding=None if outputs.embedding is None else outputs.embedding[row],
+                    image_bytes=job.upload.data if self.settings.log_images else None,
+                    image_format=str(job.decoded.info.get("format")),
+                )
+            )
+        self.predlog.write(entries)
+        if self.drift is not None:
+            self.drift.observe(outputs.main, outputs.embedding, [j.decoded.info for j in jobs])
+        return answers
+
+    def _on_batch(self, batch_size: int, compute_s: float) -> None:
+        self.metrics.observe_batch(batch_size, compute_s)
+        # A running estimate of the cost of one image, for Retry-After.
+        self._seconds_per_image = 0.9 * self._seconds_per_image + 0.1 * (compute_s / batch_size)
+
+    def retry_after(self) -> str:
+        """Seconds a refused client should wait: the current queue's estimated drain time."""
+        return str(max(1, math.ceil(self.batcher.depth * self._seconds_per_image)))
+
+    # -- request path
+
+    def decode(self, upload: Upload) -> DecodedImage:
+        """Check and decode one upload (runs in the decode pool)."""
+        session = self.session
+        if session is None:
+            raise RuntimeError("model not loaded")
+        if upload.content_type and not upload.content_type.startswith(_ALLOWED_PART_TYPES):
+            raise UnsupportedImageError(
+                f"content type {upload.content_type} is not an image — send image/* files"
+            )
+        try:
+            return session.decode(upload.data)
+        except ImageError as exc:
+            # Name the file, so a client that sent a batch knows which one failed.
+            reason = str(exc).removeprefix("upload: ")
+            raise type(exc)(f"{upload.name}: {reason}") from None

@@ -1,0 +1,104 @@
+"""``visionops.onnxrt``: sessions, batched prediction and parity on other execution providers.
+
+Uses the tiny torch-free bundle of bundle_helpers.py; the real exported bundles are checked
+in test_export.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from bundle_helpers import images, make_bundle, tiny_graph
+
+from visionops.bundle import load_bundle
+from visionops.errors import ArtifactError, DeviceError
+from visionops.onnxrt import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    check_provider_parity,
+    execution_providers,
+    onnx_predict,
+    ort_session,
+    to_layout,
+    verify_provider_parity,
+)
+
+NO_CUDA = CUDA_PROVIDER not in ort.get_available_providers()
+
+
+def test_to_layout() -> None:
+    batch = images(2)
+    assert to_layout(batch, "NCHW").shape == (2, 3, 4, 4)
+    assert to_layout(batch, "NCHW").flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(to_layout(batch, "NHWC"), batch)
+
+
+def test_predict_in_batches_equals_one_batch(tmp_path: Path) -> None:
+    tiny_graph(tmp_path / "m.onnx")
+    session = ort_session(tmp_path / "m.onnx", threads=1)
+    batch = images(7)
+    main, embedding = onnx_predict(session, batch, "NCHW", batch_size=3)
+    whole_main, whole_embedding = onnx_predict(session, batch, "NCHW", batch_size=32)
+    assert main.shape == (7, 3) and embedding.shape == (7, 3)
+    np.testing.assert_allclose(main, whole_main, atol=1e-7)
+    np.testing.assert_allclose(embedding, batch.reshape(7, -1, 3).mean(axis=1), rtol=1e-5)
+    swapped, _ = onnx_predict(session, batch, "NCHW", output_names=["embedding", "probabilities"])
+    np.testing.assert_allclose(swapped, whole_embedding, atol=1e-7)
+
+
+def test_damaged_graph_names_re_export(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="visionops export --force"):
+        ort_session(tmp_path / "m.onnx")
+
+
+def test_cpu_device_is_cpu_only() -> None:
+    assert execution_providers("cpu") == [CPU_PROVIDER]
+    assert execution_providers("auto")[-1] == CPU_PROVIDER
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this ONNX Runtime has the CUDA provider")
+def test_cuda_without_the_provider_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    assert execution_providers("auto") == [CPU_PROVIDER]
+    with pytest.raises(DeviceError, match="--device cpu"):
+        execution_providers("cuda")
+    tiny_graph(tmp_path / "m.onnx")
+    # ONNX Runtime itself would quietly run this on the CPU.
+    with pytest.raises(DeviceError, match="could not start CUDAExecutionProvider"):
+        ort_session(tmp_path / "m.onnx", providers=[CUDA_PROVIDER, CPU_PROVIDER])
+
+
+def test_provider_parity_on_the_cpu_passes(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle"))
+    record = verify_provider_parity(bundle, [CPU_PROVIDER])
+    assert record.passed
+    assert record.providers == (CPU_PROVIDER,)
+    assert record.images == 6
+    assert set(record.max_abs_diff) == {"probabilities", "embedding"}
+    assert record.bound["probabilities"] == pytest.approx(1e-4)
+
+
+def test_provider_parity_catches_a_session_that_answers_differently(tmp_path: Path) -> None:
+    # A session computing something else (here: the int8 graph, which divides by 63, not 64)
+    # is what a provider with a wrong kernel looks like: outputs beyond the bound.
+    bundle = load_bundle(make_bundle(tmp_path / "bundle", int8=True))
+    assert bundle.int8_model_path is not None
+    other = ort_session(bundle.int8_model_path)
+    record = check_provider_parity(bundle, session=other)
+    assert not record.passed
+    assert record.failures[0].startswith("probabilities differs by up to")
+    with pytest.raises(DeviceError) as error:
+        verify_provider_parity(bundle, session=other)
+    message = str(error.value)
+    assert "does not reproduce its verified CPU outputs on CPUExecutionProvider" in message
+    assert "--device cpu" in message
+    assert "\n" not in message
+
+
+def test_provider_parity_needs_the_samples(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle", samples=False))
+    with pytest.raises(ArtifactError, match=r"no parity\.npz .*visionops export --force"):
+        check_provider_parity(bundle, [CPU_PROVIDER])
