@@ -233,7 +233,7 @@ def power(
             for _ in range(trials):
                 rows = np.sort(rng.choice(len(pool), size=size, replace=False))
                 result = compare(
-                    reference, subset(current, rows, "trial"), task=task_for(bundle.manifest),
+                    reference, subset(current, rows, "trial"), task=task_for(bundle.meta),
                     settings=settings,
                 )  # fmt: skip
                 counts["overall"] += result.drifted
@@ -283,7 +283,7 @@ def reference_choice(
         for _ in range(trials):
             rows = np.sort(rng.choice(len(pool), size=size, replace=False))
             result = compare(
-                reference, subset(current, rows, "trial"), task=task_for(bundle.manifest),
+                reference, subset(current, rows, "trial"), task=task_for(bundle.meta),
                 settings=settings,
             )  # fmt: skip
             overall += result.drifted

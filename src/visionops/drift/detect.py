@@ -289,7 +289,7 @@ def compare(
     Args:
         reference: The bundle's reference sample.
         current: The current sample.
-        task: The bundle's task (``visionops.tasks.task_for(bundle.manifest)``): names the
+        task: The bundle's task (``visionops.tasks.task_for(bundle.meta)``): names the
             output columns.
         settings: ``drift.*`` settings (α, permutations, minimum sample size, PCA).
         channels: Image channels (names the channel-mean statistics).

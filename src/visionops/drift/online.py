@@ -57,7 +57,7 @@ class OnlineDriftMonitor:
         self.bundle = bundle
         self.settings = settings
         self.reference = reference_sample(bundle)
-        self.task = task_for(bundle.manifest)
+        self.task = task_for(bundle.meta)
         self.on_result = on_result
         self._window: deque[tuple[NDArray[np.float32], NDArray[np.float32] | None, dict[str, Any]]]
         self._window = deque(maxlen=settings.window)

@@ -219,7 +219,7 @@ def rebuild_reference(
             " dataset the model was trained on"
         )
     notes: list[str] = []
-    if prepared.fingerprint != bundle.manifest.get("training_data_fingerprint"):
+    if prepared.fingerprint != bundle.meta.training_data_fingerprint:
         notes.append(
             f"{prepared.path} is not the dataset the model was trained on (fingerprint differs)"
             " — the reference describes it, not the training data's held-out split"

@@ -117,7 +117,7 @@ def _windows(
         result = compare(
             reference,
             part,
-            task=task_for(bundle.manifest),
+            task=task_for(bundle.meta),
             settings=settings.drift,
             channels=int(bundle.input.get("channels", 3)),
             permutations=min(WINDOW_PERMUTATIONS, settings.drift.permutations),
@@ -239,7 +239,7 @@ def drift_report(
     result = compare(
         reference,
         current_sample,
-        task=task_for(bundle.manifest),
+        task=task_for(bundle.meta),
         settings=settings.drift,
         channels=channels,
     )

@@ -100,7 +100,7 @@ def reference_sample(bundle: Bundle) -> Sample:
     stat_names = [str(name) for name in arrays.get("stat_names", [])]
     stats = np.asarray(arrays.get("stats", np.zeros((len(predictions), 0))), np.float64)
     features = {name: stats[:, i] for i, name in enumerate(stat_names) if name in IMAGE_FEATURES}
-    classes = task_for(bundle.manifest).predicted_classes(predictions)
+    classes = task_for(bundle.meta).predicted_classes(predictions)
     return Sample(
         source=f"{path} ({split} split, {len(predictions)} images)",
         count=len(predictions),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from visionops.artifacts import BundleMeta, PredictionRecord
 from visionops.bundle import Bundle
 from visionops.drift.samples import log_sample, parse_since, reference_sample
 from visionops.errors import DriftError
@@ -17,11 +18,12 @@ LABELS = ["cat", "dog"]
 
 
 def _bundle(path: Path) -> Bundle:
-    manifest = {
-        "task": "classification", "model_version": "run-001@abcd", "class_names": LABELS,
-        "input": {"size": 32, "channels": 3},
-    }  # fmt: skip
-    return Bundle(path=path, manifest=manifest, parity={"passed": True})
+    meta = BundleMeta.model_validate({
+        "kind": "visionops.bundle", "task": "classification", "model_version": "run-001@abcd",
+        "class_names": LABELS, "input": {"size": 32, "channels": 3, "max_image_pixels": 10**6},
+        "outputs": {"main": "probabilities", "embedding": "embedding"},
+    })  # fmt: skip
+    return Bundle(path=path, meta=meta, parity=None)
 
 
 def _record(version: str, minute: int, label: str = "cat") -> dict[str, object]:
@@ -40,7 +42,13 @@ def _write_log(directory: Path, records: list[dict[str, object]], dim: int = 4) 
     log = PredictionLog(directory)
     rng = np.random.default_rng(0)
     log.write(
-        [LogEntry(record=r, embedding=rng.normal(size=dim).astype(np.float32)) for r in records]
+        [
+            LogEntry(
+                record=PredictionRecord.model_validate(r),
+                embedding=rng.normal(size=dim).astype(np.float32),
+            )
+            for r in records
+        ]
     )
     log.close()
 
