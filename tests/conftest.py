@@ -534,6 +534,7 @@ TRAINED_DEMO_OVERRIDES = {
         "train.augment.rotate_degrees=180",
         "train.augment.vflip=0.5",
     ],
+    "anomaly": ["recipe=demo-anomaly"],  # one pass: memory bank, no epochs
 }
 """Settings of the trained demo fixtures (besides resnet18, batch 32, CPU), by demo name."""
 
@@ -581,6 +582,12 @@ def trained_multilabel_run(
 ) -> Path:
     """A completed multilabel run on ``prepared_multilabel`` (test mAP >= 0.90, thresholds)."""
     return _train_demo(tmp_path_factory, prepared_multilabel, "multilabel")
+
+
+@pytest.fixture(scope="session")
+def trained_anomaly_run(tmp_path_factory: pytest.TempPathFactory, prepared_anomaly: Path) -> Path:
+    """A completed anomaly run on ``prepared_anomaly`` (memory bank; test image AUROC >= 0.95)."""
+    return _train_demo(tmp_path_factory, prepared_anomaly, "anomaly")
 
 
 @pytest.fixture(scope="session")

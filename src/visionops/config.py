@@ -32,6 +32,7 @@ from visionops.errors import ConfigError
 
 __all__ = [
     "PROJECT_FILE",
+    "AnomalySettings",
     "AugmentSettings",
     "DataSettings",
     "DemoSettings",
@@ -55,6 +56,7 @@ __all__ = [
 
 Task = Literal["classification", "multilabel", "regression", "anomaly"]
 ResizePolicy = Literal["crop", "letterbox"]
+BackboneLayer = Literal["layer1", "layer2", "layer3", "layer4"]
 PROJECT_FILE = "visionops.yaml"
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -157,6 +159,40 @@ class TrainSettings(_Section):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
+class AnomalySettings(_Section):
+    """The memory-bank anomaly detector (PatchCore), trained in one pass over good images."""
+
+    layers: list[BackboneLayer] = Field(
+        default_factory=lambda: list[BackboneLayer](["layer2", "layer3"]),
+        min_length=1,
+        description="Backbone layers whose 3x3-averaged features are concatenated.",
+    )
+    coreset_ratio: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Share of the training patches kept in the bank (PatchCore-1%; small"
+        " data sets want more, the demo keeps 0.1).",
+    )
+    projection_dim: int | None = Field(
+        None, ge=8, description="Random projection of stored features; null keeps them all."
+    )
+    coreset_projection_dim: int | None = Field(
+        128, ge=8, description="Dimensions distances are measured in while picking the coreset."
+    )
+    sigma: float = Field(4.0, ge=0, description="Heatmap Gaussian sigma, pixels at 224 px.")
+    target_fpr: float = Field(
+        0.05, gt=0, lt=1, description="Threshold: good held-out images allowed above it."
+    )
+    max_bank_mb: float = Field(
+        2048.0, gt=0, description="Refuse up front when the training patch features exceed it."
+    )
+    chunk: int = Field(4096, ge=64, description="Bank rows per distance matrix product.")
+    category: str | None = Field(
+        None, description="MVTec AD category to prepare from a multi-category download."
+    )
+
+
 class EvalSettings(_Section):
     """``visionops eval``."""
 
@@ -242,6 +278,7 @@ class Settings(_Section):
     export: ExportSettings = Field(default_factory=ExportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
 
     @field_validator("device")
     @classmethod

@@ -19,7 +19,6 @@ import contextlib
 import io
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from visionops._io import atomic_dir, file_sha256
 from visionops.artifacts import EvalMetrics, RunRecord
 from visionops.errors import ArtifactError, ConfigError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.results import EvalResult
 from visionops.tasks import TASKS, task_for
 
 if TYPE_CHECKING:
@@ -56,45 +56,6 @@ FloatArray = NDArray[np.float64]
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """What ``visionops eval`` produced.
-
-    Attributes:
-        run_dir: The evaluated run.
-        eval_dir: ``run_dir/eval`` holding ``metrics.json``, plots and ``report.html``.
-        task: The run's task.
-        split: The split that was scored (``val`` when ``test`` was asked for but empty).
-        n: Number of images scored.
-        metrics: Headline metrics.
-        rows: Per-class (classification, multilabel) or per-target (regression) rows.
-        row_kind: ``"class"`` or ``"target"``.
-        warnings: Everything the user should know about this evaluation.
-        payload: The content of ``metrics.json``.
-    """
-
-    run_dir: Path
-    eval_dir: Path
-    task: str
-    split: str
-    n: int
-    metrics: dict[str, float | None]
-    rows: list[dict[str, Any]]
-    row_kind: str
-    warnings: list[str]
-    payload: dict[str, Any]
-
-    @property
-    def report_path(self) -> Path:
-        """The self-contained HTML report."""
-        return self.eval_dir / "report.html"
-
-    @property
-    def metrics_path(self) -> Path:
-        """``metrics.json``."""
-        return self.eval_dir / "metrics.json"
 
 
 # --------------------------------------------------------------------------- metrics
@@ -275,6 +236,28 @@ def evaluate_run(
             " re-create the dataset the run was trained on, or retrain on this one"
         )
     used_split, indices = _choose_split(dataset, split, notes)
+    own_eval = TASKS[task].own_stage("eval")
+    if own_eval is not None:
+        result: EvalResult = own_eval(
+            settings,
+            run_dir,
+            dataset,
+            used_split,
+            indices,
+            checkpoint=checkpoint,
+            notes=notes,
+            dataset_record={
+                "path": recorded.path,
+                "name": dataset.name,
+                "fingerprint": current_fingerprint,
+                "trained_fingerprint": trained_fingerprint,
+                "fingerprint_matches": fingerprint_matches,
+            },
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return result
 
     from visionops.data.loading import BatchLoader
     from visionops.device import resolve_device

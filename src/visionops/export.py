@@ -32,19 +32,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
-import torch
 from loguru import logger
 from numpy.typing import NDArray
 
-from visionops import __version__
 from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_stale_temps
-from visionops.artifacts import BundleInput, BundleMeta, ParityRecord, RunRecord
+from visionops.artifacts import BundleInput, BundleMeta, RunRecord
 from visionops.bundle import load_bundle, write_bundle_manifest
 from visionops.drift.reference import choose_reference_indices
 from visionops.errors import (
@@ -55,7 +52,13 @@ from visionops.errors import (
     VisionOpsError,
 )
 from visionops.imaging import image_statistics
-from visionops.onnx_graph import EMBEDDING_NAME, build_wrapper, export_onnx, first_line
+from visionops.onnx_graph import (
+    EMBEDDING_NAME,
+    build_wrapper,
+    export_onnx,
+    first_line,
+    toolchain_versions,
+)
 from visionops.onnxrt import (
     INPUT_NAME,
     PARITY_SAMPLE_IMAGES,
@@ -67,6 +70,7 @@ from visionops.onnxrt import (
 from visionops.parity import PARITY_MAX_IMAGES, check_parity, finite
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.quantize import quantize_and_judge
+from visionops.results import ExportResult
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -127,29 +131,6 @@ def build_reference(
 # --------------------------------------------------------------------------- the stage
 
 
-@dataclass
-class ExportResult:
-    """What ``visionops export`` made.
-
-    Attributes:
-        bundle_dir: The bundle folder.
-        meta: ``visionops.json`` as written.
-        parity: ``parity.json`` as written.
-        quantized: The int8 record (``accepted``, ``reason``, metrics, speed-up) or None.
-        warnings: Things the user should know (dataset changed since training, ...).
-        seconds: Wall time of the export.
-        exported: False when ``exist_ok`` found a bundle and returned it as it is.
-    """
-
-    bundle_dir: Path
-    meta: BundleMeta
-    parity: ParityRecord
-    quantized: dict[str, Any] | None
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    exported: bool = True
-
-
 def find_run_dataset(run_dir: Path, run: RunRecord) -> Path:
     """The folder of the prepared dataset a run was trained on.
 
@@ -170,22 +151,6 @@ def find_run_dataset(run_dir: Path, run: RunRecord) -> Path:
         " — export checks the model on its validation images; recreate the dataset with"
         " `visionops data preprocess` (same source and settings)"
     )
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import onnxscript
-    import torchvision
-
-    return {
-        "visionops": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "onnx": onnx.__version__,
-        "onnxscript": onnxscript.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
 
 
 def _spread(indices: NDArray[np.int64], count: int) -> NDArray[np.int64]:
@@ -329,6 +294,17 @@ def _export(
             f"run {run_dir.name} is a {task_name} run; `visionops export` exports"
             f" {', '.join(TASKS)} runs"
         )
+    own_export = TASKS[task_name].own_stage("export")
+    if own_export is not None:
+        result: ExportResult = own_export(
+            settings,
+            run_dir,
+            PreparedDataset.open(find_run_dataset(run_dir, run_record)),
+            checkpoint=checkpoint,
+            quantize=quantize,
+            progress=progress,
+        )
+        return result
     notes: list[str] = []
     if run_record.status != "completed":
         notes.append(
@@ -501,7 +477,7 @@ def _export(
                 metrics_split={"split": eval_split, "images": len(eval_indices)},
                 training_data_fingerprint=recorded.fingerprint,
                 config_hash=config_hash,
-                versions=_versions(),
+                versions=toolchain_versions(),
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 quantized=quantized,
                 run={

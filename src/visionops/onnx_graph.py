@@ -275,3 +275,20 @@ def export_onnx(
     proto.producer_version = __version__
     onnx.checker.check_model(proto)
     onnx.save_model(proto, str(path))
+
+
+def toolchain_versions() -> dict[str, str]:
+    """Versions of visionops and the export toolchain, recorded in every bundle."""
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torchvision
+
+    return {
+        "visionops": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,7 +44,6 @@ __all__ = [
     "batch_slices",
     "check_provider_parity",
     "compare_latency",
-    "execution_providers",
     "onnx_predict",
     "ort_session",
     "parity_samples",
@@ -76,31 +75,6 @@ def batch_slices(count: int, size: int = DEFAULT_BATCH) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
-def execution_providers(device: Literal["auto", "cpu", "cuda"]) -> list[str]:
-    """The ONNX Runtime execution providers for a ``--device`` choice, best first.
-
-    ``cpu`` is the CPU only; ``cuda`` requires ONNX Runtime's CUDA provider; ``auto`` takes
-    CUDA when this ONNX Runtime has it. The CPU provider always comes last, for the few
-    operators a GPU provider leaves to it.
-
-    Raises:
-        DeviceError: ``cuda`` was asked of an ONNX Runtime without the CUDA provider.
-    """
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    if device == "cpu":
-        return [CPU_PROVIDER]
-    if CUDA_PROVIDER in available:
-        return [CUDA_PROVIDER, CPU_PROVIDER]
-    if device == "cuda":
-        raise DeviceError(
-            "--device cuda was asked but this ONNX Runtime has no CUDAExecutionProvider"
-            " (install onnxruntime-gpu with a matching CUDA) — or use --device cpu"
-        )
-    return [CPU_PROVIDER]
-
-
 def ort_session(
     path: Path,
     threads: int | None = None,
@@ -117,7 +91,7 @@ def ort_session(
     Args:
         path: The ``.onnx`` file.
         threads: Intra-op threads (None or 0: ONNX Runtime's default, one per core).
-        providers: Execution providers, best first (see :func:`execution_providers`).
+        providers: Execution providers, best first (``--device`` decides them in serve).
         sequential: One operator at a time (``inter_op_num_threads=1``), what a server
             running several sessions side by side wants.
         spinning: Let idle intra-op threads spin; a server turns it off so decode threads

@@ -41,7 +41,7 @@ from visionops.imaging import image_statistics
 from visionops.onnx_graph import export_onnx
 from visionops.onnxrt import CPU_PROVIDER, ort_session, verify_provider_parity
 from visionops.runs import load_trained_model
-from visionops.tasks import TASKS
+from visionops.tasks import TASKS, task_for
 
 
 def _settings(project: Path, *overrides: str) -> Settings:
@@ -65,10 +65,10 @@ def _dataset(project: Path, run: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _torch_reference(project: Path, run: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What `visionops eval` computes: the run's normalisation, model, task post-processing."""
-    model, manifest = load_trained_model(project / "runs" / run)
-    task = TASKS[manifest["task"]].from_manifest(manifest)
-    mean = torch.tensor(manifest["normalization"]["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(manifest["normalization"]["std"]).view(1, -1, 1, 1)
+    model, record = load_trained_model(project / "runs" / run)
+    task = task_for(record)
+    mean = torch.tensor(record.normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(record.normalization.std).view(1, -1, 1, 1)
     with torch.inference_mode():
         pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
         raw, embedding = model((pixels - mean) / std)
@@ -82,10 +82,10 @@ def _make_self_consistent_regression(project: Path) -> None:
     and outputs vary over a realistic range.
     """
     run_dir = project / "runs" / "dishes-run"
-    model, manifest = load_trained_model(run_dir)
+    model, record = load_trained_model(run_dir)
     images, _, _ = _dataset(project, "dishes-run")
-    mean = torch.tensor(manifest["normalization"]["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(manifest["normalization"]["std"]).view(1, -1, 1, 1)
+    mean = torch.tensor(record.normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(record.normalization.std).view(1, -1, 1, 1)
     torch.manual_seed(1)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -101,7 +101,7 @@ def _make_self_consistent_regression(project: Path) -> None:
         checkpoint["model"] = model.state_dict()
         torch.save(checkpoint, path)
     values, _ = _torch_reference(project, "dishes-run", images)
-    np.save(project / manifest["dataset"]["path"] / "targets.npy", values.astype(np.float32))
+    np.save(project / record.dataset.path / "targets.npy", values.astype(np.float32))
 
 
 @pytest.fixture(scope="session")

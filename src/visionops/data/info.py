@@ -13,6 +13,7 @@ from visionops.data.fetch import read_source_info
 from visionops.data.layouts import SPLIT_NAMES, Rejection, count_reasons, detect
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import ArtifactError, DatasetNotFoundError, LayoutError
+from visionops.tasks import get_task
 
 __all__ = ["PreparedInfo", "RawInfo", "dataset_info"]
 
@@ -138,7 +139,7 @@ def _raw_info(path: Path, settings: Settings) -> RawInfo:
         split_counts[split] += 1
         if isinstance(item.target, int):
             balance[split][names[item.target]] += 1
-        elif listing.task == "multilabel":
+        elif get_task(listing.task).target_kind == "multi_hot":
             for label, flag in zip(names, item.target, strict=True):
                 balance[split][label] += flag
     prepared = settings.data.prepared_root / path.resolve().name

@@ -47,6 +47,7 @@ from visionops.data.layouts import (
 from visionops.data.splits import plan_splits, regression_strata
 from visionops.errors import ArtifactError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.tasks import get_task
 
 __all__ = [
     "PREPROCESS_VERSION",
@@ -210,7 +211,7 @@ def _existing_manifest(folder: Path) -> PreparedManifest | None:
     except ArtifactError:
         return None
     needed = ["images.npy", "targets.npy", "splits.npy", "items.csv", "rejected.csv"]
-    if manifest.task == "anomaly":
+    if get_task(manifest.task).has_masks:
         needed.append("masks.npy")
     return manifest if all((folder / f).is_file() for f in needed) else None
 
@@ -221,7 +222,7 @@ def _existing_manifest(folder: Path) -> PreparedManifest | None:
 def _target_array(
     listing: RawListing, items: Sequence[RawItem]
 ) -> NDArray[np.int64] | NDArray[np.float32]:
-    if listing.task in ("classification", "anomaly"):
+    if get_task(listing.task).target_kind == "class_index":
         return np.array([int(item.target) for item in items], dtype=np.int64)  # type: ignore[arg-type]
     width = len(listing.class_names or listing.target_names or [])
     values = [item.target for item in items]
@@ -229,9 +230,10 @@ def _target_array(
 
 
 def _target_text(listing: RawListing, target: NDArray[Any]) -> str:
-    if listing.task in ("classification", "anomaly"):
+    kind = get_task(listing.task).target_kind
+    if kind == "class_index":
         return (listing.class_names or [])[int(target)]
-    if listing.task == "multilabel":
+    if kind == "multi_hot":
         names = listing.class_names or []
         return ";".join(name for name, flag in zip(names, target, strict=True) if flag >= 0.5)
     return ";".join(format(float(value), ".10g") for value in target)
@@ -242,12 +244,13 @@ def _class_counts(
 ) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     names = listing.class_names or []
+    kind = get_task(listing.task).target_kind
     for code, split in enumerate(SPLIT_NAMES):
         chosen = targets[splits == code]
-        if listing.task in ("classification", "anomaly"):
+        if kind == "class_index":
             tally = np.bincount(chosen.astype(np.int64), minlength=len(names))
             counts[split] = {name: int(tally[i]) for i, name in enumerate(names)}
-        elif listing.task == "multilabel":
+        elif kind == "multi_hot":
             positives = (chosen >= 0.5).sum(axis=0) if len(chosen) else np.zeros(len(names))
             counts[split] = {name: int(positives[i]) for i, name in enumerate(names)}
         else:
@@ -310,32 +313,9 @@ def _check_training_data(
             f"{raw}: no image is left in the train split — add training images (or, for"
             " split folders, put some in train/)"
         )
-    names = listing.class_names or []
-    if listing.task == "classification" and len(names) < 2:
-        raise DataError(
-            f"{raw}: only one class ({', '.join(names)}) — classification needs at least two"
-            " class folders; for good-versus-defect data name the folders good/ and"
-            " <defect>/ and pass --task anomaly"
-        )
-    if listing.task == "classification":
-        missing = [n for i, n in enumerate(names) if not np.any(train == i)]
-        if missing:
-            raise DataError(
-                f"{raw}: class {', '.join(repr(m) for m in missing[:5])} has no usable training"
-                " image — add images of it to the train split, or remove the class"
-            )
-    elif listing.task == "multilabel":
-        missing = [n for i, n in enumerate(names) if not np.any(train[:, i] >= 0.5)]
-        if missing:
-            raise DataError(
-                f"{raw}: label {', '.join(repr(m) for m in missing[:5])} is on no usable"
-                " training image — add images with it, or drop the label"
-            )
-    elif listing.task == "anomaly" and not np.any(train == 0):
-        raise DataError(
-            f"{raw}: no good image in the train split — anomaly detection learns from good"
-            " images (MVTec: train/good/)"
-        )
+    problem = get_task(listing.task).training_data_problem(listing.class_names or [], train)
+    if problem:
+        raise DataError(f"{raw}: {problem}")
 
 
 def _rejected_counts(path: Path) -> dict[str, int]:
@@ -512,9 +492,9 @@ def _build(
     data = settings.data
     items = listing.items
     size, channels = data.image_size, data.channels
-    anomaly = listing.task == "anomaly"
+    task = get_task(listing.task)
     images_path = tmp / _DECODE_FILE
-    masks_path = tmp / _MASK_FILE if anomaly else None
+    masks_path = tmp / _MASK_FILE if task.has_masks else None
     np.lib.format.open_memmap(
         images_path, mode="w+", dtype=np.uint8, shape=(len(items), size, size, channels)
     ).flush()
@@ -560,7 +540,7 @@ def _build(
     targets_all = _target_array(listing, usable)
     strata = (
         regression_strata(targets_all)
-        if listing.task == "regression"
+        if task.target_kind == "values"
         else [item.stratum for item in usable]
     )
     plan = plan_splits(
@@ -618,7 +598,7 @@ def _build(
 
     target_mean: list[float] | None = None
     target_std: list[float] | None = None
-    if listing.task == "regression":
+    if get_task(listing.task).target_kind == "values":
         train_targets = targets[splits == 0].astype(np.float64)
         spread = train_targets.std(axis=0)
         constant = [n for n, s in zip(listing.target_names or [], spread, strict=True) if s == 0]

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from visionops.artifacts import PreparedManifest
 from visionops.config import Settings, Task
 from visionops.errors import ArtifactError, DatasetNotFoundError
+from visionops.tasks import TASKS, get_task
 
 __all__ = [
     "PREPARED_FILES",
@@ -35,7 +36,6 @@ PREPARED_FILES: Final = (
     "items.csv",
     "rejected.csv",
 )
-_TASKS: Final = ("classification", "multilabel", "regression", "anomaly")
 
 
 def _remake(name: str) -> str:
@@ -115,11 +115,13 @@ class PreparedDataset:
             )
         manifest = PreparedManifest.read(manifest_path)
         name = manifest.name or path.name
-        task = manifest.task
-        if task not in _TASKS:
-            raise ArtifactError(f"{manifest_path} names an unknown task {task!r} — {_remake(name)}")
+        if manifest.task not in TASKS:
+            raise ArtifactError(
+                f"{manifest_path} names an unknown task {manifest.task!r} — {_remake(name)}"
+            )
+        has_masks = TASKS[manifest.task].has_masks
         needed = ["images.npy", "targets.npy", "splits.npy"]
-        if task == "anomaly":
+        if has_masks:
             needed.append("masks.npy")
         for file in needed:
             if not (path / file).is_file():
@@ -128,7 +130,7 @@ class PreparedDataset:
             images = np.load(path / "images.npy", mmap_mode="r")
             targets = np.load(path / "targets.npy")
             splits = np.load(path / "splits.npy")
-            masks = np.load(path / "masks.npy", mmap_mode="r") if task == "anomaly" else None
+            masks = np.load(path / "masks.npy", mmap_mode="r") if has_masks else None
         except (OSError, ValueError, EOFError) as exc:
             raise ArtifactError(
                 f"{path} has an unreadable array ({exc}) — {_remake(name)}"
@@ -147,9 +149,9 @@ class PreparedDataset:
                 f"images.npy is {self.images.dtype} {self.images.shape}, expected uint8"
                 f" (N, {size}, {size}, {channels})"
             )
-        task = self.task
-        expected_dtype = np.int64 if task in ("classification", "anomaly") else np.float32
-        expected_ndim = 1 if task in ("classification", "anomaly") else 2
+        by_index = TASKS[self.task].target_kind == "class_index"
+        expected_dtype = np.int64 if by_index else np.float32
+        expected_ndim = 1 if by_index else 2
         if (
             self.targets.dtype != expected_dtype
             or self.targets.ndim != expected_ndim
@@ -219,9 +221,7 @@ class PreparedDataset:
     @property
     def num_outputs(self) -> int:
         """Width of a model's main output: classes, labels or targets (1 for anomaly)."""
-        if self.task == "anomaly":
-            return 1
-        return len(self.manifest.labels)
+        return get_task(self.task).from_manifest(self.manifest).num_outputs
 
     @property
     def image_size(self) -> int:

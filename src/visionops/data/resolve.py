@@ -31,7 +31,12 @@ serve a run that asks for these, so asking explicitly for another value is an er
 
 def _from_source(source: str, settings: Settings, progress: ProgressReporter) -> Path:
     fetched = fetch_dataset(source, settings, progress=progress)
-    return prepare_dataset(fetched.path, settings, progress=progress).path
+    raw = fetched.path
+    if settings.anomaly.category:  # one category of a multi-category MVTec AD download
+        from visionops.anomaly.categories import select_category
+
+        raw = select_category(raw, settings.anomaly.category)
+    return prepare_dataset(raw, settings, progress=progress).path
 
 
 def _shown(path: Path) -> str:

@@ -17,6 +17,7 @@ from visionops.tasks._results import Plot, TaskMetrics
 
 __all__ = [
     "TASKS",
+    "AnomalyTask",
     "ClassificationTask",
     "MultilabelTask",
     "Plot",
@@ -68,6 +69,7 @@ def task_for(manifest: Any, *, label_smoothing: float = 0.0) -> Task:
 
 # The built-in tasks register themselves on import; they come last because they import
 # register_task from this package. A new task module is added to this list.
+from visionops.tasks.anomaly import AnomalyTask  # noqa: E402
 from visionops.tasks.classification import ClassificationTask  # noqa: E402
 from visionops.tasks.multilabel import MultilabelTask  # noqa: E402
 from visionops.tasks.regression import RegressionTask  # noqa: E402

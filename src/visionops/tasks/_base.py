@@ -13,8 +13,9 @@ with :func:`visionops.tasks.register_task`.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -75,6 +76,9 @@ class Task(ABC):
             detection builds a memory bank instead).
         target_kind: How ``targets.npy`` stores a target: ``class_index`` (``(N,)`` int64),
             ``multi_hot`` (``(N, K)`` float32 0/1) or ``values`` (``(N, T)`` float32).
+        has_masks: Whether a prepared dataset of this task carries ``masks.npy``.
+        own_stages: Stages the task brings itself, as ``"module:function"`` by stage name
+            (see :meth:`own_stage`).
     """
 
     name: ClassVar[str]
@@ -87,6 +91,8 @@ class Task(ABC):
     serve_options: ClassVar[frozenset[str]] = frozenset({"top_k"})
     trained_by_gradient: ClassVar[bool] = True
     target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "class_index"
+    has_masks: ClassVar[bool] = False
+    own_stages: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     @abstractmethod
@@ -160,6 +166,34 @@ class Task(ABC):
     def predicted_classes(self, main: NDArray[Any]) -> NDArray[np.int64] | None:
         """One predicted class per image for drift's chi-square test, or None."""
         del main
+        return None
+
+    @classmethod
+    def own_stage(cls, stage: Literal["train", "eval", "export"]) -> Callable[..., Any] | None:
+        """The function that replaces a shared stage for this task, or None to use the shared one.
+
+        A task that is not trained by gradient descent (anomaly detection's memory bank)
+        names its own ``train``, ``eval`` and ``export`` in ``own_stages`` as
+        ``"module:function"``; the shared stages call it after they have resolved and
+        validated their inputs. The name is imported on first use, like an entry point, so
+        the task module stays light and the stage modules may import the task registry.
+        """
+        target = cls.own_stages.get(stage)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        function: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+        return function
+
+    @classmethod
+    def training_data_problem(cls, names: Sequence[str], train: NDArray[Any]) -> str | None:
+        """What makes a train split unusable for this task (None: nothing).
+
+        Args:
+            names: Class or target names of the dataset.
+            train: The train split's targets as ``targets.npy`` stores them.
+        """
+        del names, train
         return None
 
     # ------------------------------------------------------------- training half

@@ -267,6 +267,23 @@ class ClassificationTask(Task):
         classes: NDArray[np.int64] = np.asarray(main).reshape(len(main), -1).argmax(axis=1)
         return classes.astype(np.int64)
 
+    @classmethod
+    def training_data_problem(cls, names: Sequence[str], train: NDArray[Any]) -> str | None:
+        """Fewer than two classes, or a class without a training image."""
+        if len(names) < 2:
+            return (
+                f"only one class ({', '.join(names)}) — classification needs at least two class"
+                " folders; for good-versus-defect data name the folders good/ and <defect>/ and"
+                " pass --task anomaly"
+            )
+        missing = [n for i, n in enumerate(names) if not np.any(train == i)]
+        if missing:
+            return (
+                f"class {', '.join(repr(m) for m in missing[:5])} has no usable training image"
+                " — add images of it to the train split, or remove the class"
+            )
+        return None
+
     # ------------------------------------------------------------- training half
 
     @property

@@ -305,6 +305,17 @@ class MultilabelTask(Task):
         values = np.asarray(main, np.float64).reshape(len(main), -1)
         return {f"p({name})": values[:, i] for i, name in enumerate(self.class_names)}
 
+    @classmethod
+    def training_data_problem(cls, names: Sequence[str], train: NDArray[Any]) -> str | None:
+        """A label that is on no training image."""
+        missing = [n for i, n in enumerate(names) if not np.any(train[:, i] >= 0.5)]
+        if missing:
+            return (
+                f"label {', '.join(repr(m) for m in missing[:5])} is on no usable training image"
+                " — add images with it, or drop the label"
+            )
+        return None
+
     # ------------------------------------------------------------- training half
 
     @property

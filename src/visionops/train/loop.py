@@ -18,7 +18,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from visionops.errors import ArtifactError, ConfigError, TrainingError
 from visionops.logs import log_to_file
 from visionops.models import VisionModel
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.results import TrainResult
 from visionops.runs import (
     RunWriter,
     load_checkpoint,
@@ -60,53 +61,6 @@ from visionops.train.engine import Engine, seed_everything, set_rng_state
 __all__ = ["TrainResult", "train"]
 
 _PREDICTION_SAMPLES = 16
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` did.
-
-    Attributes:
-        run_dir: The run folder.
-        name: The run name.
-        status: ``completed`` or ``interrupted`` (failures raise instead).
-        task: The task trained.
-        monitor: Validation metric that picked the best checkpoint.
-        mode: ``max`` or ``min``.
-        best_metric: Its best value (None if no epoch finished).
-        best_epoch: Epoch of the best checkpoint.
-        epochs_completed: Epochs finished in total (including before a resume).
-        epochs: Epochs asked for.
-        stopped_early: Whether early stopping ended the run.
-        metrics: The content of ``metrics.json`` (``val`` and, if present, ``test``).
-        device: Device used (``cpu``, ``cuda:0`` ...).
-        precision: ``fp32``, ``bf16 mixed`` or ``fp16 mixed``.
-        seconds: Wall time of this invocation.
-        images_per_s: Mean training throughput of this invocation (all processes).
-        resumed_from: Epochs already done when this invocation started (0 for a new run).
-        rank: This process's rank (only rank 0 wrote the run; others return a stub).
-        resume_command: The command that continues an interrupted run.
-    """
-
-    run_dir: Path
-    name: str
-    status: str
-    task: str
-    monitor: str
-    mode: str
-    best_metric: float | None
-    best_epoch: int | None
-    epochs_completed: int
-    epochs: int
-    stopped_early: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"
-    precision: str = "fp32"
-    seconds: float = 0.0
-    images_per_s: float = 0.0
-    resumed_from: int = 0
-    rank: int = 0
-    resume_command: str | None = None
 
 
 def _now() -> str:
@@ -297,6 +251,42 @@ class _Attempt:
             self.started,
         )
 
+    def _own_stage(
+        self,
+        dataset_arg: str | Path | None,
+        name: str | None,
+        exist_ok: bool,
+        resume: str | Path | None,
+    ) -> TrainResult | None:
+        """Train with the task's own stage when it has one (None: the gradient-descent loop).
+
+        Anomaly detection builds a memory bank in one pass instead of running epochs.
+        """
+        resume_dir = None
+        if resume is not None:
+            resume_dir = resolve_run(resume, self.settings.runs_root)
+            record = read_run_manifest(resume_dir)
+            if get_task(record.task).own_stage("train") is None:
+                return None
+            dataset_arg = dataset_arg or record.dataset.path
+        dataset = PreparedDataset.open(
+            resolve_dataset(self.settings, dataset_arg, self.progress, reprepare=self.reprepare)
+        )
+        own_train = get_task(dataset.task).own_stage("train")
+        if own_train is None:
+            return None
+        result: TrainResult = own_train(
+            self.settings,
+            dataset,
+            name=name,
+            exist_ok=exist_ok,
+            resume_dir=resume_dir,
+            device=self.choice.device,
+            device_reason=self.choice.reason,
+            progress=self.progress,
+        )
+        return result
+
     def lead(
         self,
         dataset_arg: str | Path | None,
@@ -307,6 +297,9 @@ class _Attempt:
         """Rank 0: claim the run folder first (a concurrent writer fails at once), then train."""
         runs_root = self.settings.runs_root
         recover_runs(runs_root)
+        own = self._own_stage(dataset_arg, name, exist_ok, resume)
+        if own is not None:
+            return own
         if resume is not None:
             run_dir = resolve_run(resume, runs_root)
             record, checkpoint = _resume_point(run_dir)

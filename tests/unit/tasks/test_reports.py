@@ -195,3 +195,20 @@ def test_importing_the_tasks_does_not_import_torch() -> None:
 
     code = "import sys, visionops.tasks; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_task_may_bring_its_own_stages() -> None:
+    from visionops.tasks import get_task
+
+    assert get_task("classification").own_stage("train") is None
+    anomaly = get_task("anomaly")
+    assert anomaly.own_stage("train").__name__ == "fit_anomaly"  # type: ignore[union-attr]
+    assert anomaly.own_stage("export").__name__ == "export_anomaly"  # type: ignore[union-attr]
+    assert anomaly.has_masks and not anomaly.trained_by_gradient
+
+
+def test_training_data_problems_name_the_fix() -> None:
+    assert "at least two" in (ClassificationTask.training_data_problem(["a"], np.zeros(3)) or "")
+    missing = MultilabelTask.training_data_problem(["a", "b"], np.array([[1.0, 0.0]]))
+    assert "'b'" in (missing or "")
+    assert RegressionTask.training_data_problem(["x"], np.zeros((2, 1))) is None

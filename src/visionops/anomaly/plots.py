@@ -1,0 +1,89 @@
+"""Anomaly evaluation figures, rendered straight to PNG bytes (no pyplot state).
+
+Examples:
+    >>> png = score_histogram_png(scores, labels, threshold=2.5)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+__all__ = ["heatmap_overlay", "overlays_png", "score_histogram_png"]
+
+_DPI = 110
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def score_histogram_png(
+    scores: NDArray[np.floating[Any]], labels: NDArray[Any], threshold: float
+) -> bytes:
+    """Histograms of good and defective image scores with the threshold marked."""
+    figure = Figure(figsize=(6.0, 3.4))
+    axes = figure.add_subplot()
+    bins = np.histogram_bin_edges(scores, bins=min(30, max(5, len(scores) // 2))).tolist()
+    labels = np.asarray(labels).astype(bool)
+    axes.hist(scores[~labels], bins=bins, alpha=0.6, label=f"good ({int((~labels).sum())})")
+    axes.hist(scores[labels], bins=bins, alpha=0.6, label=f"defect ({int(labels.sum())})")
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    axes.set_xlabel("image anomaly score")
+    axes.set_ylabel("images")
+    axes.legend(frameon=False)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def heatmap_overlay(
+    image: NDArray[np.uint8], heatmap: NDArray[np.floating[Any]], low: float, high: float
+) -> NDArray[np.uint8]:
+    """The image with the heatmap (scaled ``low..high``) blended over it in red, uint8 RGB."""
+    rgb = (
+        image
+        if image.ndim == 3 and image.shape[-1] == 3
+        else np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
+    )
+    weight = np.clip((heatmap - low) / max(high - low, 1e-12), 0.0, 1.0)[..., None]
+    red = np.array([255.0, 32.0, 0.0])
+    blended = rgb.astype(np.float64) * (1 - 0.6 * weight) + red * 0.6 * weight
+    overlay: NDArray[np.uint8] = np.clip(blended, 0, 255).astype(np.uint8)
+    return overlay
+
+
+def overlays_png(
+    images: Sequence[NDArray[np.uint8]],
+    heatmaps: Sequence[NDArray[np.floating[Any]]],
+    masks: Sequence[NDArray[np.uint8] | None],
+    captions: Sequence[str],
+    *,
+    low: float,
+    high: float,
+    title: str,
+) -> bytes:
+    """A row per image: the image, the heatmap overlay, and the ground-truth mask outline."""
+    rows = max(1, len(images))
+    figure = Figure(figsize=(5.0, 2.2 * rows))
+    figure.suptitle(title)
+    for row, (image, heatmap, mask, caption) in enumerate(
+        zip(images, heatmaps, masks, captions, strict=True)
+    ):
+        left = figure.add_subplot(rows, 2, 2 * row + 1)
+        right = figure.add_subplot(rows, 2, 2 * row + 2)
+        left.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+        right.imshow(heatmap_overlay(image, heatmap, low, high))
+        if mask is not None and mask.any():
+            right.contour(mask > 0, levels=[0.5], colors=["cyan"], linewidths=1.0)
+        left.set_title(caption, fontsize=8)
+        for axes in (left, right):
+            axes.set_axis_off()
+    figure.tight_layout()
+    return _png(figure)

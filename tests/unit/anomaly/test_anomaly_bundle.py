@@ -1,0 +1,98 @@
+"""`visionops export` and `serve` of an anomaly run: bank in the graph, parity, verdicts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from visionops.bundle import load_bundle
+from visionops.config import ServeSettings, load_settings
+from visionops.data.prepared import PreparedDataset
+from visionops.export import export_run
+from visionops.serve.app import create_app
+
+
+@pytest.fixture(scope="module")
+def anomaly_bundle(
+    trained_anomaly_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, PreparedDataset]:
+    project = tmp_path_factory.mktemp("anomaly-export") / "project"
+    shutil.copytree(trained_anomaly_run.parent.parent, project, symlinks=True)
+    run_dir = project / "runs" / trained_anomaly_run.name
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        result = export_run(load_settings(cwd=project), run_dir, quantize="int8")
+    record = json.loads((run_dir / "run.json").read_text())
+    return result.bundle_dir, PreparedDataset.open(project / record["dataset"]["path"])
+
+
+def test_bank_and_distances_are_in_the_graph(anomaly_bundle: tuple[Path, PreparedDataset]) -> None:
+    bundle_dir, _ = anomaly_bundle
+    graph = onnx.load(str(bundle_dir / "model.onnx")).graph
+    assert [output.name for output in graph.output] == ["score", "heatmap", "embedding"]
+    operators = {node.op_type for node in graph.node}
+    assert {"MatMul", "ReduceMin", "Sqrt"} <= operators
+    parity = json.loads((bundle_dir / "parity.json").read_text())
+    assert parity["passed"] and set(parity["max_abs_diff"]) == {"score", "heatmap", "embedding"}
+    manifest = json.loads((bundle_dir / "visionops.json").read_text())
+    assert manifest["task"] == "anomaly" and manifest["outputs"]["main"] == "score"
+    assert manifest["metrics"]["image_auroc"] >= 0.95
+
+
+def test_int8_gate_judges_image_auroc(anomaly_bundle: tuple[Path, PreparedDataset]) -> None:
+    bundle_dir, _ = anomaly_bundle
+    quantized = json.loads((bundle_dir / "visionops.json").read_text())["quantized"]
+    assert quantized["metric"] == "image_auroc" and quantized["quantized_ops"] == ["Conv"]
+    # Kept exactly when the AUROC drop is within the tolerance, and then the file is there.
+    assert quantized["accepted"] == (quantized["drop"] <= quantized["tolerance"])
+    assert (bundle_dir / "model.int8.onnx").is_file() == quantized["accepted"]
+    graph = onnx.load(str(bundle_dir / "model.int8.onnx")).graph if quantized["accepted"] else None
+    if graph is not None:
+        quantized_inputs = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        assert quantized_inputs and "bank" not in " ".join(quantized_inputs)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_serve_answers_verdicts_and_a_heatmap(
+    anomaly_bundle: tuple[Path, PreparedDataset], tmp_path: Path
+) -> None:
+    bundle_dir, dataset = anomaly_bundle
+    test = dataset.indices("test")
+    labels = np.asarray(dataset.targets[test])
+    good, defect = test[labels == 0][0], test[labels == 1][0]
+    threshold = json.loads((bundle_dir / "visionops.json").read_text())["thresholds"][0]
+    app = create_app(load_bundle(bundle_dir), ServeSettings(), tmp_path)
+    with TestClient(app) as client:
+        for _ in range(500):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.02)
+        answers = {}
+        for name, index in (("good", good), ("defect", defect)):
+            files = {"file": (f"{name}.png", _png(np.asarray(dataset.images[index])), "image/png")}
+            response = client.post("/predict", files=files, params={"heatmap": True})
+            assert response.status_code == 200, response.text
+            answers[name] = response.json()["predictions"][0]
+    assert answers["good"]["verdict"] == "good" and answers["defect"]["verdict"] == "defect"
+    assert answers["good"]["score"] < threshold <= answers["defect"]["score"]
+    heatmap = answers["defect"]["heatmap"]
+    image = Image.open(io.BytesIO(base64.b64decode(heatmap["png_base64"])))
+    assert image.size == (dataset.image_size, dataset.image_size)
+    mask = np.asarray(dataset.masks[defect]) > 0
+    pixels = np.asarray(image, dtype=np.float64)
+    assert pixels[mask].mean() > pixels[~mask].mean()

@@ -1,0 +1,31 @@
+"""`visionops eval` on an anomaly run: metrics, histogram, overlays in the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from visionops.config import load_settings
+from visionops.evaluate import evaluate_run
+
+
+def test_eval_writes_metrics_and_a_report_with_overlays(
+    trained_anomaly_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(trained_anomaly_run.parent.parent, project, symlinks=True)
+    monkeypatch.chdir(project)
+    settings = load_settings(overrides=["device=cpu"], cwd=project)
+    result = evaluate_run(settings, trained_anomaly_run.name)
+    assert result.metrics["image_auroc"] is not None and result.metrics["image_auroc"] >= 0.95
+    assert result.metrics["pixel_auroc"] is not None and result.metrics["pixel_auroc"] >= 0.90
+    assert result.metrics["aupro"] is not None
+    payload = json.loads(result.metrics_path.read_text())
+    assert set(payload["plots"]) == {"score_histogram.png", "worst_misses.png", "false_alarms.png"}
+    trained = json.loads((project / "runs" / trained_anomaly_run.name / "metrics.json").read_text())
+    assert payload["threshold"] == trained["thresholds"][0]
+    report = result.report_path.read_text()
+    assert report.count("data:image/png;base64,") == 3
