@@ -247,6 +247,21 @@ class DriftSettings(_Section):
 
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the tests.")
     window: int = Field(1000, ge=10, description="Most recent predictions compared.")
+    every: int = Field(
+        200, ge=1, description="serve: rerun the tests after this many new predictions."
+    )
+    permutations: int = Field(1000, ge=19, description="MMD permutation-test relabellings.")
+    min_samples: int = Field(30, ge=5, description="Fewest images on either side of a test.")
+    pca_dim: int | None = Field(
+        32, ge=2, description="Reduce embeddings to this many PCA components; null = off."
+    )
+    pca_fraction: float = Field(
+        0.25, gt=0, lt=1, description="Share of the reference that fits the PCA (not tested)."
+    )
+    reference_split: Literal["val", "test"] = Field(
+        "val", description="Held-out split the reference is drawn from."
+    )
+    seed: int = Field(0, description="Seed of permutations, PCA split and reference sample.")
 
 
 class Settings(_Section):

@@ -17,7 +17,8 @@ VisionOpsError
 ├── TrainingError               a run that cannot start or diverged
 ├── TrackingError               Weights & Biases cannot start, or a sweep cannot be created
 ├── ExportError                 ONNX export, parity or quantisation failed
-└── ServeError                  the server cannot start (port in use, no bundle)
+├── ServeError                  the server cannot start (port in use, no bundle)
+└── DriftError                  a drift check that cannot run (too few images, foreign log)
 ```
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "DeviceError",
+    "DriftError",
     "ExportError",
     "ImageError",
     "LayoutError",
@@ -110,3 +112,9 @@ class TrackingError(VisionOpsError):
 
 class ServeError(VisionOpsError):
     """The server cannot start or cannot load its bundle."""
+
+
+class DriftError(VisionOpsError):
+    """A drift check that cannot run: no usable log, too few images, a foreign log."""
+
+    exit_code = 2

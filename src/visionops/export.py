@@ -13,8 +13,9 @@ training and serving. This module runs the stage; each step has its own module:
 - ``model.int8.onnx`` (:mod:`visionops.quantize`, ``--quantize int8``): static QDQ
   quantisation calibrated on training images, kept only when the metric drops by at most
   ``export.max_accuracy_drop``.
-- ``reference.npz``: embeddings, image statistics and predictions of a sample of images,
-  computed through the exported graph itself — the baseline of ``visionops drift``.
+- ``reference.npz``: embeddings, image statistics and predictions of a sample of held-out
+  (validation) images, computed through the exported graph itself — the baseline of
+  ``visionops drift``; it records the split it came from.
 - ``visionops.json`` (:mod:`visionops.bundle`): everything a server needs to know, the
   checksum of every file, and a copy sealed in the graph's metadata.
 
@@ -42,6 +43,7 @@ from numpy.typing import NDArray
 from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_stale_temps
 from visionops.artifacts import BundleInput, BundleMeta, RunRecord
 from visionops.bundle import load_bundle, write_bundle_manifest
+from visionops.drift.reference import choose_reference_indices
 from visionops.errors import (
     ArtifactError,
     ConfigError,
@@ -96,7 +98,7 @@ def build_reference(
     layout: str,
     indices: NDArray[np.int64] | None = None,
 ) -> dict[str, NDArray[Any]]:
-    """The drift reference of a sample of training images, computed through the graph.
+    """The drift reference of a sample of held-out images, computed through the graph.
 
     Args:
         session: A session of the exported graph.
@@ -429,9 +431,14 @@ def _export(
                     logger.warning(f"int8 refused: {quantized['reason']}")
                 bar.advance(1, step="reference")
 
-            train_indices = dataset.indices("train")
-            rng = np.random.default_rng(_REFERENCE_SEED)
-            sample = np.sort(rng.permutation(train_indices)[: export_settings.reference_samples])
+            # Held-out images: a model is more confident on its training images (drift/).
+            reference_split, sample = choose_reference_indices(
+                np.asarray(dataset.splits),
+                split=settings.drift.reference_split,
+                samples=export_settings.reference_samples,
+                seed=_REFERENCE_SEED,
+                allow_train=True,
+            )
             reference = build_reference(
                 fp32_session,
                 np.asarray(dataset.images[sample]),
@@ -444,6 +451,7 @@ def _export(
                 )
                 reference["embeddings_int8"] = int8_embeddings
                 reference["predictions_int8"] = int8_outputs
+            reference["split"] = np.array(reference_split, dtype=np.str_)
             with (tmp / "reference.npz").open("wb") as handle:
                 np.savez_compressed(handle, allow_pickle=False, **reference)
 
@@ -483,6 +491,7 @@ def _export(
                 },
                 opset=export_settings.opset,
                 reference_samples=len(sample),
+                reference_split=reference_split,
             )
             atomic_write_json(tmp / "parity.json", parity.model_dump(mode="json"))
             written = write_bundle_manifest(tmp, meta)

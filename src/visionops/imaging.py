@@ -247,14 +247,25 @@ def image_statistics(pixels: NDArray[np.uint8]) -> dict[str, float]:
         pixels: A ``(H, W, C)`` uint8 array.
 
     Returns:
-        ``mean``, ``std``, ``min``, ``max`` of all pixels, plus ``mean_c{i}`` per channel.
+        ``mean``, ``std``, ``min``, ``max`` of all pixels, ``sharpness`` (variance of the
+        Laplacian of the grey image), ``saturation`` (mean HSV saturation; 0 for grey images),
+        plus ``mean_c{i}`` per channel.
     """
     scaled = pixels.astype(np.float32) / 255.0
+    grey = scaled.mean(axis=-1)
+    laplacian = (
+        grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
+    )
+    brightest = scaled.max(axis=-1)
+    chroma = brightest - scaled.min(axis=-1)
+    saturation = np.divide(chroma, brightest, out=np.zeros_like(chroma), where=brightest > 0)
     stats = {
         "mean": float(scaled.mean()),
         "std": float(scaled.std()),
         "min": float(scaled.min()),
         "max": float(scaled.max()),
+        "sharpness": float(laplacian.var()) if laplacian.size else 0.0,
+        "saturation": float(saturation.mean()),
     }
     for index in range(scaled.shape[-1]):
         stats[f"mean_c{index}"] = float(scaled[..., index].mean())

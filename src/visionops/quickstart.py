@@ -1,6 +1,7 @@
 """``visionops quickstart``: every stage, end to end, on an embedded demo.
 
-fetch → preprocess → train → eval → export → serve check. The serve check starts the real
+fetch → preprocess → train → eval → export → serve check → drift (test images, then test
+images shifted with ``drift simulate``: no drift, then drift). The serve check starts the real
 serving app in-process, posts raw test images as a client would, and compares its answers with
 the exported model's answers on the prepared arrays of the same images: if training and
 serving decoded or resized differently, the check fails.
@@ -20,7 +21,7 @@ from visionops.config import Settings
 from visionops.errors import VisionOpsError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
-__all__ = ["DEMO_FOR_TASK", "StageReport", "run_quickstart", "serve_check"]
+__all__ = ["DEMO_FOR_TASK", "StageReport", "drift_check", "run_quickstart", "serve_check"]
 
 DEMO_FOR_TASK = {
     "classification": "shapes",
@@ -225,4 +226,49 @@ def run_quickstart(
     started = time.perf_counter()
     summary = serve_check(exported.bundle_dir, prepared.path, fetched.path, settings)
     record("serve check", started, exported.bundle_dir.parent / "predictions", summary)
+
+    started = time.perf_counter()
+    summary = drift_check(exported.bundle_dir, prepared.path, fetched.path, settings)
+    record("drift", started, exported.bundle_dir.parent / "drift", summary)
     return result
+
+
+DRIFT_DEMO_SHIFT = "brightness=1.3"
+
+
+def drift_check(bundle_dir: Path, prepared_dir: Path, raw_dir: Path, settings: Settings) -> str:
+    """Drift reports on the raw test images, then on copies shifted by ``drift simulate``.
+
+    Returns:
+        Both verdicts on one line (or why the check was skipped: too few test images).
+    """
+    import csv
+    import shutil
+    import tempfile
+
+    from visionops.drift.report import drift_report
+    from visionops.drift.simulate import parse_shifts, simulate_folder
+    from visionops.errors import DriftError
+
+    with (prepared_dir / "items.csv").open(newline="", encoding="utf-8") as handle:
+        paths = [raw_dir / row["path"] for row in csv.DictReader(handle) if row["split"] == "test"]
+    minimum = settings.drift.min_samples
+    if len(paths) < minimum:
+        return f"skipped: {len(paths)} test images, the drift tests need {minimum}"
+    out = bundle_dir.parent / "drift"
+    verdicts = []
+    with tempfile.TemporaryDirectory(prefix="visionops-drift-") as tmp:
+        unshifted = Path(tmp) / "test"
+        for index, path in enumerate(paths):
+            target = unshifted / f"{index:05d}{path.suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        shifted = simulate_folder(unshifted, parse_shifts(DRIFT_DEMO_SHIFT), Path(tmp) / "shifted")
+        for name, folder in (("test images", unshifted), (DRIFT_DEMO_SHIFT, shifted.out_dir)):
+            try:
+                report = drift_report(settings, bundle_dir, current=folder, out=out / folder.name)
+            except DriftError as exc:
+                return f"skipped: {exc}"
+            verdict = "DRIFT" if report.result.drifted else "no drift"
+            verdicts.append(f"{name}: {verdict} (p={report.result.p_value:.2g})")
+    return "; ".join(verdicts)

@@ -28,7 +28,7 @@ def test_quickstart_runs_every_stage_in_an_empty_folder(
         ],
     )
     assert result.exit_code == 0, result.output
-    for stage in ("fetch", "preprocess", "train", "eval", "export", "serve check"):
+    for stage in ("fetch", "preprocess", "train", "eval", "export", "serve check", "drift"):
         assert stage in result.stdout
     assert "(no skew)" in result.output
     run = Path("runs/latest").resolve()

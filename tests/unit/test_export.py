@@ -251,8 +251,9 @@ def test_reference_is_computed_through_the_exported_graph(exported: Any) -> None
         arrays = {name: reference[name] for name in reference.files}
     images, _, splits = _dataset(project, "colours-run")
     indices = arrays["indices"]
-    assert len(indices) == int((splits == 0).sum())  # fewer train images than 512 samples
-    assert (splits[indices] == 0).all()
+    assert len(indices) == int((splits == 1).sum())  # held-out: every val image (< 512)
+    assert (splits[indices] == 1).all()
+    assert str(arrays["split"]) == "val"
     assert arrays["embeddings"].shape == (len(indices), 512)
     assert arrays["embeddings"].dtype == np.float32
     assert arrays["predictions"].shape == (len(indices), 4)

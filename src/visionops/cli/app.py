@@ -15,8 +15,10 @@ from visionops import __version__
 from visionops.cli import config as config_cli
 from visionops.cli import data as data_cli
 from visionops.cli import doctor as doctor_cli
+from visionops.cli import drift as drift_cli
 from visionops.cli import evaluate as evaluate_cli
 from visionops.cli import export as export_cli
+from visionops.cli import predict as predict_cli
 from visionops.cli import quickstart as quickstart_cli
 from visionops.cli import runs as runs_cli
 from visionops.cli import serve as serve_cli
@@ -71,6 +73,8 @@ for module in (
     export_cli,
     runs_cli,
     serve_cli,
+    predict_cli,
+    drift_cli,
     config_cli,
     doctor_cli,
 ):

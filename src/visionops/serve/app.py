@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from visionops import __version__
 from visionops.bundle import Bundle
-from visionops.config import ServeSettings
+from visionops.config import DriftSettings, ServeSettings
 from visionops.serve.http_errors import ApiError, InternalErrorMiddleware, install_error_handlers
 from visionops.serve.metrics import MetricsMiddleware
 from visionops.serve.routes import build_router
@@ -35,6 +35,7 @@ def create_app(
     *,
     decode_threads: int | None = None,
     device: str = "auto",
+    drift: DriftSettings | None = None,
 ) -> FastAPI:
     """Build the serving app for one bundle.
 
@@ -49,6 +50,7 @@ def create_app(
             loop, for measurements only).
         device: ``--device`` (``auto`` serves on the CPU unless CUDA's answers can be
             checked; see :func:`visionops.serve.session.execution_providers`).
+        drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Returns:
         The FastAPI app; ``app.state.serving`` is its :class:`ServingState`.
@@ -61,7 +63,7 @@ def create_app(
         >>> app = create_app(bundle, ServeSettings())  # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
-    state = ServingState(bundle, settings, log_dir, decode_threads, device)
+    state = ServingState(bundle, settings, log_dir, decode_threads, device, drift)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -36,7 +36,17 @@ from visionops.artifacts import BundleMeta
 __all__ = ["KNOWN_ENDPOINTS", "MetricsMiddleware", "ServeMetrics"]
 
 KNOWN_ENDPOINTS = frozenset(
-    {"/", "/health", "/ready", "/metadata", "/predict", "/metrics", "/docs", "/openapi.json"}
+    {
+        "/",
+        "/health",
+        "/ready",
+        "/metadata",
+        "/predict",
+        "/metrics",
+        "/drift",
+        "/docs",
+        "/openapi.json",
+    }
 )
 """Paths counted under their own name; anything else is counted as ``other`` so that a
 scanner probing random URLs cannot blow up the number of series."""

@@ -188,6 +188,13 @@ async def metrics(state: _State) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def drift_status(state: _State) -> dict[str, Any]:
+    """The latest online drift verdict on the rolling window."""
+    if state.drift is None:
+        return {"status": "off", "reason": "the bundle has no held-out drift reference"}
+    return state.drift.snapshot()
+
+
 async def page() -> HTMLResponse:
     """The upload page."""
     return HTMLResponse(UPLOAD_PAGE)
@@ -416,6 +423,13 @@ def build_router(state: ServingState) -> APIRouter:
         tags=["operations"],
         summary="Prometheus metrics.",
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Metrics."}},
+    )
+    router.add_api_route(
+        "/drift",
+        drift_status,
+        methods=["GET"],
+        tags=["operations"],
+        summary="Latest online drift verdict (rolling window of recent predictions).",
     )
     router.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     return router

@@ -22,7 +22,7 @@ from typing import Any
 from loguru import logger
 
 from visionops.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
-from visionops.config import ServeSettings, Settings
+from visionops.config import DriftSettings, ServeSettings, Settings
 from visionops.errors import ServeError
 from visionops.serve.http_errors import SecretScrubber
 from visionops.serve.session import execution_providers
@@ -199,7 +199,9 @@ def run_server(
     )
     logger.info("device: {}", device_reason)
     if settings.workers == 1:
-        app = create_app(bundle, settings, resolved_log_dir, device=device)
+        app = create_app(
+            bundle, settings, resolved_log_dir, device=device, drift=all_settings.drift
+        )
         config = uvicorn.Config(app, **_uvicorn_options(settings))
         server = uvicorn.Server(config)
         state = app.state.serving
@@ -224,6 +226,7 @@ def run_server(
             "api_key": api_key,
             "device": device,
             "log_dir": str(resolved_log_dir),
+            "drift": all_settings.drift.model_dump(mode="json"),
         }
     )
     uvicorn.run(
@@ -250,4 +253,5 @@ def app_from_environment() -> Any:
     bundle: Bundle = load_bundle(Path(spec["bundle"]), verify=False, allow_unverified=True)
     settings = ServeSettings.model_validate({**spec["settings"], "api_key": spec.get("api_key")})
     log_dir = Path(spec["log_dir"]) if spec.get("log_dir") else None
-    return create_app(bundle, settings, log_dir, device=spec.get("device", "auto"))
+    drift = DriftSettings.model_validate(spec["drift"]) if spec.get("drift") else None
+    return create_app(bundle, settings, log_dir, device=spec.get("device", "auto"), drift=drift)

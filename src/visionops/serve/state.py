@@ -22,7 +22,7 @@ from loguru import logger
 
 from visionops.artifacts import BundleMeta, PredictionRecord
 from visionops.bundle import Bundle
-from visionops.config import ServeSettings
+from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
 from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
@@ -74,6 +74,7 @@ class ServingState:
         decode_threads: Threads that decode uploads (None: one per core; 0: decode on the
             event loop itself, only for measuring what the pool buys).
         device: ``--device``; see :func:`~visionops.serve.session.execution_providers`.
+        drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Raises:
         DeviceError: A device that cannot serve the bundle with checked answers.
@@ -86,7 +87,10 @@ class ServingState:
         log_dir: Path | None,
         decode_threads: int | None = None,
         device: str = "auto",
+        drift: DriftSettings | None = None,
     ) -> None:
+        from visionops.drift.online import monitor_for_serve
+
         self.bundle = bundle
         self.meta = BundleMeta.model_validate(bundle.manifest)
         self.settings = settings
@@ -96,6 +100,7 @@ class ServingState:
         self.postprocess = Postprocessor(bundle, default_top_k=settings.top_k)
         self.response_model = predict_response_model(self.meta.task)
         self.metrics = ServeMetrics(self.meta)
+        self.drift = monitor_for_serve(bundle, drift or DriftSettings(), self.metrics.registry)
         self.log_dir = log_dir or default_log_dir(bundle)
         self.session: ModelSession | None = None
         self.status = "loading"
@@ -134,6 +139,8 @@ class ServingState:
     async def startup(self) -> None:
         """Start the batcher, then load and warm up the model in the background."""
         self.batcher.start()
+        if self.drift is not None:
+            self.drift.start()
         self._load_task = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
@@ -187,6 +194,8 @@ class ServingState:
         self.log_pool.shutdown(wait=True)
         self.decode_pool.shutdown(wait=True)
         self.predlog.close()
+        if self.drift is not None:
+            self.drift.stop()
         logger.info(
             "server stopped; {} predictions logged in {}",
             self.predlog.records_written,
@@ -218,6 +227,7 @@ class ServingState:
                 precision=session.precision,
                 task=self.bundle.task,
                 prediction=logged,
+                output=np.atleast_1d(outputs.main[row]).astype(float).round(6).tolist(),
                 latency_ms=round((finished - job.started) * 1000, 3),
                 queue_ms=round((started - job.submitted) * 1000, 3),
                 compute_ms=round(compute_s * 1000, 3),
@@ -230,6 +240,8 @@ class ServingState:
                 image_bytes=job.upload.data if self.settings.log_images else None,
                 image_format=str(job.decoded.info.get("format")),
             )
+        if self.drift is not None:
+            self.drift.observe(outputs.main, outputs.embedding, [j.decoded.info for j in jobs])
         return answers
 
     def _write_log(self, jobs: Sequence[Job], answers: Sequence[dict[str, Any]]) -> None:

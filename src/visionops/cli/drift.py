@@ -1,0 +1,243 @@
+"""``visionops drift ...``: report, reference, simulate (never imports torch).
+
+Exit codes: 0 = no drift (or the command did its job); 1 = drift, with ``--fail-on-drift``
+(for cron and CI); 2 = a usage or input error (no log, too few images, a foreign log, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    JsonOutput,
+    PrintConfig,
+    Quiet,
+    Verbose,
+    one_positional,
+    out,
+    print_json,
+    progress,
+    resolve_settings,
+    setup,
+)
+from visionops.errors import DriftError, VisionOpsError
+
+if TYPE_CHECKING:
+    from visionops.drift.report import DriftReport
+
+drift_app = typer.Typer(
+    help="Has what the model sees drifted from what it was validated on?",
+    no_args_is_help=True,
+)
+
+Args = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="A bundle folder or a run (folder or name; default runs/latest), then setting"
+        " overrides as key=value (e.g. drift.alpha=0.01).",
+        show_default=False,
+    ),
+]
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Every visionops error of a drift command is an input error: exit 2, one line."""
+    try:
+        yield
+    except DriftError:
+        raise
+    except VisionOpsError as exc:
+        raise DriftError(str(exc)) from None
+
+
+def _summary(report: DriftReport) -> None:
+    result = report.result
+    if result.drifted:
+        out.print(
+            f"[bold red]DRIFT DETECTED[/] — overall p = {result.p_value:.3g} < α = {result.alpha:g}"
+        )
+        for text in result.what_drifted:
+            out.print(f"  • {text}")
+    else:
+        out.print(
+            f"[bold green]NO DRIFT[/] — overall p = {result.p_value:.3g} ≥ α = {result.alpha:g}"
+        )
+    table = Table(
+        title=f"{result.current_count} current vs {result.reference_count} reference images"
+        f" ({report.payload['reference']['split']} split)"
+    )
+    table.add_column("family", style="bold")
+    table.add_column("p-value", justify="right")
+    table.add_column("verdict")
+    table.add_column("strongest signal")
+    for family in result.families:
+        top = min(family.tests, key=lambda row: row["p_adjusted"])
+        table.add_row(
+            family.name,
+            f"{family.p_value:.3g}",
+            "[red]drift[/]" if family.drifted else "[green]ok[/]",
+            f"{top['name']} ({top['test']}, effect {top['statistic']:.3g})",
+        )
+    out.print(table)
+    for note in report.payload.get("notes") or []:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(f"report: {report.html_path}  (json: {report.json_path})")
+
+
+def report(
+    args: Args = None,
+    current: Annotated[
+        Path | None,
+        typer.Option(
+            "--current",
+            help="A prediction-log folder, or a folder of images to run through the bundle"
+            " (default: the bundle's own log, <run>/predictions).",
+        ),
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option("--last", help="Only the last N predictions of the log.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only predictions since a time (2026-11-22T06:00) or 24h/7d."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for report.html and report.json (default <run>/drift).",
+            file_okay=False,
+        ),
+    ] = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit 1 when drift is detected (cron, CI).")
+    ] = False,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Compare recent traffic with the bundle's held-out reference; write report.html.
+
+    Three families of tests — embeddings (MMD²), model outputs (KS + chi-square), image
+    statistics (KS) — give one verdict whose false-alarm rate is α.
+
+    Example: visionops drift report --last 500 --fail-on-drift
+    """
+    setup(verbose, quiet)
+    with _input_errors():
+        target_arg, overrides = one_positional(args, "BUNDLE|RUN")
+        settings = resolve_settings(
+            config_file=config, overrides=overrides, print_config=print_config
+        )
+        from visionops.drift.report import drift_report
+        from visionops.drift.samples import parse_since
+
+        with progress() as reporter:
+            result = drift_report(
+                settings,
+                Path(target_arg) if target_arg else None,
+                current=current,
+                last=last,
+                since=parse_since(since) if since else None,
+                out=out_dir,
+                progress=reporter,
+            )
+    if json_output:
+        print_json(result.payload)
+    else:
+        _summary(result)
+    if fail_on_drift and result.result.drifted:
+        raise typer.Exit(1)
+
+
+def reference(
+    args: Args = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="Prepared dataset to draw from (default: the run's own)."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Held-out split: val (default) or test.")
+    ] = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Rebuild a bundle's drift reference from held-out images (ONNX Runtime, no torch).
+
+    Example: visionops drift reference runs/run-001 --split test
+    """
+    setup(verbose, quiet)
+    with _input_errors():
+        target_arg, overrides = one_positional(args, "BUNDLE|RUN")
+        if split not in (None, "val", "test"):
+            raise DriftError(f"--split {split}: the reference comes from val or test")
+        settings = resolve_settings(
+            config_file=config, overrides=overrides, print_config=print_config
+        )
+        from visionops.drift.reference import rebuild_reference
+
+        with progress() as reporter:
+            result = rebuild_reference(
+                settings,
+                Path(target_arg) if target_arg else None,
+                dataset=dataset,
+                split=split,  # type: ignore[arg-type]
+                progress=reporter,
+            )
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(
+        f"reference of {result.bundle_dir}: {result.samples} {result.split} images from"
+        f" {result.dataset}"
+    )
+
+
+def simulate(
+    source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    shift: Annotated[
+        str,
+        typer.Option(
+            "--shift",
+            help="name=value pairs, comma-separated: brightness, contrast, blur, noise,"
+            " rotation, jpeg, occlusion, cast (e.g. brightness=1.3,blur=2).",
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for the shifted copies.", file_okay=False)
+    ],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of noise and occlusion.")] = 0,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Write shifted copies of images (same layout) for demos, tests and fire drills.
+
+    Example: visionops drift simulate data/raw/shapes/test --shift brightness=1.3 --out shifted
+    """
+    setup(verbose, quiet)
+    with _input_errors():
+        from visionops.drift.simulate import parse_shifts, simulate_folder
+
+        result = simulate_folder(source, parse_shifts(shift), out_dir, seed=seed)
+    for path, reason in result.skipped[:5]:
+        out.print(f"[yellow]skipped[/] {path}: {reason}")
+    out.print(f"{result.written} shifted images written to {result.out_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``drift`` command group."""
+    drift_app.command("report")(report)
+    drift_app.command("reference")(reference)
+    drift_app.command("simulate")(simulate)
+    app.add_typer(drift_app, name="drift", rich_help_panel="Lifecycle")

@@ -1,0 +1,128 @@
+"""``visionops predict``: batch inference over files and folders (never imports torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from visionops.cli._common import (
+    ConfigFile,
+    PrintConfig,
+    Quiet,
+    Verbose,
+    console,
+    out,
+    progress,
+    resolve_settings,
+    setup,
+)
+
+_SHOWN = 20
+
+
+def _is_model(path: str, runs_root: Path) -> bool:
+    candidate = Path(path)
+    if (candidate / "visionops.json").is_file() or (candidate / "run.json").is_file():
+        return True
+    return not candidate.exists() and (runs_root / path / "run.json").is_file()
+
+
+def _answer_text(task: str, answer: dict[str, Any]) -> str:
+    if task == "classification":
+        return f"{answer['label']} ({answer['probability']:.3f})"
+    if task == "multilabel":
+        return ", ".join(f"{a['label']} ({a['probability']:.2f})" for a in answer["labels"]) or "—"
+    if task == "regression":
+        return ", ".join(
+            f"{v['name']} {v['value']:.4g} {v['unit']}".strip() for v in answer["values"]
+        )
+    return str(answer)
+
+
+def predict(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="[BUNDLE|RUN] then image files and folders (searched recursively). Without a"
+            " bundle or run first, runs/latest's bundle predicts.",
+            show_default=False,
+        ),
+    ],
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write every prediction to FILE.csv or FILE.jsonl."),
+    ] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log", help="Append to the bundle's prediction log (serve's format) for drift."
+        ),
+    ] = False,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-dir", help="Prediction log folder (default <run>/predictions).", file_okay=False
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 16,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Predict images without a server, exactly as `visionops serve` would answer.
+
+    Example: visionops predict runs/run-001 photos/ --out predictions.csv --log
+    """
+    setup(verbose, quiet)
+    settings = resolve_settings(config_file=config, overrides=[], print_config=print_config)
+    from visionops.bundle import find_bundle, load_bundle
+    from visionops.drift.report import default_log_dir
+    from visionops.predict import append_to_log, predict_files, write_predictions
+
+    target: Path | None = None
+    inputs = list(paths)
+    if inputs and _is_model(inputs[0], settings.runs_root):
+        target = Path(inputs.pop(0))
+    if not inputs:
+        raise typer.BadParameter("name at least one image file or folder", param_hint="PATHS")
+    if out_file is not None and out_file.suffix.lower() not in {".csv", ".jsonl"}:
+        raise typer.BadParameter("write .csv or .jsonl", param_hint="--out")
+    bundle = load_bundle(find_bundle(target, settings.runs_root))
+    with progress() as reporter:
+        result = predict_files(
+            bundle,
+            [Path(p) for p in inputs],
+            batch_size=batch_size,
+            top_k=settings.serve.top_k,
+            progress=reporter,
+        )
+    for path, reason in result.failures:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+    if out_file is not None:
+        write_predictions(result, bundle.task, out_file)
+    if log:
+        directory = log_dir or default_log_dir(bundle)
+        written = append_to_log(result, directory)
+        console.print(f"{written} records appended to the prediction log in {directory}")
+    count = len(result.records)
+    rate = count / result.seconds if result.seconds > 0 else 0.0
+    if out_file is None:
+        table = Table(title=f"{bundle.model_version} · {count} images · {rate:.1f} images/s")
+        table.add_column("image")
+        table.add_column("prediction")
+        for record in result.records[:_SHOWN]:
+            table.add_row(str(record["source"]), _answer_text(bundle.task, record["prediction"]))
+        if count > _SHOWN:
+            table.caption = f"first {_SHOWN} of {count} — --out FILE.csv writes all"
+        out.print(table)
+    else:
+        out.print(f"{count} predictions written to {out_file} ({rate:.1f} images/s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict``."""
+    app.command(rich_help_panel="Lifecycle")(predict)

@@ -1,0 +1,93 @@
+"""Online drift in serve: rolling window, background tests, GET /drift, gauges; then the
+offline report on the log the server wrote."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from visionops.bundle import load_bundle
+from visionops.config import DriftSettings, ServeSettings, load_settings
+from visionops.drift.report import drift_report
+from visionops.serve.app import create_app
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),
+           "yellow": (220, 220, 40)}  # fmt: skip
+SMALL = {"min_samples": 5, "window": 20, "every": 20, "permutations": 99}
+
+
+def _png(colour: str, seed: int) -> bytes:
+    noise = np.random.default_rng(seed).normal(0, 8, (32, 32, 3))
+    pixels = np.clip(np.array(COLOURS[colour]) + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _wait_for_run(client: TestClient, runs: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status: dict[str, Any] = client.get("/drift").json()
+        if status["runs"] >= runs:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"no drift run #{runs} within 60 s: {status}")
+
+
+def test_serve_runs_drift_tests_on_a_rolling_window(colours_bundle: Path, tmp_path: Path) -> None:
+    app = create_app(
+        load_bundle(colours_bundle), ServeSettings(), tmp_path / "log",
+        drift=DriftSettings(**SMALL),
+    )  # fmt: skip
+    with TestClient(app) as client:
+        while client.get("/ready").status_code != 200:
+            time.sleep(0.02)
+        assert client.get("/drift").json()["status"] == "collecting"
+        mixed = [_png(c, i) for i in range(5) for c in COLOURS]
+        for start in range(0, 20, 4):
+            files = [
+                ("file", (f"{i}.png", p, "image/png"))
+                for i, p in enumerate(mixed[start : start + 4])
+            ]
+            assert client.post("/predict", files=files).status_code == 200
+        first = _wait_for_run(client, 1)
+        assert first["status"] == "ok" and first["current_n"] == 20
+        assert first["reference_split"] == "val"
+        assert set(first["families"]) == {"embeddings", "outputs", "images"}
+
+        reds = [_png("red", 100 + i) for i in range(20)]
+        for start in range(0, 20, 4):
+            files = [
+                ("file", (f"{i}.png", p, "image/png"))
+                for i, p in enumerate(reds[start : start + 4])
+            ]
+            assert client.post("/predict", files=files).status_code == 200
+        second = _wait_for_run(client, 2)
+        assert second["drifted"] is True
+        assert second["families"]["outputs"]["drifted"] is True
+        metrics = client.get("/metrics").text
+        assert "visionops_drift_detected 1.0" in metrics
+        assert 'visionops_drift_p_value{family="overall"}' in metrics
+
+    # The log the server wrote holds full outputs, so the offline report can test them.
+    settings = load_settings(overrides=[f"drift.{k}={v}" for k, v in SMALL.items()])
+    report = drift_report(
+        settings, colours_bundle, current=tmp_path / "log", last=20, out=tmp_path / "r"
+    )
+    assert report.payload["current"]["n"] == 20  # the red images only
+    assert len(report.payload["windows"]) == 4
+    outputs = next(f for f in report.payload["families"] if f["name"] == "outputs")
+    assert [row["name"] for row in outputs["tests"]][:4] == [
+        "p(red)",
+        "p(green)",
+        "p(blue)",
+        "p(yellow)",
+    ]
+    assert report.result.drifted
+    assert report.html_path.read_text().count("data:image/png;base64,") >= 4
