@@ -63,8 +63,8 @@ def evaluate_anomaly(
     from visionops.report import render_report
     from visionops.results import EvalResult
 
-    model, manifest = load_anomaly_model(run_dir, checkpoint)
-    threshold = float((manifest.get("thresholds") or [0.0])[0])
+    model, run = load_anomaly_model(run_dir, checkpoint)
+    threshold = float((run.thresholds or [0.0])[0])
     choice = resolve_device(device or settings.device, amp=False)
     size = batch_size or settings.train.batch_size
     logger.info(
@@ -76,7 +76,7 @@ def evaluate_anomaly(
     bar = progress.start(f"eval {used_split}", total=len(indices))
     started = time.perf_counter()
     outputs = predict_split(
-        model, dataset, indices, manifest["normalization"], batch_size=size, device=choice.device
+        model, dataset, indices, run.normalization, batch_size=size, device=choice.device
     )
     bar.advance(len(indices))
     bar.close()
@@ -98,7 +98,7 @@ def evaluate_anomaly(
     payload: dict[str, Any] = {
         "schema_version": EvalMetrics.SCHEMA_VERSION,
         "kind": EvalMetrics.KIND,
-        "run": str(manifest.get("name", run_dir.name)),
+        "run": run.name,
         "task": "anomaly",
         "split": used_split,
         "requested_split": used_split,
@@ -113,7 +113,7 @@ def evaluate_anomaly(
                 if (labels == code).any()
                 else None,
             }
-            for code, name in enumerate(manifest.get("class_names") or ["good", "defect"])
+            for code, name in enumerate(run.class_names or ["good", "defect"])
         ],
         "per_target": None,
         "threshold": threshold,
@@ -124,7 +124,7 @@ def evaluate_anomaly(
             "sha256": file_sha256(checkpoint_path),
         },
         "dataset": dataset_record,
-        "model": manifest.get("model"),
+        "model": run.model.model_dump(mode="json"),
         "inference": {
             "device": str(choice.device),
             "precision": "fp32",

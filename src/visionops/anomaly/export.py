@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -26,6 +26,7 @@ from visionops._io import atomic_dir, atomic_write_json
 from visionops.anomaly.metrics import anomaly_metrics, image_auroc
 from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.anomaly.scoring import PatchCoreModel
+from visionops.artifacts import Normalization
 from visionops.bundle import write_bundle_manifest
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
@@ -102,7 +103,7 @@ def _parity(
     model: PatchCoreModel,
     dataset: PreparedDataset,
     indices: NDArray[np.int64],
-    normalization: Mapping[str, Sequence[float]],
+    normalization: Normalization,
     *,
     layout: str,
     atol: float,
@@ -323,16 +324,15 @@ def export_anomaly(
     started = time.perf_counter()
     options = settings.export
     layout = options.layout
-    model, manifest = load_anomaly_model(run_dir, checkpoint)
-    spec = manifest["model"]
-    size, channels = int(spec["image_size"]), int(spec["channels"])
+    model, run = load_anomaly_model(run_dir, checkpoint)
+    size, channels = run.model.image_size, run.model.channels
     if (dataset.image_size, dataset.channels) != (size, channels):
         raise ArtifactError(
             f"the prepared dataset {dataset.path} holds {dataset.image_size}px images but run"
             f" {run_dir.name} was built at {size}px — recreate the original dataset with"
             " `visionops data preprocess`"
         )
-    normalization = manifest["normalization"]
+    normalization = run.normalization
     bar = progress.start(f"export {run_dir.name}", total=4 if quantize == "int8" else 3)
     try:
         with atomic_dir(run_dir / "bundle") as tmp:
@@ -341,9 +341,7 @@ def export_anomaly(
                 f"exporting anomaly run {run_dir.name} to ONNX opset {options.opset}: bank of"
                 f" {int(model.bank.shape[0])} patches in the graph, {layout} uint8 {size}px"
             )
-            wrapper = AnomalyExportWrapper(
-                model, normalization["mean"], normalization["std"], layout
-            )
+            wrapper = AnomalyExportWrapper(model, normalization.mean, normalization.std, layout)
             export_onnx(
                 wrapper.eval(),
                 model_path,
@@ -383,7 +381,7 @@ def export_anomaly(
             scores, heatmaps, _ = _onnx_outputs(
                 session, np.asarray(dataset.images[eval_indices]), layout, _BATCH
             )
-            threshold = float((manifest.get("thresholds") or [0.0])[0])
+            threshold = float((run.thresholds or [0.0])[0])
             masks = np.asarray(dataset.masks[eval_indices]) if dataset.masks is not None else None
             has_masks = masks is not None and bool(masks.any())
             metrics = {
@@ -430,40 +428,42 @@ def export_anomaly(
                     predictions=ref_scores.reshape(-1, 1),
                     indices=np.asarray(sample, dtype=np.int64),
                 )
-            config_hash = str(manifest.get("config_hash") or "")
-            recorded = manifest.get("dataset") or {}
-            anomaly = (manifest.get("anomaly") or {}) | {"threshold_value": threshold}
+            config_hash = run.config_hash
+            recorded = run.dataset
+            anomaly = ((run.model_extra or {}).get("anomaly") or {}) | {
+                "threshold_value": threshold
+            }
             bundle_manifest: dict[str, Any] = {
                 "task": "anomaly",
-                "model_version": f"{manifest.get('name', run_dir.name)}@{config_hash[:8]}",
+                "model_version": f"{run.name}@{config_hash[:8]}",
                 "input": {
                     "name": INPUT_NAME,
                     "dtype": "uint8",
                     "layout": layout,
                     "size": size,
                     "channels": channels,
-                    "resize": str(manifest.get("resize") or dataset.resize),
+                    "resize": run.resize or dataset.resize,
                     "max_image_pixels": settings.data.max_image_pixels,
                 },
                 "outputs": {"main": "score", "embedding": "embedding", "heatmap": "heatmap"},
-                "class_names": manifest.get("class_names"),
+                "class_names": run.class_names,
                 "target_names": None,
                 "target_units": None,
                 "thresholds": [threshold],
                 "anomaly": anomaly,
                 "metrics": metrics,
                 "metrics_split": {"split": eval_split, "images": len(eval_indices)},
-                "training_data_fingerprint": recorded.get("fingerprint"),
+                "training_data_fingerprint": recorded.fingerprint,
                 "config_hash": config_hash,
                 "versions": toolchain_versions(),
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "quantized": quantized,
                 "run": {
-                    "name": manifest.get("name", run_dir.name),
+                    "name": run.name,
                     "checkpoint": checkpoint,
                     "epoch": 1,
-                    "model": spec.get("name"),
-                    "dataset": recorded.get("name"),
+                    "model": run.model.name,
+                    "dataset": recorded.name,
                 },
                 "opset": options.opset,
                 "reference_samples": len(sample),

@@ -353,7 +353,7 @@ def _fit(
             model,
             dataset,
             val,
-            record.normalization.model_dump(),
+            record.normalization,
             batch_size=batch_size,
             device=device,
         )
@@ -379,7 +379,7 @@ def _fit(
                     model,
                     dataset,
                     indices,
-                    record.normalization.model_dump(),
+                    record.normalization,
                     batch_size=batch_size,
                     device=device,
                 )

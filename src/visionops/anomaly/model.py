@@ -6,8 +6,8 @@ record of how to rebuild it; it loads with ``torch.load(weights_only=True)`` lik
 visionops checkpoint.
 
 Examples:
-    >>> model, manifest = load_anomaly_model(Path("runs/run-001"))
-    >>> outputs = predict_split(model, dataset, dataset.indices("test"), manifest)
+    >>> model, run = load_anomaly_model(Path("runs/run-001"))
+    >>> outputs = predict_split(model, dataset, dataset.indices("test"), run.normalization)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from visionops.anomaly.features import PatchFeatureExtractor
 from visionops.anomaly.scoring import PatchCoreModel
+from visionops.artifacts import Normalization, RunRecord
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import ArtifactError
 from visionops.runs import load_checkpoint, read_run_manifest
@@ -93,33 +94,33 @@ def build_from_record(
     return model.eval()
 
 
-def load_anomaly_model(run_dir: Path, which: str = "best") -> tuple[PatchCoreModel, dict[str, Any]]:
+def load_anomaly_model(run_dir: Path, which: str = "best") -> tuple[PatchCoreModel, RunRecord]:
     """Rebuild an anomaly run's model on the CPU.
 
     Returns:
-        ``(model, run manifest)``.
+        ``(model, run record)``.
 
     Raises:
         ArtifactError: Not an anomaly run, or a checkpoint that does not fit.
     """
-    manifest = read_run_manifest(run_dir).to_json()
+    run = read_run_manifest(run_dir)
     path = run_dir / "checkpoints" / f"{which}.pt"
     checkpoint = load_checkpoint(path)
     record = checkpoint.get("anomaly")
-    if manifest.get("task") != "anomaly" or not isinstance(record, dict):
+    if run.task != "anomaly" or not isinstance(record, dict):
         raise ArtifactError(
             f"{path} is not an anomaly-detection checkpoint — pass a run trained on an anomaly"
             " dataset"
         )
-    spec = manifest["model"]
+    spec = run.model
     try:
-        model = build_from_record(spec["name"], int(spec["channels"]), record, checkpoint["model"])
+        model = build_from_record(spec.name, spec.channels, record, checkpoint["model"])
     except (KeyError, RuntimeError) as exc:
         raise ArtifactError(
-            f"{path} does not fit a {spec['name']} anomaly model"
+            f"{path} does not fit a {spec.name} anomaly model"
             f" ({str(exc).splitlines()[0][:120]}) — the checkpoint belongs to another run"
         ) from None
-    return model, manifest
+    return model, run
 
 
 @dataclass
@@ -142,7 +143,7 @@ def predict_split(
     model: PatchCoreModel,
     dataset: PreparedDataset,
     indices: NDArray[np.int64],
-    normalization: Mapping[str, Sequence[float]],
+    normalization: Normalization,
     *,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
@@ -165,8 +166,8 @@ def predict_split(
     images = dataset.images[np.asarray(indices)] if len(indices) else np.zeros((0, size, size, 3))
     for batch in normalised_batches(
         np.asarray(images, dtype=np.uint8),
-        normalization["mean"],
-        normalization["std"],
+        normalization.mean,
+        normalization.std,
         batch_size,
         device,
     ):

@@ -24,11 +24,11 @@ def test_demo_reaches_the_acceptance_quality(trained_anomaly_run: Path) -> None:
     assert metrics["test"]["image_auroc"] >= 0.95
     assert metrics["test"]["pixel_auroc"] >= 0.90
     # Recomputed from the saved checkpoint, not only what the trainer wrote down.
-    model, manifest = load_anomaly_model(trained_anomaly_run)
+    model, run = load_anomaly_model(trained_anomaly_run)
     project = trained_anomaly_run.parent.parent
-    dataset = PreparedDataset.open(project / manifest["dataset"]["path"])
+    dataset = PreparedDataset.open(project / run.dataset.path)
     test = dataset.indices("test")
-    outputs = predict_split(model, dataset, test, manifest["normalization"])
+    outputs = predict_split(model, dataset, test, run.normalization)
     assert dataset.masks is not None
     assert image_auroc(outputs.scores, dataset.targets[test]) == pytest.approx(
         metrics["test"]["image_auroc"]
