@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionops._io import read_json
+from visionops.artifacts import BundleMeta
 from visionops.config import TrackingSettings
-from visionops.errors import ArtifactError, TrackingError
+from visionops.errors import TrackingError
 
 __all__ = ["BundleArtifact", "log_bundle_artifact"]
 
@@ -53,15 +53,9 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
         ArtifactError: ``bundle_dir`` is not a bundle.
         TrackingError: W&B cannot start or log.
     """
-    try:
-        meta = read_json(bundle_dir / "visionops.json")
-    except (OSError, ValueError):
-        raise ArtifactError(
-            f"{bundle_dir} has no readable visionops.json — export the run first with"
-            " `visionops export`"
-        ) from None
-    run_name = str((meta.get("run") or {}).get("name") or bundle_dir.parent.name)
-    version = str(meta.get("model_version", run_name))
+    meta = BundleMeta.read(bundle_dir)
+    run_name = str((meta.run or {}).get("name") or bundle_dir.parent.name)
+    version = meta.model_version
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{run_name}-bundle")
     aliases = ["latest", re.sub(r"[^A-Za-z0-9._-]+", "-", version)]
     mode = "online" if settings.mode == "disabled" else settings.mode
@@ -81,10 +75,10 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
         artifact = wandb.Artifact(
             name,
             type="model",
-            description=f"visionops bundle of run {run_name} ({meta.get('task')})",
-            metadata={
-                key: meta.get(key)
-                for key in (
+            description=f"visionops bundle of run {run_name} ({meta.task})",
+            metadata=meta.model_dump(
+                mode="json",
+                include={
                     "task",
                     "model_version",
                     "class_names",
@@ -93,8 +87,8 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
                     "input",
                     "training_data_fingerprint",
                     "versions",
-                )
-            },
+                },
+            ),
         )
         artifact.add_dir(str(bundle_dir))
         run.log_artifact(artifact, aliases=aliases)
