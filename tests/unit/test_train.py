@@ -28,7 +28,7 @@ from visionops.errors import (
 from visionops.models import IMAGENET_MEAN
 from visionops.progress import ProgressReporter, ProgressTask
 from visionops.runs import latest_run, load_checkpoint, load_trained_model, read_run_manifest
-from visionops.train import ModelEma, resolve_dataset, train, warmup_cosine
+from visionops.train import ModelEma, resolve_prepared, train, warmup_cosine
 
 MODEL = "mobilenet_v3_small"  # 1.5 M parameters: fast on a shared CPU, small checkpoints
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [230, 230, 40]])
@@ -481,9 +481,9 @@ def test_pretrained_without_network_or_cache_is_one_line_error(
 
 def test_dataset_resolution_order(tmp_path: Path, colours: Path) -> None:
     settings = load_settings(overrides=[f"data.prepared_root={colours.parent}"])
-    assert resolve_dataset(settings, None) == colours  # the newest prepared dataset
-    assert resolve_dataset(settings, "colours") == colours  # a name under prepared_root
-    assert resolve_dataset(settings, colours) == colours  # a prepared folder
+    assert resolve_prepared(settings, None) == colours  # the newest prepared dataset
+    assert resolve_prepared(settings, "colours") == colours  # a name under prepared_root
+    assert resolve_prepared(settings, colours) == colours  # a prepared folder
 
 
 # The demo quality bar (accuracy, mAP, R² from random initialisation) is checked once per
@@ -494,11 +494,11 @@ def test_sources_and_raw_folders_are_fetched_and_prepared(tmp_path: Path) -> Non
     settings = load_settings(
         overrides=["data.demo.images_per_class=4", "data.image_size=32", "data.workers=1"]
     )
-    prepared = resolve_dataset(settings, "demo:multilabel")
+    prepared = resolve_prepared(settings, "demo:multilabel")
     assert prepared == Path("data/prepared/multilabel")
     assert json.loads((prepared / "manifest.json").read_text())["task"] == "multilabel"
     # A raw folder is prepared; the project's data.source is used when no DATASET is given.
-    assert resolve_dataset(settings, Path("data/raw/multilabel")) == prepared
+    assert resolve_prepared(settings, Path("data/raw/multilabel")) == prepared
     configured = load_settings(
         overrides=[
             "data.source=demo:multilabel",
@@ -508,7 +508,7 @@ def test_sources_and_raw_folders_are_fetched_and_prepared(tmp_path: Path) -> Non
         ]
     )
     assert "source" in configured.data.model_fields_set
-    assert resolve_dataset(configured, None) == prepared
+    assert resolve_prepared(configured, None) == prepared
 
 
 # --------------------------------------------------------------------------- concurrency, crashes

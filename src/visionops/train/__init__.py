@@ -11,7 +11,7 @@
 Run folders are written and read in :mod:`visionops.runs`.
 """
 
-from visionops.train.dataset import resolve_dataset
+from visionops.data.resolve import resolve_prepared
 from visionops.train.engine import Engine, EpochStats, ModelEma, warmup_cosine
 from visionops.train.launch import TrainRequest, run_training
 from visionops.train.loop import TrainResult, train
@@ -22,7 +22,7 @@ __all__ = [
     "ModelEma",
     "TrainRequest",
     "TrainResult",
-    "resolve_dataset",
+    "resolve_prepared",
     "run_training",
     "train",
     "warmup_cosine",

@@ -14,10 +14,8 @@ from pathlib import Path
 
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
-from visionops.data.resolve import resolve_prepared
-from visionops.progress import NULL_PROGRESS, ProgressReporter
 
-__all__ = ["effective_settings", "resolve_dataset", "shown"]
+__all__ = ["effective_settings", "shown"]
 
 
 def shown(path: Path) -> str:
@@ -27,36 +25,6 @@ def shown(path: Path) -> str:
     except ValueError:  # another drive on Windows
         return str(path)
     return str(path) if relative.startswith("..") else relative
-
-
-def resolve_dataset(
-    settings: Settings,
-    dataset: str | Path | None = None,
-    progress: ProgressReporter = NULL_PROGRESS,
-    *,
-    reprepare: bool = False,
-) -> Path:
-    """Find (or make) the prepared dataset to train on.
-
-    Args:
-        settings: Resolved settings.
-        dataset: A prepared dataset folder, a name under ``data.prepared_root``, a raw
-            dataset folder (prepared first), or a fetch source such as ``demo:multilabel``
-            (fetched and prepared first). None: the ``data.source`` a project file, recipe
-            or override set; else the newest prepared dataset; else ``demo:shapes``.
-        progress: Receives the fetch and preprocess bars.
-        reprepare: Prepare an existing prepared dataset again when it was prepared with
-            another ``data.image_size``/``channels``/``resize`` than the settings ask for.
-
-    Returns:
-        The prepared dataset folder.
-
-    Raises:
-        ConfigError: A prepared dataset differs from explicitly requested image settings
-            (and ``reprepare`` is off); the message names the command that re-prepares it.
-        DataError: The source cannot be fetched or prepared.
-    """
-    return resolve_prepared(settings, dataset, reprepare=reprepare, progress=progress)
 
 
 def effective_settings(settings: Settings, dataset: PreparedDataset) -> Settings:

@@ -33,6 +33,7 @@ from visionops._io import atomic_write_json, atomic_write_text
 from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
+from visionops.data.resolve import resolve_prepared
 from visionops.device import DeviceChoice, resolve_device
 from visionops.distributed import (
     DistContext,
@@ -55,7 +56,7 @@ from visionops.runs import (
 from visionops.tasks import TrainingTask, get_task
 from visionops.tracking import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
 from visionops.train.checkpoints import save_checkpoints
-from visionops.train.dataset import effective_settings, resolve_dataset, shown
+from visionops.train.dataset import effective_settings, shown
 from visionops.train.engine import Engine, seed_everything, set_rng_state
 
 __all__ = ["TrainResult", "train"]
@@ -86,7 +87,7 @@ def train(
     Args:
         settings: Resolved settings. To resume, pass the run's ``config.yaml`` resolved with
             any changes (``--epochs`` may grow); the network and dataset must not change.
-        dataset: See :func:`~visionops.train.dataset.resolve_dataset`; with ``resume``,
+        dataset: See :func:`~visionops.data.resolve.resolve_prepared`; with ``resume``,
             default is the run's dataset.
         name: Run folder name under ``settings.runs_root`` (default: ``run-NNN``).
         exist_ok: Replace an existing run folder of that name.
@@ -183,11 +184,11 @@ class _Attempt:
         # Fetching and preparing happen once, on rank 0, while the other ranks wait.
         if context.enabled and not context.is_main:
             torch.distributed.barrier()
-        dataset_path = resolve_dataset(
+        dataset_path = resolve_prepared(
             settings,
             dataset_arg,
-            self.progress if context.is_main else NULL_PROGRESS,
             reprepare=self.reprepare,
+            progress=self.progress if context.is_main else NULL_PROGRESS,
         )
         if context.enabled and context.is_main:
             torch.distributed.barrier()
@@ -270,7 +271,9 @@ class _Attempt:
                 return None
             dataset_arg = dataset_arg or record.dataset.path
         dataset = PreparedDataset.open(
-            resolve_dataset(self.settings, dataset_arg, self.progress, reprepare=self.reprepare)
+            resolve_prepared(
+                self.settings, dataset_arg, reprepare=self.reprepare, progress=self.progress
+            )
         )
         own_train = get_task(dataset.task).own_stage("train")
         if own_train is None:
