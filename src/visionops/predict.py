@@ -27,6 +27,7 @@ from visionops.bundle import Bundle
 from visionops.errors import DataError, ImageError
 from visionops.imaging import IMAGE_SUFFIXES
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.tasks import get_task
 
 __all__ = ["PredictResult", "append_to_log", "find_images", "predict_files", "write_predictions"]
 
@@ -206,18 +207,6 @@ def append_to_log(result: PredictResult, directory: Path) -> int:
     return len(result.records)
 
 
-def _flat_answer(task: str, answer: dict[str, Any]) -> dict[str, Any]:
-    if task == "classification":
-        return {"label": answer.get("label"), "probability": answer.get("probability")}
-    if task == "multilabel":
-        labels = [item["label"] for item in answer.get("labels", [])]
-        probabilities = answer.get("probabilities") or {}
-        return {"labels": ";".join(labels), **{f"p_{k}": v for k, v in probabilities.items()}}
-    if task == "regression":
-        return {str(v["name"]): v["value"] for v in answer.get("values", [])}
-    return {k: v for k, v in answer.items() if k != "heatmap"}
-
-
 def write_predictions(result: PredictResult, task: str, out: Path) -> Path:
     """Write one row per image to ``out``: ``.csv`` (flat columns) or ``.jsonl`` (records).
 
@@ -238,7 +227,8 @@ def write_predictions(result: PredictResult, task: str, out: Path) -> Path:
         )
     elif suffix == ".csv":
         rows = [
-            {"path": r["source"], **_flat_answer(task, r["prediction"])} for r in result.records
+            {"path": r["source"], **get_task(task).flat_answer(r["prediction"])}
+            for r in result.records
         ]
         columns = list(dict.fromkeys(key for row in rows for key in row))
         buffer = io.StringIO()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -28,18 +28,6 @@ def _is_model(path: str, runs_root: Path) -> bool:
     if (candidate / "visionops.json").is_file() or (candidate / "run.json").is_file():
         return True
     return not candidate.exists() and (runs_root / path / "run.json").is_file()
-
-
-def _answer_text(task: str, answer: dict[str, Any]) -> str:
-    if task == "classification":
-        return f"{answer['label']} ({answer['probability']:.3f})"
-    if task == "multilabel":
-        return ", ".join(f"{a['label']} ({a['probability']:.2f})" for a in answer["labels"]) or "—"
-    if task == "regression":
-        return ", ".join(
-            f"{v['name']} {v['value']:.4g} {v['unit']}".strip() for v in answer["values"]
-        )
-    return str(answer)
 
 
 def predict(
@@ -82,6 +70,7 @@ def predict(
     from visionops.bundle import find_bundle, load_bundle
     from visionops.drift.report import default_log_dir
     from visionops.predict import append_to_log, predict_files, write_predictions
+    from visionops.tasks import get_task
 
     target: Path | None = None
     inputs = list(paths)
@@ -115,7 +104,9 @@ def predict(
         table.add_column("image")
         table.add_column("prediction")
         for record in result.records[:_SHOWN]:
-            table.add_row(str(record["source"]), _answer_text(bundle.task, record["prediction"]))
+            table.add_row(
+                str(record["source"]), get_task(bundle.task).answer_text(record["prediction"])
+            )
         if count > _SHOWN:
             table.caption = f"first {_SHOWN} of {count} — --out FILE.csv writes all"
         out.print(table)

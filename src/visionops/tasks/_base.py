@@ -140,6 +140,16 @@ class Task(ABC):
         """Post-processing facts ``/metadata`` reports (thresholds in use)."""
         return {"thresholds": None}
 
+    @classmethod
+    def flat_answer(cls, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """An answer as flat columns for a CSV row (``visionops predict --out x.csv``)."""
+        return {k: v for k, v in answer.items() if k != "heatmap"}
+
+    @classmethod
+    def answer_text(cls, answer: Mapping[str, Any]) -> str:
+        """An answer as one short line for a table."""
+        return str(dict(answer))
+
     def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
         """The labels an answer predicts (counted in serve's metrics; none for regression)."""
         del answer

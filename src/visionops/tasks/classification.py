@@ -219,6 +219,16 @@ class ClassificationTask(Task):
         top = [{"label": self.class_names[i], "probability": float(main[i])} for i in order]
         return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
 
+    @classmethod
+    def flat_answer(cls, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """``label`` and ``probability``."""
+        return {"label": answer.get("label"), "probability": answer.get("probability")}
+
+    @classmethod
+    def answer_text(cls, answer: Mapping[str, Any]) -> str:
+        """``label (probability)``."""
+        return f"{answer['label']} ({answer['probability']:.3f})"
+
     def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
         """The top label."""
         return [str(answer["label"])]

@@ -266,6 +266,19 @@ class MultilabelTask(Task):
         """The per-label thresholds."""
         return {"thresholds": list(self.thresholds)}
 
+    @classmethod
+    def flat_answer(cls, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """``labels`` joined by ``;`` and one ``p_<label>`` column per label."""
+        labels = [item["label"] for item in answer.get("labels", [])]
+        probabilities = answer.get("probabilities") or {}
+        return {"labels": ";".join(labels), **{f"p_{k}": v for k, v in probabilities.items()}}
+
+    @classmethod
+    def answer_text(cls, answer: Mapping[str, Any]) -> str:
+        """The labels over their thresholds with their probabilities."""
+        chosen = answer["labels"]
+        return ", ".join(f"{a['label']} ({a['probability']:.2f})" for a in chosen) or "—"
+
     def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
         """Every label over its threshold."""
         return [str(entry["label"]) for entry in answer["labels"]]

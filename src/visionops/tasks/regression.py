@@ -212,6 +212,18 @@ class RegressionTask(Task):
             ]
         }
 
+    @classmethod
+    def flat_answer(cls, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """One column per target."""
+        return {str(v["name"]): v["value"] for v in answer.get("values", [])}
+
+    @classmethod
+    def answer_text(cls, answer: Mapping[str, Any]) -> str:
+        """Each target's name, value and unit."""
+        return ", ".join(
+            f"{v['name']} {v['value']:.4g} {v['unit']}".strip() for v in answer["values"]
+        )
+
     def score(self, outputs: NDArray[Any], targets: NDArray[Any]) -> TaskMetrics:
         """See :func:`regression_report`."""
         return regression_report(outputs, targets, self.target_names, self.target_units)
