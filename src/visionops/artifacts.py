@@ -331,6 +331,7 @@ class BundleMeta(Artifact):
     run: dict[str, Any] | None = None
     opset: int | None = None
     reference_samples: int | None = None
+    reference_split: str | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -441,6 +442,7 @@ class PredictionRecord(ArtifactModel):
     precision: str | None = None
     task: TaskName
     prediction: dict[str, Any]
+    output: list[float] | None = None
     latency_ms: float | None = None
     queue_ms: float | None = None
     compute_ms: float | None = None

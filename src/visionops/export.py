@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_stale_temps
 from visionops.artifacts import BundleInput, BundleMeta, RunRecord
 from visionops.bundle import load_bundle, write_bundle_manifest
-from visionops.drift.reference import choose_reference_indices
+from visionops.drift.reference import choose_reference_indices, reference_arrays
 from visionops.errors import (
     ArtifactError,
     ConfigError,
@@ -51,7 +51,6 @@ from visionops.errors import (
     ExportError,
     VisionOpsError,
 )
-from visionops.imaging import image_statistics
 from visionops.onnx_graph import (
     EMBEDDING_NAME,
     build_wrapper,
@@ -73,59 +72,16 @@ from visionops.quantize import quantize_and_judge
 from visionops.results import ExportResult
 
 if TYPE_CHECKING:
-    import onnxruntime
-
     from visionops.config import ExportSettings, Settings
     from visionops.data.prepared import PreparedDataset
 
 __all__ = [
     "ExportResult",
-    "build_reference",
     "export_run",
     "find_run_dataset",
 ]
 
 _REFERENCE_SEED: Final = 0
-
-
-# --------------------------------------------------------------------------- reference
-
-
-def build_reference(
-    session: onnxruntime.InferenceSession,
-    images_nhwc: NDArray[np.uint8],
-    *,
-    layout: str,
-    indices: NDArray[np.int64] | None = None,
-) -> dict[str, NDArray[Any]]:
-    """The drift reference of a sample of held-out images, computed through the graph.
-
-    Args:
-        session: A session of the exported graph.
-        images_nhwc: ``(n, H, W, C)`` uint8 images.
-        layout: The graph's input layout.
-        indices: Their indices in the prepared dataset (recorded).
-
-    Returns:
-        The arrays of ``reference.npz``: ``embeddings (n, D)`` float32, ``stats (n, S)``
-        float32 (from :func:`visionops.imaging.image_statistics`, the function serve uses),
-        ``stat_names (S,)`` str, ``predictions (n, K)`` float32 and ``indices (n,)`` int64.
-    """
-    predictions, embeddings = onnx_predict(session, images_nhwc, layout)
-    rows = [image_statistics(np.asarray(image)) for image in images_nhwc]
-    names = list(rows[0]) if rows else []
-    stats = np.array([[row[name] for name in names] for row in rows], dtype=np.float32)
-    return {
-        "embeddings": embeddings.astype(np.float32),
-        "stats": stats.reshape(len(rows), len(names)),
-        "stat_names": np.array(names, dtype=np.str_),
-        "predictions": predictions.astype(np.float32),
-        "indices": (
-            np.asarray(indices, dtype=np.int64)
-            if indices is not None
-            else np.arange(len(images_nhwc), dtype=np.int64)
-        ),
-    }
 
 
 # --------------------------------------------------------------------------- the stage
@@ -439,19 +395,20 @@ def _export(
                 seed=_REFERENCE_SEED,
                 allow_train=True,
             )
-            reference = build_reference(
-                fp32_session,
-                np.asarray(dataset.images[sample]),
-                layout=layout,
-                indices=sample,
+            sample_images = np.asarray(dataset.images[sample])
+            reference = reference_arrays(
+                *onnx_predict(fp32_session, sample_images, layout),
+                sample_images,
+                sample,
+                reference_split,
+                dataset.original_sizes(sample),
             )
             if quantized and quantized["accepted"]:
                 int8_outputs, int8_embeddings = onnx_predict(
-                    ort_session(tmp / "model.int8.onnx"), np.asarray(dataset.images[sample]), layout
+                    ort_session(tmp / "model.int8.onnx"), sample_images, layout
                 )
                 reference["embeddings_int8"] = int8_embeddings
                 reference["predictions_int8"] = int8_outputs
-            reference["split"] = np.array(reference_split, dtype=np.str_)
             with (tmp / "reference.npz").open("wb") as handle:
                 np.savez_compressed(handle, allow_pickle=False, **reference)
 

@@ -14,7 +14,7 @@ from typing import IO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from visionops.errors import ImageError
 
@@ -22,6 +22,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LETTERBOX_FILL",
     "decode_image",
+    "displayed_size",
     "image_statistics",
     "load_image",
     "resize_image",
@@ -163,6 +164,28 @@ def decode_image(
         if "truncated" in reason.lower():
             reason = "the file is truncated"
         raise ImageError(f"{name}: cannot decode image: {reason}") from None
+
+
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+"""EXIF orientations that swap width and height."""
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height of an opened (not necessarily loaded) image as it is displayed.
+
+    Reads the header only; a quarter-turn EXIF orientation swaps the sides, as
+    :func:`decode_image` does when it applies the rotation.
+
+    Args:
+        image: An image from ``PIL.Image.open``.
+
+    Returns:
+        ``(width, height)`` in pixels.
+    """
+    width, height = image.size
+    if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+        return height, width
+    return width, height
 
 
 def resize_image(

@@ -102,6 +102,37 @@ def test_unseen_images_do_not_drift_and_brighter_ones_do(
 
 
 @pytest.mark.slow
+def test_a_new_camera_resolution_shows_as_a_drift_in_original_size(
+    in_project: Path,
+    raw_shapes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The same test images at twice the resolution: the model sees nearly the same pixels,
+    # only the size before resizing says the source changed.
+    bigger = tmp_path / "bigger"
+    for path in sorted((raw_shapes / "test").rglob("*.jpg")):
+        target = (bigger / path.relative_to(raw_shapes / "test")).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST).save(target)
+    code, out, err = _main(
+        monkeypatch, capsys, "drift", "report", "--current", str(bigger),
+        "--out", str(tmp_path / "report"), "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["verdict"]["drifted"] is True
+    images = next(f for f in report["families"] if f["name"] == "images")
+    sizes = {row["name"]: row for row in images["tests"] if row["key"] in {"width", "height"}}
+    assert set(sizes) == {"original width", "original height"}
+    alpha = report["verdict"]["alpha"]
+    assert all(row["p_adjusted"] < alpha and row["statistic"] == 1.0 for row in sizes.values())
+    assert "original width" in " ".join(report["verdict"]["what_drifted"])
+
+
+@pytest.mark.slow
 def test_predict_log_then_report_on_the_log(
     in_project: Path,
     raw_shapes: Path,

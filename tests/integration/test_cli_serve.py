@@ -489,7 +489,7 @@ def test_upload_page_in_headless_chromium(server: Server, tmp_path: Path) -> Non
             "(t => t.startsWith('green') && t)(document.getElementById('status').textContent)"
         )
         assert "ms" in status
-        assert browser.evaluate("document.getElementById('preview').style.display") == "block"
+        assert browser.evaluate("document.getElementById('previewbox').style.display") == "block"
     finally:
         browser.close()
     metrics = httpx.get(f"{server.url}/metrics").text

@@ -30,8 +30,9 @@ from visionops.artifacts import Normalization
 from visionops.bundle import write_bundle_manifest
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
+from visionops.drift.reference import reference_arrays
+from visionops.drift.samples import HELD_OUT_SPLITS
 from visionops.errors import ArtifactError, ExportError
-from visionops.imaging import image_statistics
 from visionops.logs import logger
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
@@ -295,10 +296,11 @@ def _int8(
 
 def _reference_indices(dataset: PreparedDataset) -> tuple[str, NDArray[np.int64]]:
     """Held-out good images (a model scores its own bank's images near zero), else train."""
-    held_out = np.concatenate([dataset.indices("val"), dataset.indices("test")])
-    good = np.sort(held_out[np.asarray(dataset.targets[held_out]) == 0])
-    if len(good):
-        return "held-out good", good[:_REFERENCE_MAX]
+    for split in HELD_OUT_SPLITS:
+        rows = dataset.indices(split)
+        good = rows[np.asarray(dataset.targets[rows]).reshape(-1) == 0]
+        if len(good):
+            return split, good[:_REFERENCE_MAX]
     return "train", dataset.indices("train")[:_REFERENCE_MAX]
 
 
@@ -413,21 +415,19 @@ def export_anomaly(
                     logger.warning(f"int8 refused: {quantized['reason']}")
                 bar.advance(1)
 
-            reference_from, sample = _reference_indices(dataset)
+            reference_split, sample = _reference_indices(dataset)
             sample_images = np.asarray(dataset.images[sample])
             ref_scores, _, ref_embeddings = _onnx_outputs(session, sample_images, layout, _BATCH)
-            rows = [image_statistics(np.asarray(image)) for image in sample_images]
-            stat_names = list(rows[0]) if rows else []
+            reference = reference_arrays(
+                ref_scores.reshape(-1, 1),
+                ref_embeddings,
+                sample_images,
+                sample,
+                reference_split,
+                dataset.original_sizes(sample),
+            )
             with (tmp / "reference.npz").open("wb") as handle:
-                np.savez_compressed(
-                    handle,
-                    allow_pickle=False,
-                    embeddings=ref_embeddings,
-                    stats=np.array([[r[n] for n in stat_names] for r in rows], np.float32),
-                    stat_names=np.array(stat_names, dtype=np.str_),
-                    predictions=ref_scores.reshape(-1, 1),
-                    indices=np.asarray(sample, dtype=np.int64),
-                )
+                np.savez_compressed(handle, allow_pickle=False, **reference)
             config_hash = run.config_hash
             recorded = run.dataset
             anomaly = ((run.model_extra or {}).get("anomaly") or {}) | {
@@ -467,7 +467,7 @@ def export_anomaly(
                 },
                 "opset": options.opset,
                 "reference_samples": len(sample),
-                "reference_from": reference_from,
+                "reference_split": reference_split,
             }
             atomic_write_json(tmp / "parity.json", parity)
             # write_bundle_manifest embeds the manifest in every graph and checksums the files.

@@ -14,7 +14,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-__all__ = ["heatmap_overlay", "overlays_png", "score_histogram_png"]
+from visionops.tasks.anomaly import heatmap_overlay
+
+__all__ = ["overlays_png", "score_histogram_png"]
 
 _DPI = 110
 
@@ -41,22 +43,6 @@ def score_histogram_png(
     axes.legend(frameon=False)
     figure.tight_layout()
     return _png(figure)
-
-
-def heatmap_overlay(
-    image: NDArray[np.uint8], heatmap: NDArray[np.floating[Any]], low: float, high: float
-) -> NDArray[np.uint8]:
-    """The image with the heatmap (scaled ``low..high``) blended over it in red, uint8 RGB."""
-    rgb = (
-        image
-        if image.ndim == 3 and image.shape[-1] == 3
-        else np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
-    )
-    weight = np.clip((heatmap - low) / max(high - low, 1e-12), 0.0, 1.0)[..., None]
-    red = np.array([255.0, 32.0, 0.0])
-    blended = rgb.astype(np.float64) * (1 - 0.6 * weight) + red * 0.6 * weight
-    overlay: NDArray[np.uint8] = np.clip(blended, 0, 255).astype(np.uint8)
-    return overlay
 
 
 def overlays_png(

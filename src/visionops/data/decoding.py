@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
 import numpy as np
+from PIL import Image
 
 from visionops._io import file_sha256
 from visionops.errors import DataError, ImageError
-from visionops.imaging import decode_image, load_image, resize_image
+from visionops.imaging import decode_image, displayed_size, load_image, resize_image
 
 __all__ = ["DecodeConfig", "DecodeJob", "Decoded", "decode_all"]
 
@@ -61,11 +62,12 @@ class DecodeJob(NamedTuple):
 
 
 class Decoded(NamedTuple):
-    """The outcome of a job: the content hash, or the rejection reason."""
+    """The outcome of a job: the content hash and displayed size, or the rejection reason."""
 
     slot: int
     sha256: str | None
     reason: str | None
+    size: tuple[int, int] | None = None
 
 
 def _image_reason(exc: ImageError, path: Path) -> str:
@@ -112,6 +114,9 @@ class _Decoder:
                 max_pixels=config.max_pixels,
             )
             sha = job.sha256 or file_sha256(path)
+            # The original size is a drift statistic (serve logs it for every upload).
+            with Image.open(path) as opened:
+                size = displayed_size(opened)
         except ImageError as exc:
             return Decoded(job.slot, None, _image_reason(exc, path))
         except OSError as exc:
@@ -129,7 +134,7 @@ class _Decoder:
                 mask = resize_image(mask_image, config.size, config.policy)[:, :, 0]
                 self.masks[job.slot] = np.where(mask >= 128, 255, 0).astype(np.uint8)
         self.images[job.slot] = pixels
-        return Decoded(job.slot, sha, None)
+        return Decoded(job.slot, sha, None, size)
 
 
 _WORKER: _Decoder | None = None

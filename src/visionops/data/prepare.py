@@ -610,9 +610,16 @@ def _build(
 
     _write_csv(
         tmp / "items.csv",
-        ["index", "path", "split", "target", "sha256"],
+        ["index", "path", "split", "target", "sha256", "width", "height"],
         [
-            (i, item.path, SPLIT_NAMES[splits[i]], _target_text(listing, targets[i]), hashes[p])
+            (
+                i,
+                item.path,
+                SPLIT_NAMES[splits[i]],
+                _target_text(listing, targets[i]),
+                hashes[p],
+                *(good[p].size or ("", "")),
+            )
             for i, (item, p) in enumerate(zip(kept_items, keep_positions, strict=True))
         ],
     )

@@ -278,8 +278,27 @@ class PreparedDataset:
         return np.flatnonzero(self.splits == SPLIT_CODES[split]).astype(np.int64)
 
     def read_items(self) -> list[dict[str, str]]:
-        """Rows of ``items.csv``: ``index, path, split, target, sha256``."""
+        """Rows of ``items.csv``: ``index, path, split, target, sha256, width, height``."""
         return _read_csv(self.path / "items.csv")
+
+    def original_sizes(self, indices: NDArray[np.int64]) -> NDArray[np.float64] | None:
+        """Width and height of the source images at ``indices``, before resizing.
+
+        Args:
+            indices: Rows of the dataset.
+
+        Returns:
+            ``(len(indices), 2)`` float64, or None when ``items.csv`` does not record sizes
+            (datasets prepared before visionops kept them).
+        """
+        rows = self.read_items()
+        if len(rows) != len(self) or not rows or not rows[0].get("width"):
+            return None
+        try:
+            sizes = np.array([(float(r["width"]), float(r["height"])) for r in rows])
+        except (KeyError, ValueError):
+            return None
+        return sizes[np.asarray(indices, dtype=np.int64)]
 
     def read_rejected(self) -> list[dict[str, str]]:
         """Rows of ``rejected.csv``: ``path, reason``."""

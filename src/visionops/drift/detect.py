@@ -270,8 +270,9 @@ def _image_family(reference: Sample, current: Sample, channels: int) -> FamilyRe
         p_value,
         False,
         rows,
-        f"KS on {len(names)} statistics of the model-sized image; Benjamini–Hochberg within"
-        " family; effect = KS distance, shift in reference standard deviations",
+        f"KS on {len(names)} image statistics (of the model-sized image; width and height"
+        " before resizing); Benjamini–Hochberg within family; effect = KS distance, shift in"
+        " reference standard deviations",
     )
 
 

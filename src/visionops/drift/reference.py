@@ -86,20 +86,34 @@ def reference_arrays(
     images_nhwc: NDArray[np.uint8],
     indices: NDArray[np.int64],
     split: str,
+    original_sizes: NDArray[np.float64] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """The arrays of ``reference.npz`` from the graph's outputs on the chosen images.
 
+    Args:
+        outputs: ``(n, K)`` main output of the graph.
+        embeddings: ``(n, D)`` embeddings.
+        images_nhwc: The ``(n, H, W, C)`` uint8 images the graph saw.
+        indices: Their rows in the prepared dataset.
+        split: The split they came from.
+        original_sizes: ``(n, 2)`` width and height before resizing, when the prepared
+            dataset records them (serve logs the same for every upload).
+
     Returns:
         ``embeddings``, ``predictions``, ``stats`` + ``stat_names`` (from
-        :func:`visionops.imaging.image_statistics`, what ``serve`` logs), ``indices`` and
-        ``split`` (a 0-d string).
+        :func:`visionops.imaging.image_statistics`, what ``serve`` logs, plus ``width`` and
+        ``height`` when known), ``indices`` and ``split`` (a 0-d string).
     """
     rows = [image_statistics(np.asarray(image)) for image in images_nhwc]
     names = list(rows[0]) if rows else []
     stats = np.array([[row[name] for name in names] for row in rows], dtype=np.float32)
+    stats = stats.reshape(len(rows), len(names))
+    if original_sizes is not None and len(rows):
+        names += ["width", "height"]
+        stats = np.concatenate([stats, np.asarray(original_sizes, np.float32)], axis=1)
     return {
         "embeddings": np.asarray(embeddings, np.float32),
-        "stats": stats.reshape(len(rows), len(names)),
+        "stats": stats,
         "stat_names": np.array(names, dtype=np.str_),
         "predictions": np.asarray(outputs, np.float32),
         "indices": np.asarray(indices, dtype=np.int64),
@@ -237,7 +251,9 @@ def rebuild_reference(
     bar = progress.start("reference", total=2)
     try:
         outputs, embeddings = _model_outputs(bundle.model_path, bundle, images)
-        arrays = reference_arrays(outputs, embeddings, images, indices, used)
+        arrays = reference_arrays(
+            outputs, embeddings, images, indices, used, prepared.original_sizes(indices)
+        )
         bar.advance(1)
         if bundle.int8_model_path is not None:
             int8_outputs, int8_embeddings = _model_outputs(bundle.int8_model_path, bundle, images)

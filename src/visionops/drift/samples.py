@@ -17,12 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visionops.bundle import Bundle
-from visionops.drift.features import (
-    IMAGE_FEATURES,
-    image_feature_matrix,
-    output_matrix,
-    predicted_classes,
-)
+from visionops.drift.features import IMAGE_FEATURES, image_feature_matrix
 from visionops.errors import DriftError, VisionOpsError
 from visionops.tasks import task_for
 
@@ -163,15 +158,8 @@ def records_sample(
     source: str,
 ) -> Sample:
     """Summarise records in the prediction-log format (already filtered) as a sample."""
-    answers = []
-    for record in records:
-        answer = dict(record["prediction"])
-        if isinstance(record.get("output"), list):
-            answer["output"] = record["output"]
-        answers.append(answer)
-    labels = bundle.labels
-    outputs = output_matrix(bundle.task, answers, labels) if labels else None
-    classes = predicted_classes(bundle.task, answers, labels)
+    outputs = _output_rows([record.get("output") for record in records])
+    classes = task_for(bundle.meta).predicted_classes(outputs) if outputs is not None else None
     infos = [record["image"] for record in records]
     matrix = image_feature_matrix(infos, IMAGE_FEATURES)
     features = {
@@ -192,6 +180,19 @@ def records_sample(
         features=features,
         times=None if any(t is None for t in times) else [t for t in times if t is not None],
     )
+
+
+def _output_rows(rows: Sequence[Any]) -> NDArray[np.float64] | None:
+    """The logged main outputs as an ``(n, K)`` matrix, or None unless every record has one."""
+    if not rows or not all(isinstance(row, list) and row for row in rows):
+        return None
+    if len({len(row) for row in rows}) != 1:
+        return None
+    try:
+        matrix = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return matrix if np.isfinite(matrix).all() else None
 
 
 def log_sample(

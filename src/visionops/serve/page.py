@@ -18,7 +18,10 @@ UPLOAD_PAGE = """<!doctype html>
   #drop { border: 2px dashed #999; border-radius: 10px; padding: 2.2rem 1rem;
           text-align: center; cursor: pointer; background: #fafafa; }
   #drop.over { border-color: #0a66c2; background: #eef5fc; }
-  #preview { max-width: 220px; max-height: 220px; margin-top: 1rem; display: none; }
+  .pictures { display: flex; gap: 1rem; margin-top: 1rem; }
+  .pictures figure { margin: 0; display: none; }
+  .pictures img { width: 220px; height: 220px; object-fit: contain; image-rendering: pixelated; }
+  .pictures figcaption { font-size: .8rem; color: #666; }
   #status { margin: 1rem 0 .4rem; font-weight: 600; }
   #status.error { color: #b00020; }
   .row { display: flex; align-items: center; gap: .6rem; margin: .25rem 0; }
@@ -38,7 +41,12 @@ UPLOAD_PAGE = """<!doctype html>
   <input id="file" type="file" accept="image/*" hidden>
 </div>
 <label id="key">API key: <input id="apikey" type="password" autocomplete="off"></label>
-<img id="preview" alt="uploaded image">
+<div class="pictures">
+  <figure id="previewbox"><img id="preview" alt="uploaded image">
+    <figcaption>uploaded</figcaption></figure>
+  <figure id="overlaybox"><img id="overlay" alt="anomaly heatmap over the image">
+    <figcaption>heatmap (bright = anomalous; mid-ramp red = the threshold)</figcaption></figure>
+</div>
 <div id="status" role="status"></div>
 <div id="result"></div>
 <p><small>JSON API: <code>POST /predict</code> · <a href="docs">API docs</a> ·
@@ -47,6 +55,7 @@ UPLOAD_PAGE = """<!doctype html>
 "use strict";
 const $ = (id) => document.getElementById(id);
 const drop = $("drop"), input = $("file"), statusBox = $("status"), result = $("result");
+let modelTask = null;
 
 function headers() {
   const key = $("apikey").value || localStorage.getItem("visionops-api-key") || "";
@@ -93,19 +102,26 @@ function render(answer, task) {
   } else if (task === "anomaly") {
     result.appendChild(row(answer.verdict, answer.score.toPrecision(4),
                            Math.min(1, answer.score / (2 * answer.threshold || 1))));
+    const overlay = answer.heatmap && answer.heatmap.overlay_png_base64;
+    if (overlay) {
+      $("overlay").src = "data:image/png;base64," + overlay;
+      $("overlaybox").style.display = "block";
+    }
   }
 }
 
 async function upload(file) {
   if (!file) return;
   $("preview").src = URL.createObjectURL(file);
-  $("preview").style.display = "block";
+  $("previewbox").style.display = "block";
+  $("overlaybox").style.display = "none";
   setStatus("predicting…", false);
   result.replaceChildren();
   const body = new FormData();
   body.append("file", file, file.name || "upload");
   try {
-    const response = await fetch("predict", {method: "POST", body, headers: headers()});
+    const url = modelTask === "anomaly" ? "predict?heatmap=true" : "predict";
+    const response = await fetch(url, {method: "POST", body, headers: headers()});
     const data = await response.json();
     if (!response.ok) {
       if (response.status === 401) $("key").style.display = "block";
@@ -145,6 +161,7 @@ fetch("metadata", {headers: headers()}).then(async (response) => {
     return;
   }
   const meta = await response.json();
+  modelTask = meta.task;
   $("model").textContent = meta.task + " model " + meta.model_version + " · " +
     meta.input.size + " px · " + meta.labels.length + " " +
     (meta.task === "regression" ? "targets" : "labels");

@@ -180,13 +180,18 @@ class RegressionPrediction(_Prediction):
 
 
 class Heatmap(_Schema):
-    """The anomaly map as an 8-bit greyscale PNG, min..max stretched to 0..255."""
+    """The anomaly map as PNGs at the model's input size."""
 
     width: int
     height: int
-    min: float
-    max: float
-    png_base64: str
+    min: float = Field(description="Smallest patch distance in the map.")
+    max: float = Field(description="Largest patch distance in the map.")
+    png_base64: str = Field(description="8-bit greyscale, min..max stretched to 0..255.")
+    overlay_png_base64: str | None = Field(
+        None,
+        description="The map in colour over the model-sized image; colours on the threshold's"
+        " scale (mid-ramp at the threshold, brightest at twice it).",
+    )
 
 
 class AnomalyPrediction(_Prediction):

@@ -18,13 +18,13 @@ from typing import Any, Literal, cast
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
-from PIL import ExifTags, Image
+from PIL import Image
 
 from visionops.artifacts import BundleMeta
 from visionops.bundle import Bundle
 from visionops.errors import ArtifactError, DeviceError, ImageError
-from visionops.imaging import image_statistics, load_image, sniff_format
-from visionops.tasks import PredictOptions, task_for
+from visionops.imaging import displayed_size, image_statistics, load_image, sniff_format
+from visionops.tasks import INPUT_KEY, PredictOptions, task_for
 
 __all__ = [
     "CPU_PROVIDER",
@@ -42,8 +42,6 @@ __all__ = [
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-# EXIF orientations that turn the image a quarter turn (width and height swap on display).
-_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 
 class UnsupportedImageError(ImageError):
@@ -305,10 +303,7 @@ def _header_size(data: bytes, max_pixels: int) -> tuple[int | None, int | None]:
     """Read the displayed width and height from the header alone, refusing bombs first."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            # Report the size as displayed: load_image applies the EXIF rotation too.
-            if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
-                width, height = height, width
+            width, height = displayed_size(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(
             f"the image has too many pixels (possible decompression bomb); the limit is"
@@ -345,8 +340,23 @@ class Postprocessor:
         """Why ``options`` do not apply to this task, or None when they do."""
         return self.task.check_options(options)
 
-    def __call__(self, outputs: ModelOutputs, row: int, options: PredictOptions) -> dict[str, Any]:
-        """The answer for image ``row`` of a batch (see each task's ``answer``)."""
+    def __call__(
+        self,
+        outputs: ModelOutputs,
+        row: int,
+        options: PredictOptions,
+        pixels: NDArray[np.uint8] | None = None,
+    ) -> dict[str, Any]:
+        """The answer for image ``row`` of a batch (see each task's ``answer``).
+
+        Args:
+            outputs: The batch's graph outputs.
+            row: Which image.
+            options: The request's options.
+            pixels: The model-sized image (anomaly overlays draw the heatmap on it).
+        """
         options = replace(options, default_top_k=self.default_top_k)
         extra = {name: values[row] for name, values in outputs.extra.items()}
+        if pixels is not None:
+            extra[INPUT_KEY] = pixels
         return self.task.answer(outputs.main[row], extra, options)

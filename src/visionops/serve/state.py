@@ -211,7 +211,10 @@ class ServingState:
             raise RuntimeError("model not loaded")
         started = time.perf_counter()
         outputs = session.run(np.stack([job.decoded.pixels for job in jobs]))
-        answers = [self.postprocess(outputs, row, job.options) for row, job in enumerate(jobs)]
+        answers = [
+            self.postprocess(outputs, row, job.options, job.decoded.pixels)
+            for row, job in enumerate(jobs)
+        ]
         compute_s = time.perf_counter() - started
         now = datetime.now(UTC).isoformat()
         finished = time.perf_counter()

@@ -12,10 +12,11 @@ import difflib
 from typing import Any, TypeVar
 
 from visionops.errors import ConfigError
-from visionops.tasks._base import PredictOptions, Task, TrainingTask
+from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, TrainingTask
 from visionops.tasks._results import Plot, TaskMetrics
 
 __all__ = [
+    "INPUT_KEY",
     "TASKS",
     "AnomalyTask",
     "ClassificationTask",

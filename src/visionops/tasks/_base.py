@@ -27,7 +27,10 @@ from visionops.tasks._results import Plot, TaskMetrics
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PredictOptions", "Task", "TrainingTask", "meta_field"]
+__all__ = ["INPUT_KEY", "PredictOptions", "Task", "TrainingTask", "meta_field"]
+
+INPUT_KEY = "input"
+"""Key of the model-sized input pixels in the ``extra`` that :meth:`Task.answer` receives."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class Task(ABC):
 
         Args:
             main: This image's row of the graph's main output.
-            extra: This image's rows of the graph's other outputs (embedding excluded).
+            extra: This image's rows of the graph's other outputs (embedding excluded) and,
+                under :data:`INPUT_KEY`, the model-sized ``(H, W, C)`` uint8 pixels it saw.
             options: The request's options (already checked by :meth:`check_options`).
         """
 

@@ -17,31 +17,93 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visionops.tasks import register_task
-from visionops.tasks._base import PredictOptions, Task, meta_field
+from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, meta_field
 from visionops.tasks._results import Plot, TaskMetrics, finite
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AnomalyTask", "heatmap_png"]
+__all__ = ["AnomalyTask", "heatmap_overlay", "heatmap_png"]
 
 
-def heatmap_png(anomaly_map: NDArray[np.float32]) -> dict[str, Any]:
-    """An anomaly map as an 8-bit greyscale PNG (min..max stretched to 0..255), base64."""
+# A perceptually ordered dark-to-bright ramp (black, purple, red, orange, pale yellow).
+_RAMP_STOPS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32
+)
+_RAMP = np.stack(
+    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, 5), _RAMP_STOPS[:, c]) for c in range(3)],
+    axis=1,
+).astype(np.float32)
+
+
+def _png_base64(pixels: NDArray[np.uint8]) -> str:
     from PIL import Image
 
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heatmap_overlay(
+    image: NDArray[np.uint8], heatmap: NDArray[np.floating[Any]], low: float, high: float
+) -> NDArray[np.uint8]:
+    """The anomaly map in colour over the image it was computed on.
+
+    Colours run along a dark-to-bright ramp from ``low`` to ``high``; hotter pixels cover the
+    image more, so a good image stays recognisable and a defect lights up.
+
+    Args:
+        image: The model-sized ``(H, W, C)`` or ``(H, W)`` uint8 image.
+        heatmap: ``(H, W)`` patch distances, upsampled to the image.
+        low: The map value drawn darkest.
+        high: The map value drawn brightest.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    rgb = np.asarray(image, np.float32).reshape(image.shape[0], image.shape[1], -1)
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    level = np.clip((np.asarray(heatmap, np.float32) - low) / max(high - low, 1e-12), 0.0, 1.0)
+    colour = _RAMP[np.round(level * 255).astype(np.int64)]
+    weight = (0.25 + 0.6 * level)[..., None]
+    overlay: NDArray[np.uint8] = np.round(rgb * (1 - weight) + colour * weight).astype(np.uint8)
+    return overlay
+
+
+def heatmap_png(
+    anomaly_map: NDArray[np.float32],
+    pixels: NDArray[Any] | None = None,
+    threshold: float = 0.0,
+) -> dict[str, Any]:
+    """An anomaly map as PNGs for an answer, base64-encoded.
+
+    Args:
+        anomaly_map: ``(H, W)`` patch distances.
+        pixels: The image the map belongs to; adds ``overlay_png_base64``
+            (:func:`heatmap_overlay` from 0 to twice the threshold).
+        threshold: The image-score threshold in use.
+
+    Returns:
+        ``width``, ``height``, ``min``, ``max``, ``png_base64`` (8-bit greyscale, min..max
+        stretched to 0..255) and, with ``pixels``, ``overlay_png_base64``.
+    """
     low, high = float(anomaly_map.min()), float(anomaly_map.max())
     scaled = (anomaly_map - low) / (high - low) if high > low else np.zeros_like(anomaly_map)
-    image = Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {
-        "width": image.width,
-        "height": image.height,
+    grey = np.round(scaled * 255).astype(np.uint8)
+    answer: dict[str, Any] = {
+        "width": int(grey.shape[1]),
+        "height": int(grey.shape[0]),
         "min": low,
         "max": high,
-        "png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "png_base64": _png_base64(grey),
     }
+    if pixels is not None and pixels.shape[:2] == anomaly_map.shape:
+        # On the threshold's scale, not per image: mid-ramp at the threshold, brightest at
+        # twice it, so a good image stays dark.
+        high = 2.0 * threshold if threshold > 0 else high
+        answer["overlay_png_base64"] = _png_base64(heatmap_overlay(pixels, anomaly_map, 0.0, high))
+    return answer
 
 
 @register_task
@@ -116,7 +178,10 @@ class AnomalyTask(Task):
         }
         if options.heatmap and "heatmap" in extra:
             anomaly_map = np.asarray(extra["heatmap"], np.float32)
-            answer["heatmap"] = heatmap_png(anomaly_map.reshape(anomaly_map.shape[-2:]))
+            pixels = extra.get(INPUT_KEY)
+            answer["heatmap"] = heatmap_png(
+                anomaly_map.reshape(anomaly_map.shape[-2:]), pixels, threshold
+            )
         return answer
 
     def describe(self) -> dict[str, Any]:

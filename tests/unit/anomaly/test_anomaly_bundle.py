@@ -96,3 +96,47 @@ def test_serve_answers_verdicts_and_a_heatmap(
     mask = np.asarray(dataset.masks[defect]) > 0
     pixels = np.asarray(image, dtype=np.float64)
     assert pixels[mask].mean() > pixels[~mask].mean()
+    # The overlay the upload page shows: colour over the image, covering it more where the
+    # map is hotter (the defect), on the threshold's scale rather than stretched per image.
+    changed = {}
+    for name, index in (("good", good), ("defect", defect)):
+        encoded = answers[name]["heatmap"]["overlay_png_base64"]
+        overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))), np.float64)
+        assert overlay.shape == (dataset.image_size, dataset.image_size, 3)
+        changed[name] = np.abs(overlay - np.asarray(dataset.images[index], np.float64)).sum(-1)
+    assert changed["defect"][mask].mean() > changed["defect"][~mask].mean()
+    assert changed["defect"][mask].mean() > changed["good"].mean()
+
+
+def test_drift_report_tests_scores_and_embeddings(
+    anomaly_bundle: tuple[Path, PreparedDataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visionops.drift.report import drift_report
+
+    bundle_dir, dataset = anomaly_bundle
+    test = dataset.indices("test")
+    labels = np.asarray(dataset.targets[test]).reshape(-1)
+    folders = {}
+    for name, rows in (("good", test[labels == 0]), ("defect", test[labels == 1])):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for index in rows:
+            Image.fromarray(np.asarray(dataset.images[index])).save(folders[name] / f"{index}.png")
+    monkeypatch.chdir(bundle_dir.parent.parent.parent)
+    settings = load_settings(overrides=["drift.min_samples=5", "drift.permutations=199"])
+    reports = {
+        name: drift_report(settings, bundle_dir, current=folder, out=tmp_path / f"report-{name}")
+        for name, folder in folders.items()
+    }
+    good = reports["good"].payload
+    # The reference is held-out good images (the bank's own images score near zero).
+    assert good["reference"]["split"] in {"val", "test"}
+    assert {f["name"] for f in good["families"]} == {"embeddings", "outputs", "images"}
+    outputs = next(f for f in good["families"] if f["name"] == "outputs")
+    assert [row["name"] for row in outputs["tests"]][0] == "score"
+    assert good["verdict"]["drifted"] is False
+    # A batch of defects moves the score distribution: the output family says so.
+    defect = reports["defect"].payload
+    assert defect["verdict"]["drifted"] is True
+    outputs = next(f for f in defect["families"] if f["name"] == "outputs")
+    assert outputs["p_value"] < defect["verdict"]["alpha"]

@@ -83,9 +83,12 @@ def test_class_folders_prepared_per_the_artifact_format(tmp_path: Path) -> None:
     assert manifest.source.file_count == 24
 
     items = _rows(out / "items.csv")
-    assert list(items[0]) == ["index", "path", "split", "target", "sha256"]
+    assert list(items[0]) == ["index", "path", "split", "target", "sha256", "width", "height"]
     for row in items:
         index = int(row["index"])
+        # The size before resizing, a drift statistic (serve logs it for each upload).
+        with Image.open(raw / row["path"]) as source:
+            assert (int(row["width"]), int(row["height"])) == source.size
         assert row["target"] == manifest.class_names[targets[index]]
         assert row["split"] == ("train", "val", "test")[splits[index]]
         # Stored pixels are exactly what the shared load_image gives (serving uses it too).

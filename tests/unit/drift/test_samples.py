@@ -34,6 +34,7 @@ def _record(version: str, minute: int, label: str = "cat") -> dict[str, object]:
         "task": "classification",
         "prediction": {"label": label, "probability": max(p, 1 - p), "top_k": [
             {"label": "cat", "probability": p}, {"label": "dog", "probability": 1 - p}]},
+        "output": [p, 1 - p],
         "image": {"width": 40, "height": 30, "mean": 0.4 + minute / 1000, "std": 0.2},
     }  # fmt: skip
 
