@@ -246,6 +246,9 @@ class DriftSettings(_Section):
     """Drift detection."""
 
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the tests.")
+    online: bool = Field(
+        True, description="serve: rerun the tests on a rolling window in a background thread."
+    )
     window: int = Field(1000, ge=10, description="Most recent predictions compared.")
     every: int = Field(
         200, ge=1, description="serve: rerun the tests after this many new predictions."

@@ -217,13 +217,16 @@ class OnlineDriftMonitor:
 def monitor_for_serve(
     bundle: Bundle, settings: DriftSettings, registry: Any
 ) -> OnlineDriftMonitor | None:
-    """The monitor ``serve`` runs, with its gauges in ``registry``; None when it cannot run.
+    """The monitor ``serve`` runs, with its gauges in ``registry``; None when off or impossible.
 
     Gauges: ``visionops_drift_p_value{family}`` (``overall``, ``embeddings``, ``outputs``,
     ``images``) and ``visionops_drift_detected`` (1 = drift in the latest window).
     """
     from prometheus_client import Gauge
 
+    if not settings.online:
+        logger.info("online drift detection is off (drift.online=false)")
+        return None
     try:
         monitor = OnlineDriftMonitor(bundle, settings)
     except DriftError as exc:

@@ -191,7 +191,7 @@ async def metrics(state: _State) -> Response:
 async def drift_status(state: _State) -> dict[str, Any]:
     """The latest online drift verdict on the rolling window."""
     if state.drift is None:
-        return {"status": "off", "reason": "the bundle has no held-out drift reference"}
+        return {"status": "off", "reason": state.drift_off_reason}
     return state.drift.snapshot()
 
 

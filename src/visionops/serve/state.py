@@ -100,7 +100,13 @@ class ServingState:
         self.postprocess = Postprocessor(bundle, default_top_k=settings.top_k)
         self.response_model = predict_response_model(self.meta.task)
         self.metrics = ServeMetrics(self.meta)
-        self.drift = monitor_for_serve(bundle, drift or DriftSettings(), self.metrics.registry)
+        drift = drift or DriftSettings()
+        self.drift = monitor_for_serve(bundle, drift, self.metrics.registry)
+        self.drift_off_reason = (
+            "switched off (drift.online=false)"
+            if not drift.online
+            else "the bundle has no usable held-out drift reference (see the server log)"
+        )
         self.log_dir = log_dir or default_log_dir(bundle)
         self.session: ModelSession | None = None
         self.status = "loading"

@@ -91,3 +91,14 @@ def test_serve_runs_drift_tests_on_a_rolling_window(colours_bundle: Path, tmp_pa
     ]
     assert report.result.drifted
     assert report.html_path.read_text().count("data:image/png;base64,") >= 4
+
+
+def test_online_drift_can_be_switched_off(colours_bundle: Path, tmp_path: Path) -> None:
+    app = create_app(
+        load_bundle(colours_bundle), ServeSettings(), tmp_path / "log",
+        drift=DriftSettings(**SMALL, online=False),
+    )  # fmt: skip
+    with TestClient(app) as client:
+        status = client.get("/drift").json()
+        assert status == {"status": "off", "reason": "switched off (drift.online=false)"}
+        assert "visionops_drift_p_value" not in client.get("/metrics").text
