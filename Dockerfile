@@ -22,8 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # visionops itself without its training dependencies: torch never enters the image.
 COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir -c /tmp/requirements.lock \
-        onnxruntime fastapi uvicorn python-multipart prometheus-client pillow numpy \
-        pydantic pyyaml loguru typer rich \
+        onnxruntime fastapi uvicorn httptools uvloop python-multipart prometheus-client pillow \
+        numpy pydantic pyyaml loguru typer rich \
     && rm /tmp/requirements.lock
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels \
