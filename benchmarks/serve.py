@@ -384,6 +384,12 @@ def main() -> None:
     )
     parser.add_argument("--decode-ab", action="store_true", help="Also measure inline decoding.")
     parser.add_argument(
+        "--configs",
+        default="",
+        help="Extra `visionops serve` flag sets measured at -c, ';'-separated"
+        " (e.g. '--workers 2 --threads 1;--workers 1 --threads 2').",
+    )
+    parser.add_argument(
         "--drift-ab",
         action="store_true",
         help="Also measure defaults with online drift off vs on (interleaved --rounds).",
@@ -469,6 +475,9 @@ def main() -> None:
         for threads in (0, os.cpu_count() or 1):
             server = launcher_server(bundle, scratch, threads, tag=f"decode{threads}")
             measure(server, f"defaults, decode_threads={threads}", args.concurrency, args.duration)
+    for number, flags in enumerate(f.split() for f in args.configs.split(";") if f.strip()):
+        server = visionops_server(bundle, scratch, *flags, tag=f"config{number}")
+        measure(server, f"defaults, {' '.join(flags)}", args.concurrency, args.duration)
     drift_ab: dict[str, list[float]] = {"off": [], "on": []}
     if args.drift_ab:
         for round_ in range(args.rounds):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from visionops.artifacts import EvalMetrics, RunRecord
 from visionops.errors import ArtifactError, ConfigError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.results import EvalResult
-from visionops.tasks import TASKS, task_for
+from visionops.tasks import TASKS, Plot, task_for
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +45,7 @@ __all__ = [
     "SPLITS",
     "EvalResult",
     "evaluate_run",
+    "write_eval_dir",
 ]
 
 EVAL_KIND = EvalMetrics.KIND
@@ -193,7 +194,6 @@ def evaluate_run(
     """
     # torch-free imports only until the inputs are validated: bad input fails fast.
     from visionops.data.prepared import PreparedDataset
-    from visionops.report import render_report
     from visionops.runs import load_trained_model, read_run_manifest, resolve_run
 
     if split not in SPLITS:
@@ -338,26 +338,12 @@ def evaluate_run(
         "visionops_version": __version__,
     }
 
-    eval_dir = run_dir / "eval"
-    with atomic_dir(eval_dir) as staging:
-        for plot in plots:
-            (staging / plot.filename).write_bytes(plot.png)
-        buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer,
-            indices=indices,
-            outputs=outputs.astype(np.float32),
-            targets=targets,
-        )
-        (staging / "predictions.npz").write_bytes(buffer.getvalue())
-        record = EvalMetrics.model_validate(payload)
-        record.write(staging)
-        report = render_report(record.to_json(), {plot.filename: plot.png for plot in plots})
-        (staging / "report.html").write_text(report, encoding="utf-8")
-    logger.info(f"wrote {eval_dir}/ (metrics.json, report.html, {len(plots)} plots)")
+    record = write_eval_dir(
+        run_dir, payload, plots, {"indices": indices, "outputs": outputs, "targets": targets}
+    )
     return EvalResult(
         run_dir=run_dir,
-        eval_dir=eval_dir,
+        eval_dir=run_dir / "eval",
         task=task,
         split=used_split,
         n=len(indices),
@@ -367,3 +353,44 @@ def evaluate_run(
         warnings=notes,
         payload=record.to_json(),
     )
+
+
+def write_eval_dir(
+    run_dir: Path,
+    payload: dict[str, Any],
+    plots: Sequence[Plot],
+    arrays: Mapping[str, NDArray[Any]],
+) -> EvalMetrics:
+    """Write ``run_dir/eval/`` all at once: metrics.json, report.html, plots, predictions.npz.
+
+    Args:
+        run_dir: The run folder.
+        payload: The ``metrics.json`` content (validated as :class:`EvalMetrics`).
+        plots: Figures, embedded in the report and written as PNG files.
+        arrays: What ``predictions.npz`` keeps (``indices``, ``outputs``, ``targets``, ...);
+            float arrays are stored as float32, except float16 ones.
+
+    Returns:
+        The record written as ``metrics.json``.
+    """
+    from visionops.report import render_report
+
+    eval_dir = run_dir / "eval"
+    record = EvalMetrics.model_validate(payload)
+    with atomic_dir(eval_dir) as staging:
+        for plot in plots:
+            (staging / plot.filename).write_bytes(plot.png)
+        stored: dict[str, NDArray[Any]] = {
+            name: array.astype(np.float32)
+            if array.dtype.kind == "f" and array.dtype != np.float16
+            else array
+            for name, array in arrays.items()
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, allow_pickle=False, **stored)
+        (staging / "predictions.npz").write_bytes(buffer.getvalue())
+        record.write(staging)
+        report = render_report(record.to_json(), {plot.filename: plot.png for plot in plots})
+        (staging / "report.html").write_text(report, encoding="utf-8")
+    logger.info(f"wrote {eval_dir}/ (metrics.json, report.html, {len(plots)} plots)")
+    return record

@@ -8,7 +8,6 @@ worst misses (defects scored lowest) and the worst false alarms (good images sco
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visionops import __version__
-from visionops._io import atomic_dir, file_sha256
+from visionops._io import file_sha256
 from visionops.anomaly.metrics import anomaly_metrics
 from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.anomaly.plots import overlays_png, score_histogram_png
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
 from visionops.device import resolve_device
+from visionops.evaluate import write_eval_dir
 from visionops.logs import logger
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
@@ -60,7 +60,6 @@ def evaluate_anomaly(
     dataset and chosen the split.
     """
     from visionops.artifacts import EvalMetrics
-    from visionops.report import render_report
     from visionops.results import EvalResult
 
     model, run = load_anomaly_model(run_dir, checkpoint)
@@ -137,27 +136,20 @@ def evaluate_anomaly(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "visionops_version": __version__,
     }
-    eval_dir = run_dir / "eval"
-    with atomic_dir(eval_dir) as staging:
-        for plot in plots:
-            (staging / plot.filename).write_bytes(plot.png)
-        buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer,
-            indices=indices,
-            outputs=outputs.scores.astype(np.float32),
-            targets=labels,
-            heatmaps=outputs.heatmaps.astype(np.float16),
-        )
-        (staging / "predictions.npz").write_bytes(buffer.getvalue())
-        record = EvalMetrics.model_validate(payload)
-        record.write(staging)
-        report = render_report(record.to_json(), {plot.filename: plot.png for plot in plots})
-        (staging / "report.html").write_text(report, encoding="utf-8")
-    logger.info(f"wrote {eval_dir}/ (metrics.json, report.html, {len(plots)} plots)")
+    write_eval_dir(
+        run_dir,
+        payload,
+        plots,
+        {
+            "indices": indices,
+            "outputs": outputs.scores,
+            "targets": labels,
+            "heatmaps": outputs.heatmaps.astype(np.float16),
+        },
+    )
     return EvalResult(
         run_dir=run_dir,
-        eval_dir=eval_dir,
+        eval_dir=run_dir / "eval",
         task="anomaly",
         split=used_split,
         n=len(indices),

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from visionops.tasks.anomaly import heatmap_overlay
+from visionops.imaging import heatmap_overlay
 
 __all__ = ["overlays_png", "score_histogram_png"]
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.imaging import heatmap_overlay
 from visionops.tasks import register_task
 from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, meta_field
 from visionops.tasks._results import Plot, TaskMetrics, finite
@@ -23,17 +24,7 @@ from visionops.tasks._results import Plot, TaskMetrics, finite
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AnomalyTask", "heatmap_overlay", "heatmap_png"]
-
-
-# A perceptually ordered dark-to-bright ramp (black, purple, red, orange, pale yellow).
-_RAMP_STOPS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32
-)
-_RAMP = np.stack(
-    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, 5), _RAMP_STOPS[:, c]) for c in range(3)],
-    axis=1,
-).astype(np.float32)
+__all__ = ["AnomalyTask", "heatmap_png"]
 
 
 def _png_base64(pixels: NDArray[np.uint8]) -> str:
@@ -42,33 +33,6 @@ def _png_base64(pixels: NDArray[np.uint8]) -> str:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def heatmap_overlay(
-    image: NDArray[np.uint8], heatmap: NDArray[np.floating[Any]], low: float, high: float
-) -> NDArray[np.uint8]:
-    """The anomaly map in colour over the image it was computed on.
-
-    Colours run along a dark-to-bright ramp from ``low`` to ``high``; hotter pixels cover the
-    image more, so a good image stays recognisable and a defect lights up.
-
-    Args:
-        image: The model-sized ``(H, W, C)`` or ``(H, W)`` uint8 image.
-        heatmap: ``(H, W)`` patch distances, upsampled to the image.
-        low: The map value drawn darkest.
-        high: The map value drawn brightest.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    rgb = np.asarray(image, np.float32).reshape(image.shape[0], image.shape[1], -1)
-    if rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb, 3, axis=-1)
-    level = np.clip((np.asarray(heatmap, np.float32) - low) / max(high - low, 1e-12), 0.0, 1.0)
-    colour = _RAMP[np.round(level * 255).astype(np.int64)]
-    weight = (0.25 + 0.6 * level)[..., None]
-    overlay: NDArray[np.uint8] = np.round(rgb * (1 - weight) + colour * weight).astype(np.uint8)
-    return overlay
 
 
 def heatmap_png(
