@@ -253,6 +253,13 @@ class DriftSettings(_Section):
     every: int = Field(
         200, ge=1, description="serve: rerun the tests after this many new predictions."
     )
+    max_cpu_share: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="serve: most of the machine's CPU time the online tests may take; runs are"
+        " spaced out to stay under it.",
+    )
     permutations: int = Field(1000, ge=19, description="MMD permutation-test relabellings.")
     min_samples: int = Field(30, ge=5, description="Fewest images on either side of a test.")
     pca_dim: int | None = Field(

@@ -4,7 +4,8 @@ The inference thread only appends each prediction's output row, embedding and im
 statistics to a bounded deque (:meth:`OnlineDriftMonitor.observe`, microseconds). Every
 ``drift.every`` predictions a background thread — at low OS priority and with one BLAS
 thread, so it takes spare cycles rather than the model's — copies the window and runs
-:func:`visionops.drift.detect.compare` against the bundle's reference. The latest verdict is
+:func:`visionops.drift.detect.compare` against the bundle's reference. Runs are spaced out so
+their CPU time stays under ``drift.max_cpu_share`` of the machine. The latest verdict is
 served at ``GET /drift`` and as Prometheus gauges.
 """
 
@@ -67,6 +68,7 @@ class OnlineDriftMonitor:
         self._since_last = 0
         self._seen = 0
         self.runs = 0
+        self.paused_until: float | None = None
         self.latest: dict[str, Any] | None = None
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="drift", daemon=True)
@@ -121,6 +123,7 @@ class OnlineDriftMonitor:
             "every": self.settings.every,
             "predictions_seen": self._seen,
             "runs": self.runs,
+            "paused_s": round(max(0.0, (self.paused_until or 0.0) - time.monotonic()), 1),
             "reference_split": self.reference.split,
             "error": self.last_error,
         }
@@ -203,6 +206,7 @@ class OnlineDriftMonitor:
             self._wake.clear()
             if self._stop.is_set():
                 break
+            cpu_started = time.thread_time()
             try:
                 with threadpool_limits(limits=1):
                     self.run_now()
@@ -212,6 +216,14 @@ class OnlineDriftMonitor:
             except Exception as exc:  # never let a drift bug take the server down
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.exception("online drift test failed")
+            # Keep the tests' share of the machine under drift.max_cpu_share: a run that took
+            # t CPU seconds is followed by t / (share x cores) seconds without one; wake-ups in
+            # between are served after it, on the then-latest window.
+            spent = time.thread_time() - cpu_started
+            pause = spent / (self.settings.max_cpu_share * (os.cpu_count() or 1))
+            self.paused_until = time.monotonic() + pause
+            self._stop.wait(pause)
+            self.paused_until = None
 
 
 def monitor_for_serve(

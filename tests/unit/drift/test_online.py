@@ -102,3 +102,26 @@ def test_online_drift_can_be_switched_off(colours_bundle: Path, tmp_path: Path) 
         status = client.get("/drift").json()
         assert status == {"status": "off", "reason": "switched off (drift.online=false)"}
         assert "visionops_drift_p_value" not in client.get("/metrics").text
+
+
+def test_online_tests_keep_to_their_cpu_share(colours_bundle: Path, tmp_path: Path) -> None:
+    # A share so small that the pause after the first run outlasts the test.
+    app = create_app(
+        load_bundle(colours_bundle), ServeSettings(), tmp_path / "log",
+        drift=DriftSettings(**SMALL, max_cpu_share=1e-9),
+    )  # fmt: skip
+    images = [("file", (f"{i}.png", _png("red", i), "image/png")) for i in range(20)]
+    with TestClient(app) as client:
+        while client.get("/ready").status_code != 200:
+            time.sleep(0.02)
+        assert client.post("/predict", files=images).status_code == 200
+        first = _wait_for_run(client, 1)
+        assert first["runs"] == 1
+        deadline = time.monotonic() + 60
+        while client.get("/drift").json()["paused_s"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Due again, but the pause holds the second run back.
+        assert client.post("/predict", files=images).status_code == 200
+        status = client.get("/drift").json()
+        assert status["runs"] == 1 and status["paused_s"] > 60
+        assert status["predictions_seen"] == 40
