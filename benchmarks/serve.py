@@ -70,6 +70,26 @@ def make_bundle(project: Path) -> Path:
         ["data", "preprocess", "data/raw/shapes", "--size", "224"],
         ["train", "--epochs", "1", "--model", "resnet18", "--device", "cpu", "--batch-size", "16"],
         ["export", "--quantize", "int8"],
+        # A reference as large as a real one (the training data above is tiny to keep
+        # training short), so online drift in serve tests a realistic amount of data.
+        [
+            "data",
+            "fetch",
+            "demo:shapes",
+            "data.demo.images_per_class=100",
+            "data.demo.image_size=256",
+            "data.demo.seed=1",
+            "data.raw_root=data/reference-raw",
+        ],
+        [
+            "data",
+            "preprocess",
+            "data/reference-raw/shapes",
+            "--size",
+            "224",
+            "data.prepared_root=data/reference-prepared",
+        ],
+        ["drift", "reference", "runs/latest", "data/reference-prepared/shapes"],
     ]
     for step in steps:
         print(f"  $ visionops {' '.join(step)}", flush=True)

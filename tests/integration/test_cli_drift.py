@@ -271,8 +271,8 @@ def test_reference_rebuilt_from_the_test_split(
 ) -> None:
     copy = Path(shutil.copytree(colours, tmp_path / "p", symlinks=True))
     monkeypatch.chdir(copy)
-    code, out, err = _main(monkeypatch, capsys, "drift", "reference", "colours-run", "--split",
-                           "test")  # fmt: skip
+    code, out, err = _main(monkeypatch, capsys, "drift", "reference", "colours-run",
+                           "data/prepared/colours", "--split", "test")  # fmt: skip
     assert code == 0, err
     assert "16 test images" in out
     from visionops.bundle import load_bundle
@@ -285,6 +285,9 @@ def test_reference_rebuilt_from_the_test_split(
         assert (splits[reference["indices"]] == 2).all()
     code, _, err = _main(monkeypatch, capsys, "drift", "reference", "--split", "train")
     assert code == 2 and "val or test" in err
+    code, _, err = _main(monkeypatch, capsys, "drift", "reference", "colours-run", "a", "b")
+    assert code == 2 and "expected RUN [DATASET]" in err
+    assert "\n" not in err.strip()
 
 
 def _check_in_chromium(report: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from visionops.cli._common import (
     progress,
     resolve_settings,
     setup,
+    split_args,
 )
 from visionops.errors import DriftError, VisionOpsError
 
@@ -160,12 +161,19 @@ def report(
         raise typer.Exit(1)
 
 
+ReferenceArgs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="A bundle folder or a run (folder or name; default runs/latest), optionally the"
+        " prepared dataset to draw from (default: the run's own), then setting overrides as"
+        " key=value.",
+        show_default=False,
+    ),
+]
+
+
 def reference(
-    args: Args = None,
-    dataset: Annotated[
-        Path | None,
-        typer.Option("--dataset", help="Prepared dataset to draw from (default: the run's own)."),
-    ] = None,
+    args: ReferenceArgs = None,
     split: Annotated[
         str | None, typer.Option("--split", help="Held-out split: val (default) or test.")
     ] = None,
@@ -176,11 +184,17 @@ def reference(
 ) -> None:
     """Rebuild a bundle's drift reference from held-out images (ONNX Runtime, no torch).
 
-    Example: visionops drift reference runs/run-001 --split test
+    Example: visionops drift reference runs/run-001 data/prepared/shapes --split test
     """
     setup(verbose, quiet)
     with _input_errors():
-        target_arg, overrides = one_positional(args, "BUNDLE|RUN")
+        positionals, overrides = split_args(args)
+        if len(positionals) > 2:
+            raise DriftError(
+                f"expected RUN [DATASET], got {len(positionals)} paths: {' '.join(positionals)}"
+                " (settings are key=value)"
+            )
+        target_arg, dataset = [*positionals, None, None][:2]
         if split not in (None, "val", "test"):
             raise DriftError(f"--split {split}: the reference comes from val or test")
         settings = resolve_settings(
@@ -192,7 +206,7 @@ def reference(
             result = rebuild_reference(
                 settings,
                 Path(target_arg) if target_arg else None,
-                dataset=dataset,
+                dataset=Path(dataset) if dataset else None,
                 split=split,  # type: ignore[arg-type]
                 progress=reporter,
             )

@@ -133,7 +133,7 @@ def test_drift_report_tests_scores_and_embeddings(
     assert good["reference"]["split"] in {"val", "test"}
     assert {f["name"] for f in good["families"]} == {"embeddings", "outputs", "images"}
     outputs = next(f for f in good["families"] if f["name"] == "outputs")
-    assert [row["name"] for row in outputs["tests"]][0] == "score"
+    assert {row["name"] for row in outputs["tests"]} == {"score", "predicted class"}
     assert good["verdict"]["drifted"] is False
     # A batch of defects moves the score distribution: the output family says so.
     defect = reports["defect"].payload
