@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from loguru import logger
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from visionops.bundle import Bundle
 from visionops.config import DriftSettings
@@ -76,6 +77,23 @@ class OnlineDriftMonitor:
     def start(self) -> None:
         """Start the background thread."""
         self._thread.start()
+
+    def warm_up(self) -> None:
+        """Import and run the tests once on the reference itself, before traffic arrives.
+
+        The first run would otherwise import SciPy and scikit-learn (seconds of CPU, holding
+        the import lock) in the middle of serving.
+        """
+        settings = self.settings.model_copy(update={"permutations": 19, "min_samples": 5})
+        started = time.perf_counter()
+        try:
+            with threadpool_limits(limits=1):
+                compare(self.reference, self.reference, task=self.task, settings=settings)
+        except DriftError as exc:  # a tiny reference: the real runs will say so
+            logger.debug("online drift warm-up skipped: {}", exc)
+        except Exception:  # never let a drift bug keep the model from serving
+            logger.exception("online drift warm-up failed")
+        logger.debug("online drift warmed up in {:.2f}s", time.perf_counter() - started)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the background thread (a test in progress finishes first)."""
@@ -199,8 +217,6 @@ class OnlineDriftMonitor:
     def _loop(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # not on every OS
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOW_PRIORITY)
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()

@@ -151,8 +151,14 @@ class ServingState:
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
+        # Warmed up alongside the model, so /ready also means drift's first run is cheap.
+        drift_ready = (
+            loop.run_in_executor(None, self.drift.warm_up) if self.drift is not None else None
+        )
         try:
             self.session = await loop.run_in_executor(self.inference_pool, self._make_session)
+            if drift_ready is not None:
+                await drift_ready
         except Exception as exc:
             self.status = "failed"
             self.failure = self.scrub(str(exc))
