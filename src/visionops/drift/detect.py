@@ -364,7 +364,11 @@ def _phrase(family: str, row: dict[str, Any]) -> str:
             f"predicted-class mix (Cramér's V {row['statistic']:.2f}, p = {row['p_adjusted']:.3g})"
         )
     direction = "up" if row["current_mean"] > row["reference_mean"] else "down"
-    return (
-        f"{row['name']} {direction} {abs(row['shift_sd']):.2f} sd (KS {row['statistic']:.2f},"
-        f" p = {row['p_adjusted']:.3g})"
+    # A constant reference (every image 640 px wide) has no spread to count in: say the means.
+    size = (
+        f"{abs(row['shift_sd']):.2f} sd"
+        if row["shift_sd"]
+        else f"{row['reference_mean']:.4g} → {row['current_mean']:.4g}"
     )
+    test = f"KS {row['statistic']:.2f}, p = {row['p_adjusted']:.3g}"
+    return f"{row['name']} {direction} {size} ({test})"
