@@ -149,3 +149,27 @@ def test_image_statistics() -> None:
     assert stats["max"] == 1.0 and stats["min"] == 0.0
     assert stats["mean_c0"] == 1.0 and stats["mean_c1"] == 0.0
     assert abs(stats["mean"] - 1 / 3) < 1e-6
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_statistics_match_their_definitions(channels: int) -> None:
+    # The reference in every bundle and every logged upload depend on these exact values.
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 30, channels), dtype=np.uint8)
+    scaled = pixels.astype(np.float64) / 255
+    grey = scaled.mean(axis=-1)
+    laplacian = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+    laplacian -= 4 * grey[1:-1, 1:-1]
+    top, bottom = scaled.max(axis=-1), scaled.min(axis=-1)
+    expected = {
+        "mean": scaled.mean(),
+        "std": scaled.std(),
+        "min": scaled.min(),
+        "max": scaled.max(),
+        "sharpness": laplacian.var(),
+        "saturation": np.where(top > 0, (top - bottom) / np.where(top > 0, top, 1), 0).mean(),
+        **{f"mean_c{i}": scaled[..., i].mean() for i in range(channels)},
+    }
+    stats = image_statistics(pixels)
+    assert stats.keys() == expected.keys()
+    for name, value in expected.items():
+        assert stats[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
