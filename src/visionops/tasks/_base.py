@@ -182,6 +182,14 @@ class Task(ABC):
         del main
         return None
 
+    def caption(self, prediction: NDArray[Any], target: NDArray[Any]) -> str:
+        """One image's prediction against its target, short (W&B sample captions).
+
+        The default lists each output as ``name prediction/target``.
+        """
+        pairs = zip(self.labels, np.atleast_1d(prediction), np.atleast_1d(target), strict=False)
+        return " · ".join(f"{n} {p:.3g}/{t:.3g}" for n, p, t in pairs)
+
     @classmethod
     def own_stage(cls, stage: Literal["train", "eval", "export"]) -> Callable[..., Any] | None:
         """The function that replaces a shared stage for this task, or None to use the shared one.

@@ -272,6 +272,13 @@ class ClassificationTask(Task):
         values = np.asarray(main, np.float64).reshape(len(main), -1)
         return {f"p({name})": values[:, i] for i, name in enumerate(self.class_names)}
 
+    def caption(self, prediction: NDArray[Any], target: NDArray[Any]) -> str:
+        """``pred <label> (<probability>) · true <label>``."""
+        guess = int(np.asarray(prediction).argmax())
+        return (
+            f"pred {self.labels[guess]} ({prediction[guess]:.2f}) · true {self.labels[int(target)]}"
+        )
+
     def predicted_classes(self, main: NDArray[Any]) -> NDArray[np.int64]:
         """The arg-max class of each image."""
         classes: NDArray[np.int64] = np.asarray(main).reshape(len(main), -1).argmax(axis=1)

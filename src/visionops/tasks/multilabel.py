@@ -273,6 +273,13 @@ class MultilabelTask(Task):
         probabilities = answer.get("probabilities") or {}
         return {"labels": ";".join(labels), **{f"p_{k}": v for k, v in probabilities.items()}}
 
+    def caption(self, prediction: NDArray[Any], target: NDArray[Any]) -> str:
+        """``pred <labels over their thresholds> · true <labels>``."""
+        names = self.class_names
+        guessed = [n for n, p, c in zip(names, prediction, self.thresholds, strict=True) if p >= c]
+        truth = [n for n, t in zip(names, target, strict=True) if t > 0.5]
+        return f"pred {', '.join(guessed) or '-'} · true {', '.join(truth) or '-'}"
+
     @classmethod
     def answer_text(cls, answer: Mapping[str, Any]) -> str:
         """The labels over their thresholds with their probabilities."""

@@ -617,13 +617,17 @@ def _final_metrics(
         indices = engine.dataset.indices(engine.val_split)[:_PREDICTION_SAMPLES]
         tracker.log_predictions(
             np.asarray(engine.dataset.images[indices]),
-            _sample_captions(task, val_predictions[: len(indices)], val_targets[: len(indices)]),
+            [
+                task.caption(prediction, target)
+                for prediction, target in zip(
+                    val_predictions[: len(indices)], val_targets[: len(indices)], strict=True
+                )
+            ],
         )
-        if task.name == "classification":
+        predicted = task.predicted_classes(val_predictions)
+        if predicted is not None:
             tracker.log_confusion_matrix(
-                [int(t) for t in val_targets],
-                [int(p) for p in val_predictions.argmax(axis=1)],
-                getattr(task, "class_names", []),
+                [int(t) for t in val_targets], [int(p) for p in predicted], task.labels
             )
         tracker.log_checkpoint(
             best_path,
@@ -742,25 +746,3 @@ def _check_resume(
             f"{run_dir} has already trained {done} of {settings.train.epochs} epochs — pass"
             f" --epochs {done + max(done // 2, 1)} (more than {done}) to train it further"
         )
-
-
-def _sample_captions(
-    task: TrainingTask, predictions: np.ndarray[Any, Any], targets: np.ndarray[Any, Any]
-) -> list[str]:
-    captions = []
-    names = getattr(task, "class_names", None) or getattr(task, "target_names", [])
-    for prediction, target in zip(predictions, targets, strict=True):
-        if task.name == "classification":
-            guess = int(prediction.argmax())
-            captions.append(
-                f"pred {names[guess]} ({prediction[guess]:.2f}) · true {names[int(target)]}"
-            )
-        elif task.name == "multilabel":
-            cut = getattr(task, "thresholds", [0.5] * len(names))
-            guessed = [n for n, p, c in zip(names, prediction, cut, strict=True) if p >= c]
-            truth = [n for n, t in zip(names, target, strict=True) if t > 0.5]
-            captions.append(f"pred {', '.join(guessed) or '-'} · true {', '.join(truth) or '-'}")
-        else:
-            pairs = zip(names, prediction, target, strict=True)
-            captions.append(" · ".join(f"{n} {p:.3g}/{t:.3g}" for n, p, t in pairs))
-    return captions

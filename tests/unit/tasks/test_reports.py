@@ -189,6 +189,16 @@ def test_output_columns_for_drift() -> None:
     assert regression.predicted_classes(np.array([[1.0]])) is None
 
 
+def test_sample_captions_say_prediction_and_truth() -> None:
+    classification = ClassificationTask(["cat", "dog"])
+    assert classification.caption(np.array([0.3, 0.7]), np.array(0)) == "pred dog (0.70) · true cat"
+    multilabel = MultilabelTask(["sky", "sea"], thresholds=[0.5, 0.8])
+    caption = multilabel.caption(np.array([0.6, 0.7]), np.array([1.0, 1.0]))
+    assert caption == "pred sky · true sky, sea"
+    regression = RegressionTask(["energy"], [0.0], [1.0])
+    assert regression.caption(np.array([2.5]), np.array([3.0])) == "energy 2.5/3"
+
+
 def test_importing_the_tasks_does_not_import_torch() -> None:
     import subprocess
     import sys
