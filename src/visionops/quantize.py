@@ -14,6 +14,7 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,6 +52,8 @@ def quantize_int8(
     *,
     layout: str,
     batch_size: int = 16,
+    op_types: Sequence[str] | None = None,
+    symbolic_shapes: bool = True,
 ) -> None:
     """Static int8 quantisation (QDQ) with ONNX Runtime's tooling.
 
@@ -65,6 +68,9 @@ def quantize_int8(
         calibration_nhwc: ``(N, H, W, C)`` uint8 training images.
         layout: The graph's input layout.
         batch_size: Images per calibration batch.
+        op_types: Only these operators are quantised (None: every one ONNX Runtime can).
+        symbolic_shapes: Whether pre-processing runs ONNX Runtime's symbolic shape
+            inference (off for graphs it cannot follow; ONNX's own inference still runs).
 
     Raises:
         ExportError: ONNX Runtime cannot quantise the graph.
@@ -94,12 +100,15 @@ def quantize_int8(
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
                 warnings.simplefilter("ignore")
-                quant_pre_process(str(fp32_path), str(prepared))
+                quant_pre_process(
+                    str(fp32_path), str(prepared), skip_symbolic_shape=not symbolic_shapes
+                )
                 quantize_static(
                     str(prepared),
                     str(int8_path),
                     _Reader(),
                     quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types) if op_types else None,
                     per_channel=True,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,

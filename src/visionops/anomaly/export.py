@@ -35,6 +35,7 @@ from visionops.drift.samples import HELD_OUT_SPLITS
 from visionops.errors import ArtifactError, ExportError
 from visionops.logs import logger
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.quantize import CALIBRATION_MAX_IMAGES, quantize_int8
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -162,70 +163,6 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def quantize_trunk(
-    fp32_path: Path, int8_path: Path, calibration: NDArray[np.uint8], *, layout: str
-) -> None:
-    """Static int8 (QDQ) of the trunk's convolutions; the bank search stays fp32.
-
-    The nearest-neighbour distances subtract numbers of similar size (``|x|² - 2x·m +
-    |m|²``): 8-bit products there would erase the very differences the score measures, so
-    only ``Conv`` nodes are quantised. ONNX Runtime's symbolic shape inference cannot follow
-    the chunked search, so pre-processing keeps ONNX's own shape inference.
-
-    Raises:
-        ExportError: ONNX Runtime cannot quantise the graph.
-    """
-    import contextlib
-    import io
-    import tempfile
-    import warnings
-
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from visionops.onnxrt import INPUT_NAME, to_layout
-
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self._starts = iter(range(0, len(calibration), _BATCH))
-
-        def get_next(self) -> dict[str, NDArray[np.uint8]] | None:
-            start = next(self._starts, None)
-            if start is None:
-                return None
-            return {INPUT_NAME: to_layout(calibration[start : start + _BATCH], layout)}
-
-    with tempfile.TemporaryDirectory(prefix="visionops-int8-") as scratch:
-        prepared = Path(scratch) / "model.pre.onnx"
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-                quantize_static(
-                    str(prepared),
-                    str(int8_path),
-                    _Reader(),
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv"],
-                    per_channel=True,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                )
-        except Exception as exc:
-            raise ExportError(
-                f"ONNX Runtime cannot quantise this graph ({type(exc).__name__}:"
-                f" {str(exc).splitlines()[0][:160] if str(exc) else ''}) — export without"
-                " --quantize (fp32 is kept)"
-            ) from exc
-
-
 def _int8(
     tmp: Path,
     dataset: PreparedDataset,
@@ -239,14 +176,24 @@ def _int8(
     """Quantise; keep the int8 graph only if its image AUROC is within ``tolerance``."""
     from visionops.onnxrt import compare_latency, ort_session
 
-    calibration_max = 256
-
     train = dataset.indices("train")
-    calibration = train[np.asarray(dataset.targets[train]) == 0][:calibration_max]
+    calibration = train[np.asarray(dataset.targets[train]) == 0][:CALIBRATION_MAX_IMAGES]
     fp32_path, int8_path = tmp / "model.onnx", tmp / "model.int8.onnx"
     started = time.perf_counter()
     try:
-        quantize_trunk(fp32_path, int8_path, np.asarray(dataset.images[calibration]), layout=layout)
+        # Only the trunk's convolutions: the nearest-neighbour distances subtract numbers of
+        # similar size (|x|² - 2x·m + |m|²), and 8-bit products there would erase the very
+        # differences the score measures. ONNX Runtime's symbolic shape inference cannot
+        # follow the chunked search.
+        quantize_int8(
+            fp32_path,
+            int8_path,
+            np.asarray(dataset.images[calibration]),
+            layout=layout,
+            batch_size=_BATCH,
+            op_types=["Conv"],
+            symbolic_shapes=False,
+        )
     except ExportError as exc:
         int8_path.unlink(missing_ok=True)
         return {"accepted": False, "reason": str(exc), "file": None, "metric": "image_auroc"}
