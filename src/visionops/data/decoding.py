@@ -131,6 +131,15 @@ class _Decoder:
                     )
                 except ImageError as exc:
                     return Decoded(job.slot, None, f"bad mask: {exc}")
+                if mask_image.size != size:
+                    # A mask of another size would be resized onto the wrong pixels.
+                    return Decoded(
+                        job.slot,
+                        None,
+                        f"bad mask: {Path(job.mask).name} is {mask_image.width}x"
+                        f"{mask_image.height}, its image {size[0]}x{size[1]} — use the mask"
+                        " made for this image",
+                    )
                 mask = resize_image(mask_image, config.size, config.policy)[:, :, 0]
                 self.masks[job.slot] = np.where(mask >= 128, 255, 0).astype(np.uint8)
         self.images[job.slot] = pixels

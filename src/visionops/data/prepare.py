@@ -308,14 +308,15 @@ def _check_training_data(
     listing: RawListing, targets: NDArray[Any], splits: NDArray[np.uint8], raw: Path
 ) -> None:
     train = targets[splits == 0]
+    # The task's own words first: it knows what its training split must hold.
+    problem = get_task(listing.task).training_data_problem(listing.class_names or [], train)
+    if problem:
+        raise DataError(f"{raw}: {problem}")
     if len(train) == 0:
         raise DataError(
             f"{raw}: no image is left in the train split — add training images (or, for"
             " split folders, put some in train/)"
         )
-    problem = get_task(listing.task).training_data_problem(listing.class_names or [], train)
-    if problem:
-        raise DataError(f"{raw}: {problem}")
 
 
 def _rejected_counts(path: Path) -> dict[str, int]:

@@ -187,6 +187,32 @@ def test_mvtec_splits_and_masks(tmp_path: Path) -> None:
         assert (masks[index].max() == 255) == (row["target"] == "defect")
 
 
+def test_mvtec_mask_of_another_size_rejects_its_image(tmp_path: Path) -> None:
+    raw = mvtec_tree(tmp_path / "carpet", good_train=6, good_test=4, per_defect=4)
+    save(raw / "ground_truth" / "hole" / "001_mask.png", Image.new("L", (20, 20), 255))
+    result = prepare_dataset(raw, settings_for(tmp_path))
+    rejected = _rows(result.path / "rejected.csv")
+    assert rejected == [
+        {
+            "path": "test/hole/001.png",
+            "reason": "bad mask: 001_mask.png is 20x20, its image 40x30 — use the mask made for"
+            " this image",
+        }
+    ]
+    assert "test/hole/001.png" not in {r["path"] for r in _rows(result.path / "items.csv")}
+
+
+def test_mvtec_without_good_training_images_writes_nothing(tmp_path: Path) -> None:
+    raw = mvtec_tree(tmp_path / "carpet", good_train=0, good_test=4, per_defect=4)
+    (raw / "train" / "good").mkdir(parents=True)
+    with pytest.raises(DataError) as caught:
+        prepare_dataset(raw, settings_for(tmp_path))
+    message = str(caught.value)
+    assert "no good image in the train split" in message and "train/good/" in message
+    assert "\n" not in message
+    assert leftovers(tmp_path / "prepared") == []
+
+
 # --------------------------------------------------------------------------- image kinds
 
 

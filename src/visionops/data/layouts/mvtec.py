@@ -28,10 +28,16 @@ def is_mvtec(files: Sequence[str], prefix: str) -> bool:
     """Whether the folder ``prefix`` holds one MVTec AD category."""
     dirs, _ = children(files, prefix)
     lower = {d.lower(): d for d in dirs}
-    if "train" not in lower or "test" not in lower:
+    if "test" not in lower:
+        return False
+    # ground_truth/ marks the tree even when train/good is empty or missing, so preprocess
+    # can say that the good training images are what is missing.
+    if "ground_truth" in lower:
+        return True
+    if "train" not in lower:
         return False
     train_dirs, _ = children(files, join(prefix, lower["train"]))
-    return {d.lower() for d in train_dirs} == {"good"} or "ground_truth" in lower
+    return {d.lower() for d in train_dirs} == {"good"}
 
 
 class MvtecReader(LayoutReader):
@@ -59,7 +65,7 @@ class MvtecReader(LayoutReader):
             return None
         dirs, _ = children(files, prefix)
         lower = {d.lower(): d for d in dirs}
-        train_prefix = join(prefix, lower["train"])
+        train_prefix = join(prefix, lower.get("train", "train"))
         test_prefix = join(prefix, lower["test"])
         truth_prefix = join(prefix, lower["ground_truth"]) if "ground_truth" in lower else None
         masks = {path.lower(): path for path in files if truth_prefix and under(truth_prefix, path)}
