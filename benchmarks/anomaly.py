@@ -16,7 +16,7 @@ patches; the ratio of their times is printed.
 Part 3 — latency at batch 1 of the model with the bank of part 1: PyTorch eager (uint8 in,
 normalisation, trunk, chunked nearest-neighbour, heatmap) vs the ONNX graph visionops
 exports (``AnomalyExportWrapper`` + ``export_onnx``) in ONNX Runtime, same threads,
-sampled in round-robin with ``visionops.timing.time_interleaved``.
+sampled in round-robin with ``visionops.export.timing.time_interleaved``.
 
 Run: python benchmarks/anomaly.py
 """
@@ -75,9 +75,9 @@ def main() -> None:
     from visionops.anomaly.model import normalised_batches
     from visionops.anomaly.scoring import PatchCoreModel, sigma_for_size
     from visionops.config import load_settings
-    from visionops.onnx_graph import export_onnx
-    from visionops.onnxrt import ort_session
-    from visionops.timing import time_interleaved
+    from visionops.export.graph import export_onnx
+    from visionops.export.timing import time_interleaved
+    from visionops.inference.runtime import ort_session
 
     torch.set_num_threads(args.threads)
     settings = load_settings(overrides=[f"model.name={args.model}"]).anomaly

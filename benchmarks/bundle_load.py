@@ -5,7 +5,7 @@
 protobuf fields only, seeking past the graph); the baseline is ``onnx.load`` (parse the whole
 model, weights included), plus importing ``onnx`` in a process that has not yet (every
 server worker). Both read the same ResNet-18 graph (random weights, 64 px input, exported by
-visionops' own ``export_onnx``), interleaved (``visionops.timing.time_interleaved``).
+visionops' own ``export_onnx``), interleaved (``visionops.export.timing.time_interleaved``).
 
 Run: python benchmarks/bundle_load.py
 """
@@ -43,10 +43,10 @@ def main() -> None:
     import onnx
     import torch
 
-    from visionops.bundle import read_onnx_metadata
+    from visionops.export.graph import ExportWrapper, export_onnx
+    from visionops.export.timing import time_interleaved
+    from visionops.inference.bundle import read_onnx_metadata
     from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-    from visionops.onnx_graph import ExportWrapper, export_onnx
-    from visionops.timing import time_interleaved
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=10).eval()

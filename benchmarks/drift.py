@@ -104,8 +104,8 @@ def build_demo(
     """Train and export a shapes model; prepare an unseen pool from another demo seed."""
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
-    from visionops.data.prepare import prepare_dataset
-    from visionops.export import export_run
+    from visionops.data.preprocess import prepare_dataset
+    from visionops.export.stage import export_run
     from visionops.train import train
 
     os.chdir(root)
@@ -137,7 +137,7 @@ def build_pool(root: Path, images_per_class: int, size: int) -> Path:
     """Unseen same-distribution images: the shapes demo generated with another seed."""
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
-    from visionops.data.prepare import prepare_dataset
+    from visionops.data.preprocess import prepare_dataset
 
     pool_settings = load_settings(
         overrides=[
@@ -196,13 +196,13 @@ def _run_graph(session: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def power(
     bundle_dir: Path, pool_dir: Path, trials: int, sizes: list[int], permutations: int
 ) -> None:
-    from visionops.bundle import load_bundle
     from visionops.config import DriftSettings
     from visionops.data.prepared import PreparedDataset
     from visionops.drift.detect import compare
     from visionops.drift.samples import reference_sample, subset
     from visionops.drift.simulate import apply_shifts, parse_shifts
-    from visionops.serve.session import ModelSession
+    from visionops.inference.bundle import load_bundle
+    from visionops.inference.session import ModelSession
     from visionops.tasks import task_for
 
     bundle = load_bundle(bundle_dir)
@@ -247,12 +247,12 @@ def reference_choice(
     bundle_dir: Path, pool_dir: Path, trials: int, size: int, permutations: int
 ) -> None:
     """False alarms on unseen images: training-split reference vs val-split reference."""
-    from visionops.bundle import load_bundle
     from visionops.config import DriftSettings
     from visionops.data.prepared import PreparedDataset
     from visionops.drift.detect import compare
     from visionops.drift.samples import subset
-    from visionops.serve.session import ModelSession
+    from visionops.inference.bundle import load_bundle
+    from visionops.inference.session import ModelSession
     from visionops.tasks import task_for
 
     bundle = load_bundle(bundle_dir)

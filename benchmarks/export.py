@@ -5,7 +5,7 @@ exported with visionops' own path (``ExportWrapper`` + ``export_onnx``: uint8 in
 normalisation and softmax inside the graph) and quantised with ``quantize_int8`` (static
 QDQ, calibrated on synthetic photo-like images). All three engines run the same
 computation (uint8 pixels → probabilities + embedding) with the same number of threads.
-Latency at batch 1 is sampled in round-robin (``visionops.timing.time_interleaved``:
+Latency at batch 1 is sampled in round-robin (``visionops.export.timing.time_interleaved``:
 each round times every engine once), so load from other processes hits every engine alike;
 throughput at batch 1 is 1000 / median latency.
 
@@ -77,11 +77,11 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
     import onnxruntime as ort
     import torch
 
+    from visionops.export.graph import ExportWrapper, export_onnx
+    from visionops.export.quantize import quantize_int8
+    from visionops.export.timing import time_interleaved
     from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-    from visionops.onnx_graph import ExportWrapper, export_onnx
-    from visionops.quantize import quantize_int8
     from visionops.tasks import ClassificationTask
-    from visionops.timing import time_interleaved
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=1000).eval()
@@ -143,7 +143,7 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
 
 def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]:
     from visionops.config import load_settings
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
     from visionops.train import train
 
     workdir = Path(tempfile.mkdtemp(prefix="visionops-bench-demo-")) if keep is None else keep

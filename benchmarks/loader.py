@@ -71,8 +71,8 @@ def baseline(raw: Path, size: int, batch: int, workers: int, epochs: int) -> flo
 def visionops_loader(raw: Path, workdir: Path, size: int, batch: int, epochs: int) -> float:
     from visionops.config import Settings
     from visionops.data.loading import BatchLoader
-    from visionops.data.prepare import prepare_dataset
     from visionops.data.prepared import PreparedDataset
+    from visionops.data.preprocess import prepare_dataset
 
     settings = Settings.model_validate(
         {"data": {"prepared_root": str(workdir / "prepared"), "image_size": size}}

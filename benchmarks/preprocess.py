@@ -85,7 +85,7 @@ def naive(files: list[Path], out: Path, size: int) -> float:
 
 def visionops_api(raw: Path, prepared_root: Path, size: int, workers: int) -> float:
     from visionops.config import Settings
-    from visionops.data.prepare import prepare_dataset
+    from visionops.data.preprocess import prepare_dataset
 
     settings = Settings.model_validate(
         {"data": {"prepared_root": str(prepared_root), "image_size": size, "workers": workers}}

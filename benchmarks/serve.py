@@ -304,7 +304,8 @@ def launcher_server(bundle: Path, work: Path, decode_threads: int, tag: str) -> 
     port = free_port()
     code = (
         "import uvicorn; from pathlib import Path;"
-        "from visionops.bundle import load_bundle; from visionops.config import ServeSettings;"
+        "from visionops.inference.bundle import load_bundle;"
+        "from visionops.config import ServeSettings;"
         "from visionops.serve.app import create_app;"
         f"app = create_app(load_bundle(Path({str(bundle)!r})), ServeSettings(),"
         f" Path({str(work / ('predictions-' + tag))!r}), decode_threads={decode_threads});"

@@ -110,8 +110,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="Functions listed by own time.")
     args = parser.parse_args()
 
-    from visionops.bundle import load_bundle
     from visionops.config import ServeSettings
+    from visionops.inference.bundle import load_bundle
     from visionops.serve.app import create_app
 
     bundle = load_bundle(make_bundle(args.project))

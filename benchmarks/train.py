@@ -254,7 +254,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="visionops-bench-train-"))
     try:
         from visionops.config import load_settings
-        from visionops.data.prepare import prepare_dataset
+        from visionops.data.preprocess import prepare_dataset
 
         print(f"generating {args.count} {args.width}x{args.height} JPEGs in {workdir} ...")
         raw = generate_images(workdir / "raw" / "bench", args.count, args.width, args.height)

@@ -450,7 +450,7 @@ def raw_anomaly(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --------------------------------------------------------------------------------------
 # Prepared demo datasets (owner: data preprocess). Each raw demo fixture above is prepared
-# once per session with `visionops.data.prepare.prepare_dataset` into
+# once per session with `visionops.data.preprocess.prepare_dataset` into
 # `<tmp>/data/prepared/<name>`; the fixture returns that folder (open it with
 # `visionops.data.prepared.PreparedDataset.open`). Seeded splits, so the same every run.
 
@@ -466,7 +466,7 @@ def _prepare_demo(tmp_path_factory: pytest.TempPathFactory, raw: Path, name: str
 
 def _build_prepared_demo(root: Path, raw: Path) -> Path:
     from visionops.config import load_settings
-    from visionops.data.prepare import prepare_dataset
+    from visionops.data.preprocess import prepare_dataset
 
     settings = load_settings(
         overrides=[

@@ -18,6 +18,7 @@ VisionOpsError
 ├── TrackingError               Weights & Biases cannot start, or a sweep cannot be created
 ├── ExportError                 ONNX export, parity or quantisation failed
 ├── ServeError                  the server cannot start (port in use, no bundle)
+│   └── SkewError               served answers differ from the exported model's (quickstart)
 └── DriftError                  a drift check that cannot run (too few images, foreign log)
 ```
 """
@@ -36,6 +37,7 @@ __all__ = [
     "ImageError",
     "LayoutError",
     "ServeError",
+    "SkewError",
     "SourceError",
     "TrackingError",
     "TrainingError",
@@ -112,6 +114,10 @@ class TrackingError(VisionOpsError):
 
 class ServeError(VisionOpsError):
     """The server cannot start or cannot load its bundle."""
+
+
+class SkewError(ServeError):
+    """Serving disagreed with the exported model on the same images."""
 
 
 class DriftError(VisionOpsError):

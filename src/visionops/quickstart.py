@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from visionops.config import Settings
-from visionops.errors import VisionOpsError
+from visionops.errors import SkewError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
 __all__ = ["DEMO_FOR_TASK", "StageReport", "drift_check", "run_quickstart", "serve_check"]
@@ -55,10 +55,6 @@ class QuickstartResult:
     run_dir: Path | None = None
     report: Path | None = None
     bundle: Path | None = None
-
-
-class SkewError(VisionOpsError):
-    """Serving disagreed with the exported model on the same images."""
 
 
 def _format_metrics(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -111,10 +107,10 @@ def serve_check(
         warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
         from fastapi.testclient import TestClient
 
-    from visionops.bundle import load_bundle
     from visionops.data.prepared import PreparedDataset
+    from visionops.inference.bundle import load_bundle
+    from visionops.inference.session import ModelSession, Postprocessor, PredictOptions
     from visionops.serve.app import create_app
-    from visionops.serve.session import ModelSession, Postprocessor, PredictOptions
 
     bundle = load_bundle(bundle_dir)
     dataset = PreparedDataset.open(prepared_dir)
@@ -168,9 +164,9 @@ def run_quickstart(
         What each stage did and where the results are.
     """
     from visionops.data.fetch import fetch_dataset
-    from visionops.data.prepare import prepare_dataset
-    from visionops.evaluate import evaluate_run
-    from visionops.export import export_run
+    from visionops.data.preprocess import prepare_dataset
+    from visionops.evaluate.stage import evaluate_run
+    from visionops.export.stage import export_run
     from visionops.train import train
 
     result = QuickstartResult()

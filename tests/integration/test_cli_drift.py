@@ -31,7 +31,7 @@ SMALL = ["drift.min_samples=5", "drift.permutations=199"]
 def project(trained_shapes_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the trained shapes project, exported (reference = val split)."""
     from visionops.config import load_settings
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     source = trained_shapes_run.parent.parent
     root = Path(shutil.copytree(source, tmp_path_factory.mktemp("drift-cli") / "p", symlinks=True))
@@ -180,7 +180,7 @@ def test_predict_log_then_report_on_the_log(
 def colours(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the hand-made project with colours-run exported (runs/latest)."""
     from visionops.config import load_settings
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     root = Path(shutil.copytree(handmade_runs, tmp_path_factory.mktemp("drift-hm") / "p",
                                 symlinks=True))  # fmt: skip
@@ -277,7 +277,7 @@ def test_reference_rebuilt_from_the_test_split(
                            "data/prepared/colours", "--split", "test")  # fmt: skip
     assert code == 0, err
     assert "16 test images" in out
-    from visionops.bundle import load_bundle
+    from visionops.inference.bundle import load_bundle
 
     bundle = load_bundle(copy / "runs" / "colours-run" / "bundle")  # checksums still verify
     assert bundle.manifest["reference_split"] == "test"

@@ -37,8 +37,8 @@ def test_export_logs_the_bundle_as_a_model_artifact(project: Path, tmp_path: Pat
     assert len(offline_runs) == 1
     assert list(offline_runs[0].glob("*.wandb"))  # the record `wandb sync` uploads
 
-    from visionops.bundle_artifact import log_bundle_artifact
     from visionops.config import TrackingSettings
+    from visionops.tracking.model_artifact import log_bundle_artifact
 
     bundle = project / "runs" / "colours-run" / "bundle"
     logged = log_bundle_artifact(bundle, TrackingSettings(mode="offline"))
@@ -51,9 +51,9 @@ def test_export_logs_the_bundle_as_a_model_artifact(project: Path, tmp_path: Pat
 
 
 def test_logging_a_folder_that_is_not_a_bundle_names_the_fix(tmp_path: Path) -> None:
-    from visionops.bundle_artifact import log_bundle_artifact
     from visionops.config import TrackingSettings
     from visionops.errors import ArtifactError
+    from visionops.tracking.model_artifact import log_bundle_artifact
 
     with pytest.raises(ArtifactError, match="visionops export"):
         log_bundle_artifact(tmp_path, TrackingSettings(mode="offline"))

@@ -225,7 +225,7 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(
     slow_raw: Path,
 ) -> None:
     # Import what the second run needs first, so the race below is not lost to imports.
-    importlib.import_module("visionops.data.prepare")
+    importlib.import_module("visionops.data.preprocess")
     first = _start_preprocess(slow_raw)
     try:
         _wait_for(lambda: bool(_temps(first.pid)) or first.poll() is not None, "the first run")

@@ -31,7 +31,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from visionops.cli.app import app
-from visionops.serve.predlog import read_prediction_log
+from visionops.inference.predlog import read_prediction_log
 
 runner = CliRunner()
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -99,7 +99,7 @@ def start_server(project: Path, *args: str, ready_within: float = 120.0) -> Serv
 def project(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the hand-made project; colours-run (runs/latest) is exported."""
     from visionops.config import load_settings
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     root = tmp_path_factory.mktemp("serve-cli")
     shutil.copytree(handmade_runs / "data", root / "data")

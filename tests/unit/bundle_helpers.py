@@ -2,7 +2,7 @@
 
 The graph takes uint8 pixels ``(batch, 3, 4, 4)``; ``embedding`` is the mean of each channel
 and ``probabilities`` the softmax of the embedding over 64. It is sealed by the real bundle
-writer, so every check :func:`visionops.bundle.load_bundle` makes applies to it.
+writer, so every check :func:`visionops.inference.bundle.load_bundle` makes applies to it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from visionops.artifacts import BundleInput, BundleMeta, ParityRecord
-from visionops.bundle import write_bundle_manifest
-from visionops.onnxrt import PARITY_SAMPLES_FILE, ort_session, parity_samples
+from visionops.inference.bundle import write_bundle_manifest
+from visionops.inference.runtime import PARITY_SAMPLES_FILE, ort_session, parity_samples
 
 SIZE = 4
 CLASS_NAMES = ["red", "green", "blue"]

@@ -1,4 +1,4 @@
-"""``visionops.bundle``: the torch-free reader serve and drift trust.
+"""``visionops.inference.bundle``: the torch-free reader serve and drift trust.
 
 The bundles here are tiny but real (bundle_helpers.py: an ONNX graph made with onnx.helper,
 sealed by the real writer), so every refusal path is exercised without an export.
@@ -14,8 +14,8 @@ import pytest
 from bundle_helpers import CLASS_NAMES, make_bundle, tiny_graph
 
 from visionops._io import file_sha256
-from visionops.bundle import find_bundle, load_bundle, read_onnx_metadata
 from visionops.errors import ArtifactError
+from visionops.inference.bundle import find_bundle, load_bundle, read_onnx_metadata
 
 BUNDLE_FILES = ("model.onnx", "parity.json", "parity.npz", "reference.npz")
 

@@ -13,7 +13,7 @@ import torch
 from visionops.artifacts import PreparedManifest, RunRecord
 from visionops.config import Settings
 from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
-from visionops.evaluate import evaluate_run
+from visionops.evaluate.stage import evaluate_run
 
 # ----------------------------------------------------------------------- evaluate_run
 

@@ -1,4 +1,4 @@
-"""``visionops.export``: real exports of the hand-made runs, checked against PyTorch.
+"""``visionops.export.stage``: real exports of the hand-made runs, checked against PyTorch.
 
 The session fixture copies the ``handmade_runs`` project (tests/conftest.py) and exports its
 three runs once: colours (classification, with int8), tags (multilabel, NHWC input) and a
@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from visionops.artifacts import BundleMeta
-from visionops.bundle import load_bundle, read_onnx_metadata
 from visionops.config import Settings, load_settings
 from visionops.errors import (
     ArtifactError,
@@ -36,10 +35,11 @@ from visionops.errors import (
     DeviceError,
     ExportError,
 )
-from visionops.export import ExportResult, export_run
+from visionops.export.graph import export_onnx
+from visionops.export.stage import ExportResult, export_run
 from visionops.imaging import image_statistics
-from visionops.onnx_graph import export_onnx
-from visionops.onnxrt import CPU_PROVIDER, ort_session, verify_provider_parity
+from visionops.inference.bundle import load_bundle, read_onnx_metadata
+from visionops.inference.runtime import CPU_PROVIDER, ort_session, verify_provider_parity
 from visionops.runs import load_trained_model
 from visionops.tasks import TASKS, task_for
 

@@ -1,4 +1,4 @@
-"""``visionops.onnxrt``: sessions, batched prediction and parity on other execution providers.
+"""``visionops.inference.runtime``: sessions, batched prediction, parity on other providers.
 
 Uses the tiny torch-free bundle of bundle_helpers.py; the real exported bundles are checked
 in test_export.py.
@@ -13,9 +13,9 @@ import onnxruntime as ort
 import pytest
 from bundle_helpers import images, make_bundle, tiny_graph
 
-from visionops.bundle import load_bundle
 from visionops.errors import ArtifactError, DeviceError
-from visionops.onnxrt import (
+from visionops.inference.bundle import load_bundle
+from visionops.inference.runtime import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     check_provider_parity,

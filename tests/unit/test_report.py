@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from visionops.artifacts import EvalMetrics
-from visionops.eval_plots import (
+from visionops.evaluate.report import format_value, metric_label, render_report
+from visionops.tasks.figures import (
     confusion_matrix_png,
     per_class_bars_png,
     regression_scatter_png,
     reliability_diagram_png,
 )
-from visionops.report import format_value, metric_label, render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pytest
 
 from visionops.config import Settings, TrackingSettings, load_settings
 from visionops.errors import ConfigError, TrackingError
-from visionops.tracking import (
+from visionops.tracking.wandb_run import (
     SWEEP_METRIC,
     NullTracker,
     create_sweep,

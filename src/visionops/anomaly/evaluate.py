@@ -23,7 +23,7 @@ from visionops.anomaly.plots import overlays_png, score_histogram_png
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
 from visionops.device import resolve_device
-from visionops.evaluate import write_eval_dir
+from visionops.evaluate.stage import write_eval_dir
 from visionops.logs import logger
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
@@ -56,7 +56,7 @@ def evaluate_anomaly(
 ) -> EvalResult:
     """Score an anomaly run on one split and write ``run_dir/eval/``.
 
-    The caller (:func:`visionops.evaluate.evaluate_run`) has validated the run, found its
+    The caller (:func:`visionops.evaluate.stage.evaluate_run`) has validated the run, found its
     dataset and chosen the split.
     """
     from visionops.artifacts import EvalMetrics

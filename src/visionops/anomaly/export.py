@@ -27,15 +27,15 @@ from visionops.anomaly.metrics import anomaly_metrics, image_auroc
 from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.anomaly.scoring import PatchCoreModel
 from visionops.artifacts import Normalization
-from visionops.bundle import write_bundle_manifest
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
 from visionops.drift.reference import reference_arrays
 from visionops.drift.samples import HELD_OUT_SPLITS
 from visionops.errors import ArtifactError, ExportError
+from visionops.export.quantize import CALIBRATION_MAX_IMAGES, quantize_int8
+from visionops.inference.bundle import write_bundle_manifest
 from visionops.logs import logger
 from visionops.progress import NULL_PROGRESS, ProgressReporter
-from visionops.quantize import CALIBRATION_MAX_IMAGES, quantize_int8
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -87,7 +87,7 @@ class AnomalyExportWrapper(nn.Module):
 def _onnx_outputs(
     session: onnxruntime.InferenceSession, images: NDArray[np.uint8], layout: str, batch: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
-    from visionops.onnxrt import INPUT_NAME, to_layout
+    from visionops.inference.runtime import INPUT_NAME, to_layout
 
     parts: list[list[NDArray[np.float32]]] = [[], [], []]
     for start in range(0, len(images), batch):
@@ -174,7 +174,8 @@ def _int8(
     fp32_scores: NDArray[np.float32],
 ) -> dict[str, Any]:
     """Quantise; keep the int8 graph only if its image AUROC is within ``tolerance``."""
-    from visionops.onnxrt import compare_latency, ort_session
+    from visionops.export.timing import compare_latency
+    from visionops.inference.runtime import ort_session
 
     train = dataset.indices("train")
     calibration = train[np.asarray(dataset.targets[train]) == 0][:CALIBRATION_MAX_IMAGES]
@@ -260,14 +261,14 @@ def export_anomaly(
     quantize: str,
     progress: ProgressReporter = NULL_PROGRESS,
 ) -> ExportResult:
-    """Write ``run_dir/bundle/`` for an anomaly run (called by :func:`visionops.export.export_run`).
+    """Write ``run_dir/bundle/`` for an anomaly run (called by ``export_run``).
 
     Raises:
         ExportError: The graph cannot be exported, or parity fails (no bundle is left).
     """
     from visionops.artifacts import BundleMeta, ParityRecord
-    from visionops.onnx_graph import export_onnx, toolchain_versions
-    from visionops.onnxrt import INPUT_NAME, ort_session
+    from visionops.export.graph import export_onnx, toolchain_versions
+    from visionops.inference.runtime import INPUT_NAME, ort_session
     from visionops.results import ExportResult
 
     started = time.perf_counter()

@@ -44,7 +44,7 @@ from visionops.logs import log_to_file, logger
 from visionops.models import pretrained_normalization
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.runs import CHECKPOINT_FORMAT, next_run_name, update_latest
-from visionops.tracking import start_tracking
+from visionops.tracking.wandb_run import start_tracking
 
 if TYPE_CHECKING:
     from visionops.anomaly.bank import BankPlan

@@ -24,13 +24,13 @@ from visionops.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from visionops.evaluate import EvalResult
+    from visionops.evaluate.stage import EvalResult
 
 _TOP_ROWS = 10
 
 
 def _headline_table(result: EvalResult) -> Table:
-    from visionops.report import format_value, metric_label
+    from visionops.evaluate.report import format_value, metric_label
 
     table = Table(
         title=f"{result.payload['run']} · {result.task} · {result.split} ({result.n} images)"
@@ -45,7 +45,7 @@ def _headline_table(result: EvalResult) -> Table:
 
 
 def _rows_table(result: EvalResult, show_all: bool) -> Table:
-    from visionops.report import COLUMN_LABELS, format_value
+    from visionops.evaluate.report import COLUMN_LABELS, format_value
     from visionops.tasks import get_task
 
     task = get_task(result.task)
@@ -120,7 +120,7 @@ def evaluate(
     settings = resolve_settings(
         config_file=config, overrides=overrides, print_config=print_config, device=device
     )
-    from visionops.evaluate import evaluate_run
+    from visionops.evaluate.stage import evaluate_run
 
     with progress() as reporter:
         result = evaluate_run(

@@ -23,8 +23,8 @@ from visionops.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from visionops.benchmarking import BenchmarkResult
-    from visionops.export import ExportResult
+    from visionops.export.benchmark import BenchmarkResult
+    from visionops.export.stage import ExportResult
 
 RunArgs = Annotated[
     list[str] | None,
@@ -157,12 +157,12 @@ def export(
         export__layout=layout,
         export__opset=opset,
     )
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     with progress() as reporter:
         result = export_run(settings, run, force=force, checkpoint=checkpoint, progress=reporter)
     if wandb:
-        from visionops.bundle_artifact import log_bundle_artifact
+        from visionops.tracking.model_artifact import log_bundle_artifact
 
         logged = log_bundle_artifact(result.bundle_dir, settings.tracking)
         console.print(
@@ -247,7 +247,7 @@ def benchmark(
     setup(verbose, quiet)
     run, overrides = _one_run(args)
     settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
-    from visionops.benchmarking import benchmark_run
+    from visionops.export.benchmark import benchmark_run
 
     with progress() as reporter:
         result = benchmark_run(

@@ -67,9 +67,9 @@ def predict(
     """
     setup(verbose, quiet)
     settings = resolve_settings(config_file=config, overrides=[], print_config=print_config)
-    from visionops.bundle import find_bundle, load_bundle
     from visionops.drift.report import default_log_dir
-    from visionops.predict import append_to_log, predict_files, write_predictions
+    from visionops.inference.bundle import find_bundle, load_bundle
+    from visionops.inference.predict import append_to_log, predict_files, write_predictions
     from visionops.tasks import get_task
 
     target: Path | None = None

@@ -26,7 +26,7 @@ from visionops.cli._common import (
 
 if TYPE_CHECKING:
     from visionops.data.info import PreparedInfo, RawInfo
-    from visionops.data.prepare import PrepareResult
+    from visionops.data.preprocess import PrepareResult
 
 Args = Annotated[
     list[str] | None,
@@ -137,7 +137,7 @@ def preprocess(
         data__resize=resize,
         data__workers=workers,
     )
-    from visionops.data.prepare import prepare_dataset
+    from visionops.data.preprocess import prepare_dataset
 
     with progress() as reporter:
         result = prepare_dataset(

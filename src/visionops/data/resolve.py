@@ -17,8 +17,8 @@ from loguru import logger
 from visionops.artifacts import PreparedManifest
 from visionops.config import Settings
 from visionops.data.fetch import fetch_dataset
-from visionops.data.prepare import prepare_dataset
 from visionops.data.prepared import find_prepared
+from visionops.data.preprocess import prepare_dataset
 from visionops.errors import ConfigError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 

@@ -25,12 +25,12 @@ from loguru import logger
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from visionops.bundle import Bundle
 from visionops.config import DriftSettings
 from visionops.drift.detect import DriftResult, compare
 from visionops.drift.features import IMAGE_FEATURES
 from visionops.drift.samples import Sample, reference_sample
 from visionops.errors import DriftError
+from visionops.inference.bundle import Bundle
 from visionops.tasks import task_for
 
 __all__ = ["OnlineDriftMonitor", "monitor_for_serve"]

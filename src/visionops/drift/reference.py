@@ -22,10 +22,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from visionops.bundle import find_bundle, load_bundle, write_bundle_manifest
 from visionops.config import Settings
 from visionops.errors import DriftError, VisionOpsError
 from visionops.imaging import image_statistics
+from visionops.inference.bundle import find_bundle, load_bundle, write_bundle_manifest
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
 __all__ = [
@@ -172,7 +172,7 @@ def _write_npz(path: Path, arrays: dict[str, NDArray[Any]]) -> None:
 def _model_outputs(
     model_path: Path, bundle: Any, images: NDArray[np.uint8]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    from visionops.serve.session import ModelSession
+    from visionops.inference.session import ModelSession
 
     session = ModelSession(bundle, precision="fp32")
     if model_path != session.model_path:

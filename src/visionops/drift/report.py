@@ -25,7 +25,6 @@ import numpy as np
 
 from visionops import __version__
 from visionops._io import atomic_write_text
-from visionops.bundle import Bundle, find_bundle, load_bundle
 from visionops.config import Settings
 from visionops.drift.detect import FAMILY_TITLES, DriftResult, compare
 from visionops.drift.samples import (
@@ -36,6 +35,7 @@ from visionops.drift.samples import (
     subset,
 )
 from visionops.errors import DriftError, VisionOpsError
+from visionops.inference.bundle import Bundle, find_bundle, load_bundle
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.tasks import task_for
 

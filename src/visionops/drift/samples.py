@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from visionops.bundle import Bundle
 from visionops.drift.features import IMAGE_FEATURES, image_feature_matrix
 from visionops.errors import DriftError, VisionOpsError
+from visionops.inference.bundle import Bundle
 from visionops.tasks import task_for
 
 __all__ = [
@@ -211,7 +211,7 @@ def log_sample(
         DriftError: No log, an empty log, no record of this bundle, or embeddings of another
             size than the reference's.
     """
-    from visionops.serve.predlog import read_prediction_log
+    from visionops.inference.predlog import read_prediction_log
 
     try:
         log = read_prediction_log(log_dir)
@@ -270,7 +270,7 @@ def images_sample(bundle: Bundle, paths: Sequence[Path], progress: Any = None) -
     Raises:
         DriftError: No readable image.
     """
-    from visionops.predict import predict_files
+    from visionops.inference.predict import predict_files
     from visionops.progress import NULL_PROGRESS
 
     try:

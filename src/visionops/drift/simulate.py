@@ -182,7 +182,7 @@ def simulate_folder(
     """
     from visionops.errors import VisionOpsError
     from visionops.imaging import decode_image
-    from visionops.predict import find_images
+    from visionops.inference.predict import find_images
 
     try:
         files = find_images([source])

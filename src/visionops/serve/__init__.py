@@ -6,7 +6,7 @@ Modules:
     session: the ONNX Runtime session, decoding guards and post-processing by task.
     batcher: the micro-batcher (bounded queue, inference off the event loop).
     metrics: Prometheus metrics in a per-app registry.
-    predlog: the prediction log and :func:`~visionops.serve.predlog.read_prediction_log`,
+    predlog: the prediction log and :func:`~visionops.inference.predlog.read_prediction_log`,
         which drift detection reads.
     page: the upload page served at ``GET /``.
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from visionops import __version__
-from visionops.bundle import Bundle
 from visionops.config import DriftSettings, ServeSettings
+from visionops.inference.bundle import Bundle
 from visionops.serve.http_errors import ApiError, InternalErrorMiddleware, install_error_handlers
 from visionops.serve.metrics import MetricsMiddleware
 from visionops.serve.routes import build_router
@@ -43,13 +43,13 @@ def create_app(
     503 until then); shutdown finishes queued work and flushes the prediction log.
 
     Args:
-        bundle: A bundle from :func:`visionops.bundle.load_bundle`.
+        bundle: A bundle from :func:`visionops.inference.bundle.load_bundle`.
         settings: Server settings (batching, limits, API key, ...).
         log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
         decode_threads: Threads that decode uploads (None: one per core; 0: on the event
             loop, for measurements only).
         device: ``--device`` (``auto`` serves on the CPU unless CUDA's answers can be
-            checked; see :func:`visionops.serve.session.execution_providers`).
+            checked; see :func:`visionops.inference.session.execution_providers`).
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Returns:

@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from visionops import __version__
 from visionops.errors import ImageError
+from visionops.inference.session import ImageTooLargeError, PredictOptions, UnsupportedImageError
 from visionops.serve.batcher import QueueFullError, StoppedError
 from visionops.serve.http_errors import ApiError, request_id
 from visionops.serve.page import UPLOAD_PAGE
@@ -42,7 +43,6 @@ from visionops.serve.schemas import (
     ReadyResponse,
     ServerInfo,
 )
-from visionops.serve.session import ImageTooLargeError, PredictOptions, UnsupportedImageError
 from visionops.serve.state import Job, ServingState
 from visionops.serve.uploads import MAX_FILES_PER_REQUEST, read_uploads
 

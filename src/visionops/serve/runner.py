@@ -1,7 +1,7 @@
 """Start the server: find (or export) the bundle, claim the port, run uvicorn, stop cleanly.
 
 Serving a bundle never imports torch. When the run to serve has no bundle yet, it is
-exported first by :func:`visionops.export.export_run` with the same settings (config file
+exported first by :func:`visionops.export.stage.export_run` with the same settings (config file
 and overrides included), which does import torch into this process.
 
 Shutdown (Ctrl-C or SIGTERM): uvicorn stops accepting connections and lets in-flight
@@ -21,11 +21,11 @@ from typing import Any
 
 from loguru import logger
 
-from visionops.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
 from visionops.config import DriftSettings, ServeSettings, Settings
 from visionops.errors import ServeError
+from visionops.inference.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
+from visionops.inference.session import execution_providers
 from visionops.serve.http_errors import SecretScrubber
-from visionops.serve.session import execution_providers
 
 __all__ = [
     "ENV_SPEC",
@@ -92,7 +92,7 @@ def ensure_bundle(target: Path | None, settings: Settings) -> Path:
     if (bundle_dir / BUNDLE_MANIFEST).is_file():
         return bundle_dir
     logger.info("run {} has no bundle yet — exporting it first (visionops export)", run_dir)
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     return export_run(settings, run_dir).bundle_dir
 

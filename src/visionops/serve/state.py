@@ -21,15 +21,11 @@ import numpy as np
 from loguru import logger
 
 from visionops.artifacts import BundleMeta, PredictionRecord
-from visionops.bundle import Bundle
 from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
-from visionops.serve.batcher import MicroBatcher
-from visionops.serve.http_errors import SecretScrubber
-from visionops.serve.metrics import ServeMetrics
-from visionops.serve.predlog import LogEntry, PredictionLog
-from visionops.serve.schemas import predict_response_model
-from visionops.serve.session import (
+from visionops.inference.bundle import Bundle
+from visionops.inference.predlog import LogEntry, PredictionLog
+from visionops.inference.session import (
     DecodedImage,
     ModelSession,
     Postprocessor,
@@ -38,6 +34,10 @@ from visionops.serve.session import (
     available_cores,
     execution_providers,
 )
+from visionops.serve.batcher import MicroBatcher
+from visionops.serve.http_errors import SecretScrubber
+from visionops.serve.metrics import ServeMetrics
+from visionops.serve.schemas import predict_response_model
 from visionops.serve.uploads import Upload
 
 __all__ = ["Job", "ServingState", "default_log_dir"]
@@ -73,7 +73,7 @@ class ServingState:
         log_dir: The prediction log folder (None: :func:`default_log_dir`).
         decode_threads: Threads that decode uploads (None: one per core; 0: decode on the
             event loop itself, only for measuring what the pool buys).
-        device: ``--device``; see :func:`~visionops.serve.session.execution_providers`.
+        device: ``--device``; see :func:`~visionops.inference.session.execution_providers`.
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Raises:

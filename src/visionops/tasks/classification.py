@@ -241,7 +241,7 @@ class ClassificationTask(Task):
         self, scored: TaskMetrics, outputs: NDArray[Any], targets: NDArray[Any]
     ) -> list[Plot]:
         """Confusion matrix and reliability diagram."""
-        from visionops import eval_plots
+        from visionops.tasks import figures as eval_plots
 
         del outputs, targets
         calibration = scored.extra["calibration"]

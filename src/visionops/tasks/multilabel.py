@@ -301,7 +301,7 @@ class MultilabelTask(Task):
         self, scored: TaskMetrics, outputs: NDArray[Any], targets: NDArray[Any]
     ) -> list[Plot]:
         """Average precision and F1 per label."""
-        from visionops import eval_plots
+        from visionops.tasks import figures as eval_plots
 
         del outputs, targets
         rows = scored.rows

@@ -232,7 +232,7 @@ class RegressionTask(Task):
         self, scored: TaskMetrics, outputs: NDArray[Any], targets: NDArray[Any]
     ) -> list[Plot]:
         """One predicted-against-true scatter per target."""
-        from visionops import eval_plots
+        from visionops.tasks import figures as eval_plots
 
         truth = np.asarray(targets, np.float64).reshape(len(targets), -1)
         guess = np.asarray(outputs, np.float64).reshape(len(outputs), -1)

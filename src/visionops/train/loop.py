@@ -54,7 +54,7 @@ from visionops.runs import (
     resolve_run,
 )
 from visionops.tasks import TrainingTask, get_task
-from visionops.tracking import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
+from visionops.tracking.wandb_run import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
 from visionops.train.checkpoints import save_checkpoints
 from visionops.train.dataset import effective_settings, shown
 from visionops.train.engine import Engine, seed_everything, set_rng_state

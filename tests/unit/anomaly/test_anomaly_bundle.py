@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from visionops.bundle import load_bundle
 from visionops.config import ServeSettings, load_settings
 from visionops.data.prepared import PreparedDataset
-from visionops.export import export_run
+from visionops.export.stage import export_run
+from visionops.inference.bundle import load_bundle
 from visionops.serve.app import create_app
 
 

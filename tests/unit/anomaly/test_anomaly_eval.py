@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from visionops.config import load_settings
-from visionops.evaluate import evaluate_run
+from visionops.evaluate.stage import evaluate_run
 
 
 def test_eval_writes_metrics_and_a_report_with_overlays(

@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from visionops.anomaly.categories import select_category
-from visionops.bundle import load_bundle
 from visionops.config import DemoSettings, ServeSettings, load_settings
 from visionops.data.synthetic import generate_demo
 from visionops.errors import DatasetNotFoundError
-from visionops.evaluate import evaluate_run
-from visionops.export import export_run
+from visionops.evaluate.stage import evaluate_run
+from visionops.export.stage import export_run
+from visionops.inference.bundle import load_bundle
 from visionops.serve.app import create_app
 from visionops.train import train
 

@@ -7,7 +7,7 @@ from preprocess_trees import class_tree, settings_for
 
 from visionops.artifacts import PreparedManifest
 from visionops.data.info import PreparedInfo, RawInfo, dataset_info
-from visionops.data.prepare import prepare_dataset
+from visionops.data.preprocess import prepare_dataset
 from visionops.errors import DatasetNotFoundError
 
 

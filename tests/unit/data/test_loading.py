@@ -11,8 +11,8 @@ from preprocess_trees import class_tree, multilabel_csv, settings_for
 from torch.utils.data import DistributedSampler
 
 from visionops.data.loading import BatchLoader, shard_indices
-from visionops.data.prepare import prepare_dataset
 from visionops.data.prepared import PreparedDataset
+from visionops.data.preprocess import prepare_dataset
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from preprocess_trees import (
 
 from visionops.artifacts import PreparedManifest, SourceRecord
 from visionops.data import decoding
-from visionops.data.prepare import prepare_dataset
+from visionops.data.preprocess import prepare_dataset
 from visionops.errors import ArtifactError, DataError, DatasetNotFoundError, LayoutError
 from visionops.imaging import load_image
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from preprocess_trees import class_tree, mvtec_tree, regression_csv, settings_for
 
-from visionops.data.prepare import prepare_dataset
 from visionops.data.prepared import PreparedDataset, find_prepared
+from visionops.data.preprocess import prepare_dataset
 from visionops.errors import ArtifactError, DatasetNotFoundError
 
 
@@ -158,7 +158,8 @@ def test_find_prepared_picks_the_newest(prepared: Path, tmp_path: Path) -> None:
 
 def test_reader_does_not_import_torch() -> None:
     code = (
-        "import sys, visionops.data.prepared, visionops.data.prepare; print('torch' in sys.modules)"
+        "import sys, visionops.data.prepared, visionops.data.preprocess;"
+        " print('torch' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

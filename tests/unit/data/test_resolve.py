@@ -7,7 +7,7 @@ from preprocess_trees import class_tree
 
 from visionops.artifacts import PreparedManifest
 from visionops.config import Settings, load_settings
-from visionops.data.prepare import prepare_dataset
+from visionops.data.preprocess import prepare_dataset
 from visionops.data.resolve import resolve_prepared
 from visionops.errors import ConfigError
 

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def colours_bundle(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from visionops.config import load_settings
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     root = tmp_path_factory.mktemp("drift-project")
     shutil.copytree(handmade_runs / "data", root / "data")

@@ -12,9 +12,9 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from visionops.bundle import load_bundle
 from visionops.config import DriftSettings, ServeSettings, load_settings
 from visionops.drift.report import drift_report
+from visionops.inference.bundle import load_bundle
 from visionops.serve.app import create_app
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),

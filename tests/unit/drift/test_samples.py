@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from visionops.artifacts import BundleMeta, PredictionRecord
-from visionops.bundle import Bundle
 from visionops.drift.samples import log_sample, parse_since, reference_sample
 from visionops.errors import DriftError
-from visionops.serve.predlog import LogEntry, PredictionLog
+from visionops.inference.bundle import Bundle
+from visionops.inference.predlog import LogEntry, PredictionLog
 
 LABELS = ["cat", "dog"]
 

@@ -26,7 +26,7 @@ def serve_project(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory)
 def export_bundle(project: Path, run: str) -> Path:
     """Export ``project/runs/<run>`` with the real exporter and return the bundle folder."""
     from visionops.config import load_settings
-    from visionops.export import export_run
+    from visionops.export.stage import export_run
 
     settings = load_settings(overrides=[f"runs_root={project / 'runs'}"], cwd=project)
     return export_run(settings, project / "runs" / run).bundle_dir

@@ -16,9 +16,9 @@ import onnxruntime as ort
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from visionops.bundle import load_bundle
 from visionops.config import ServeSettings
 from visionops.imaging import load_image
+from visionops.inference.bundle import load_bundle
 from visionops.serve.app import create_app
 
 COLOURS = {

@@ -10,7 +10,7 @@ from loguru import logger
 from PIL import Image
 from serve_helpers import colour_image, serving
 
-from visionops.serve.predlog import read_prediction_log
+from visionops.inference.predlog import read_prediction_log
 
 KEY = "k3y-that-must-never-leak"
 

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from serve_helpers import colour_image, serving
 
-from visionops.bundle import load_bundle
 from visionops.config import ServeSettings
+from visionops.inference.bundle import load_bundle
 from visionops.serve.app import create_app
 from visionops.serve.schemas import ClassificationPredictResponse, MetadataResponse
 

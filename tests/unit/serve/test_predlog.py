@@ -14,7 +14,7 @@ import pytest
 
 from visionops.artifacts import PredictionRecord
 from visionops.errors import ArtifactError
-from visionops.serve.predlog import LogEntry, PredictionLog, read_prediction_log
+from visionops.inference.predlog import LogEntry, PredictionLog, read_prediction_log
 
 
 def record(request_id: str, index: int = 0) -> PredictionRecord:
@@ -87,7 +87,7 @@ def test_crash_loses_nothing_acknowledged(tmp_path: Path) -> None:
         import numpy as np
         from pathlib import Path
         from visionops.artifacts import PredictionRecord
-        from visionops.serve.predlog import LogEntry, PredictionLog
+        from visionops.inference.predlog import LogEntry, PredictionLog
         log = PredictionLog(Path({str(tmp_path)!r}))
         for b in range(3):
             log.write([LogEntry(PredictionRecord(time="t", request_id=f"r{{b}}-{{i}}",
@@ -184,7 +184,7 @@ def test_two_processes_writing_one_log_keep_every_record(tmp_path: Path) -> None
         import numpy as np
         from pathlib import Path
         from visionops.artifacts import PredictionRecord
-        from visionops.serve.predlog import LogEntry, PredictionLog
+        from visionops.inference.predlog import LogEntry, PredictionLog
         name = sys.argv[1]
         log = PredictionLog(Path({str(tmp_path)!r}), max_bytes=4000)
         for b in range(40):

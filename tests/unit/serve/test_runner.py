@@ -13,9 +13,9 @@ from loguru import logger
 
 from visionops.config import ServeSettings, load_settings
 from visionops.errors import ArtifactError, DeviceError, ServeError
+from visionops.inference.session import CPU_PROVIDER, CUDA_PROVIDER, execution_providers
 from visionops.serve import runner
 from visionops.serve.http_errors import SecretScrubber
-from visionops.serve.session import CPU_PROVIDER, CUDA_PROVIDER, execution_providers
 
 WITH_CUDA = [CUDA_PROVIDER, CPU_PROVIDER]
 

@@ -21,10 +21,10 @@ from serve_helpers import (
     serving,
 )
 
-from visionops.bundle import load_bundle
 from visionops.config import ServeSettings
+from visionops.inference.bundle import load_bundle
+from visionops.inference.predlog import read_prediction_log
 from visionops.serve.app import create_app
-from visionops.serve.predlog import read_prediction_log
 
 CLASSES = list(COLOURS)
 VERSION = "colours-run@00000000"

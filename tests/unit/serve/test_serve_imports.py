@@ -21,10 +21,10 @@ def test_serving_a_bundle_never_imports_torch(classification_bundle: Path, tmp_p
         import visionops.cli.serve
         import visionops.serve.runner
         from fastapi.testclient import TestClient
-        from visionops.bundle import load_bundle
+        from visionops.inference.bundle import load_bundle
         from visionops.config import ServeSettings
         from visionops.serve.app import create_app
-        from visionops.serve.predlog import read_prediction_log
+        from visionops.inference.predlog import read_prediction_log
 
         app = create_app(load_bundle(Path({str(classification_bundle)!r})), ServeSettings(),
                          Path({str(tmp_path / "log")!r}))

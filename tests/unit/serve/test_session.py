@@ -10,10 +10,10 @@ import pytest
 from serve_helpers import COLOURS, colour_image, png_bomb
 
 from visionops.artifacts import BundleInput, BundleMeta
-from visionops.bundle import Bundle, load_bundle
 from visionops.errors import ArtifactError, ImageError
 from visionops.imaging import load_image
-from visionops.serve.session import (
+from visionops.inference.bundle import Bundle, load_bundle
+from visionops.inference.session import (
     ImageTooLargeError,
     ModelOutputs,
     ModelSession,

@@ -2,7 +2,7 @@
 
 One reader per layout, asked in this order by :func:`detect`, which returns a
 :class:`RawListing`: every candidate image with its target and source split, plus every file
-that was skipped and why. Nothing is decoded here; :mod:`visionops.data.prepare` decodes the
+that was skipped and why. Nothing is decoded here; :mod:`visionops.data.preprocess` decodes the
 listed images.
 
 - **Nutrition5k** (:mod:`.nutrition5k`):

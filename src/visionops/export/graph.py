@@ -31,7 +31,7 @@ from torch import nn
 
 from visionops import __version__
 from visionops.errors import ExportError
-from visionops.onnxrt import INPUT_NAME
+from visionops.inference.runtime import INPUT_NAME
 from visionops.tasks import Task, task_for
 
 if TYPE_CHECKING:

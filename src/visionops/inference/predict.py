@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from visionops.bundle import Bundle
 from visionops.errors import DataError, ImageError
 from visionops.imaging import IMAGE_SUFFIXES
+from visionops.inference.bundle import Bundle
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.tasks import get_task
 
@@ -110,7 +110,7 @@ def predict_files(
     Raises:
         DataError: No image to read, or none of them could be decoded.
     """
-    from visionops.serve.session import ModelSession, Postprocessor, PredictOptions
+    from visionops.inference.session import ModelSession, Postprocessor, PredictOptions
 
     started = time.perf_counter()
     files = find_images(paths)
@@ -189,7 +189,7 @@ def append_to_log(result: PredictResult, directory: Path) -> int:
         Records written.
     """
     from visionops.artifacts import PredictionRecord
-    from visionops.serve.predlog import LogEntry, PredictionLog
+    from visionops.inference.predlog import LogEntry, PredictionLog
 
     log = PredictionLog(directory)
     try:

@@ -17,9 +17,8 @@ Examples:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,12 +26,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visionops.errors import ArtifactError, DeviceError
-from visionops.timing import time_interleaved
 
 if TYPE_CHECKING:
     import onnxruntime
 
-    from visionops.bundle import Bundle
+    from visionops.inference.bundle import Bundle
 
 __all__ = [
     "CPU_PROVIDER",
@@ -43,7 +41,6 @@ __all__ = [
     "ProviderParity",
     "batch_slices",
     "check_provider_parity",
-    "compare_latency",
     "onnx_predict",
     "ort_session",
     "parity_samples",
@@ -163,22 +160,6 @@ def onnx_predict(
         mains.append(np.asarray(main, dtype=np.float32))
         embeddings.append(np.asarray(embedding, dtype=np.float32))
     return np.concatenate(mains), np.concatenate(embeddings)
-
-
-def compare_latency(
-    sessions: Mapping[str, onnxruntime.InferenceSession],
-    images_nhwc: NDArray[np.uint8],
-    layout: str,
-    *,
-    min_seconds: float = 0.25,
-) -> dict[str, float]:
-    """Median latency (ms) of ONNX Runtime sessions on one prepared batch, interleaved."""
-    feed = {INPUT_NAME: to_layout(images_nhwc, layout)}
-    timings = time_interleaved(
-        {name: partial(session.run, None, feed) for name, session in sessions.items()},
-        min_seconds=min_seconds,
-    )
-    return {name: timing.p50 for name, timing in timings.items()}
 
 
 # ----------------------------------------------------------- parity on other providers

@@ -1,10 +1,11 @@
 """The parity check: ONNX Runtime against PyTorch on real images, before a bundle exists.
 
 :func:`check_parity` runs the exported graph and the trained model (through a PyTorch path
-deliberately independent of :class:`~visionops.onnx_graph.ExportWrapper`) over the run's
+deliberately independent of :class:`~visionops.export.graph.ExportWrapper`) over the run's
 validation images and records, per output, the largest difference and its bound in
 ``parity.json``. Without a pass there is no bundle. Checking another execution provider
-against the recorded CPU outputs at load time is :func:`visionops.onnxrt.check_provider_parity`.
+against the recorded CPU outputs at load time is
+:func:`visionops.inference.runtime.check_provider_parity`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from numpy.typing import NDArray
 from torch import nn
 
 from visionops.artifacts import Normalization, ParityMetric, ParityRecord
-from visionops.onnx_graph import EMBEDDING_NAME
-from visionops.onnxrt import DEFAULT_BATCH, batch_slices, onnx_predict, ort_session
+from visionops.export.graph import EMBEDDING_NAME
+from visionops.inference.runtime import DEFAULT_BATCH, batch_slices, onnx_predict, ort_session
 
 if TYPE_CHECKING:
     from visionops.tasks import Task

@@ -21,9 +21,9 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visionops.artifacts import BundleMeta
-from visionops.bundle import Bundle
 from visionops.errors import ArtifactError, DeviceError, ImageError
 from visionops.imaging import displayed_size, image_statistics, load_image, sniff_format
+from visionops.inference.bundle import Bundle
 from visionops.tasks import INPUT_KEY, PredictOptions, task_for
 
 __all__ = [

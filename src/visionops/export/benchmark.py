@@ -3,7 +3,7 @@
 For one exported run it measures, with the same number of threads for every engine and
 after a warm-up: latency at batch 1 (p50 and p95), throughput at batch 8 and 32, the size
 of the weights on disk, and the run's monitored metric on the test split. PyTorch runs the
-exact computation of the bundle (:class:`~visionops.onnx_graph.ExportWrapper`: uint8 in,
+exact computation of the bundle (:class:`~visionops.export.graph.ExportWrapper`: uint8 in,
 normalisation and post-processing included) in eager mode under ``torch.inference_mode``.
 
 Examples:
@@ -28,8 +28,8 @@ from loguru import logger
 from numpy.typing import NDArray
 
 from visionops.errors import ArtifactError
+from visionops.export.timing import time_interleaved
 from visionops.progress import NULL_PROGRESS, ProgressReporter
-from visionops.timing import time_interleaved
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -166,12 +166,12 @@ def benchmark_run(
     """
     import torch
 
-    from visionops.bundle import find_bundle, load_bundle
     from visionops.data.prepared import PreparedDataset
-    from visionops.export import find_run_dataset
-    from visionops.onnx_graph import build_wrapper
-    from visionops.onnxrt import INPUT_NAME, onnx_predict, ort_session, to_layout
-    from visionops.parity import monitored_metric
+    from visionops.export.graph import build_wrapper
+    from visionops.export.parity import monitored_metric
+    from visionops.export.stage import find_run_dataset
+    from visionops.inference.bundle import find_bundle, load_bundle
+    from visionops.inference.runtime import INPUT_NAME, onnx_predict, ort_session, to_layout
     from visionops.runs import load_trained_model
     from visionops.tasks import task_for
 

@@ -373,7 +373,7 @@ def write_eval_dir(
     Returns:
         The record written as ``metrics.json``.
     """
-    from visionops.report import render_report
+    from visionops.evaluate.report import render_report
 
     eval_dir = run_dir / "eval"
     record = EvalMetrics.model_validate(payload)

@@ -1,7 +1,6 @@
 """Wall-clock timing of repeated calls, interleaved so background load hits every entry alike.
 
 Used by ``visionops benchmark``, export's int8 speed-up and the scripts in ``benchmarks/``.
-Depends on nothing else in visionops.
 """
 
 from __future__ import annotations
@@ -9,11 +8,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["Timing", "time_calls", "time_interleaved"]
+from visionops.inference.runtime import INPUT_NAME, to_layout
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["Timing", "compare_latency", "time_calls", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +87,19 @@ def time_interleaved(
 def time_calls(call: Callable[[], object], **options: Any) -> Timing:
     """Time one call repeatedly (see :func:`time_interleaved` for the options)."""
     return time_interleaved({"call": call}, **options)["call"]
+
+
+def compare_latency(
+    sessions: Mapping[str, onnxruntime.InferenceSession],
+    images_nhwc: NDArray[np.uint8],
+    layout: str,
+    *,
+    min_seconds: float = 0.25,
+) -> dict[str, float]:
+    """Median latency (ms) of ONNX Runtime sessions on one prepared batch, interleaved."""
+    feed = {INPUT_NAME: to_layout(images_nhwc, layout)}
+    timings = time_interleaved(
+        {name: partial(session.run, None, feed) for name, session in sessions.items()},
+        min_seconds=min_seconds,
+    )
+    return {name: timing.p50 for name, timing in timings.items()}

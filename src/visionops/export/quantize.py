@@ -23,16 +23,16 @@ from loguru import logger
 from numpy.typing import NDArray
 
 from visionops.errors import ExportError
-from visionops.onnx_graph import first_line
-from visionops.onnxrt import (
+from visionops.export.graph import first_line
+from visionops.export.parity import finite, monitored_metric
+from visionops.export.timing import compare_latency
+from visionops.inference.runtime import (
     INPUT_NAME,
     batch_slices,
-    compare_latency,
     onnx_predict,
     ort_session,
     to_layout,
 )
-from visionops.parity import finite, monitored_metric
 
 if TYPE_CHECKING:
     from visionops.data.prepared import PreparedDataset

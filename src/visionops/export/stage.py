@@ -3,20 +3,21 @@
 The bundle (``runs/<name>/bundle/``, see ``docs/artifacts.md``) is the contract between
 training and serving. This module runs the stage; each step has its own module:
 
-- ``model.onnx`` (:mod:`visionops.onnx_graph`): uint8 pixels at the trained size and channels
+- ``model.onnx`` (:mod:`visionops.export.graph`): uint8 pixels at the trained size and channels
   (NCHW or NHWC) with a dynamic batch dimension; normalisation and the task's
   post-processing inside; outputs the task output and ``embedding``.
-- ``parity.json`` (:mod:`visionops.parity`): a mandatory check of ONNX Runtime against
+- ``parity.json`` (:mod:`visionops.export.parity`): a mandatory check of ONNX Runtime against
   PyTorch on real validation images from the run's prepared dataset. Without a pass there
   is no bundle. ``parity.npz`` keeps a few of those images with their CPU outputs, so a
-  server can check a GPU provider at load (:func:`visionops.onnxrt.check_provider_parity`).
-- ``model.int8.onnx`` (:mod:`visionops.quantize`, ``--quantize int8``): static QDQ
+  server can check a GPU provider at load
+  (:func:`visionops.inference.runtime.check_provider_parity`).
+- ``model.int8.onnx`` (:mod:`visionops.export.quantize`, ``--quantize int8``): static QDQ
   quantisation calibrated on training images, kept only when the metric drops by at most
   ``export.max_accuracy_drop``.
 - ``reference.npz``: embeddings, image statistics and predictions of a sample of held-out
   (validation) images, computed through the exported graph itself — the baseline of
   ``visionops drift``; it records the split it came from.
-- ``visionops.json`` (:mod:`visionops.bundle`): everything a server needs to know, the
+- ``visionops.json`` (:mod:`visionops.inference.bundle`): everything a server needs to know, the
   checksum of every file, and a copy sealed in the graph's metadata.
 
 One export of a run at a time: a second one is refused while the first holds the bundle's
@@ -42,7 +43,6 @@ from numpy.typing import NDArray
 
 from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_stale_temps
 from visionops.artifacts import BundleInput, BundleMeta, RunRecord
-from visionops.bundle import load_bundle, write_bundle_manifest
 from visionops.drift.reference import choose_reference_indices, reference_arrays
 from visionops.errors import (
     ArtifactError,
@@ -51,14 +51,17 @@ from visionops.errors import (
     ExportError,
     VisionOpsError,
 )
-from visionops.onnx_graph import (
+from visionops.export.graph import (
     EMBEDDING_NAME,
     build_wrapper,
     export_onnx,
     first_line,
     toolchain_versions,
 )
-from visionops.onnxrt import (
+from visionops.export.parity import PARITY_MAX_IMAGES, check_parity, finite
+from visionops.export.quantize import quantize_and_judge
+from visionops.inference.bundle import load_bundle, write_bundle_manifest
+from visionops.inference.runtime import (
     INPUT_NAME,
     PARITY_SAMPLE_IMAGES,
     PARITY_SAMPLES_FILE,
@@ -66,9 +69,7 @@ from visionops.onnxrt import (
     ort_session,
     parity_samples,
 )
-from visionops.parity import PARITY_MAX_IMAGES, check_parity, finite
 from visionops.progress import NULL_PROGRESS, ProgressReporter
-from visionops.quantize import quantize_and_judge
 from visionops.results import ExportResult
 
 if TYPE_CHECKING:

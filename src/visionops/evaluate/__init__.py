@@ -1,0 +1,1 @@
+"""``visionops eval``: scores on a split, figures and ``report.html``."""
