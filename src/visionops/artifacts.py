@@ -26,6 +26,8 @@ from visionops._io import atomic_write_json
 from visionops.errors import ArtifactError
 
 __all__ = [
+    "AnomalyModelRecord",
+    "AnomalyThreshold",
     "Artifact",
     "ArtifactModel",
     "BundleInput",
@@ -251,6 +253,35 @@ class Monitor(ArtifactModel):
 RunStatus = Literal["running", "completed", "interrupted", "failed"]
 
 
+class AnomalyThreshold(ArtifactModel):
+    """An anomaly run's decision threshold and how it was placed."""
+
+    value: float
+    method: Literal["f1", "fpr"]
+    target_fpr: float | None = None
+
+
+class AnomalyModelRecord(ArtifactModel):
+    """What rebuilds an anomaly run's memory-bank model besides its state dict, and its size.
+
+    Written as ``anomaly`` in ``run.json``, ``metrics.json``, the checkpoints and the bundle's
+    ``visionops.json``. Runs written before the bank's shape was recorded in ``run.json``
+    lack the fields that default to None there; their checkpoints hold them.
+    """
+
+    layers: list[str]
+    threshold: AnomalyThreshold
+    bank_size: int
+    feature_dim: int
+    image_size: int | None = None
+    sigma: float | None = None
+    chunk: int | None = None
+    projection_dim: int | None = None
+    patches_per_image: int | None = None
+    bank_mb: float | None = None
+    bytes_per_image: int | None = None
+
+
 class RunRecord(Artifact):
     """``runs/<name>/run.json``: what a training run is and how far it got."""
 
@@ -283,6 +314,7 @@ class RunRecord(Artifact):
     device: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    anomaly: AnomalyModelRecord | None = None
 
     @property
     def labels(self) -> list[str]:

@@ -25,10 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from loguru import logger
 
-from visionops import __version__
 from visionops._io import atomic_write_json, atomic_write_text
 from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
 from visionops.config import Settings, settings_to_yaml
@@ -57,7 +55,8 @@ from visionops.tasks import TrainingTask, get_task
 from visionops.tracking.wandb_run import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
 from visionops.train.checkpoints import save_checkpoints
 from visionops.train.dataset import effective_settings, shown
-from visionops.train.engine import Engine, seed_everything, set_rng_state
+from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
+from visionops.train.onepass import train_one_pass
 
 __all__ = ["TrainResult", "train"]
 
@@ -252,22 +251,22 @@ class _Attempt:
             self.started,
         )
 
-    def _own_stage(
+    def _one_pass(
         self,
         dataset_arg: str | Path | None,
         name: str | None,
         exist_ok: bool,
         resume: str | Path | None,
     ) -> TrainResult | None:
-        """Train with the task's own stage when it has one (None: the gradient-descent loop).
+        """Build a model in one pass when its task is not trained by gradient descent.
 
-        Anomaly detection builds a memory bank in one pass instead of running epochs.
+        None: the task trains in epochs (this loop). Anomaly detection builds a memory bank.
         """
         resume_dir = None
         if resume is not None:
             resume_dir = resolve_run(resume, self.settings.runs_root)
             record = read_run_manifest(resume_dir)
-            if get_task(record.task).own_stage("train") is None:
+            if get_task(record.task).trained_by_gradient:
                 return None
             dataset_arg = dataset_arg or record.dataset.path
         dataset = PreparedDataset.open(
@@ -275,20 +274,17 @@ class _Attempt:
                 self.settings, dataset_arg, reprepare=self.reprepare, progress=self.progress
             )
         )
-        own_train = get_task(dataset.task).own_stage("train")
-        if own_train is None:
+        if get_task(dataset.task).trained_by_gradient:
             return None
-        result: TrainResult = own_train(
+        return train_one_pass(
             self.settings,
             dataset,
             name=name,
             exist_ok=exist_ok,
             resume_dir=resume_dir,
-            device=self.choice.device,
-            device_reason=self.choice.reason,
+            choice=self.choice,
             progress=self.progress,
         )
-        return result
 
     def lead(
         self,
@@ -300,9 +296,9 @@ class _Attempt:
         """Rank 0: claim the run folder first (a concurrent writer fails at once), then train."""
         runs_root = self.settings.runs_root
         recover_runs(runs_root)
-        own = self._own_stage(dataset_arg, name, exist_ok, resume)
-        if own is not None:
-            return own
+        one_pass = self._one_pass(dataset_arg, name, exist_ok, resume)
+        if one_pass is not None:
+            return one_pass
         if resume is not None:
             run_dir = resolve_run(resume, runs_root)
             record, checkpoint = _resume_point(run_dir)
@@ -324,7 +320,7 @@ class _Attempt:
                             "config_hash": config_hash,
                             "finished_at": None,
                             "failure": None,
-                            "versions": _versions(),
+                            "versions": training_versions(),
                         }
                     )
                     logger.info("resuming {} after epoch {}", run_dir, prepared.first_epoch - 1)
@@ -658,14 +654,6 @@ def _plot(writer: RunWriter, task: TrainingTask, best_epoch: int | None) -> None
         logger.warning("could not draw the training curves: {}", exc)
 
 
-def _versions() -> dict[str, str]:
-    return {
-        "visionops": __version__,
-        "torch": str(torch.__version__).split("+")[0],
-        "torchvision": str(torchvision.__version__).split("+")[0],
-    }
-
-
 def _run_record(
     name: str,
     prepared: _Prepared,
@@ -710,7 +698,7 @@ def _run_record(
             "precision": choice.precision,
             "world_size": context.world_size,
         },
-        versions=_versions(),
+        versions=training_versions(),
     )
 
 
