@@ -34,7 +34,10 @@ __all__ = [
     "BundleMeta",
     "CheckpointRef",
     "DatasetRef",
+    "EvalDataset",
+    "EvalInference",
     "EvalMetrics",
+    "EvalRow",
     "ModelSpec",
     "Monitor",
     "Normalization",
@@ -352,6 +355,7 @@ class BundleMeta(Artifact):
     target_names: list[str] | None = None
     target_units: list[str] | None = None
     thresholds: list[float] | float | None = None
+    anomaly: AnomalyModelRecord | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     metrics_split: dict[str, Any] | None = None
     training_data_fingerprint: str | None = None
@@ -425,6 +429,38 @@ class CheckpointRef(ArtifactModel):
     sha256: str
 
 
+class EvalDataset(ArtifactModel):
+    """The prepared dataset an evaluation scored, and whether it is the one trained on."""
+
+    path: str
+    name: str | None = None
+    fingerprint: str | None = None
+    trained_fingerprint: str | None = None
+    fingerprint_matches: bool | None = None
+
+
+class EvalInference(ArtifactModel):
+    """How an evaluation ran the model."""
+
+    device: str
+    precision: str
+    batch_size: int | None = None
+    seconds: float | None = None
+    images_per_s: float | None = None
+
+
+class EvalRow(ArtifactModel):
+    """One row of an evaluation table: a class (``class``) or a target (``target``).
+
+    Every column depends on the task (precision/recall/F1, MAE/R², flagged/mean score), so
+    a row declares none: they are kept as written, in their order (the report's columns).
+    """
+
+    def columns(self) -> dict[str, Any]:
+        """The row's columns, in the order they were written."""
+        return dict(self.model_extra or {})
+
+
 class EvalMetrics(Artifact):
     """``runs/<name>/eval/metrics.json``: a trained run scored on a split."""
 
@@ -438,12 +474,12 @@ class EvalMetrics(Artifact):
     requested_split: str | None = None
     n: int
     metrics: dict[str, float | None]
-    per_class: list[dict[str, Any]] | None = None
-    per_target: list[dict[str, Any]] | None = None
+    per_class: list[EvalRow] | None = None
+    per_target: list[EvalRow] | None = None
     checkpoint: CheckpointRef
-    dataset: dict[str, Any]
-    model: dict[str, Any] | None = None
-    inference: dict[str, Any] | None = None
+    dataset: EvalDataset
+    model: ModelSpec | None = None
+    inference: EvalInference | None = None
     plots: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     created_at: str | None = None

@@ -169,10 +169,9 @@ def benchmark_run(
     from visionops.data.prepared import PreparedDataset
     from visionops.export.graph import build_wrapper
     from visionops.export.parity import monitored_metric
-    from visionops.export.stage import find_run_dataset
     from visionops.inference.bundle import find_bundle, load_bundle
     from visionops.inference.runtime import INPUT_NAME, onnx_predict, ort_session, to_layout
-    from visionops.runs import load_trained_model
+    from visionops.runs import find_run_dataset, load_trained_model
     from visionops.tasks import task_for
 
     bundle = load_bundle(find_bundle(Path(run) if run is not None else None, settings.runs_root))

@@ -23,8 +23,8 @@ from loguru import logger
 from numpy.typing import NDArray
 
 from visionops.errors import ExportError
-from visionops.export.graph import first_line
-from visionops.export.parity import finite, monitored_metric
+from visionops.export.graph import EMBEDDING_NAME, first_line
+from visionops.export.parity import monitored_metric
 from visionops.export.timing import compare_latency
 from visionops.inference.runtime import (
     INPUT_NAME,
@@ -33,6 +33,7 @@ from visionops.inference.runtime import (
     ort_session,
     to_layout,
 )
+from visionops.tasks import finite
 
 if TYPE_CHECKING:
     from visionops.data.prepared import PreparedDataset
@@ -151,6 +152,8 @@ def quantize_and_judge(
         speed-up); ``model.int8.onnx`` is left in ``tmp`` only when accepted.
     """
     train = dataset.indices("train")
+    # Calibrated on what the model was built from (an anomaly bank: good images only).
+    train = train[task.learns_from(np.asarray(dataset.targets[train]))]
     rng = np.random.default_rng(_CALIBRATION_SEED)
     calibration = np.sort(rng.permutation(train)[:CALIBRATION_MAX_IMAGES])
     if len(calibration) == 0:
@@ -164,14 +167,22 @@ def quantize_and_judge(
     fp32_path, int8_path = tmp / "model.onnx", tmp / "model.int8.onnx"
     started = time.perf_counter()
     try:
-        quantize_int8(fp32_path, int8_path, np.asarray(dataset.images[calibration]), layout=layout)
+        quantize_int8(
+            fp32_path,
+            int8_path,
+            np.asarray(dataset.images[calibration]),
+            layout=layout,
+            op_types=task.int8_op_types,
+            symbolic_shapes=task.int8_symbolic_shapes,
+        )
     except ExportError as exc:
         # The fp32 bundle is still good: keep it and say why there is no int8 model.
         int8_path.unlink(missing_ok=True)
         return {"accepted": False, "reason": str(exc), "file": None, "metric": task.monitor}
     images = np.asarray(dataset.images[eval_indices])
     targets = np.asarray(dataset.targets[eval_indices])
-    int8_outputs, _ = onnx_predict(ort_session(int8_path), images, layout)
+    names = [task.main_output, EMBEDDING_NAME]
+    int8_outputs, _ = onnx_predict(ort_session(int8_path), images, layout, output_names=names)
     fp32_metric = monitored_metric(task, fp32_outputs, targets)
     int8_metric = monitored_metric(task, int8_outputs, targets)
     drop = fp32_metric - int8_metric
@@ -184,6 +195,7 @@ def quantize_and_judge(
         "format": "QDQ",
         "activations": "uint8",
         "weights": "int8, per channel",
+        **({"quantized_ops": list(task.int8_op_types)} if task.int8_op_types else {}),
         "calibration": {"split": "train", "images": len(calibration), "method": "minmax"},
         "metric": task.monitor,
         "split": eval_split,

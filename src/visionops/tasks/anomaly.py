@@ -290,7 +290,8 @@ class AnomalyTask(Task):
 
     def learns_from(self, targets: NDArray[Any]) -> NDArray[np.bool_]:
         """Good images: the bank holds what normal looks like."""
-        return np.asarray(targets).reshape(len(targets), -1)[:, 0] == 0
+        good: NDArray[np.bool_] = np.asarray(targets).reshape(len(targets), -1)[:, 0] == 0
+        return good
 
     def output_columns(self, main: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
         """The score, for drift's distribution test."""

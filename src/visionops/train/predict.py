@@ -62,7 +62,8 @@ def predict_split(
     mean_t = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=layout)
+    model.to(device)
+    model.to(memory_format=layout)
     autocast = (
         torch.autocast(device_type=device.type, dtype=amp_dtype)
         if amp_dtype is not None
