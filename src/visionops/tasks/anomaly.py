@@ -475,4 +475,6 @@ class AnomalyTask(Task):
 
     def run_fields(self) -> dict[str, Any]:
         """The threshold, as ``thresholds: [value]``, and the bank's ``anomaly`` record."""
+        if self.record is None:  # not built yet
+            return {"thresholds": None, "anomaly": None}
         return {"thresholds": [self.threshold], "anomaly": self.record}

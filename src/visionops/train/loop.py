@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ import torch
 from loguru import logger
 
 from visionops._io import atomic_write_json, atomic_write_text
-from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
+from visionops.artifacts import RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
 from visionops.data.resolve import resolve_prepared
@@ -51,24 +49,17 @@ from visionops.runs import (
     recover_runs,
     resolve_run,
 )
-from visionops.tasks import TrainingTask, get_task
+from visionops.tasks import TrainingTask, finite, get_task
 from visionops.tracking.wandb_run import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
 from visionops.train.checkpoints import save_checkpoints
 from visionops.train.dataset import effective_settings, shown
 from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
 from visionops.train.onepass import train_one_pass
+from visionops.train.record import new_run_record, now
 
 __all__ = ["TrainResult", "train"]
 
 _PREDICTION_SAMPLES = 16
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def train(
@@ -402,7 +393,7 @@ def _lead(
     """Rank 0: train, validate, checkpoint, log; then score the best checkpoint."""
     cfg = settings.train
     record = writer.record
-    best = _finite(record.best_metric)
+    best = finite(record.best_metric)
     best_epoch: int | None = record.best_epoch
     epochs_done = first_epoch - 1
     images_trained = 0
@@ -510,7 +501,7 @@ def _lead(
                 # A resume that failed before training anything leaves the run as it was.
                 status = writer.previous_status
             record.status = status  # type: ignore[assignment]
-            record.finished_at = _now()
+            record.finished_at = now()
             writer.write_record()
             _plot(writer, task, best_epoch)
         tracker.finish(status)
@@ -661,44 +652,23 @@ def _run_record(
     choice: DeviceChoice,
     context: DistContext,
 ) -> RunRecord:
-    settings, dataset, task = prepared.settings, prepared.dataset, prepared.task
-    model: VisionModel = prepared.engine.model
-    manifest = dataset.manifest
-    return RunRecord(
-        name=name,
-        status="running",
-        task=task.name,
-        dataset=DatasetRef(
-            path=shown(dataset.path), name=dataset.name, fingerprint=dataset.fingerprint
-        ),
-        model=ModelSpec(
-            name=settings.model.name,
-            num_outputs=task.num_outputs,
-            channels=dataset.channels,
-            image_size=dataset.image_size,
-            feature_dim=model.feature_dim,
-            dropout=settings.model.dropout,
-            pretrained=settings.model.pretrained,
-            freeze_backbone=settings.model.freeze_backbone,
-        ),
-        normalization=Normalization(**prepared.engine.normalization),
-        resize=dataset.resize,
-        class_names=manifest.class_names,
-        target_names=manifest.target_names,
-        target_units=manifest.target_units,
-        target_mean=manifest.target_mean,
-        target_std=manifest.target_std,
-        **task.run_fields(),
-        monitor=Monitor(metric=task.monitor, mode=task.mode),
-        epochs=settings.train.epochs,
+    settings, engine = prepared.settings, prepared.engine
+    model: VisionModel = engine.model
+    return new_run_record(
+        name,
+        settings,
+        prepared.dataset,
+        prepared.task,
+        feature_dim=model.feature_dim,
+        normalization=(engine.normalization["mean"], engine.normalization["std"]),
         config_hash=config_hash,
-        created_at=_now(),
         device={
             "type": str(choice.device),
             "precision": choice.precision,
             "world_size": context.world_size,
         },
-        versions=training_versions(),
+        epochs=settings.train.epochs,
+        freeze_backbone=settings.model.freeze_backbone,
     )
 
 

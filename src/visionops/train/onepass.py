@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 from loguru import logger
 
 from visionops._io import atomic_write_json, atomic_write_text
-from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
+from visionops.artifacts import RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
 from visionops.device import DeviceChoice
@@ -35,9 +34,10 @@ from visionops.runs import CHECKPOINT_FORMAT, RunWriter, read_run_manifest
 from visionops.tasks import Task, finite, get_task
 from visionops.tracking.wandb_run import start_tracking
 from visionops.train.checkpoints import save_checkpoint
-from visionops.train.dataset import effective_settings, shown
-from visionops.train.engine import normalisation, training_versions
+from visionops.train.dataset import effective_settings
+from visionops.train.engine import normalisation
 from visionops.train.predict import predict_split
+from visionops.train.record import new_run_record, now
 
 __all__ = ["train_one_pass"]
 
@@ -58,49 +58,6 @@ def _check_resume(record: RunRecord, dataset: PreparedDataset, settings: Setting
             f"run {record.name} was trained with model.name={record.model.name!r}, not"
             f" {settings.model.name!r} — drop that override to resume, or start a new run"
         )
-
-
-def _record(
-    name: str,
-    settings: Settings,
-    dataset: PreparedDataset,
-    task: Task,
-    feature_dim: int,
-    config_hash: str,
-    choice: DeviceChoice,
-    previous: RunRecord | None,
-) -> RunRecord:
-    mean, std = normalisation(settings, dataset)
-    return RunRecord(
-        name=name,
-        status="running",
-        task=task.name,
-        dataset=DatasetRef(
-            path=shown(dataset.path), name=dataset.name, fingerprint=dataset.fingerprint
-        ),
-        model=ModelSpec(
-            name=settings.model.name,
-            num_outputs=task.num_outputs,
-            channels=dataset.channels,
-            image_size=dataset.image_size,
-            feature_dim=feature_dim,
-            pretrained=settings.model.pretrained,
-            freeze_backbone=True,
-        ),
-        normalization=Normalization(mean=mean, std=std),
-        resize=dataset.resize,
-        class_names=dataset.class_names,
-        monitor=Monitor(metric=task.monitor, mode=task.mode),
-        epochs=1,
-        config_hash=config_hash,
-        created_at=previous.created_at if previous is not None else _now(),
-        device={"type": str(choice.device), "precision": "fp32", "world_size": 1},
-        versions=training_versions(),
-    )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def train_one_pass(
@@ -160,15 +117,18 @@ def train_one_pass(
         writer = RunWriter.create(settings.runs_root, name, exist_ok)
     with writer:
         try:
-            writer.record = _record(
+            writer.record = new_run_record(
                 writer.path.name,
                 settings,
                 dataset,
                 task,
-                feature_dim,
-                config_hash,
-                choice,
-                previous,
+                feature_dim=feature_dim,
+                normalization=normalisation(settings, dataset),
+                config_hash=config_hash,
+                device={"type": str(choice.device), "precision": "fp32", "world_size": 1},
+                epochs=1,
+                freeze_backbone=True,
+                created_at=previous.created_at if previous is not None else None,
             )
             with log_to_file(writer.path / "train.log"):
                 atomic_write_text(writer.path / "config.yaml", config_text)
@@ -254,7 +214,7 @@ def _fit(
         record.best_epoch = 1
         record.best_metric = best_metric
         record.epochs_completed = 1
-        record.finished_at = _now()
+        record.finished_at = now()
         fields = record.model_dump(mode="json", include=set(task.run_fields()))
         state = {
             "format": CHECKPOINT_FORMAT,
