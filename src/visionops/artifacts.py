@@ -32,12 +32,15 @@ __all__ = [
     "ArtifactModel",
     "BundleInput",
     "BundleMeta",
+    "BundleRun",
+    "Calibration",
     "CheckpointRef",
     "DatasetRef",
     "EvalDataset",
     "EvalInference",
     "EvalMetrics",
     "EvalRow",
+    "MetricsSplit",
     "ModelSpec",
     "Monitor",
     "Normalization",
@@ -45,6 +48,7 @@ __all__ = [
     "ParityRecord",
     "PredictionRecord",
     "PreparedManifest",
+    "QuantizedRecord",
     "RunRecord",
     "SourceRecord",
 ]
@@ -340,6 +344,64 @@ class BundleInput(ArtifactModel):
     max_image_pixels: int = Field(gt=0)
 
 
+class MetricsSplit(ArtifactModel):
+    """Which images a bundle's ``metrics`` were computed on."""
+
+    split: str
+    images: int
+
+
+class BundleRun(ArtifactModel):
+    """The run and checkpoint a bundle was exported from."""
+
+    name: str
+    checkpoint: str = "best"
+    epoch: int | None = None
+    model: str | None = None
+    dataset: str | None = None
+
+
+class Calibration(ArtifactModel):
+    """The images int8 calibration saw."""
+
+    split: str
+    images: int
+    method: str
+
+
+class QuantizedRecord(ArtifactModel):
+    """The int8 outcome of an export (``--quantize int8``), kept or refused with the reason.
+
+    An attempt that failed before any measurement carries ``accepted``, ``reason``, ``file``
+    and ``metric`` only.
+    """
+
+    accepted: bool
+    reason: str | None = None
+    file: str | None = None
+    metric: str | None = None
+    format: str | None = None
+    activations: str | None = None
+    weights: str | None = None
+    quantized_ops: list[str] | None = None
+    calibration: Calibration | None = None
+    split: str | None = None
+    images: int | None = None
+    fp32: float | None = None
+    int8: float | None = None
+    drop: float | None = None
+    tolerance: float | None = None
+    latency_ms_batch1: dict[str, float] | None = None
+    speedup: float | None = None
+    size_bytes: dict[str, int] | None = None
+    seconds: float | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the int8 graph was built and scored (else quantisation itself failed)."""
+        return self.calibration is not None
+
+
 class BundleMeta(Artifact):
     """``runs/<name>/bundle/visionops.json``: a self-describing exported model."""
 
@@ -357,14 +419,14 @@ class BundleMeta(Artifact):
     thresholds: list[float] | float | None = None
     anomaly: AnomalyModelRecord | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
-    metrics_split: dict[str, Any] | None = None
+    metrics_split: MetricsSplit | None = None
     training_data_fingerprint: str | None = None
     config_hash: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
-    quantized: dict[str, Any] | None = None
-    run: dict[str, Any] | None = None
+    quantized: QuantizedRecord | None = None
+    run: BundleRun | None = None
     opset: int | None = None
     reference_samples: int | None = None
     reference_split: str | None = None
@@ -378,6 +440,14 @@ class BundleMeta(Artifact):
     def main_output(self) -> str:
         """Name of the graph's task output (``probabilities``, ``values``, ``score``)."""
         return self.outputs["main"]
+
+    @property
+    def int8_file(self) -> str | None:
+        """The int8 graph's file name when quantisation was accepted, else None."""
+        quantized = self.quantized
+        if quantized is None or not quantized.accepted:
+            return None
+        return quantized.file or "model.int8.onnx"
 
     @property
     def embedding_output(self) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visionops.artifacts import BundleMeta, ParityRecord
+from visionops.artifacts import BundleMeta, ParityRecord, QuantizedRecord
 
 __all__ = ["EvalResult", "ExportResult", "TrainResult"]
 
@@ -79,7 +79,7 @@ class ExportResult:
     bundle_dir: Path
     meta: BundleMeta
     parity: ParityRecord
-    quantized: dict[str, Any] | None
+    quantized: QuantizedRecord | None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     exported: bool = True

@@ -42,7 +42,14 @@ from loguru import logger
 from numpy.typing import NDArray
 
 from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_stale_temps
-from visionops.artifacts import BundleInput, BundleMeta, ParityRecord, RunRecord
+from visionops.artifacts import (
+    BundleInput,
+    BundleMeta,
+    MetricsSplit,
+    ParityRecord,
+    QuantizedRecord,
+    RunRecord,
+)
 from visionops.drift.reference import choose_reference_indices, reference_arrays
 from visionops.errors import (
     ArtifactError,
@@ -251,7 +258,7 @@ def _export(
                 source, session, tmp, parity_indices, export_settings.layout
             )
             bar.advance(1, step="quantize" if quantize == "int8" else "reference")
-            quantized: dict[str, Any] | None = None
+            quantized: QuantizedRecord | None = None
             if quantize == "int8":
                 quantized = _quantize(
                     source, tmp, export_settings, eval_split, eval_indices, eval_outputs.main
@@ -265,7 +272,7 @@ def _export(
                     name: finite(value)
                     for name, value in source.task.quick_metrics(eval_outputs).items()
                 },
-                metrics_split={"split": eval_split, "images": len(eval_indices)},
+                metrics_split=MetricsSplit(split=eval_split, images=len(eval_indices)),
                 quantized=quantized,
                 reference=(reference_split, len(sample)),
             )
@@ -439,7 +446,7 @@ def _quantize(
     eval_split: str,
     eval_indices: NDArray[np.int64],
     fp32_outputs: NDArray[np.float64],
-) -> dict[str, Any]:
+) -> QuantizedRecord:
     """``model.int8.onnx`` when the monitored metric allows it; the ``quantized`` record."""
     task = source.task
     quantized = quantize_and_judge(
@@ -452,14 +459,13 @@ def _quantize(
         eval_indices=eval_indices,
         fp32_outputs=fp32_outputs.astype(np.float32),
     )
-    if quantized["accepted"]:
+    if quantized.accepted:
         logger.info(
-            f"int8 accepted: {task.monitor} {quantized['fp32']:.4f} →"
-            f" {quantized['int8']:.4f} on {eval_split}, {quantized['speedup']}x"
-            " faster at batch 1"
+            f"int8 accepted: {task.monitor} {quantized.fp32} → {quantized.int8} on"
+            f" {eval_split}, {quantized.speedup}x faster at batch 1"
         )
     else:
-        logger.warning(f"int8 refused: {quantized['reason']}")
+        logger.warning(f"int8 refused: {quantized.reason}")
     return quantized
 
 
@@ -468,7 +474,7 @@ def _write_reference(
     session: onnxruntime.InferenceSession,
     tmp: Path,
     settings: Settings,
-    quantized: dict[str, Any] | None,
+    quantized: QuantizedRecord | None,
 ) -> tuple[str, NDArray[np.int64]]:
     """``reference.npz``: drift's baseline, through the exported graph itself."""
     dataset, task, layout = source.dataset, source.task, settings.export.layout
@@ -494,7 +500,7 @@ def _write_reference(
         split,
         dataset.original_sizes(sample),
     )
-    if quantized and quantized["accepted"]:
+    if quantized is not None and quantized.accepted:
         int8_outputs, int8_embeddings = onnx_predict(
             ort_session(tmp / "model.int8.onnx"), images, layout, output_names=names
         )
@@ -510,8 +516,8 @@ def _manifest(
     settings: Settings,
     *,
     metrics: dict[str, float | None],
-    metrics_split: dict[str, Any],
-    quantized: dict[str, Any] | None,
+    metrics_split: MetricsSplit,
+    quantized: QuantizedRecord | None,
     reference: tuple[str, int],
 ) -> BundleMeta:
     """``visionops.json`` (before its file checksums): what a server needs to know."""
