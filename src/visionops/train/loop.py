@@ -55,7 +55,7 @@ from visionops.train.checkpoints import save_checkpoints
 from visionops.train.dataset import effective_settings, shown
 from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
 from visionops.train.onepass import train_one_pass
-from visionops.train.record import new_run_record, now
+from visionops.train.record import check_resume_fits, new_run_record, now
 
 __all__ = ["TrainResult", "train"]
 
@@ -680,24 +680,8 @@ def _check_resume(
     task: TrainingTask,
     run_dir: Path,
 ) -> None:
-    """Refuse to resume with a different dataset, task or network."""
-    if record.dataset.fingerprint != dataset.fingerprint:
-        raise ConfigError(
-            f"{dataset.path} is not the dataset {run_dir} was trained on (fingerprint"
-            " differs) — resume on the run's own dataset, or start a new run"
-        )
-    spec = record.model.model_dump()
-    wanted = {
-        "name": settings.model.name,
-        "num_outputs": task.num_outputs,
-        "channels": dataset.channels,
-    }
-    for key, value in wanted.items():
-        if spec.get(key) != value:
-            raise ConfigError(
-                f"{run_dir} was trained with model.{key}={spec.get(key)!r}, not {value!r}"
-                " — drop that override to resume, or start a new run"
-            )
+    """Refuse to resume with a different dataset, task or network, or nothing left to train."""
+    check_resume_fits(record, settings, dataset, task, run_dir)
     done = int(checkpoint.get("epoch", 0))
     if settings.train.epochs <= done:
         raise TrainingError(

@@ -26,7 +26,7 @@ from visionops.artifacts import RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
 from visionops.device import DeviceChoice
-from visionops.errors import ConfigError, TrainingError
+from visionops.errors import TrainingError
 from visionops.logs import log_to_file
 from visionops.progress import ProgressReporter
 from visionops.results import TrainResult
@@ -37,27 +37,9 @@ from visionops.train.checkpoints import save_checkpoint
 from visionops.train.dataset import effective_settings
 from visionops.train.engine import normalisation
 from visionops.train.predict import predict_split
-from visionops.train.record import new_run_record, now
+from visionops.train.record import check_resume_fits, new_run_record, now
 
 __all__ = ["train_one_pass"]
-
-
-def _check_resume(record: RunRecord, dataset: PreparedDataset, settings: Settings) -> None:
-    if record.status == "completed":
-        raise TrainingError(
-            f"run {record.name} is complete ({record.task} runs train in one pass) — start a"
-            " new run instead of --resume"
-        )
-    if record.dataset.fingerprint != dataset.fingerprint:
-        raise ConfigError(
-            f"{dataset.path} is not the dataset run {record.name} was trained on (fingerprint"
-            " differs) — resume on the run's own dataset, or start a new run"
-        )
-    if record.model.name != settings.model.name:
-        raise ConfigError(
-            f"run {record.name} was trained with model.name={record.model.name!r}, not"
-            f" {settings.model.name!r} — drop that override to resume, or start a new run"
-        )
 
 
 def train_one_pass(
@@ -96,9 +78,15 @@ def train_one_pass(
     started = time.perf_counter()
     settings = effective_settings(settings, dataset)
     task = get_task(dataset.task).from_manifest(dataset.manifest)
-    previous = read_run_manifest(resume_dir) if resume_dir is not None else None
-    if previous is not None:
-        _check_resume(previous, dataset, settings)
+    previous: RunRecord | None = None
+    if resume_dir is not None:
+        previous = read_run_manifest(resume_dir)
+        if previous.status == "completed":
+            raise TrainingError(
+                f"run {previous.name} is complete ({previous.task} runs train in one pass) —"
+                " start a new run instead of --resume"
+            )
+        check_resume_fits(previous, settings, dataset, task, resume_dir)
     train = dataset.indices("train")
     learned = train[task.learns_from(np.asarray(dataset.targets[train]))]
     val_targets = np.asarray(dataset.targets[dataset.indices("val")])
@@ -135,6 +123,7 @@ def train_one_pass(
                 writer.write_record()
                 metrics = _fit(settings, dataset, task, learned, writer, choice, progress)
         except BaseException:
+            # A one-pass run is whole or nothing: a failed rebuild leaves no half-built run.
             if not writer.trusted or previous is not None:
                 writer.abandon()
             raise

@@ -1,19 +1,25 @@
-"""``run.json`` of a new run: what is known before the first epoch (or the one pass)."""
+"""``run.json`` of a new run, and whether a run left behind can be continued.
+
+A new run's record holds what is known before its first epoch (or its one pass);
+:func:`check_resume_fits` refuses ``--resume`` with another dataset or network.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
+from visionops.errors import ConfigError
 from visionops.tasks import Task
 from visionops.train.dataset import shown
 from visionops.train.engine import training_versions
 
-__all__ = ["new_run_record", "now"]
+__all__ = ["check_resume_fits", "new_run_record", "now"]
 
 
 def now() -> str:
@@ -84,3 +90,32 @@ def new_run_record(
         device=device,
         versions=training_versions(),
     )
+
+
+def check_resume_fits(
+    record: RunRecord, settings: Settings, dataset: PreparedDataset, task: Task, run_dir: Path
+) -> None:
+    """Refuse to continue a run on another dataset, or with another network.
+
+    Raises:
+        ConfigError: The dataset's fingerprint, the model name, head size or channels differ;
+            the message says how to resume or to start a new run.
+    """
+    if record.dataset.fingerprint != dataset.fingerprint:
+        raise ConfigError(
+            f"{dataset.path} is not the dataset {run_dir} was trained on (fingerprint"
+            " differs) — resume on the run's own dataset, or start a new run"
+        )
+    spec = record.model
+    trained = {"name": spec.name, "num_outputs": spec.num_outputs, "channels": spec.channels}
+    wanted = {
+        "name": settings.model.name,
+        "num_outputs": task.num_outputs,
+        "channels": dataset.channels,
+    }
+    for key, value in wanted.items():
+        if trained[key] != value:
+            raise ConfigError(
+                f"{run_dir} was trained with model.{key}={trained[key]!r}, not {value!r}"
+                " — drop that override to resume, or start a new run"
+            )
