@@ -71,6 +71,25 @@ def test_resume_of_a_completed_run_is_refused(trained_anomaly_run: Path, tmp_pat
         train(settings, dataset, resume=project / "runs" / trained_anomaly_run.name)
 
 
+def test_resume_rebuilds_a_run_left_behind(trained_anomaly_run: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(trained_anomaly_run.parent.parent, project, symlinks=True)
+    run_dir = project / "runs" / trained_anomaly_run.name
+    before = RunRecord.read(run_dir)
+    before.model_copy(update={"status": "failed"}).write(run_dir)
+    settings = load_settings(
+        overrides=["recipe=demo-anomaly", "device=cpu", f"runs_root={project / 'runs'}"],
+        cwd=project,
+    )
+    result = train(settings, project / "data" / "prepared" / "anomaly", resume=run_dir)
+    after = RunRecord.read(run_dir)
+    assert result.status == after.status == "completed" and result.run_dir == run_dir
+    assert after.created_at == before.created_at
+    assert after.thresholds == pytest.approx(before.thresholds)
+    assert after.anomaly is not None and before.anomaly is not None
+    assert after.anomaly.bank_size == before.anomaly.bank_size
+
+
 def _copy_with(
     prepared: Path,
     folder: Path,
