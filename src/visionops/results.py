@@ -1,7 +1,7 @@
 """What each stage returns to its caller (the CLI renders these). No torch, no stage imports.
 
-Kept apart from the stages so that a task that brings its own stage (anomaly detection's
-memory bank) returns the same types without importing the stage it replaces.
+Kept apart from the stages so that a caller (the CLI, quickstart) reads a result without
+importing the stage that made it.
 """
 
 from __future__ import annotations

@@ -4,19 +4,21 @@ The bundle (``runs/<name>/bundle/``, see ``docs/artifacts.md``) is the contract 
 training and serving. This module runs the stage; each step has its own module:
 
 - ``model.onnx`` (:mod:`visionops.export.graph`): uint8 pixels at the trained size and channels
-  (NCHW or NHWC) with a dynamic batch dimension; normalisation and the task's
-  post-processing inside; outputs the task output and ``embedding``.
+  (NCHW or NHWC) with a dynamic batch dimension; normalisation and what the task computes
+  (:meth:`~visionops.tasks.Task.graph_outputs`) inside; outputs the task output, the task's
+  other outputs (an anomaly ``heatmap``) and ``embedding``.
 - ``parity.json`` (:mod:`visionops.export.parity`): a mandatory check of ONNX Runtime against
   PyTorch on real validation images from the run's prepared dataset. Without a pass there
   is no bundle. ``parity.npz`` keeps a few of those images with their CPU outputs, so a
   server can check a GPU provider at load
   (:func:`visionops.inference.runtime.check_provider_parity`).
 - ``model.int8.onnx`` (:mod:`visionops.export.quantize`, ``--quantize int8``): static QDQ
-  quantisation calibrated on training images, kept only when the metric drops by at most
-  ``export.max_accuracy_drop``.
+  quantisation calibrated on training images (those the task builds its model from,
+  :meth:`~visionops.tasks.Task.learns_from`), kept only when the monitored metric drops by
+  at most ``export.max_accuracy_drop``.
 - ``reference.npz``: embeddings, image statistics and predictions of a sample of held-out
-  (validation) images, computed through the exported graph itself — the baseline of
-  ``visionops drift``; it records the split it came from.
+  (validation) images of that kind, computed through the exported graph itself — the
+  baseline of ``visionops drift``; it records the split it came from.
 - ``visionops.json`` (:mod:`visionops.inference.bundle`): everything a server needs to know, the
   checksum of every file, and a copy sealed in the graph's metadata.
 

@@ -7,6 +7,13 @@ apply, metrics, figures and the columns drift tests. The training half (head siz
 loss, the post-processing that export puts inside the ONNX graph) imports torch lazily,
 inside its methods, so importing a task module stays cheap.
 
+The shared ``train``, ``eval`` and ``export`` stages keep all the I/O and call the task's
+hooks where tasks differ: what the graph computes (:meth:`Task.graph_outputs`), how a trained
+model is rebuilt (:meth:`Task.load_model`), how a model that is not trained by gradient
+descent is built (:meth:`Task.plan_fit`, :meth:`Task.fit`), which images it is built from
+(:meth:`Task.learns_from`) and how a split's outputs are scored and drawn
+(:meth:`Task.score_outputs`, :meth:`Task.eval_plots`).
+
 Adding a task is adding one module that subclasses :class:`Task` and decorating the class
 with :func:`visionops.tasks.register_task`.
 """
