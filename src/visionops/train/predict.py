@@ -84,6 +84,7 @@ def predict_split(
                 batch = pixels.to(device, non_blocking=True).contiguous(memory_format=layout)
                 normalised = (batch.float().div_(255.0) - mean_t) / std_t
                 computed = task.graph_outputs(model, normalised)
+                # The embedding comes last: zip stops before it.
                 for name, value in zip(names, computed, strict=False):
                     parts[name].append(value.float().cpu().numpy().astype(np.float32))
                 targets.append(truth.numpy())
