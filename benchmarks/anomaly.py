@@ -15,7 +15,7 @@ patches; the ratio of their times is printed.
 
 Part 3 — latency at batch 1 of the model with the bank of part 1: PyTorch eager (uint8 in,
 normalisation, trunk, chunked nearest-neighbour, heatmap) vs the ONNX graph visionops
-exports (``AnomalyExportWrapper`` + ``export_onnx``) in ONNX Runtime, same threads,
+exports (``ExportWrapper`` with the anomaly task + ``export_onnx``) in ONNX Runtime, same threads,
 sampled in round-robin with ``visionops.export.timing.time_interleaved``.
 
 Run: python benchmarks/anomaly.py
@@ -70,14 +70,17 @@ def main() -> None:
 
     from visionops.anomaly.bank import build_memory_bank, plan_bank
     from visionops.anomaly.coreset import coreset_indices, naive_coreset_indices
-    from visionops.anomaly.export import AnomalyExportWrapper
-    from visionops.anomaly.features import PatchFeatureExtractor, calibrate_batchnorm
-    from visionops.anomaly.model import normalised_batches
+    from visionops.anomaly.features import (
+        PatchFeatureExtractor,
+        calibrate_batchnorm,
+        normalised_batches,
+    )
     from visionops.anomaly.scoring import PatchCoreModel, sigma_for_size
     from visionops.config import load_settings
-    from visionops.export.graph import export_onnx
+    from visionops.export.graph import ExportWrapper, export_onnx, graph_output_names
     from visionops.export.timing import time_interleaved
     from visionops.inference.runtime import ort_session
+    from visionops.tasks import AnomalyTask
 
     torch.set_num_threads(args.threads)
     settings = load_settings(overrides=[f"model.name={args.model}"]).anomaly
@@ -134,7 +137,8 @@ def main() -> None:
     model = PatchCoreModel(
         extractor, bank, image_size=args.size, sigma=sigma_for_size(settings.sigma, args.size)
     )
-    wrapper = AnomalyExportWrapper(model, mean, std, "NCHW").eval()
+    task = AnomalyTask()
+    wrapper = ExportWrapper(model, task=task, mean=mean, std=std, layout="NCHW").eval()
     pixels = np.ascontiguousarray(images[:1].transpose(0, 3, 1, 2))
     with tempfile.TemporaryDirectory(prefix="visionops-bench-anomaly-") as scratch:
         path = Path(scratch) / "model.onnx"
@@ -143,7 +147,7 @@ def main() -> None:
             path,
             image_size=args.size,
             channels=3,
-            output_names=("score", "heatmap", "embedding"),
+            output_names=graph_output_names(task),
         )
         session = ort_session(path, threads=args.threads)
         tensor = torch.from_numpy(pixels)

@@ -26,13 +26,21 @@ from visionops._io import atomic_write_json
 from visionops.errors import ArtifactError
 
 __all__ = [
+    "AnomalyModelRecord",
+    "AnomalyThreshold",
     "Artifact",
     "ArtifactModel",
     "BundleInput",
     "BundleMeta",
+    "BundleRun",
+    "Calibration",
     "CheckpointRef",
     "DatasetRef",
+    "EvalDataset",
+    "EvalInference",
     "EvalMetrics",
+    "EvalRow",
+    "MetricsSplit",
     "ModelSpec",
     "Monitor",
     "Normalization",
@@ -40,6 +48,7 @@ __all__ = [
     "ParityRecord",
     "PredictionRecord",
     "PreparedManifest",
+    "QuantizedRecord",
     "RunRecord",
     "SourceRecord",
 ]
@@ -251,6 +260,35 @@ class Monitor(ArtifactModel):
 RunStatus = Literal["running", "completed", "interrupted", "failed"]
 
 
+class AnomalyThreshold(ArtifactModel):
+    """An anomaly run's decision threshold and how it was placed."""
+
+    value: float
+    method: Literal["f1", "fpr"]
+    target_fpr: float | None = None
+
+
+class AnomalyModelRecord(ArtifactModel):
+    """What rebuilds an anomaly run's memory-bank model besides its state dict, and its size.
+
+    Written as ``anomaly`` in ``run.json``, ``metrics.json``, the checkpoints and the bundle's
+    ``visionops.json``. Runs written before the bank's shape was recorded in ``run.json``
+    lack the fields that default to None there; their checkpoints hold them.
+    """
+
+    layers: list[str]
+    threshold: AnomalyThreshold
+    bank_size: int
+    feature_dim: int
+    image_size: int | None = None
+    sigma: float | None = None
+    chunk: int | None = None
+    projection_dim: int | None = None
+    patches_per_image: int | None = None
+    bank_mb: float | None = None
+    bytes_per_image: int | None = None
+
+
 class RunRecord(Artifact):
     """``runs/<name>/run.json``: what a training run is and how far it got."""
 
@@ -283,6 +321,7 @@ class RunRecord(Artifact):
     device: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    anomaly: AnomalyModelRecord | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -305,6 +344,64 @@ class BundleInput(ArtifactModel):
     max_image_pixels: int = Field(gt=0)
 
 
+class MetricsSplit(ArtifactModel):
+    """Which images a bundle's ``metrics`` were computed on."""
+
+    split: str
+    images: int
+
+
+class BundleRun(ArtifactModel):
+    """The run and checkpoint a bundle was exported from."""
+
+    name: str
+    checkpoint: str = "best"
+    epoch: int | None = None
+    model: str | None = None
+    dataset: str | None = None
+
+
+class Calibration(ArtifactModel):
+    """The images int8 calibration saw."""
+
+    split: str
+    images: int
+    method: str
+
+
+class QuantizedRecord(ArtifactModel):
+    """The int8 outcome of an export (``--quantize int8``), kept or refused with the reason.
+
+    An attempt that failed before any measurement carries ``accepted``, ``reason``, ``file``
+    and ``metric`` only.
+    """
+
+    accepted: bool
+    reason: str | None = None
+    file: str | None = None
+    metric: str | None = None
+    format: str | None = None
+    activations: str | None = None
+    weights: str | None = None
+    quantized_ops: list[str] | None = None
+    calibration: Calibration | None = None
+    split: str | None = None
+    images: int | None = None
+    fp32: float | None = None
+    int8: float | None = None
+    drop: float | None = None
+    tolerance: float | None = None
+    latency_ms_batch1: dict[str, float] | None = None
+    speedup: float | None = None
+    size_bytes: dict[str, int] | None = None
+    seconds: float | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the int8 graph was built and scored (else quantisation itself failed)."""
+        return self.calibration is not None
+
+
 class BundleMeta(Artifact):
     """``runs/<name>/bundle/visionops.json``: a self-describing exported model."""
 
@@ -320,15 +417,16 @@ class BundleMeta(Artifact):
     target_names: list[str] | None = None
     target_units: list[str] | None = None
     thresholds: list[float] | float | None = None
+    anomaly: AnomalyModelRecord | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
-    metrics_split: dict[str, Any] | None = None
+    metrics_split: MetricsSplit | None = None
     training_data_fingerprint: str | None = None
     config_hash: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
-    quantized: dict[str, Any] | None = None
-    run: dict[str, Any] | None = None
+    quantized: QuantizedRecord | None = None
+    run: BundleRun | None = None
     opset: int | None = None
     reference_samples: int | None = None
     reference_split: str | None = None
@@ -342,6 +440,14 @@ class BundleMeta(Artifact):
     def main_output(self) -> str:
         """Name of the graph's task output (``probabilities``, ``values``, ``score``)."""
         return self.outputs["main"]
+
+    @property
+    def int8_file(self) -> str | None:
+        """The int8 graph's file name when quantisation was accepted, else None."""
+        quantized = self.quantized
+        if quantized is None or not quantized.accepted:
+            return None
+        return quantized.file or "model.int8.onnx"
 
     @property
     def embedding_output(self) -> str | None:
@@ -393,6 +499,38 @@ class CheckpointRef(ArtifactModel):
     sha256: str
 
 
+class EvalDataset(ArtifactModel):
+    """The prepared dataset an evaluation scored, and whether it is the one trained on."""
+
+    path: str
+    name: str | None = None
+    fingerprint: str | None = None
+    trained_fingerprint: str | None = None
+    fingerprint_matches: bool | None = None
+
+
+class EvalInference(ArtifactModel):
+    """How an evaluation ran the model."""
+
+    device: str
+    precision: str
+    batch_size: int | None = None
+    seconds: float | None = None
+    images_per_s: float | None = None
+
+
+class EvalRow(ArtifactModel):
+    """One row of an evaluation table: a class (``class``) or a target (``target``).
+
+    Every column depends on the task (precision/recall/F1, MAE/R², flagged/mean score), so
+    a row declares none: they are kept as written, in their order (the report's columns).
+    """
+
+    def columns(self) -> dict[str, Any]:
+        """The row's columns, in the order they were written."""
+        return dict(self.model_extra or {})
+
+
 class EvalMetrics(Artifact):
     """``runs/<name>/eval/metrics.json``: a trained run scored on a split."""
 
@@ -406,12 +544,12 @@ class EvalMetrics(Artifact):
     requested_split: str | None = None
     n: int
     metrics: dict[str, float | None]
-    per_class: list[dict[str, Any]] | None = None
-    per_target: list[dict[str, Any]] | None = None
+    per_class: list[EvalRow] | None = None
+    per_target: list[EvalRow] | None = None
     checkpoint: CheckpointRef
-    dataset: dict[str, Any]
-    model: dict[str, Any] | None = None
-    inference: dict[str, Any] | None = None
+    dataset: EvalDataset
+    model: ModelSpec | None = None
+    inference: EvalInference | None = None
     plots: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     created_at: str | None = None

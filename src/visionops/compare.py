@@ -158,10 +158,7 @@ def summarize_run(run_dir: Path, latest: str | None = None) -> RunSummary:
     bundle = _read_optional(BundleMeta, run_dir / "bundle")
     bundle_text = "-"
     if bundle is not None:
-        kept_int8 = (
-            bool((bundle.quantized or {}).get("accepted", True)) if bundle.quantized else False
-        )
-        bundle_text = "fp32+int8" if kept_int8 else "fp32"
+        bundle_text = "fp32+int8" if bundle.int8_file is not None else "fp32"
     return RunSummary(
         name=run_dir.name,
         status=str(manifest.status),

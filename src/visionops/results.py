@@ -1,7 +1,7 @@
 """What each stage returns to its caller (the CLI renders these). No torch, no stage imports.
 
-Kept apart from the stages so that a task that brings its own stage (anomaly detection's
-memory bank) returns the same types without importing the stage it replaces.
+Kept apart from the stages so that a caller (the CLI, quickstart) reads a result without
+importing the stage that made it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visionops.artifacts import BundleMeta, ParityRecord
+from visionops.artifacts import BundleMeta, ParityRecord, QuantizedRecord
 
 __all__ = ["EvalResult", "ExportResult", "TrainResult"]
 
@@ -79,7 +79,7 @@ class ExportResult:
     bundle_dir: Path
     meta: BundleMeta
     parity: ParityRecord
-    quantized: dict[str, Any] | None
+    quantized: QuantizedRecord | None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     exported: bool = True

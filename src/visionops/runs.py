@@ -31,13 +31,14 @@ from visionops._io import (
     temp_prefix,
 )
 from visionops.artifacts import RunRecord
-from visionops.errors import ArtifactError, ConfigError
+from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "RUN_KIND",
     "SCHEMA_VERSION",
     "RunWriter",
+    "find_run_dataset",
     "latest_run",
     "load_checkpoint",
     "load_trained_model",
@@ -132,6 +133,28 @@ def read_run_manifest(run_dir: Path) -> RunRecord:
             f"{run_dir} has no run.json — it is not a visionops run; train with `visionops train`"
         )
     return RunRecord.read(run_dir)
+
+
+def find_run_dataset(run_dir: Path, run: RunRecord) -> Path:
+    """The folder of the prepared dataset a run was trained on.
+
+    The path recorded in ``run.json`` is tried as it is (relative to the working folder),
+    then relative to the project folder that holds ``runs/``.
+
+    Raises:
+        DatasetNotFoundError: It is gone; the message names `visionops data preprocess`.
+    """
+    recorded = run.dataset.path
+    path = Path(recorded)
+    candidates = [path] if path.is_absolute() else [path, run_dir.parent.parent / path]
+    for candidate in candidates:
+        if recorded and (candidate / "manifest.json").is_file():
+            return candidate
+    raise DatasetNotFoundError(
+        f"the prepared dataset {recorded or '?'} that run {run_dir.name} was trained on is gone"
+        " — eval and export score the model on its images; recreate it with"
+        " `visionops data preprocess` (same source and settings)"
+    )
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:

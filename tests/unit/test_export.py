@@ -271,10 +271,10 @@ def test_int8_accepted_when_within_tolerance(exported: Any) -> None:
     project, results = exported
     quantized = results["colours-run"].quantized
     assert quantized is not None
-    assert quantized["accepted"] is True, quantized["reason"]
-    assert quantized["drop"] <= quantized["tolerance"] == 0.01
-    assert quantized["speedup"] > 0
-    assert quantized["calibration"]["split"] == "train"
+    assert quantized.accepted is True, quantized.reason
+    assert quantized.drop is not None and quantized.drop <= quantized.tolerance == 0.01
+    assert quantized.speedup is not None and quantized.speedup > 0
+    assert quantized.calibration is not None and quantized.calibration.split == "train"
     bundle = load_bundle(project / "runs" / "colours-run" / "bundle")
     assert bundle.int8_model_path is not None
     graph = onnx.load(str(bundle.int8_model_path)).graph
@@ -290,10 +290,10 @@ def test_int8_refused_when_the_metric_drops(exported: Any) -> None:
     quantized = results["dishes-run"].quantized
     assert quantized is not None
     # The targets are the fp32 model's own outputs: fp32 R² is 1 and int8 can only be worse.
-    assert quantized["fp32"] > 0.9999
-    assert quantized["drop"] > 0
-    assert quantized["accepted"] is False
-    assert "max_accuracy_drop=0" in quantized["reason"]
+    assert quantized.fp32 is not None and quantized.fp32 > 0.9999
+    assert quantized.drop is not None and quantized.drop > 0
+    assert quantized.accepted is False
+    assert "max_accuracy_drop=0" in (quantized.reason or "")
     bundle_dir = project / "runs" / "dishes-run" / "bundle"
     assert not (bundle_dir / "model.int8.onnx").exists()
     assert load_bundle(bundle_dir).int8_model_path is None

@@ -55,7 +55,7 @@ def _payload(**changes: Any) -> EvalMetrics:
         "checkpoint": {"which": "best", "file": "checkpoints/best.pt", "epoch": 4, "sha256": "a"},
         "dataset": {"name": "pets", "path": "data/prepared/pets", "fingerprint": "f" * 64},
         "inference": {"device": "cpu", "precision": "fp32", "images_per_s": 100.0},
-        "model": {"name": "resnet18", "num_outputs": 2},
+        "model": {"name": "resnet18", "num_outputs": 2, "channels": 3, "image_size": 64},
         "plots": {"confusion_matrix.png": "Confusion matrix.", "scatter.png": "A scatter."},
         "warnings": [],
         "created_at": "2026-01-01T00:00:00+00:00",

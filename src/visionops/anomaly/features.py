@@ -14,16 +14,39 @@ Examples:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional
 
 from visionops.errors import ConfigError
 from visionops.models import build_model
 
-__all__ = ["PatchFeatureExtractor", "calibrate_batchnorm", "random_projection"]
+__all__ = [
+    "PatchFeatureExtractor",
+    "calibrate_batchnorm",
+    "normalised_batches",
+    "random_projection",
+]
+
+
+def normalised_batches(
+    images: NDArray[np.uint8],
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:
+    """uint8 ``(N, H, W, C)`` images → normalised float ``(B, C, H, W)`` batches."""
+    mean_t = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    for start in range(0, len(images), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        pixels = chunk.to(device).permute(0, 3, 1, 2).float() / 255.0
+        yield (pixels - mean_t) / std_t
 
 
 def random_projection(in_dim: int, out_dim: int, seed: int) -> torch.Tensor:

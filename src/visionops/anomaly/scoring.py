@@ -21,8 +21,15 @@ from torch import nn
 from torch.nn import functional
 
 from visionops.anomaly.features import PatchFeatureExtractor
+from visionops.artifacts import AnomalyModelRecord
 
-__all__ = ["PatchCoreModel", "gaussian_kernel", "nearest_distances", "sigma_for_size"]
+__all__ = [
+    "PatchCoreModel",
+    "build_patchcore",
+    "gaussian_kernel",
+    "nearest_distances",
+    "sigma_for_size",
+]
 
 DEFAULT_BANK_CHUNK = 4096
 """Bank rows per matrix product: 1 image × 784 patches × 4096 rows × 4 B = 13 MB."""
@@ -120,3 +127,23 @@ class PatchCoreModel(nn.Module):
         grid, embedding = self.patch_scores(images)
         score = grid.flatten(1).max(dim=1).values
         return score, self.heatmap(grid), embedding
+
+
+def build_patchcore(name: str, channels: int, record: AnomalyModelRecord) -> PatchCoreModel:
+    """An empty model of a run's shape (backbone, ``anomaly`` record), to load a state into.
+
+    Raises:
+        ValueError: The record lacks the model's shape (a run older than the checkpoint's).
+    """
+    if record.image_size is None or record.sigma is None or record.chunk is None:
+        raise ValueError("the anomaly record has no image_size, sigma or chunk")
+    extractor = PatchFeatureExtractor.build(name, channels=channels, layers=record.layers)
+    if record.projection_dim is not None:
+        extractor.set_projection(torch.zeros(extractor.full_dim, record.projection_dim))
+    return PatchCoreModel(
+        extractor,
+        torch.zeros(record.bank_size, record.feature_dim),
+        image_size=record.image_size,
+        sigma=record.sigma,
+        chunk=record.chunk,
+    )

@@ -81,20 +81,20 @@ def _export_table(result: ExportResult) -> Table:
             else ""
         ),
     )
-    split = meta.metrics_split or {}
+    split = meta.metrics_split.split if meta.metrics_split is not None else "?"
     shown = {k: v for k, v in meta.metrics.items() if "/" not in k}
     table.add_row(
-        f"metrics ({split.get('split', '?')}, ONNX)",
+        f"metrics ({split}, ONNX)",
         ", ".join(f"{name} {_metric(value)}" for name, value in shown.items()),
     )
     quantized = result.quantized
     if quantized is not None:
-        verdict = "[green]accepted[/]" if quantized["accepted"] else "[yellow]refused[/]"
+        verdict = "[green]accepted[/]" if quantized.accepted else "[yellow]refused[/]"
         detail = (
-            f"{quantized['metric']} {_metric(quantized['fp32'])} → {_metric(quantized['int8'])}"
-            f" on {quantized['split']} (drop {_metric(quantized['drop'])}, tolerance"
-            f" {quantized['tolerance']:g}), {quantized['speedup']}x faster at batch 1"
-            if "fp32" in quantized
+            f"{quantized.metric} {_metric(quantized.fp32)} → {_metric(quantized.int8)}"
+            f" on {quantized.split} (drop {_metric(quantized.drop)}, tolerance"
+            f" {quantized.tolerance:g}), {quantized.speedup}x faster at batch 1"
+            if quantized.measured
             else "quantisation failed (see below)"
         )
         table.add_row("int8", f"{verdict}: {detail}")
@@ -180,8 +180,8 @@ def export(
         )
         return
     out.print(_export_table(result))
-    if result.quantized is not None and not result.quantized["accepted"]:
-        console.print(f"[yellow]int8 not kept:[/] {result.quantized['reason']}")
+    if result.quantized is not None and not result.quantized.accepted:
+        console.print(f"[yellow]int8 not kept:[/] {result.quantized.reason}")
     console.print(f"serve it with: visionops serve {result.bundle_dir.parent}")
 
 

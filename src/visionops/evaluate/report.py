@@ -207,9 +207,9 @@ def _table(title: str, rows: Sequence[Mapping[str, Any]], note: str = "") -> str
 
 def _details(record: EvalMetrics) -> str:
     checkpoint, dataset = record.checkpoint, record.dataset
-    inference, model = record.inference or {}, record.model or {}
-    fingerprint = str(dataset.get("fingerprint") or "")
-    matches = dataset.get("fingerprint_matches")
+    inference, model = record.inference, record.model
+    fingerprint = dataset.fingerprint or ""
+    matches = dataset.fingerprint_matches
     same = ""
     if matches is True:
         same = " (same as at training)"
@@ -228,15 +228,18 @@ def _details(record: EvalMetrics) -> str:
             "checkpoint",
             f"{checkpoint.file} (epoch {checkpoint.epoch}), sha256 {checkpoint.sha256[:16]}…",
         ),
-        ("model", f"{model.get('name')} ({model.get('num_outputs')} outputs)"),
-        ("dataset", f"{dataset.get('name')} — {dataset.get('path')}"),
+        ("dataset", f"{dataset.name} — {dataset.path}"),
         ("dataset fingerprint", f"{fingerprint[:16]}…" + same),
-        (
-            "inference",
-            f"{inference.get('device')} ({inference.get('precision')}),"
-            f" {inference.get('images_per_s')} images/s",
-        ),
     ]
+    if model is not None:
+        items.insert(5, ("model", f"{model.name} ({model.num_outputs} outputs)"))
+    if inference is not None:
+        items.append(
+            (
+                "inference",
+                f"{inference.device} ({inference.precision}), {inference.images_per_s} images/s",
+            )
+        )
     thresholds_from = (record.model_extra or {}).get("thresholds_from")
     if thresholds_from:
         items.append(("thresholds", f"per label, from {thresholds_from}"))
@@ -293,7 +296,8 @@ def render_report(record: EvalMetrics | Mapping[str, Any], images: Mapping[str, 
         if record.warnings
         else ""
     )
-    per_class, per_target = record.per_class or [], record.per_target or []
+    per_class = [row.columns() for row in record.per_class or []]
+    per_target = [row.columns() for row in record.per_target or []]
     tables = ""
     if per_class:
         task = TASKS.get(record.task)

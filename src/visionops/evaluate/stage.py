@@ -1,11 +1,12 @@
 """``visionops eval``: score a trained run on a split of its prepared dataset.
 
-The run's checkpoint is rebuilt with :func:`visionops.runs.load_trained_model`, images are
-normalised with the statistics recorded in ``run.json``, outputs go through the task's
-post-processing (softmax, sigmoid + tuned thresholds, de-standardisation), and every metric
-comes from scikit-learn. The result is written atomically to ``runs/<name>/eval/``:
-``metrics.json``, the plots as PNG files, ``predictions.npz`` and a self-contained
-``report.html``.
+The run's model is rebuilt by its task (:meth:`~visionops.tasks.Task.load_model`), images
+are normalised with the statistics recorded in ``run.json``, outputs are what the task's
+graph computes (:meth:`~visionops.tasks.Task.graph_outputs`: softmax, sigmoid + tuned
+thresholds, de-standardisation, anomaly scores and heatmaps), and the task scores and draws
+them (every metric comes from scikit-learn). The result is written atomically to
+``runs/<name>/eval/``: ``metrics.json``, the plots as PNG files, ``predictions.npz`` and a
+self-contained ``report.html``.
 
 Examples:
     >>> result = evaluate_run(load_settings(), None, split="test")  # doctest: +SKIP
@@ -15,10 +16,10 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,16 +30,24 @@ from numpy.typing import NDArray
 
 from visionops import __version__
 from visionops._io import atomic_dir, file_sha256
-from visionops.artifacts import EvalMetrics, RunRecord
-from visionops.errors import ArtifactError, ConfigError, DataError, DatasetNotFoundError
+from visionops.artifacts import (
+    CheckpointRef,
+    EvalDataset,
+    EvalInference,
+    EvalMetrics,
+    EvalRow,
+    RunRecord,
+)
+from visionops.errors import ArtifactError, ConfigError, DataError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.results import EvalResult
-from visionops.tasks import TASKS, Plot, task_for
+from visionops.tasks import TASKS, Outputs, Plot, Task, TaskMetrics, task_for
 
 if TYPE_CHECKING:
-    import torch
+    from torch import nn
 
     from visionops.config import Settings
+    from visionops.data.prepared import PreparedDataset
 
 __all__ = [
     "EVAL_KIND",
@@ -53,76 +62,12 @@ SCHEMA_VERSION = EvalMetrics.SCHEMA_VERSION
 SPLITS = ("train", "val", "test")
 CHECKPOINTS = ("best", "last")
 
-FloatArray = NDArray[np.float64]
-
-
-# --------------------------------------------------------------------------- results
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-# --------------------------------------------------------------------------- inference
-
-
-def _find_dataset(run_dir: Path, recorded: str) -> Path:
-    path = Path(recorded)
-    candidates = [path] if path.is_absolute() else [path, run_dir.parent.parent / path]
-    for candidate in candidates:
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    raise DatasetNotFoundError(
-        f"the prepared dataset {recorded} that run {run_dir.name} was trained on is gone"
-        " — recreate it with `visionops data preprocess` (same source and settings)"
-    )
-
-
-def _predict(
-    model: Any,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    total: int,
-    normalization: dict[str, Any],
-    postprocess: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    channels_last: bool,
-    progress: ProgressReporter,
-    description: str,
-) -> tuple[FloatArray, NDArray[Any]]:
-    """Run the model over the loader's uint8 batches; return post-processed outputs, targets."""
-    import torch
-
-    mean = torch.tensor(normalization["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(normalization["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=layout)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=amp_dtype)
-        if amp_dtype is not None
-        else contextlib.nullcontext()
-    )
-    outputs: list[FloatArray] = []
-    targets: list[NDArray[Any]] = []
-    bar = progress.start(description, total=total)
-    try:
-        with torch.inference_mode(), autocast:
-            for pixels, truth in loader:
-                batch = pixels.to(device, non_blocking=True).contiguous(memory_format=layout)
-                normalised = (batch.float().div_(255.0) - mean) / std
-                raw, _ = model(normalised)
-                outputs.append(postprocess(raw.float()).cpu().numpy().astype(np.float64))
-                targets.append(truth.numpy())
-                bar.advance(len(truth))
-    finally:
-        bar.close()
-    return np.concatenate(outputs, axis=0), np.concatenate(targets, axis=0)
-
-
 # --------------------------------------------------------------------------- the stage
 
 
-def _choose_split(dataset: Any, split: str, warn: list[str]) -> tuple[str, NDArray[np.int64]]:
+def _choose_split(
+    dataset: PreparedDataset, split: str, warn: list[str]
+) -> tuple[str, NDArray[np.int64]]:
     indices = np.asarray(dataset.indices(split), dtype=np.int64)
     if len(indices) == 0 and split == "test":
         val = np.asarray(dataset.indices("val"), dtype=np.int64)
@@ -156,6 +101,16 @@ def _checkpoint_epoch(manifest: RunRecord, which: str) -> int | None:
     return manifest.best_epoch if which == "best" else manifest.epochs_completed
 
 
+@dataclass
+class _Scored:
+    """A run's model scored on one split: what ``metrics.json`` and the report are made of."""
+
+    outputs: Outputs
+    scored: TaskMetrics
+    plots: list[Plot]
+    inference: EvalInference
+
+
 def evaluate_run(
     settings: Settings,
     run: Path | str | None,
@@ -168,6 +123,10 @@ def evaluate_run(
     progress: ProgressReporter = NULL_PROGRESS,
 ) -> EvalResult:
     """Evaluate a trained run on one split and write ``runs/<name>/eval/``.
+
+    Every task goes the same steps: check the request (:func:`_resolve_request`), find the
+    run's dataset (:func:`_open_dataset`), pick the split, predict and let the task score and
+    draw (:func:`_score`), then write the folder (:func:`write_eval_dir`).
 
     Args:
         settings: Resolved settings (``runs_root``, ``device``, ``eval.precision``,
@@ -192,9 +151,83 @@ def evaluate_run(
         DataError: The chosen split is empty.
         DeviceError: The requested device is not on this machine.
     """
-    # torch-free imports only until the inputs are validated: bad input fails fast.
-    from visionops.data.prepared import PreparedDataset
-    from visionops.runs import load_trained_model, read_run_manifest, resolve_run
+    # torch-free steps first: bad input fails fast.
+    run_dir, manifest = _resolve_request(settings, run, split, checkpoint)
+    notes = _run_warnings(manifest, checkpoint)
+    dataset, dataset_record = _open_dataset(run_dir, manifest, strict, notes)
+    used_split, indices = _choose_split(dataset, split, notes)
+    model, manifest = task_for(manifest).load_model(run_dir, checkpoint)
+    # Built from the checkpoint's record: the post-processing it was tuned with.
+    task = task_for(manifest)
+    result = _score(
+        settings,
+        task,
+        model,
+        manifest,
+        dataset,
+        used_split,
+        device=device,
+        batch_size=batch_size,
+        notes=notes,
+        progress=progress,
+        checkpoint=checkpoint,
+    )
+    rows = [EvalRow.model_validate(dict(row)) for row in result.scored.rows]
+    record = EvalMetrics(
+        run=manifest.name,
+        task=task.name,
+        split=used_split,
+        requested_split=split,
+        n=len(indices),
+        metrics=result.scored.metrics,
+        per_class=rows if task.row_kind == "class" else None,
+        per_target=rows if task.row_kind == "target" else None,
+        checkpoint=CheckpointRef(
+            which=checkpoint,
+            file=f"checkpoints/{checkpoint}.pt",
+            epoch=_checkpoint_epoch(manifest, checkpoint),
+            sha256=file_sha256(run_dir / "checkpoints" / f"{checkpoint}.pt"),
+        ),
+        dataset=dataset_record,
+        model=manifest.model,
+        inference=result.inference,
+        plots={plot.filename: plot.caption for plot in result.plots},
+        warnings=notes,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        visionops_version=__version__,
+        **result.scored.extra,
+    )
+    outputs = result.outputs
+    written = write_eval_dir(
+        run_dir,
+        record,
+        result.plots,
+        {
+            "indices": indices,
+            "outputs": outputs.main,
+            "targets": outputs.targets,
+            **task.saved_outputs(outputs),
+        },
+    )
+    return EvalResult(
+        run_dir=run_dir,
+        eval_dir=run_dir / "eval",
+        task=task.name,
+        split=used_split,
+        n=len(indices),
+        metrics=result.scored.metrics,
+        rows=result.scored.rows,
+        row_kind=task.row_kind,
+        warnings=notes,
+        payload=written.to_json(),
+    )
+
+
+def _resolve_request(
+    settings: Settings, run: Path | str | None, split: str, checkpoint: str
+) -> tuple[Path, RunRecord]:
+    """The run folder and record asked for, once the split, checkpoint and task are known."""
+    from visionops.runs import read_run_manifest, resolve_run
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}' — use one of {', '.join(SPLITS)}")
@@ -202,24 +235,32 @@ def evaluate_run(
         raise ConfigError(f"unknown checkpoint '{checkpoint}' — use best or last")
     run_dir = resolve_run(run, settings.runs_root)
     manifest = read_run_manifest(run_dir)
-    task = manifest.task
-    if task not in TASKS:
+    if manifest.task not in TASKS:
         raise ArtifactError(
-            f"run {run_dir.name} is a {task} run; `visionops eval` scores {', '.join(TASKS)}"
-            " runs — train one of those, or read the run's metrics.json"
+            f"run {run_dir.name} is a {manifest.task} run; `visionops eval` scores"
+            f" {', '.join(TASKS)} runs — train one of those, or read the run's metrics.json"
         )
-    notes = _run_warnings(manifest, checkpoint)
+    return run_dir, manifest
+
+
+def _open_dataset(
+    run_dir: Path, manifest: RunRecord, strict: bool, notes: list[str]
+) -> tuple[PreparedDataset, EvalDataset]:
+    """The run's prepared dataset, refused when it no longer fits the run's outputs.
+
+    A changed fingerprint is a warning in ``notes`` (an error with ``strict``).
+    """
+    from visionops.data.prepared import PreparedDataset
+    from visionops.runs import find_run_dataset
 
     recorded = manifest.dataset
-    dataset_dir = _find_dataset(run_dir, recorded.path)
+    dataset_dir = find_run_dataset(run_dir, manifest)
     dataset = PreparedDataset.open(dataset_dir)
-    current_fingerprint = dataset.fingerprint
-    trained_fingerprint = recorded.fingerprint
-    fingerprint_matches = current_fingerprint == trained_fingerprint
-    if not fingerprint_matches:
+    matches = dataset.fingerprint == recorded.fingerprint
+    if not matches:
         message = (
             f"the prepared dataset {dataset_dir} changed since run {run_dir.name} was trained"
-            f" (fingerprint {str(trained_fingerprint)[:12]} → {str(current_fingerprint)[:12]})"
+            f" (fingerprint {str(recorded.fingerprint)[:12]} → {str(dataset.fingerprint)[:12]})"
         )
         if strict:
             raise ArtifactError(
@@ -235,129 +276,78 @@ def evaluate_run(
             f" but {dataset_dir} now has {len(data_names)} ({', '.join(data_names[:4])}…) —"
             " re-create the dataset the run was trained on, or retrain on this one"
         )
-    used_split, indices = _choose_split(dataset, split, notes)
-    own_eval = TASKS[task].own_stage("eval")
-    if own_eval is not None:
-        result: EvalResult = own_eval(
-            settings,
-            run_dir,
-            dataset,
-            used_split,
-            indices,
-            checkpoint=checkpoint,
-            notes=notes,
-            dataset_record={
-                "path": recorded.path,
-                "name": dataset.name,
-                "fingerprint": current_fingerprint,
-                "trained_fingerprint": trained_fingerprint,
-                "fingerprint_matches": fingerprint_matches,
-            },
-            device=device,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        return result
+    return dataset, EvalDataset(
+        path=recorded.path,
+        name=dataset.name,
+        fingerprint=dataset.fingerprint,
+        trained_fingerprint=recorded.fingerprint,
+        fingerprint_matches=matches,
+    )
 
-    from visionops.data.loading import BatchLoader
+
+def _score(
+    settings: Settings,
+    task: Task,
+    model: nn.Module,
+    manifest: RunRecord,
+    dataset: PreparedDataset,
+    split: str,
+    *,
+    device: str | None,
+    batch_size: int | None,
+    notes: list[str],
+    progress: ProgressReporter,
+    checkpoint: str,
+) -> _Scored:
+    """Predict ``split`` with the run's model; the task's metrics and figures of the outputs."""
     from visionops.device import resolve_device
+    from visionops.train.predict import predict_split
 
-    model, manifest = load_trained_model(run_dir, checkpoint)
-    # The task's own post-processing: the one definition training and export also use.
-    task_impl = task_for(manifest)
-    choice = resolve_device(device or settings.device, amp=settings.eval.precision == "auto")
+    amp = task.mixed_precision and settings.eval.precision == "auto"
+    choice = resolve_device(device or settings.device, amp=amp)
     size = batch_size or settings.train.batch_size
     logger.info(
-        f"scoring run {run_dir.name} ({task}, {checkpoint} checkpoint) on {len(indices)}"
-        f" {used_split} images — {choice.device} ({choice.precision}): {choice.reason}"
+        f"scoring run {manifest.name} ({task.name}, {checkpoint} checkpoint) on"
+        f" {len(dataset.indices(split))} {split} images — {choice.device}"
+        f" ({choice.precision}): {choice.reason}"
     )
     for note in notes:
         logger.warning(note)
-    # No shuffle and one shard: batches come in ascending index order, i.e. `indices`.
-    loader = BatchLoader(
-        dataset, used_split, size, shuffle=False, pin_memory=choice.device.type == "cuda"
-    )
     started = time.perf_counter()
-    outputs, targets = _predict(
+    outputs = predict_split(
+        task,
         model,
-        loader,
-        len(indices),
-        manifest.normalization.model_dump(),
-        task_impl.postprocess,
+        dataset,
+        split,
+        manifest.normalization.mean,
+        manifest.normalization.std,
+        batch_size=size,
         device=choice.device,
         amp_dtype=choice.amp_dtype,
         # channels-last pays off on CUDA; on CPU it can be many times slower (depthwise
         # convolutions of shufflenet/mobilenet), so the CPU gets the default layout.
         channels_last=settings.train.channels_last and choice.device.type == "cuda",
         progress=progress,
-        description=f"eval {used_split}",
     )
     seconds = time.perf_counter() - started
-
-    scored = task_impl.score(outputs, targets)
-    plots = task_impl.plots(scored, outputs, targets.astype(np.float64))
-    row_kind = task_impl.row_kind
-
-    checkpoint_path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    payload: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": EVAL_KIND,
-        "run": manifest.name,
-        "task": task,
-        "split": used_split,
-        "requested_split": split,
-        "n": len(indices),
-        "metrics": scored.metrics,
-        "per_class": scored.rows if row_kind == "class" else None,
-        "per_target": scored.rows if row_kind == "target" else None,
-        **scored.extra,
-        "checkpoint": {
-            "which": checkpoint,
-            "file": f"checkpoints/{checkpoint}.pt",
-            "epoch": _checkpoint_epoch(manifest, checkpoint),
-            "sha256": file_sha256(checkpoint_path),
-        },
-        "dataset": {
-            "path": recorded.path,
-            "name": dataset.name,
-            "fingerprint": current_fingerprint,
-            "trained_fingerprint": trained_fingerprint,
-            "fingerprint_matches": fingerprint_matches,
-        },
-        "model": manifest.model.model_dump(mode="json"),
-        "inference": {
-            "device": str(choice.device),
-            "precision": choice.precision,
-            "batch_size": size,
-            "seconds": round(seconds, 3),
-            "images_per_s": round(len(indices) / seconds, 1) if seconds > 0 else None,
-        },
-        "plots": {plot.filename: plot.caption for plot in plots},
-        "warnings": notes,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "visionops_version": __version__,
-    }
-
-    record = write_eval_dir(
-        run_dir, payload, plots, {"indices": indices, "outputs": outputs, "targets": targets}
-    )
-    return EvalResult(
-        run_dir=run_dir,
-        eval_dir=run_dir / "eval",
-        task=task,
-        split=used_split,
-        n=len(indices),
-        metrics=scored.metrics,
-        rows=scored.rows,
-        row_kind=row_kind,
-        warnings=notes,
-        payload=record.to_json(),
+    scored = task.score_outputs(outputs)
+    return _Scored(
+        outputs=outputs,
+        scored=scored,
+        plots=task.eval_plots(scored, outputs),
+        inference=EvalInference(
+            device=str(choice.device),
+            precision=choice.precision,
+            batch_size=size,
+            seconds=round(seconds, 3),
+            images_per_s=round(len(outputs.main) / seconds, 1) if seconds > 0 else None,
+        ),
     )
 
 
 def write_eval_dir(
     run_dir: Path,
-    payload: dict[str, Any],
+    record: EvalMetrics,
     plots: Sequence[Plot],
     arrays: Mapping[str, NDArray[Any]],
 ) -> EvalMetrics:
@@ -365,7 +355,7 @@ def write_eval_dir(
 
     Args:
         run_dir: The run folder.
-        payload: The ``metrics.json`` content (validated as :class:`EvalMetrics`).
+        record: The ``metrics.json`` content.
         plots: Figures, embedded in the report and written as PNG files.
         arrays: What ``predictions.npz`` keeps (``indices``, ``outputs``, ``targets``, ...);
             float arrays are stored as float32, except float16 ones.
@@ -376,7 +366,6 @@ def write_eval_dir(
     from visionops.evaluate.report import render_report
 
     eval_dir = run_dir / "eval"
-    record = EvalMetrics.model_validate(payload)
     with atomic_dir(eval_dir) as staging:
         for plot in plots:
             (staging / plot.filename).write_bytes(plot.png)

@@ -166,13 +166,13 @@ def benchmark_run(
     """
     import torch
 
+    from visionops.artifacts import RunRecord
     from visionops.data.prepared import PreparedDataset
     from visionops.export.graph import build_wrapper
     from visionops.export.parity import monitored_metric
-    from visionops.export.stage import find_run_dataset
     from visionops.inference.bundle import find_bundle, load_bundle
     from visionops.inference.runtime import INPUT_NAME, onnx_predict, ort_session, to_layout
-    from visionops.runs import load_trained_model
+    from visionops.runs import find_run_dataset
     from visionops.tasks import task_for
 
     bundle = load_bundle(find_bundle(Path(run) if run is not None else None, settings.runs_root))
@@ -182,8 +182,8 @@ def benchmark_run(
             f"bundle {bundle.path} is not inside its run folder — benchmark needs the run's"
             " checkpoint; pass the run folder"
         )
-    which = str((bundle.meta.run or {}).get("checkpoint") or "best")
-    model, run_record = load_trained_model(run_dir, which)
+    which = bundle.meta.run.checkpoint if bundle.meta.run is not None else "best"
+    model, run_record = task_for(RunRecord.read(run_dir)).load_model(run_dir, which)
     layout = bundle.meta.input.layout
     task = task_for(run_record)
     dataset = PreparedDataset.open(find_run_dataset(run_dir, run_record))

@@ -1,12 +1,14 @@
 """The bundle's graph: :class:`ExportWrapper` and its export to ONNX.
 
-The wrapper takes uint8 pixels and returns the task output and the embedding.
+The wrapper takes uint8 pixels and returns what the task computes
+(:meth:`~visionops.tasks.Task.graph_outputs`).
 
 The uint8 → float conversion, the ``/255``, the normalisation with the run's mean and std,
-and the task's post-processing (softmax, sigmoid, de-standardised regression targets) all
-happen *inside* the graph, so a server only decodes and resizes images. The graph has two
-named outputs: the task output (``probabilities`` or ``values``) and ``embedding``, the
-pooled feature vector drift detection compares.
+and the task's post-processing (softmax, sigmoid, de-standardised regression targets, an
+anomaly memory bank's distances) all happen *inside* the graph, so a server only decodes and
+resizes images. The graph's named outputs (:func:`graph_output_names`) are the task output
+(``probabilities``, ``values``, ``score``), the task's other outputs (an anomaly
+``heatmap``) and ``embedding``, the pooled feature vector drift detection compares.
 
 The graph is produced by PyTorch's ``torch.export``-based ONNX exporter (``dynamo=True``, the
 default since PyTorch 2.9): it yields a clean graph (batch norm folded into the convolutions,
@@ -45,6 +47,7 @@ __all__ = [
     "build_wrapper",
     "export_onnx",
     "first_line",
+    "graph_output_names",
 ]
 
 EMBEDDING_NAME: Final = "embedding"
@@ -52,14 +55,18 @@ EMBEDDING_NAME: Final = "embedding"
 _DIM_NAME: Final = "batch"
 
 
+def graph_output_names(task: Task) -> tuple[str, ...]:
+    """The bundle graph's output names, in order: main, the task's extras, embedding."""
+    return (task.main_output, *task.extra_outputs, EMBEDDING_NAME)
+
+
 class ExportWrapper(nn.Module):
-    """What the bundle computes: uint8 pixels in; task output and embedding out.
+    """What the bundle computes: uint8 pixels in; the task's outputs and embedding out.
 
     Args:
-        model: A :class:`~visionops.models.VisionModel` (``forward(normalised) -> (raw,
-            embedding)``), in eval mode.
-        task: The run's task; its ``postprocess`` (softmax, sigmoid, de-standardisation...)
-            goes into the graph, the one definition training and eval also use.
+        model: The run's model (normalised float in), in eval mode.
+        task: The run's task; its ``graph_outputs`` (softmax, sigmoid, de-standardisation,
+            bank distances...) go into the graph, the one definition eval also uses.
         mean: Per-channel mean on the 0..1 scale (``run.json`` ``normalization.mean``).
         std: Per-channel standard deviation on the 0..1 scale.
         layout: ``NCHW`` or ``NHWC``: the layout of the uint8 input.
@@ -93,21 +100,20 @@ class ExportWrapper(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(task output (B, K), embedding (B, D))`` for uint8 pixels."""
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The graph's outputs (:func:`graph_output_names`) for uint8 pixels."""
         images = pixels.to(torch.float32)
         if self.layout == "NHWC":
             images = images.permute(0, 3, 1, 2)
         images = (images / 255.0 - self.mean) / self.std
-        raw, embedding = self.model(images)
-        return self.task.postprocess(raw), embedding
+        return self.task.graph_outputs(self.model, images)
 
 
 def build_wrapper(model: nn.Module, run: RunRecord, layout: str = "NCHW") -> ExportWrapper:
     """Wrap a trained model with the normalisation and post-processing of its run.
 
     Args:
-        model: The run's model (see :func:`visionops.runs.load_trained_model`).
+        model: The run's model (see :meth:`visionops.tasks.Task.load_model`).
         run: The run's ``run.json``.
         layout: Input layout of the graph.
 

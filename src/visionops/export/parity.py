@@ -10,8 +10,7 @@ against the recorded CPU outputs at load time is
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -22,18 +21,27 @@ from numpy.typing import NDArray
 from torch import nn
 
 from visionops.artifacts import Normalization, ParityMetric, ParityRecord
-from visionops.export.graph import EMBEDDING_NAME
-from visionops.inference.runtime import DEFAULT_BATCH, batch_slices, onnx_predict, ort_session
+from visionops.export.graph import graph_output_names
+from visionops.inference.runtime import (
+    DEFAULT_BATCH,
+    INPUT_NAME,
+    batch_slices,
+    ort_session,
+    to_layout,
+)
+from visionops.tasks import finite
 
 if TYPE_CHECKING:
+    import onnxruntime
+
     from visionops.tasks import Task
 
 __all__ = [
     "MIN_TOP1_AGREEMENT",
     "PARITY_MAX_IMAGES",
     "check_parity",
-    "finite",
     "monitored_metric",
+    "run_graph",
 ]
 
 PARITY_MAX_IMAGES: Final = 512
@@ -41,29 +49,42 @@ PARITY_MAX_IMAGES: Final = 512
 MIN_TOP1_AGREEMENT: Final = 0.999
 
 
-def _torch_predict(
-    model: nn.Module,
+def run_graph(
+    session: onnxruntime.InferenceSession,
     images_nhwc: NDArray[np.uint8],
-    normalization: Normalization,
-    postprocess: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """The PyTorch side of parity: exactly what training and ``visionops eval`` compute.
+    layout: str,
+    names: Sequence[str],
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, NDArray[np.float32]]:
+    """Every named output of a bundle graph over ``(N, H, W, C)`` uint8 images, as float32."""
+    parts: dict[str, list[NDArray[np.float32]]] = {name: [] for name in names}
+    for part in batch_slices(len(images_nhwc), batch_size):
+        values = session.run(list(names), {INPUT_NAME: to_layout(images_nhwc[part], layout)})
+        for name, value in zip(names, values, strict=True):
+            parts[name].append(np.asarray(value, dtype=np.float32))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _torch_predict(
+    model: nn.Module, images_nhwc: NDArray[np.uint8], normalization: Normalization, task: Task
+) -> dict[str, NDArray[np.float32]]:
+    """The PyTorch side of parity: exactly what ``visionops eval`` computes.
 
     Deliberately independent of :class:`ExportWrapper` (its own layout handling, the run's
-    normalisation, the task's own ``postprocess``), so a wrapper mistake fails parity.
+    normalisation, the task's own ``graph_outputs``), so a wrapper mistake fails parity.
     """
     mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(normalization.std, dtype=torch.float32).view(1, -1, 1, 1)
-    mains: list[NDArray[np.float32]] = []
-    embeddings: list[NDArray[np.float32]] = []
+    names = graph_output_names(task)
+    parts: dict[str, list[NDArray[np.float32]]] = {name: [] for name in names}
     with torch.inference_mode():
         for part in batch_slices(len(images_nhwc)):
             pixels = torch.from_numpy(np.ascontiguousarray(images_nhwc[part])).permute(0, 3, 1, 2)
             normalised = (pixels.float().div_(255.0) - mean) / std
-            raw, embedding = model(normalised)
-            mains.append(postprocess(raw.float()).numpy().astype(np.float32))
-            embeddings.append(embedding.float().numpy().astype(np.float32))
-    return np.concatenate(mains), np.concatenate(embeddings)
+            outputs = task.graph_outputs(model, normalised)
+            for name, value in zip(names, outputs, strict=True):
+                parts[name].append(value.float().numpy().astype(np.float32))
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def monitored_metric(
@@ -71,11 +92,6 @@ def monitored_metric(
 ) -> float:
     """The task's monitored metric (accuracy, mAP or R²) of post-processed predictions."""
     return float(task.metrics(np.asarray(predictions, dtype=np.float64), targets)[task.monitor])
-
-
-def finite(value: float) -> float | None:
-    """``value``, or None when it is NaN or infinite (JSON has no NaN)."""
-    return value if math.isfinite(value) else None
 
 
 def check_parity(
@@ -113,19 +129,14 @@ def check_parity(
         The record written to ``parity.json`` (``passed`` says whether it passed).
     """
     session = ort_session(onnx_path)
-    onnx_main, onnx_embedding = onnx_predict(session, images_nhwc, layout)
-    single_main, single_embedding = onnx_predict(session, images_nhwc[:1], layout, batch_size=1)
-    torch_main, torch_embedding = _torch_predict(
-        model, images_nhwc, normalization, task.postprocess
-    )
-    main_name = task.main_output
-    pairs = {
-        main_name: (onnx_main, single_main, torch_main),
-        EMBEDDING_NAME: (onnx_embedding, single_embedding, torch_embedding),
-    }
+    names = graph_output_names(task)
+    onnx_outputs = run_graph(session, images_nhwc, layout, names)
+    single_outputs = run_graph(session, images_nhwc[:1], layout, names, batch_size=1)
+    torch_outputs = _torch_predict(model, images_nhwc, normalization, task)
     differences: dict[str, float] = {}
     bounds: dict[str, float] = {}
-    for name, (batched, single, reference) in pairs.items():
+    for name in names:
+        batched, single, reference = onnx_outputs[name], single_outputs[name], torch_outputs[name]
         differences[name] = float(
             max(
                 np.abs(batched - reference).max(initial=0.0),
@@ -136,6 +147,7 @@ def check_parity(
         # un-normalised embedding cannot match to 1e-4 absolutely. Outputs within [-1, 1]
         # (probabilities) get exactly ``atol``; larger ones ``atol`` relative to their peak.
         bounds[name] = atol * max(1.0, float(np.abs(reference).max(initial=0.0)))
+    onnx_main, torch_main = onnx_outputs[task.main_output], torch_outputs[task.main_output]
     agreement: float | None = None
     if task.name in ("classification", "multilabel"):
         agreement = float((onnx_main.argmax(axis=1) == torch_main.argmax(axis=1)).mean())

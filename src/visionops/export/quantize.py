@@ -16,15 +16,16 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 from loguru import logger
 from numpy.typing import NDArray
 
+from visionops.artifacts import Calibration, QuantizedRecord
 from visionops.errors import ExportError
-from visionops.export.graph import first_line
-from visionops.export.parity import finite, monitored_metric
+from visionops.export.graph import EMBEDDING_NAME, first_line
+from visionops.export.parity import monitored_metric
 from visionops.export.timing import compare_latency
 from visionops.inference.runtime import (
     INPUT_NAME,
@@ -33,6 +34,7 @@ from visionops.inference.runtime import (
     ort_session,
     to_layout,
 )
+from visionops.tasks import finite
 
 if TYPE_CHECKING:
     from visionops.data.prepared import PreparedDataset
@@ -133,7 +135,7 @@ def quantize_and_judge(
     eval_split: str,
     eval_indices: NDArray[np.int64],
     fp32_outputs: NDArray[np.float32],
-) -> dict[str, Any]:
+) -> QuantizedRecord:
     """Quantise, compare the metric with fp32, keep or drop the int8 file; return the record.
 
     Args:
@@ -151,27 +153,36 @@ def quantize_and_judge(
         speed-up); ``model.int8.onnx`` is left in ``tmp`` only when accepted.
     """
     train = dataset.indices("train")
+    # Calibrated on what the model was built from (an anomaly bank: good images only).
+    train = train[task.learns_from(np.asarray(dataset.targets[train]))]
     rng = np.random.default_rng(_CALIBRATION_SEED)
     calibration = np.sort(rng.permutation(train)[:CALIBRATION_MAX_IMAGES])
     if len(calibration) == 0:
-        return {
-            "accepted": False,
-            "reason": "int8 calibration needs training images and the prepared dataset's train"
+        return QuantizedRecord(
+            accepted=False,
+            reason="int8 calibration needs training images and the prepared dataset's train"
             " split is empty — fp32 kept",
-            "file": None,
-            "metric": task.monitor,
-        }
+            metric=task.monitor,
+        )
     fp32_path, int8_path = tmp / "model.onnx", tmp / "model.int8.onnx"
     started = time.perf_counter()
     try:
-        quantize_int8(fp32_path, int8_path, np.asarray(dataset.images[calibration]), layout=layout)
+        quantize_int8(
+            fp32_path,
+            int8_path,
+            np.asarray(dataset.images[calibration]),
+            layout=layout,
+            op_types=task.int8_op_types,
+            symbolic_shapes=task.int8_symbolic_shapes,
+        )
     except ExportError as exc:
         # The fp32 bundle is still good: keep it and say why there is no int8 model.
         int8_path.unlink(missing_ok=True)
-        return {"accepted": False, "reason": str(exc), "file": None, "metric": task.monitor}
+        return QuantizedRecord(accepted=False, reason=str(exc), metric=task.monitor)
     images = np.asarray(dataset.images[eval_indices])
     targets = np.asarray(dataset.targets[eval_indices])
-    int8_outputs, _ = onnx_predict(ort_session(int8_path), images, layout)
+    names = [task.main_output, EMBEDDING_NAME]
+    int8_outputs, _ = onnx_predict(ort_session(int8_path), images, layout, output_names=names)
     fp32_metric = monitored_metric(task, fp32_outputs, targets)
     int8_metric = monitored_metric(task, int8_outputs, targets)
     drop = fp32_metric - int8_metric
@@ -179,40 +190,41 @@ def quantize_and_judge(
         {"fp32": ort_session(fp32_path), "int8": ort_session(int8_path)}, images[:1], layout
     )
     speedup = latency["fp32"] / latency["int8"] if latency["int8"] > 0 else None
-    record: dict[str, Any] = {
-        "file": "model.int8.onnx",
-        "format": "QDQ",
-        "activations": "uint8",
-        "weights": "int8, per channel",
-        "calibration": {"split": "train", "images": len(calibration), "method": "minmax"},
-        "metric": task.monitor,
-        "split": eval_split,
-        "images": len(eval_indices),
-        "fp32": finite(fp32_metric),
-        "int8": finite(int8_metric),
-        "drop": finite(drop),
-        "tolerance": tolerance,
-        "latency_ms_batch1": {name: round(value, 3) for name, value in latency.items()},
-        "speedup": round(speedup, 2) if speedup else None,
-        "size_bytes": {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
-        "seconds": round(time.perf_counter() - started, 2),
-    }
     if not math.isfinite(drop):
-        record.update(
-            accepted=False,
-            reason=f"the {task.monitor} of the int8 model is not a number on the {eval_split}"
-            " split — fp32 kept",
+        reason: str | None = (
+            f"the {task.monitor} of the int8 model is not a number on the {eval_split}"
+            " split — fp32 kept"
         )
     elif drop > tolerance:
-        record.update(
-            accepted=False,
-            reason=f"int8 {task.monitor} {int8_metric:.4f} vs fp32 {fp32_metric:.4f} on"
+        reason = (
+            f"int8 {task.monitor} {int8_metric:.4f} vs fp32 {fp32_metric:.4f} on"
             f" {len(eval_indices)} {eval_split} images: a drop of {drop:.4f}, above"
             f" export.max_accuracy_drop={tolerance:g} — fp32 kept (raise the tolerance to"
-            " accept it)",
+            " accept it)"
         )
     else:
-        record.update(accepted=True, reason=None)
-    if not record["accepted"]:
+        reason = None
+    record = QuantizedRecord(
+        accepted=reason is None,
+        reason=reason,
+        file="model.int8.onnx",
+        metric=task.monitor,
+        format="QDQ",
+        activations="uint8",
+        weights="int8, per channel",
+        quantized_ops=list(task.int8_op_types) if task.int8_op_types else None,
+        calibration=Calibration(split="train", images=len(calibration), method="minmax"),
+        split=eval_split,
+        images=len(eval_indices),
+        fp32=finite(fp32_metric),
+        int8=finite(int8_metric),
+        drop=finite(drop),
+        tolerance=tolerance,
+        latency_ms_batch1={name: round(value, 3) for name, value in latency.items()},
+        speedup=round(speedup, 2) if speedup else None,
+        size_bytes={"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    if not record.accepted:
         int8_path.unlink()
     return record

@@ -74,10 +74,8 @@ class Bundle:
     @property
     def int8_model_path(self) -> Path | None:
         """The int8 model, if quantisation was accepted at export."""
-        quantized = self.meta.quantized or {}
-        if quantized.get("accepted"):
-            return self.path / str(quantized.get("file") or "model.int8.onnx")
-        return None
+        int8 = self.meta.int8_file
+        return self.path / int8 if int8 is not None else None
 
     @property
     def labels(self) -> list[str]:
@@ -255,9 +253,8 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
 
 def _verify_files(path: Path, meta: BundleMeta) -> None:
     required = ["model.onnx"]
-    int8 = (meta.quantized or {}).get("file") if (meta.quantized or {}).get("accepted") else None
-    if int8:
-        required.append(str(int8))
+    if meta.int8_file is not None:
+        required.append(meta.int8_file)
     for name in required:
         if name not in meta.files:
             raise ArtifactError(

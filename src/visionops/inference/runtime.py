@@ -171,6 +171,7 @@ def parity_samples(
     layout: str,
     *,
     indices: NDArray[np.int64],
+    output_names: Sequence[str] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """The arrays of ``parity.npz``: images and the outputs a CPU session gives for them.
 
@@ -179,12 +180,13 @@ def parity_samples(
         images_nhwc: ``(n, H, W, C)`` uint8 parity images (a few suffice).
         layout: The graph's input layout.
         indices: Their indices in the prepared dataset (recorded).
+        output_names: The task output and the embedding (default: the graph's first two).
 
     Returns:
         ``pixels (n, H, W, C)`` uint8, ``main (n, K)`` and ``embedding (n, D)`` float32,
         ``indices (n,)`` int64.
     """
-    main, embedding = onnx_predict(session, images_nhwc, layout)
+    main, embedding = onnx_predict(session, images_nhwc, layout, output_names=output_names)
     return {
         "pixels": np.ascontiguousarray(images_nhwc, dtype=np.uint8),
         "main": main,

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from visionops.errors import ConfigError
 from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, TrainingTask
-from visionops.tasks._results import Plot, TaskMetrics
+from visionops.tasks._results import Outputs, Plot, TaskMetrics, finite
 
 __all__ = [
     "INPUT_KEY",
@@ -21,12 +21,14 @@ __all__ = [
     "AnomalyTask",
     "ClassificationTask",
     "MultilabelTask",
+    "Outputs",
     "Plot",
     "PredictOptions",
     "RegressionTask",
     "Task",
     "TaskMetrics",
     "TrainingTask",
+    "finite",
     "get_task",
     "register_task",
     "task_for",

@@ -7,25 +7,38 @@ apply, metrics, figures and the columns drift tests. The training half (head siz
 loss, the post-processing that export puts inside the ONNX graph) imports torch lazily,
 inside its methods, so importing a task module stays cheap.
 
+The shared ``train``, ``eval`` and ``export`` stages keep all the I/O and call the task's
+hooks where tasks differ: what the graph computes (:meth:`Task.graph_outputs`), how a trained
+model is rebuilt (:meth:`Task.load_model`), how a model that is not trained by gradient
+descent is built (:meth:`Task.plan_fit`, :meth:`Task.fit`), which images it is built from
+(:meth:`Task.learns_from`) and how a split's outputs are scored and drawn
+(:meth:`Task.score_outputs`, :meth:`Task.eval_plots`).
+
 Adding a task is adding one module that subclasses :class:`Task` and decorating the class
 with :func:`visionops.tasks.register_task`.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from visionops.tasks._results import Plot, TaskMetrics
+from visionops.tasks._results import Outputs, Plot, TaskMetrics
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
+    from torch import nn
+
+    from visionops.artifacts import RunRecord
+    from visionops.config import Settings
+    from visionops.progress import ProgressReporter
 
 __all__ = ["INPUT_KEY", "PredictOptions", "Task", "TrainingTask", "meta_field"]
 
@@ -80,8 +93,12 @@ class Task(ABC):
         target_kind: How ``targets.npy`` stores a target: ``class_index`` (``(N,)`` int64),
             ``multi_hot`` (``(N, K)`` float32 0/1) or ``values`` (``(N, T)`` float32).
         has_masks: Whether a prepared dataset of this task carries ``masks.npy``.
-        own_stages: Stages the task brings itself, as ``"module:function"`` by stage name
-            (see :meth:`own_stage`).
+        extra_outputs: Graph outputs besides the main one and ``embedding`` (anomaly
+            detection's ``heatmap``), in the graph's order after the main output.
+        mixed_precision: Whether ``eval`` may run the model in mixed precision.
+        int8_op_types: The only operators int8 quantisation touches (None: all it can).
+        int8_symbolic_shapes: Whether ONNX Runtime's symbolic shape inference can follow
+            the graph (int8 pre-processing).
     """
 
     name: ClassVar[str]
@@ -95,7 +112,10 @@ class Task(ABC):
     trained_by_gradient: ClassVar[bool] = True
     target_kind: ClassVar[Literal["class_index", "multi_hot", "values"]] = "class_index"
     has_masks: ClassVar[bool] = False
-    own_stages: ClassVar[Mapping[str, str]] = {}
+    extra_outputs: ClassVar[tuple[str, ...]] = ()
+    mixed_precision: ClassVar[bool] = True
+    int8_op_types: ClassVar[tuple[str, ...] | None] = None
+    int8_symbolic_shapes: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
@@ -190,22 +210,33 @@ class Task(ABC):
         pairs = zip(self.labels, np.atleast_1d(prediction), np.atleast_1d(target), strict=False)
         return " · ".join(f"{n} {p:.3g}/{t:.3g}" for n, p, t in pairs)
 
-    @classmethod
-    def own_stage(cls, stage: Literal["train", "eval", "export"]) -> Callable[..., Any] | None:
-        """The function that replaces a shared stage for this task, or None to use the shared one.
+    def learns_from(self, targets: NDArray[Any]) -> NDArray[np.bool_]:
+        """Which images (by their stored targets) a model of this task is built from.
 
-        A task that is not trained by gradient descent (anomaly detection's memory bank)
-        names its own ``train``, ``eval`` and ``export`` in ``own_stages`` as
-        ``"module:function"``; the shared stages call it after they have resolved and
-        validated their inputs. The name is imported on first use, like an entry point, so
-        the task module stays light and the stage modules may import the task registry.
+        Training, int8 calibration and the drift reference use these (anomaly detection:
+        good images only). The default is every image.
         """
-        target = cls.own_stages.get(stage)
-        if target is None:
-            return None
-        module, _, attribute = target.partition(":")
-        function: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
-        return function
+        return np.ones(len(targets), dtype=bool)
+
+    def score_outputs(self, outputs: Outputs) -> TaskMetrics:
+        """``eval``'s metrics of a split's outputs (default: :meth:`score` of the main output)."""
+        return self.score(outputs.main, outputs.targets)
+
+    def eval_plots(self, scored: TaskMetrics, outputs: Outputs) -> list[Plot]:
+        """``eval``'s figures (default: :meth:`plots`; a task may draw on the images)."""
+        return self.plots(scored, outputs.main, outputs.targets.astype(np.float64))
+
+    def quick_metrics(self, outputs: Outputs) -> dict[str, float]:
+        """Headline metrics of a split's outputs: the bundle's and a one-pass run's.
+
+        The default is :meth:`metrics` of the main output.
+        """
+        return self.metrics(np.asarray(outputs.main, np.float64), outputs.targets)
+
+    def saved_outputs(self, outputs: Outputs) -> dict[str, NDArray[Any]]:
+        """Arrays ``predictions.npz`` keeps besides ``indices``, ``outputs`` and ``targets``."""
+        del outputs
+        return {}
 
     @classmethod
     def training_data_problem(cls, names: Sequence[str], train: NDArray[Any]) -> str | None:
@@ -248,6 +279,68 @@ class Task(ABC):
     ) -> None:
         """Tune post-processing on validation predictions (multilabel thresholds)."""
         del predictions, targets
+
+    def graph_outputs(self, model: nn.Module, normalised: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the exported graph (and ``eval``) computes from normalised images.
+
+        In order: the main output, :attr:`extra_outputs`, the embedding. The default is the
+        task's post-processing of the model's raw output, then the embedding.
+        """
+        raw, embedding = model(normalised)
+        return self.postprocess(raw.float()), embedding
+
+    def load_model(self, run_dir: Path, which: str = "best") -> tuple[nn.Module, RunRecord]:
+        """Rebuild a run's trained model on the CPU, in eval mode.
+
+        Raises:
+            ArtifactError: A missing, corrupt or foreign checkpoint.
+        """
+        from visionops.runs import load_trained_model
+
+        model, record = load_trained_model(run_dir, which)
+        return model, record
+
+    def plan_fit(
+        self,
+        settings: Settings,
+        *,
+        images: int,
+        image_size: int,
+        channels: int,
+        val_targets: NDArray[Any],
+    ) -> int:
+        """Check a one-pass fit can be done before a run folder exists, and size it.
+
+        Only for tasks not :attr:`trained_by_gradient`: the shared ``train`` stage calls
+        this, then :meth:`fit`, then :meth:`fit_postprocessing` on validation outputs.
+
+        Args:
+            settings: Resolved settings.
+            images: Training images the model will be built from (:meth:`learns_from`).
+            image_size: Their side.
+            channels: Their channels.
+            val_targets: The validation split's targets (post-processing is tuned on them).
+
+        Returns:
+            The model's feature (embedding) length.
+        """
+        raise NotImplementedError(f"{self.name} is trained by gradient descent")
+
+    def fit(
+        self,
+        images: NDArray[np.uint8],
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        device: torch.device,
+        progress: ProgressReporter,
+    ) -> nn.Module:
+        """Build the model in one pass over ``(N, H, W, C)`` uint8 training images.
+
+        Called after :meth:`plan_fit`, with the run's normalisation.
+        """
+        del images, mean, std, device, progress
+        raise NotImplementedError(f"{self.name} is trained by gradient descent")
 
     def run_fields(self) -> dict[str, Any]:
         """Fields this task adds to ``run.json`` (``thresholds`` for multilabel)."""

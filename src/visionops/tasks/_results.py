@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 __all__ = [
     "CALIBRATION_BINS",
     "ArrayLikeFloat",
+    "Outputs",
     "Plot",
     "TaskMetrics",
     "expected_calibration_error",
@@ -55,8 +56,33 @@ class TaskMetrics:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def finite(value: float) -> float | None:
-    """JSON has no NaN: undefined values are stored as null."""
+@dataclass
+class Outputs:
+    """A model's outputs on some images of a prepared split, with what they are judged by.
+
+    Attributes:
+        main: ``(N, ...)`` post-processed task output (the graph's main output).
+        targets: ``(N, ...)`` targets as the prepared dataset stores them.
+        extra: The model's other outputs by graph output name, embedding excluded
+            (``heatmap`` for anomaly detection).
+        masks: ``(N, H, W)`` ground-truth masks where the dataset has them, else None.
+        images: The prepared dataset's uint8 ``(rows, H, W, C)`` images, read on demand
+            (figures show a few): output ``i`` belongs to ``images[indices[i]]``.
+        indices: The outputs' rows in the prepared dataset.
+    """
+
+    main: NDArray[Any]
+    targets: NDArray[Any]
+    extra: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    masks: NDArray[Any] | None = None
+    images: Sequence[NDArray[np.uint8]] | NDArray[np.uint8] | None = None
+    indices: NDArray[np.int64] | None = None
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN: undefined values (and None) are stored as null."""
+    if value is None:
+        return None
     number = float(value)
     return number if math.isfinite(number) else None
 

@@ -1,9 +1,12 @@
 """Anomaly detection: an image score against a threshold, with a pixel heatmap.
 
 The model is a memory bank of good patches (:mod:`visionops.anomaly`), built in one pass
-instead of trained by gradient descent; this module is its torch-free face for ``serve``,
-``eval`` and ``drift``: the answer for one image, the metrics, the figures, the columns
-drift tests.
+instead of trained by gradient descent. The shared stages run it through this task's hooks:
+``train`` calls :meth:`AnomalyTask.plan_fit` and :meth:`AnomalyTask.fit` (features, coreset,
+bank) and places the threshold with :meth:`AnomalyTask.fit_postprocessing`; ``eval`` scores
+heatmaps against masks (:meth:`AnomalyTask.score_outputs`) and draws overlays;
+``export`` puts the bank in the graph (:meth:`AnomalyTask.graph_outputs`: score, heatmap,
+embedding). The torch-free half answers ``serve`` and ``drift``.
 """
 
 from __future__ import annotations
@@ -11,20 +14,38 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import AnomalyModelRecord, AnomalyThreshold
+from visionops.errors import ArtifactError
 from visionops.imaging import heatmap_overlay
+from visionops.logs import logger
 from visionops.tasks import register_task
 from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, meta_field
-from visionops.tasks._results import Plot, TaskMetrics, finite
+from visionops.tasks._results import Outputs, Plot, TaskMetrics, finite
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
+    from torch import nn
+
+    from visionops.anomaly.bank import BankPlan
+    from visionops.anomaly.features import PatchFeatureExtractor
+    from visionops.artifacts import RunRecord
+    from visionops.config import AnomalySettings, Settings
+    from visionops.progress import ProgressReporter
 
 __all__ = ["AnomalyTask", "heatmap_png"]
+
+_SHOWN: Final = 4
+"""Images per overlay figure."""
+_CALIBRATION_IMAGES: Final = 64
+"""Good images whose BatchNorm statistics a randomly initialised trunk takes (enough to settle)."""
+_BATCH: Final = 64
 
 
 def _png_base64(pixels: NDArray[np.uint8]) -> str:
@@ -86,12 +107,14 @@ class AnomalyTask(Task):
     serve_options: ClassVar[frozenset[str]] = frozenset({"threshold", "heatmap"})
     trained_by_gradient: ClassVar[bool] = False
     has_masks: ClassVar[bool] = True
-    # A memory bank is built, scored and exported by visionops.anomaly, not by the shared stages.
-    own_stages: ClassVar[Mapping[str, str]] = {
-        "train": "visionops.anomaly.fit:fit_anomaly",
-        "eval": "visionops.anomaly.evaluate:evaluate_anomaly",
-        "export": "visionops.anomaly.export:export_anomaly",
-    }
+    extra_outputs: ClassVar[tuple[str, ...]] = ("heatmap",)
+    # Distances subtract numbers of similar size (|x|² - 2x·m + |m|²): reduced precision,
+    # like 8-bit products there, would erase the very differences the score measures. Only
+    # the trunk's convolutions are quantised; ONNX Runtime's symbolic shape inference cannot
+    # follow the chunked search.
+    mixed_precision: ClassVar[bool] = False
+    int8_op_types: ClassVar[tuple[str, ...] | None] = ("Conv",)
+    int8_symbolic_shapes: ClassVar[bool] = False
 
     @classmethod
     def training_data_problem(cls, names: Sequence[str], train: NDArray[Any]) -> str | None:
@@ -104,15 +127,21 @@ class AnomalyTask(Task):
             )
         return None
 
-    def __init__(self, threshold: float = 0.0) -> None:
+    def __init__(self, threshold: float = 0.0, record: AnomalyModelRecord | None = None) -> None:
         self.threshold = threshold
+        self.record = record
+        self._fit: tuple[AnomalySettings, int, PatchFeatureExtractor, BankPlan, bool] | None = None
 
     @classmethod
     def from_manifest(cls, manifest: Any, *, label_smoothing: float = 0.0) -> AnomalyTask:
         """Build from a prepared manifest (no threshold yet), run record or bundle metadata."""
         del label_smoothing
         thresholds = meta_field(manifest, "thresholds") or [0.0]
-        return cls(float(thresholds[0]))
+        record = meta_field(manifest, "anomaly")
+        return cls(
+            float(thresholds[0]),
+            AnomalyModelRecord.model_validate(record) if record is not None else None,
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -158,11 +187,13 @@ class AnomalyTask(Task):
 
     def score(self, outputs: NDArray[Any], targets: NDArray[Any]) -> TaskMetrics:
         """Image AUROC, F1 and accuracy of scores at the threshold (pixel metrics: eval)."""
-        from visionops.anomaly.metrics import anomaly_metrics
+        return self.score_outputs(Outputs(outputs, targets))
 
-        scores = np.asarray(outputs, dtype=np.float64).reshape(-1)
-        labels = np.asarray(targets).astype(np.int64).reshape(-1)
-        values = anomaly_metrics(scores, labels, self.threshold)
+    def score_outputs(self, outputs: Outputs) -> TaskMetrics:
+        """Image metrics at the threshold and, where the split has masks, pixel AUROC and AUPRO."""
+        scores = np.asarray(outputs.main, dtype=np.float64).reshape(-1)
+        labels = np.asarray(outputs.targets).astype(np.int64).reshape(-1)
+        values = self.quick_metrics(outputs)
         verdicts = scores >= self.threshold
         rows = [
             {
@@ -196,6 +227,72 @@ class AnomalyTask(Task):
             )
         ]
 
+    def eval_plots(self, scored: TaskMetrics, outputs: Outputs) -> list[Plot]:
+        """The score histogram, and heatmap overlays of the worst misses and false alarms."""
+        from visionops.anomaly.plots import overlays_png
+
+        plots = self.plots(scored, outputs.main, outputs.targets)
+        heatmaps = outputs.extra.get("heatmap")
+        if heatmaps is None or outputs.images is None or outputs.indices is None:
+            return plots
+        scores = np.asarray(outputs.main, np.float64).reshape(-1)
+        labels = np.asarray(outputs.targets).reshape(-1)
+        masks, indices, threshold = outputs.masks, outputs.indices, self.threshold
+        low, high = float(np.percentile(heatmaps, 1)), float(np.percentile(heatmaps, 99.9))
+        defects, goods = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        chosen = {
+            "worst_misses.png": (
+                defects[np.argsort(scores[defects])][:_SHOWN],
+                "Defective images with the lowest scores (red: heatmap, cyan: true defect).",
+            ),
+            "false_alarms.png": (
+                goods[np.argsort(-scores[goods])][:_SHOWN],
+                "Good images with the highest scores (red: heatmap).",
+            ),
+        }
+        for filename, (rows, caption) in chosen.items():
+            if not len(rows):
+                continue
+            png = overlays_png(
+                [np.asarray(outputs.images[indices[row]]) for row in rows],
+                [heatmaps[row] for row in rows],
+                [masks[row] if masks is not None else None for row in rows],
+                [
+                    f"#{int(indices[row])} score {scores[row]:.3g}"
+                    f" ({'flagged' if scores[row] >= threshold else 'passed'})"
+                    for row in rows
+                ],
+                low=low,
+                high=high,
+                title=filename.removesuffix(".png").replace("_", " "),
+            )
+            plots.append(Plot(filename, caption, png))
+        return plots
+
+    def quick_metrics(self, outputs: Outputs) -> dict[str, float]:
+        """Image AUROC, F1 and accuracy; pixel AUROC and AUPRO where the split has masks."""
+        from visionops.anomaly.metrics import anomaly_metrics
+
+        masks = outputs.masks
+        with_masks = masks is not None and bool(masks.any()) and "heatmap" in outputs.extra
+        return anomaly_metrics(
+            np.asarray(outputs.main, np.float64).reshape(-1),
+            np.asarray(outputs.targets).reshape(-1),
+            self.threshold,
+            outputs.extra["heatmap"] if with_masks else None,
+            masks if with_masks else None,
+        )
+
+    def saved_outputs(self, outputs: Outputs) -> dict[str, NDArray[Any]]:
+        """The heatmaps, as float16."""
+        heatmaps = outputs.extra.get("heatmap")
+        return {} if heatmaps is None else {"heatmaps": heatmaps.astype(np.float16)}
+
+    def learns_from(self, targets: NDArray[Any]) -> NDArray[np.bool_]:
+        """Good images: the bank holds what normal looks like."""
+        good: NDArray[np.bool_] = np.asarray(targets).reshape(len(targets), -1)[:, 0] == 0
+        return good
+
     def output_columns(self, main: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
         """The score, for drift's distribution test."""
         return {"score": np.asarray(main, dtype=np.float64).reshape(len(main), -1)[:, 0]}
@@ -209,6 +306,138 @@ class AnomalyTask(Task):
         """The score is the output; nothing to apply."""
         return outputs
 
+    def graph_outputs(self, model: nn.Module, normalised: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(score (B,), heatmap (B, H, W), embedding (B, D))``: the bank is in the model."""
+        outputs: tuple[torch.Tensor, ...] = model(normalised)
+        return outputs
+
+    def load_model(self, run_dir: Path, which: str = "best") -> tuple[nn.Module, RunRecord]:
+        """Rebuild the memory-bank model from its checkpoint's ``anomaly`` record."""
+        from visionops.anomaly.scoring import build_patchcore
+        from visionops.runs import load_checkpoint, read_run_manifest
+
+        run = read_run_manifest(run_dir)
+        path = run_dir / "checkpoints" / f"{which}.pt"
+        checkpoint = load_checkpoint(path)
+        record = checkpoint.get("anomaly")
+        if run.task != self.name or not isinstance(record, dict):
+            raise ArtifactError(
+                f"{path} is not an anomaly-detection checkpoint — pass a run trained on an"
+                " anomaly dataset"
+            )
+        spec = run.model
+        try:
+            model = build_patchcore(
+                spec.name, spec.channels, AnomalyModelRecord.model_validate(record)
+            )
+            model.load_state_dict(dict(checkpoint["model"]))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{path} does not fit a {spec.name} anomaly model"
+                f" ({str(exc).splitlines()[0][:120]}) — the checkpoint belongs to another run"
+            ) from None
+        return model.eval(), run
+
+    def plan_fit(
+        self,
+        settings: Settings,
+        *,
+        images: int,
+        image_size: int,
+        channels: int,
+        val_targets: NDArray[Any],
+    ) -> int:
+        """Size the memory bank (refusing one above ``anomaly.max_bank_mb``).
+
+        Returns:
+            The length of one bank feature.
+
+        Raises:
+            TrainingError: No good training image, or a bank over the limit.
+            ConfigError: A backbone without the requested layers.
+            DataError: A validation split without good images (no threshold possible).
+        """
+        from visionops.anomaly.bank import plan_bank
+        from visionops.anomaly.features import PatchFeatureExtractor
+        from visionops.anomaly.threshold import choose_threshold
+
+        labels = np.asarray(val_targets).reshape(-1)
+        if labels.size == 0 or labels.all():
+            # What choose_threshold would refuse after the work, refused before it.
+            choose_threshold(np.zeros(labels.size), labels)
+
+        options = settings.anomaly
+        extractor = PatchFeatureExtractor.build(
+            settings.model.name,
+            channels=channels,
+            layers=options.layers,
+            pretrained=settings.model.pretrained,
+            projection_dim=options.projection_dim,
+            seed=settings.train.seed,
+        )
+        plan = plan_bank(
+            extractor, images=images, image_size=image_size, channels=channels, settings=options
+        )
+        logger.info(
+            "memory bank of {} ({}, {}px): {}",
+            settings.model.name,
+            f"{images} good images",
+            image_size,
+            plan.describe(),
+        )
+        self._fit = (options, settings.train.seed, extractor, plan, settings.model.pretrained)
+        return plan.dim
+
+    def fit(
+        self,
+        images: NDArray[np.uint8],
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        device: torch.device,
+        progress: ProgressReporter,
+    ) -> nn.Module:
+        """Features of every good image, their coreset as the bank; the threshold comes later."""
+        from visionops.anomaly.bank import build_memory_bank
+        from visionops.anomaly.features import calibrate_batchnorm, normalised_batches
+        from visionops.anomaly.scoring import PatchCoreModel, sigma_for_size
+
+        if self._fit is None:
+            raise RuntimeError("plan_fit() comes before fit()")
+        options, seed, extractor, plan, pretrained = self._fit
+        extractor = extractor.to(device)
+        if not pretrained:
+            calibration = images[:_CALIBRATION_IMAGES]
+            calibrate_batchnorm(
+                extractor, list(normalised_batches(calibration, mean, std, _BATCH, device))
+            )
+        bank = build_memory_bank(
+            extractor,
+            normalised_batches(images, mean, std, _BATCH, device),
+            plan,
+            settings=options,
+            seed=seed,
+            progress=progress,
+        )
+        size = int(images.shape[1])
+        sigma = sigma_for_size(options.sigma, size)
+        model = PatchCoreModel(extractor, bank, image_size=size, sigma=sigma, chunk=options.chunk)
+        projection = extractor.projection
+        self.record = AnomalyModelRecord(
+            layers=list(options.layers),
+            threshold=AnomalyThreshold(value=self.threshold, method="f1"),
+            bank_size=int(bank.shape[0]),
+            feature_dim=int(bank.shape[1]),
+            image_size=size,
+            sigma=sigma,
+            chunk=options.chunk,
+            projection_dim=int(projection.shape[1]) if projection is not None else None,
+            patches_per_image=plan.patches_per_image,
+            bank_mb=round(plan.bank_mb, 3),
+            bytes_per_image=plan.bytes_per_image,
+        )
+        return model.eval()
+
     def metrics(
         self, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
     ) -> dict[str, float]:
@@ -218,6 +447,34 @@ class AnomalyTask(Task):
         scores = np.asarray(predictions, dtype=np.float64).reshape(-1)
         return anomaly_metrics(scores, np.asarray(targets).reshape(-1), self.threshold)
 
+    def fit_postprocessing(
+        self, predictions: NDArray[np.floating[Any]], targets: NDArray[Any]
+    ) -> None:
+        """Place the threshold on validation scores (F1-optimal, or a false-positive rate).
+
+        Raises:
+            DataError: No validation image, or no good one among them.
+        """
+        from visionops.anomaly.threshold import choose_threshold
+
+        target_fpr = self._fit[0].target_fpr if self._fit is not None else 0.05
+        chosen = choose_threshold(
+            np.asarray(predictions).reshape(-1), np.asarray(targets), target_fpr=target_fpr
+        )
+        self.threshold = chosen.value
+        if self.record is not None:
+            self.record.threshold = AnomalyThreshold(
+                value=chosen.value, method=chosen.method, target_fpr=chosen.target_fpr
+            )
+        logger.info(
+            "threshold {:.4g} ({}) from {} validation images",
+            chosen.value,
+            "F1-optimal" if chosen.method == "f1" else f"false-positive rate {target_fpr:g}",
+            len(targets),
+        )
+
     def run_fields(self) -> dict[str, Any]:
-        """The threshold, as ``thresholds: [value]``."""
-        return {"thresholds": [self.threshold]}
+        """The threshold, as ``thresholds: [value]``, and the bank's ``anomaly`` record."""
+        if self.record is None:  # not built yet
+            return {"thresholds": None, "anomaly": None}
+        return {"thresholds": [self.threshold], "anomaly": self.record}

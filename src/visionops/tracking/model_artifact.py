@@ -54,7 +54,7 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
         TrackingError: W&B cannot start or log.
     """
     meta = BundleMeta.read(bundle_dir)
-    run_name = str((meta.run or {}).get("name") or bundle_dir.parent.name)
+    run_name = meta.run.name if meta.run is not None else bundle_dir.parent.name
     version = meta.model_version
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{run_name}-bundle")
     aliases = ["latest", re.sub(r"[^A-Za-z0-9._-]+", "-", version)]

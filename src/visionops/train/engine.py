@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 from loguru import logger
 from torch import nn
 
+from visionops import __version__
 from visionops.augment import BatchAugment, build_augment
 from visionops.config import Settings
 from visionops.data.loading import BatchLoader
@@ -41,9 +43,11 @@ __all__ = [
     "Engine",
     "EpochStats",
     "ModelEma",
+    "normalisation",
     "rng_state",
     "seed_everything",
     "set_rng_state",
+    "training_versions",
     "warmup_cosine",
 ]
 
@@ -121,7 +125,17 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def _normalisation(settings: Settings, dataset: PreparedDataset) -> tuple[list[float], list[float]]:
+def training_versions() -> dict[str, str]:
+    """Versions of visionops, torch and torchvision, recorded in ``run.json``."""
+    return {
+        "visionops": __version__,
+        "torch": str(torch.__version__).split("+")[0],
+        "torchvision": str(torchvision.__version__).split("+")[0],
+    }
+
+
+def normalisation(settings: Settings, dataset: PreparedDataset) -> tuple[list[float], list[float]]:
+    """The run's per-channel mean and std: the backbone's when pretrained, else the data's."""
     if settings.model.pretrained:
         mean, std = pretrained_normalization(settings.model.name)
         if dataset.channels == 1:
@@ -241,7 +255,7 @@ class Engine:
             self.network = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        mean, std = _normalisation(settings, dataset)
+        mean, std = normalisation(settings, dataset)
         self.normalization = {"mean": mean, "std": std}
         self.normalise = _Normaliser(mean, std, self.device, cfg.channels_last)
         self.augment: BatchAugment | None = build_augment(cfg.augment)

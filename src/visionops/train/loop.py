@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from loguru import logger
 
-from visionops import __version__
 from visionops._io import atomic_write_json, atomic_write_text
-from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
+from visionops.artifacts import RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
 from visionops.data.resolve import resolve_prepared
@@ -53,23 +49,17 @@ from visionops.runs import (
     recover_runs,
     resolve_run,
 )
-from visionops.tasks import TrainingTask, get_task
+from visionops.tasks import TrainingTask, finite, get_task
 from visionops.tracking.wandb_run import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
 from visionops.train.checkpoints import save_checkpoints
 from visionops.train.dataset import effective_settings, shown
-from visionops.train.engine import Engine, seed_everything, set_rng_state
+from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
+from visionops.train.onepass import train_one_pass
+from visionops.train.record import check_resume_fits, new_run_record, now
 
 __all__ = ["TrainResult", "train"]
 
 _PREDICTION_SAMPLES = 16
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def train(
@@ -252,22 +242,22 @@ class _Attempt:
             self.started,
         )
 
-    def _own_stage(
+    def _one_pass(
         self,
         dataset_arg: str | Path | None,
         name: str | None,
         exist_ok: bool,
         resume: str | Path | None,
     ) -> TrainResult | None:
-        """Train with the task's own stage when it has one (None: the gradient-descent loop).
+        """Build a model in one pass when its task is not trained by gradient descent.
 
-        Anomaly detection builds a memory bank in one pass instead of running epochs.
+        None: the task trains in epochs (this loop). Anomaly detection builds a memory bank.
         """
         resume_dir = None
         if resume is not None:
             resume_dir = resolve_run(resume, self.settings.runs_root)
             record = read_run_manifest(resume_dir)
-            if get_task(record.task).own_stage("train") is None:
+            if get_task(record.task).trained_by_gradient:
                 return None
             dataset_arg = dataset_arg or record.dataset.path
         dataset = PreparedDataset.open(
@@ -275,20 +265,17 @@ class _Attempt:
                 self.settings, dataset_arg, reprepare=self.reprepare, progress=self.progress
             )
         )
-        own_train = get_task(dataset.task).own_stage("train")
-        if own_train is None:
+        if get_task(dataset.task).trained_by_gradient:
             return None
-        result: TrainResult = own_train(
+        return train_one_pass(
             self.settings,
             dataset,
             name=name,
             exist_ok=exist_ok,
             resume_dir=resume_dir,
-            device=self.choice.device,
-            device_reason=self.choice.reason,
+            choice=self.choice,
             progress=self.progress,
         )
-        return result
 
     def lead(
         self,
@@ -300,9 +287,9 @@ class _Attempt:
         """Rank 0: claim the run folder first (a concurrent writer fails at once), then train."""
         runs_root = self.settings.runs_root
         recover_runs(runs_root)
-        own = self._own_stage(dataset_arg, name, exist_ok, resume)
-        if own is not None:
-            return own
+        one_pass = self._one_pass(dataset_arg, name, exist_ok, resume)
+        if one_pass is not None:
+            return one_pass
         if resume is not None:
             run_dir = resolve_run(resume, runs_root)
             record, checkpoint = _resume_point(run_dir)
@@ -324,7 +311,7 @@ class _Attempt:
                             "config_hash": config_hash,
                             "finished_at": None,
                             "failure": None,
-                            "versions": _versions(),
+                            "versions": training_versions(),
                         }
                     )
                     logger.info("resuming {} after epoch {}", run_dir, prepared.first_epoch - 1)
@@ -406,7 +393,7 @@ def _lead(
     """Rank 0: train, validate, checkpoint, log; then score the best checkpoint."""
     cfg = settings.train
     record = writer.record
-    best = _finite(record.best_metric)
+    best = finite(record.best_metric)
     best_epoch: int | None = record.best_epoch
     epochs_done = first_epoch - 1
     images_trained = 0
@@ -514,7 +501,7 @@ def _lead(
                 # A resume that failed before training anything leaves the run as it was.
                 status = writer.previous_status
             record.status = status  # type: ignore[assignment]
-            record.finished_at = _now()
+            record.finished_at = now()
             writer.write_record()
             _plot(writer, task, best_epoch)
         tracker.finish(status)
@@ -658,14 +645,6 @@ def _plot(writer: RunWriter, task: TrainingTask, best_epoch: int | None) -> None
         logger.warning("could not draw the training curves: {}", exc)
 
 
-def _versions() -> dict[str, str]:
-    return {
-        "visionops": __version__,
-        "torch": str(torch.__version__).split("+")[0],
-        "torchvision": str(torchvision.__version__).split("+")[0],
-    }
-
-
 def _run_record(
     name: str,
     prepared: _Prepared,
@@ -673,44 +652,23 @@ def _run_record(
     choice: DeviceChoice,
     context: DistContext,
 ) -> RunRecord:
-    settings, dataset, task = prepared.settings, prepared.dataset, prepared.task
-    model: VisionModel = prepared.engine.model
-    manifest = dataset.manifest
-    return RunRecord(
-        name=name,
-        status="running",
-        task=task.name,
-        dataset=DatasetRef(
-            path=shown(dataset.path), name=dataset.name, fingerprint=dataset.fingerprint
-        ),
-        model=ModelSpec(
-            name=settings.model.name,
-            num_outputs=task.num_outputs,
-            channels=dataset.channels,
-            image_size=dataset.image_size,
-            feature_dim=model.feature_dim,
-            dropout=settings.model.dropout,
-            pretrained=settings.model.pretrained,
-            freeze_backbone=settings.model.freeze_backbone,
-        ),
-        normalization=Normalization(**prepared.engine.normalization),
-        resize=dataset.resize,
-        class_names=manifest.class_names,
-        target_names=manifest.target_names,
-        target_units=manifest.target_units,
-        target_mean=manifest.target_mean,
-        target_std=manifest.target_std,
-        **task.run_fields(),
-        monitor=Monitor(metric=task.monitor, mode=task.mode),
-        epochs=settings.train.epochs,
+    settings, engine = prepared.settings, prepared.engine
+    model: VisionModel = engine.model
+    return new_run_record(
+        name,
+        settings,
+        prepared.dataset,
+        prepared.task,
+        feature_dim=model.feature_dim,
+        normalization=(engine.normalization["mean"], engine.normalization["std"]),
         config_hash=config_hash,
-        created_at=_now(),
         device={
             "type": str(choice.device),
             "precision": choice.precision,
             "world_size": context.world_size,
         },
-        versions=_versions(),
+        epochs=settings.train.epochs,
+        freeze_backbone=settings.model.freeze_backbone,
     )
 
 
@@ -722,24 +680,8 @@ def _check_resume(
     task: TrainingTask,
     run_dir: Path,
 ) -> None:
-    """Refuse to resume with a different dataset, task or network."""
-    if record.dataset.fingerprint != dataset.fingerprint:
-        raise ConfigError(
-            f"{dataset.path} is not the dataset {run_dir} was trained on (fingerprint"
-            " differs) — resume on the run's own dataset, or start a new run"
-        )
-    spec = record.model.model_dump()
-    wanted = {
-        "name": settings.model.name,
-        "num_outputs": task.num_outputs,
-        "channels": dataset.channels,
-    }
-    for key, value in wanted.items():
-        if spec.get(key) != value:
-            raise ConfigError(
-                f"{run_dir} was trained with model.{key}={spec.get(key)!r}, not {value!r}"
-                " — drop that override to resume, or start a new run"
-            )
+    """Refuse to resume with a different dataset, task or network, or nothing left to train."""
+    check_resume_fits(record, settings, dataset, task, run_dir)
     done = int(checkpoint.get("epoch", 0))
     if settings.train.epochs <= done:
         raise TrainingError(

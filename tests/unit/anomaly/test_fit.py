@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from visionops.anomaly.metrics import image_auroc, pixel_auroc
-from visionops.anomaly.model import load_anomaly_model, predict_split
 from visionops.artifacts import RunRecord
 from visionops.config import load_settings
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import DataError, TrainingError
+from visionops.tasks import task_for
 from visionops.train import train
+from visionops.train.predict import predict_split
 
 
 def test_demo_reaches_the_acceptance_quality(trained_anomaly_run: Path) -> None:
@@ -24,16 +26,20 @@ def test_demo_reaches_the_acceptance_quality(trained_anomaly_run: Path) -> None:
     assert metrics["test"]["image_auroc"] >= 0.95
     assert metrics["test"]["pixel_auroc"] >= 0.90
     # Recomputed from the saved checkpoint, not only what the trainer wrote down.
-    model, run = load_anomaly_model(trained_anomaly_run)
+    task = task_for(RunRecord.read(trained_anomaly_run))
+    model, run = task.load_model(trained_anomaly_run)
     project = trained_anomaly_run.parent.parent
     dataset = PreparedDataset.open(project / run.dataset.path)
     test = dataset.indices("test")
-    outputs = predict_split(model, dataset, test, run.normalization)
+    mean, std = run.normalization.mean, run.normalization.std
+    outputs = predict_split(
+        task, model, dataset, "test", mean, std, batch_size=32, device=torch.device("cpu")
+    )
     assert dataset.masks is not None
-    assert image_auroc(outputs.scores, dataset.targets[test]) == pytest.approx(
+    assert image_auroc(outputs.main, dataset.targets[test]) == pytest.approx(
         metrics["test"]["image_auroc"]
     )
-    assert pixel_auroc(outputs.heatmaps, dataset.masks[test]) >= 0.90
+    assert pixel_auroc(outputs.extra["heatmap"], dataset.masks[test]) >= 0.90
 
 
 def test_run_folder_is_complete(trained_anomaly_run: Path) -> None:
@@ -44,6 +50,7 @@ def test_run_folder_is_complete(trained_anomaly_run: Path) -> None:
         assert (trained_anomaly_run / name).is_file(), name
     latest = trained_anomaly_run.parent / "latest"
     assert latest.resolve() == trained_anomaly_run.resolve()
+    assert record.anomaly is not None and record.anomaly.threshold.value == record.thresholds[0]
     extra = json.loads((trained_anomaly_run / "metrics.json").read_text())["anomaly"]
     dataset = PreparedDataset.open(trained_anomaly_run.parent.parent / record.dataset.path)
     good_train = len(dataset.indices("train"))
@@ -62,6 +69,25 @@ def test_resume_of_a_completed_run_is_refused(trained_anomaly_run: Path, tmp_pat
     dataset = project / "data" / "prepared" / "anomaly"
     with pytest.raises(TrainingError, match="one pass"):
         train(settings, dataset, resume=project / "runs" / trained_anomaly_run.name)
+
+
+def test_resume_rebuilds_a_run_left_behind(trained_anomaly_run: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(trained_anomaly_run.parent.parent, project, symlinks=True)
+    run_dir = project / "runs" / trained_anomaly_run.name
+    before = RunRecord.read(run_dir)
+    before.model_copy(update={"status": "failed"}).write(run_dir)
+    settings = load_settings(
+        overrides=["recipe=demo-anomaly", "device=cpu", f"runs_root={project / 'runs'}"],
+        cwd=project,
+    )
+    result = train(settings, project / "data" / "prepared" / "anomaly", resume=run_dir)
+    after = RunRecord.read(run_dir)
+    assert result.status == after.status == "completed" and result.run_dir == run_dir
+    assert after.created_at == before.created_at
+    assert after.thresholds == pytest.approx(before.thresholds)
+    assert after.anomaly is not None and before.anomaly is not None
+    assert after.anomaly.bank_size == before.anomaly.bank_size
 
 
 def _copy_with(

@@ -207,14 +207,28 @@ def test_importing_the_tasks_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_a_task_may_bring_its_own_stages() -> None:
-    from visionops.tasks import get_task
+def test_a_task_shapes_the_shared_stages_through_its_hooks() -> None:
+    from visionops.export.graph import graph_output_names
+    from visionops.tasks import AnomalyTask, get_task
 
-    assert get_task("classification").own_stage("train") is None
-    anomaly = get_task("anomaly")
-    assert anomaly.own_stage("train").__name__ == "fit_anomaly"  # type: ignore[union-attr]
-    assert anomaly.own_stage("export").__name__ == "export_anomaly"  # type: ignore[union-attr]
-    assert anomaly.has_masks and not anomaly.trained_by_gradient
+    classification = get_task("classification").from_manifest({"class_names": ["a", "b"]})
+    assert graph_output_names(classification) == ("probabilities", "embedding")
+    assert classification.learns_from(np.array([0, 1, 1])).all()
+    anomaly = AnomalyTask.from_manifest(
+        {
+            "thresholds": [0.5],
+            "anomaly": {
+                "layers": ["layer1"],
+                "threshold": {"value": 0.5, "method": "f1"},
+                "bank_size": 10,
+                "feature_dim": 4,
+            },
+        }
+    )
+    assert graph_output_names(anomaly) == ("score", "heatmap", "embedding")
+    assert anomaly.learns_from(np.array([0, 1, 0])).tolist() == [True, False, True]
+    assert anomaly.record is not None and anomaly.record.bank_size == 10
+    assert anomaly.has_masks and not anomaly.trained_by_gradient and not anomaly.mixed_precision
 
 
 def test_training_data_problems_name_the_fix() -> None:
