@@ -24,7 +24,7 @@ from loguru import logger
 from visionops.config import DriftSettings, ServeSettings, Settings
 from visionops.errors import ServeError
 from visionops.inference.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
-from visionops.inference.session import execution_providers
+from visionops.inference.runtime import execution_providers
 from visionops.serve.http_errors import SecretScrubber
 
 __all__ = [

@@ -25,14 +25,13 @@ from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
 from visionops.inference.bundle import Bundle
 from visionops.inference.predlog import LogEntry, PredictionLog
+from visionops.inference.runtime import available_cores, execution_providers
 from visionops.inference.session import (
     DecodedImage,
     ModelSession,
     Postprocessor,
     PredictOptions,
     UnsupportedImageError,
-    available_cores,
-    execution_providers,
 )
 from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
@@ -73,7 +72,7 @@ class ServingState:
         log_dir: The prediction log folder (None: :func:`default_log_dir`).
         decode_threads: Threads that decode uploads (None: one per core; 0: decode on the
             event loop itself, only for measuring what the pool buys).
-        device: ``--device``; see :func:`~visionops.inference.session.execution_providers`.
+        device: ``--device``; see :func:`~visionops.inference.runtime.execution_providers`.
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Raises:
