@@ -27,14 +27,13 @@ uvicorn worker) writes its own segments, and a segment rotates when it passes ``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 from loguru import logger
@@ -243,7 +242,7 @@ class PredictionLogData:
         skipped_lines: Lines that are not a valid record (a crash's partial last line).
     """
 
-    records: list[dict[str, Any]]
+    records: list[PredictionRecord]
     embeddings: NDArray[np.float32] | None
     files: list[Path] = field(default_factory=list)
     skipped_lines: int = 0
@@ -300,7 +299,7 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
             f"no prediction log at {path} — pass the folder `visionops serve` writes"
             " (default: <run>/predictions)"
         )
-    records: list[dict[str, Any]] = []
+    records: list[PredictionRecord] = []
     skipped = 0
     for file in files:
         lines = file.read_bytes().split(b"\n")
@@ -308,9 +307,8 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                PredictionRecord.model_validate(record)
-            except (ValueError, ValidationError):
+                record = PredictionRecord.model_validate_json(line)
+            except ValidationError:
                 skipped += 1
                 if number != len(lines) - 1:
                     logger.warning(
@@ -325,10 +323,10 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
 
 
 def _gather_embeddings(
-    records: list[dict[str, Any]], directory: Path
+    records: list[PredictionRecord], directory: Path
 ) -> NDArray[np.float32] | None:
-    refs = [r.get("embedding") for r in records]
-    names = {ref["file"] for ref in refs if isinstance(ref, dict) and "file" in ref}
+    refs = [record.embedding for record in records]
+    names = {ref.file for ref in refs if ref is not None}
     if not names:
         return None
     arrays: dict[str, NDArray[np.float32]] = {}
@@ -338,9 +336,9 @@ def _gather_embeddings(
     dim = max(a.shape[1] for a in arrays.values())
     out = np.full((len(records), dim), np.nan, dtype=np.float32)
     for i, ref in enumerate(refs):
-        if isinstance(ref, dict) and ref.get("file") in arrays:
-            array = arrays[ref["file"]]
-            row = int(ref.get("row", -1))
-            if 0 <= row < array.shape[0] and array.shape[1] == dim:
-                out[i] = array[row]
+        if ref is None:
+            continue
+        array = arrays[ref.file]
+        if 0 <= ref.row < array.shape[0] and array.shape[1] == dim:
+            out[i] = array[ref.row]
     return out

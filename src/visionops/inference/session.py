@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from visionops.artifacts import LoggedImage
 from visionops.errors import ArtifactError, DeviceError, ImageError
 from visionops.imaging import displayed_size, image_statistics, load_image, sniff_format
 from visionops.inference.bundle import Bundle
@@ -55,11 +56,11 @@ class DecodedImage:
     Attributes:
         pixels: ``(size, size, C)`` uint8, exactly what ``data preprocess`` would have stored.
         info: Format, width/height as displayed (after EXIF rotation), byte count and pixel
-            statistics.
+            statistics: what the prediction log keeps as the record's ``image``.
     """
 
     pixels: NDArray[np.uint8]
-    info: dict[str, Any]
+    info: LoggedImage
 
 
 @dataclass
@@ -182,13 +183,15 @@ class ModelSession:
             policy=self.resize,
             max_pixels=self.max_pixels,
         )
-        info: dict[str, Any] = {
-            "format": image_format,
-            "width": width,
-            "height": height,
-            "bytes": len(data),
-            **image_statistics(pixels),
-        }
+        info = LoggedImage.model_validate(
+            {
+                "format": image_format,
+                "width": width,
+                "height": height,
+                "bytes": len(data),
+                **image_statistics(pixels),
+            }
+        )
         return DecodedImage(pixels=pixels, info=info)
 
     def run(self, pixels: NDArray[np.uint8]) -> ModelOutputs:
@@ -272,7 +275,7 @@ class Postprocessor:
     """
 
     def __init__(self, bundle: Bundle, default_top_k: int = 5) -> None:
-        self.task = task_for(bundle.manifest)
+        self.task = task_for(bundle.meta)
         self.default_top_k = default_top_k
 
     def describe(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from visionops.artifacts import BundleMeta, PredictionRecord
+from visionops.artifacts import PredictionRecord
 from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
 from visionops.inference.bundle import Bundle
@@ -91,7 +91,7 @@ class ServingState:
         from visionops.drift.online import monitor_for_serve
 
         self.bundle = bundle
-        self.meta = BundleMeta.model_validate(bundle.manifest)
+        self.meta = bundle.meta
         self.settings = settings
         self.providers, self.device_reason = execution_providers(device)
         self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -252,7 +252,7 @@ class ServingState:
                 record=record,
                 embedding=None if outputs.embedding is None else outputs.embedding[row],
                 image_bytes=job.upload.data if self.settings.log_images else None,
-                image_format=str(job.decoded.info.get("format")),
+                image_format=job.decoded.info.format,
             )
         if self.drift is not None:
             self.drift.observe(outputs.main, outputs.embedding, [j.decoded.info for j in jobs])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
@@ -98,15 +97,14 @@ def test_worker_factory_needs_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_worker_factory_builds_the_app_with_key_and_device(
     classification_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = ServeSettings(api_key="k3y-for-workers", max_batch=4)
-    spec = {
-        "bundle": str(classification_bundle),
-        "settings": settings.model_dump(mode="json", exclude={"api_key"}),
-        "api_key": "k3y-for-workers",
-        "device": "cpu",
-        "log_dir": str(tmp_path / "log"),
-    }
-    monkeypatch.setenv(runner.ENV_SPEC, json.dumps(spec))
+    spec = runner.WorkerSpec(
+        bundle=classification_bundle,
+        settings=ServeSettings(max_batch=4),
+        api_key="k3y-for-workers",
+        device="cpu",
+        log_dir=tmp_path / "log",
+    )
+    monkeypatch.setenv(runner.ENV_SPEC, spec.model_dump_json())
     state = runner.app_from_environment().state.serving
     assert state.api_key == "k3y-for-workers"
     assert state.settings.max_batch == 4
@@ -147,10 +145,9 @@ def test_uvicorn_logs_are_scrubbed_and_show_no_variable_values() -> None:
 # ------------------------------------------------------------------ the bundle
 
 
-def test_ensure_bundle_finds_an_existing_bundle(
-    classification_bundle: Path, serve_project: Path
-) -> None:
-    settings = load_settings(overrides=[f"runs_root={serve_project / 'runs'}"], cwd=serve_project)
+def test_ensure_bundle_finds_an_existing_bundle(classification_bundle: Path) -> None:
+    project = classification_bundle.parents[2]
+    settings = load_settings(overrides=[f"runs_root={project / 'runs'}"], cwd=project)
     assert runner.ensure_bundle(classification_bundle, settings) == classification_bundle
     run_dir = classification_bundle.parent
     assert runner.ensure_bundle(run_dir, settings) == run_dir / "bundle"

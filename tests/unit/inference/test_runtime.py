@@ -1,4 +1,5 @@
-"""``visionops.inference.runtime``: sessions, batched prediction, parity on other providers.
+"""``visionops.inference.runtime``: sessions, batched prediction, parity on other providers,
+and :class:`ModelSession` re-checking that parity when it loads off the CPU.
 
 Uses the tiny torch-free bundle of bundle_helpers.py; the real exported bundles are checked
 in test_export.py.
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from bundle_helpers import images, make_bundle, tiny_graph
 
+from bundle_helpers import images, make_bundle, tiny_graph
 from visionops.errors import ArtifactError, DeviceError
 from visionops.inference.bundle import load_bundle
 from visionops.inference.runtime import (
@@ -24,8 +25,14 @@ from visionops.inference.runtime import (
     to_layout,
     verify_provider_parity,
 )
+from visionops.inference.session import ModelSession
 
 NO_CUDA = CUDA_PROVIDER not in ort.get_available_providers()
+OFF_CPU = "AzureExecutionProvider"
+"""A provider other than the CPU that CPU builds of ONNX Runtime have: stands in for CUDA."""
+needs_off_cpu = pytest.mark.skipif(
+    OFF_CPU not in ort.get_available_providers(), reason=f"this ONNX Runtime has no {OFF_CPU}"
+)
 
 
 def test_to_layout() -> None:
@@ -93,3 +100,29 @@ def test_provider_parity_needs_the_samples(tmp_path: Path) -> None:
     bundle = load_bundle(make_bundle(tmp_path / "bundle", samples=False))
     with pytest.raises(ArtifactError, match=r"no parity\.npz .*visionops export --force"):
         check_provider_parity(bundle, [CPU_PROVIDER])
+
+
+@needs_off_cpu
+def test_a_session_off_the_cpu_re_checks_parity_at_load(tmp_path: Path) -> None:
+    checked = ModelSession(load_bundle(make_bundle(tmp_path / "good")), threads=1,
+                           providers=[OFF_CPU, CPU_PROVIDER])  # fmt: skip
+    assert checked.providers == [OFF_CPU, CPU_PROVIDER]
+    wrong = load_bundle(make_bundle(tmp_path / "wrong", sample_scale=63.0))
+    with pytest.raises(DeviceError, match=f"verified CPU outputs on {OFF_CPU}.*--device cpu"):
+        ModelSession(wrong, threads=1, providers=[OFF_CPU, CPU_PROVIDER])
+
+
+@needs_off_cpu
+def test_int8_runs_on_the_cpu_only(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle", int8=True))
+    assert ModelSession(bundle, threads=1).precision == "int8"
+    assert ModelSession(bundle, threads=1, providers=[OFF_CPU, CPU_PROVIDER]).precision == "fp32"
+    with pytest.raises(DeviceError, match="int8 was checked on the CPU only"):
+        ModelSession(bundle, threads=1, precision="int8", providers=[OFF_CPU, CPU_PROVIDER])
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this ONNX Runtime has the CUDA provider")
+def test_a_session_on_a_cuda_that_cannot_start_is_refused(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle"))
+    with pytest.raises(DeviceError, match="could not start CUDAExecutionProvider"):
+        ModelSession(bundle, threads=1, providers=[CUDA_PROVIDER, CPU_PROVIDER])
