@@ -16,8 +16,7 @@ the same threshold the overall verdict applies, so the two never disagree.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -213,10 +212,6 @@ class DriftResult:
     def family(self, name: str) -> FamilyResult | None:
         """The family called ``name``, if it was tested."""
         return next((f for f in self.families if f.name == name), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return asdict(self)
 
 
 def reduce_embeddings(
