@@ -41,6 +41,7 @@ __all__ = [
     "FamilyResult",
     "KsTest",
     "MmdTest",
+    "TimeWindow",
     "compare",
     "reduce_embeddings",
 ]
@@ -212,6 +213,27 @@ class DriftResult:
     def family(self, name: str) -> FamilyResult | None:
         """The family called ``name``, if it was tested."""
         return next((f for f in self.families if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The overall verdict on one time window of the current sample.
+
+    Attributes:
+        start: Time of its first record (ISO 8601).
+        end: Time of its last record.
+        label: Its start, short, for a plot axis.
+        n: Records in the window.
+        p_value: The overall p-value of its tests.
+        drifted: Whether it drifted.
+    """
+
+    start: str
+    end: str
+    label: str
+    n: int
+    p_value: float
+    drifted: bool
 
 
 def reduce_embeddings(

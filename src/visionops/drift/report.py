@@ -26,7 +26,14 @@ import numpy as np
 from visionops import __version__
 from visionops._io import atomic_write_text
 from visionops.config import Settings
-from visionops.drift.detect import FAMILY_TITLES, DriftResult, FamilyResult, KsTest, compare
+from visionops.drift.detect import (
+    FAMILY_TITLES,
+    DriftResult,
+    FamilyResult,
+    KsTest,
+    TimeWindow,
+    compare,
+)
 from visionops.drift.samples import (
     Sample,
     images_sample,
@@ -103,7 +110,7 @@ def _current(
 
 def _windows(
     reference: Sample, current: Sample, bundle: Bundle, settings: Settings
-) -> list[dict[str, Any]]:
+) -> list[TimeWindow]:
     """Overall p-value per equal-count time window, when the sample spans time."""
     times = current.times
     minimum = settings.drift.min_samples
@@ -111,7 +118,7 @@ def _windows(
         return []
     order = np.argsort(np.array([t.timestamp() for t in times]), kind="stable")
     count = min(MAX_WINDOWS, current.count // minimum)
-    windows = []
+    windows: list[TimeWindow] = []
     for chunk in np.array_split(order, count):
         part = subset(current, chunk.astype(np.int64), "window")
         result = compare(
@@ -124,14 +131,14 @@ def _windows(
         )
         first, last = times[int(chunk[0])], times[int(chunk[-1])]
         windows.append(
-            {
-                "start": first.isoformat(),
-                "end": last.isoformat(),
-                "label": first.strftime("%m-%d %H:%M"),
-                "n": len(chunk),
-                "p_value": result.p_value,
-                "drifted": result.drifted,
-            }
+            TimeWindow(
+                start=first.isoformat(),
+                end=last.isoformat(),
+                label=first.strftime("%m-%d %H:%M"),
+                n=len(chunk),
+                p_value=result.p_value,
+                drifted=result.drifted,
+            )
         )
     return windows
 
@@ -145,7 +152,7 @@ def _plots(
     current: Sample,
     result: DriftResult,
     bundle: Bundle,
-    windows: list[dict[str, Any]],
+    windows: list[TimeWindow],
 ) -> tuple[dict[str, str], dict[str, bytes]]:
     from visionops.drift import plots
 
@@ -280,7 +287,7 @@ def drift_report(
         "families": [
             {**asdict(family), "title": FAMILY_TITLES[family.name]} for family in result.families
         ],
-        "windows": windows,
+        "windows": [asdict(window) for window in windows],
         "notes": current_sample.notes + result.notes,
         "settings": settings.drift.model_dump(mode="json"),
         "plots": captions,
@@ -292,7 +299,7 @@ def drift_report(
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path, html_path = out_dir / "report.json", out_dir / "report.html"
         atomic_write_text(json_path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-        atomic_write_text(html_path, render_html(payload, result.families, images))
+        atomic_write_text(html_path, render_html(payload, result.families, windows, images))
     except OSError as exc:
         raise DriftError(
             f"cannot write the report in {out_dir} ({exc.strerror}) — pass --out"
@@ -411,13 +418,17 @@ def _figures(captions: dict[str, str], images: dict[str, bytes]) -> str:
 
 
 def render_html(
-    payload: dict[str, Any], families: list[FamilyResult], images: dict[str, bytes]
+    payload: dict[str, Any],
+    families: list[FamilyResult],
+    windows: list[TimeWindow],
+    images: dict[str, bytes],
 ) -> str:
     """The report as one self-contained HTML page: verdict first, then tables and plots.
 
     Args:
         payload: ``report.json``'s content.
         families: The families of tests, one table each.
+        windows: The verdict per time window (empty when the sample does not span time).
         images: PNG bytes by the file names in ``payload["plots"]``.
 
     Returns:
@@ -447,10 +458,9 @@ def render_html(
         else ""
     )
     tables = "".join(_family_table(family) for family in families)
-    windows = payload.get("windows") or []
     window_rows = "".join(
-        f"<tr{' class=hit' if w['drifted'] else ''}><td>{_e(w['start'])}</td><td>{_e(w['end'])}"
-        f"</td><td class=num>{w['n']}</td><td class=num>{_p(w['p_value'])}</td></tr>"
+        f"<tr{' class=hit' if w.drifted else ''}><td>{_e(w.start)}</td><td>{_e(w.end)}"
+        f"</td><td class=num>{w.n}</td><td class=num>{_p(w.p_value)}</td></tr>"
         for w in windows
     )
     windows_html = (

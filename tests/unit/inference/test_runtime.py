@@ -20,6 +20,7 @@ from visionops.inference.runtime import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     check_provider_parity,
+    execution_providers,
     onnx_predict,
     ort_session,
     to_layout,
@@ -28,6 +29,7 @@ from visionops.inference.runtime import (
 from visionops.inference.session import ModelSession
 
 NO_CUDA = CUDA_PROVIDER not in ort.get_available_providers()
+WITH_CUDA = [CUDA_PROVIDER, CPU_PROVIDER]
 OFF_CPU = "AzureExecutionProvider"
 """A provider other than the CPU that CPU builds of ONNX Runtime have: stands in for CUDA."""
 needs_off_cpu = pytest.mark.skipif(
@@ -126,3 +128,33 @@ def test_a_session_on_a_cuda_that_cannot_start_is_refused(tmp_path: Path) -> Non
     bundle = load_bundle(make_bundle(tmp_path / "bundle"))
     with pytest.raises(DeviceError, match="could not start CUDAExecutionProvider"):
         ModelSession(bundle, threads=1, providers=[CUDA_PROVIDER, CPU_PROVIDER])
+
+
+# ------------------------------------------------------------------ --device
+
+
+def test_cpu_and_auto_serve_on_the_cpu_and_say_why() -> None:
+    assert execution_providers("cpu", WITH_CUDA) == ([CPU_PROVIDER], "--device cpu")
+    providers, reason = execution_providers("auto", [CPU_PROVIDER])
+    assert providers == [CPU_PROVIDER]
+    assert "no CUDA" in reason
+    # CUDA present: auto does not switch providers unasked.
+    providers, reason = execution_providers("auto", WITH_CUDA)
+    assert providers == [CPU_PROVIDER]
+    assert "--device cuda re-checks the bundle's parity" in reason
+
+
+def test_cuda_is_asked_for_and_its_parity_re_checked() -> None:
+    providers, reason = execution_providers("cuda", WITH_CUDA)
+    assert providers == [CUDA_PROVIDER, CPU_PROVIDER]
+    assert "parity samples re-checked" in reason
+    assert execution_providers("cuda:0", WITH_CUDA)[0] == providers
+
+
+def test_cuda_is_never_a_silent_fallback() -> None:
+    with pytest.raises(DeviceError, match="install onnxruntime-gpu, or serve with --device cpu"):
+        execution_providers("cuda", [CPU_PROVIDER])
+    with pytest.raises(DeviceError, match=r"cuda:1.*CUDA_VISIBLE_DEVICES=1 and --device cuda"):
+        execution_providers("cuda:1", WITH_CUDA)
+    with pytest.raises(DeviceError, match="--device cpu"):
+        execution_providers("mps", WITH_CUDA)

@@ -1,4 +1,4 @@
-"""serve/runner: the device choice, the port, the worker factory, uvicorn's logs, the bundle."""
+"""serve/runner: the port, the worker factory, uvicorn's logs, the bundle."""
 
 from __future__ import annotations
 
@@ -11,43 +11,10 @@ import pytest
 from loguru import logger
 
 from visionops.config import ServeSettings, load_settings
-from visionops.errors import ArtifactError, DeviceError, ServeError
-from visionops.inference.runtime import CPU_PROVIDER, CUDA_PROVIDER, execution_providers
+from visionops.errors import ArtifactError, ServeError
+from visionops.inference.runtime import CPU_PROVIDER
 from visionops.serve import runner
 from visionops.serve.http_errors import SecretScrubber
-
-WITH_CUDA = [CUDA_PROVIDER, CPU_PROVIDER]
-
-
-# ------------------------------------------------------------------ --device
-
-
-def test_cpu_and_auto_serve_on_the_cpu_and_say_why() -> None:
-    assert execution_providers("cpu", WITH_CUDA) == ([CPU_PROVIDER], "--device cpu")
-    providers, reason = execution_providers("auto", [CPU_PROVIDER])
-    assert providers == [CPU_PROVIDER]
-    assert "no CUDA" in reason
-    # CUDA present: auto does not switch providers unasked.
-    providers, reason = execution_providers("auto", WITH_CUDA)
-    assert providers == [CPU_PROVIDER]
-    assert "--device cuda re-checks the bundle's parity" in reason
-
-
-def test_cuda_is_asked_for_and_its_parity_re_checked() -> None:
-    providers, reason = execution_providers("cuda", WITH_CUDA)
-    assert providers == [CUDA_PROVIDER, CPU_PROVIDER]
-    assert "parity samples re-checked" in reason
-    assert execution_providers("cuda:0", WITH_CUDA)[0] == providers
-
-
-def test_cuda_is_never_a_silent_fallback() -> None:
-    with pytest.raises(DeviceError, match="install onnxruntime-gpu, or serve with --device cpu"):
-        execution_providers("cuda", [CPU_PROVIDER])
-    with pytest.raises(DeviceError, match=r"cuda:1.*CUDA_VISIBLE_DEVICES=1 and --device cuda"):
-        execution_providers("cuda:1", WITH_CUDA)
-    with pytest.raises(DeviceError, match="--device cpu"):
-        execution_providers("mps", WITH_CUDA)
-
 
 # ------------------------------------------------------------------ the port
 
