@@ -31,6 +31,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from serve_helpers import wait_ready
+from visionops.artifacts import BundleMeta
 from visionops.cli.app import app
 from visionops.inference.predlog import read_prediction_log
 
@@ -325,10 +326,7 @@ def test_a_run_without_bundle_is_exported_first_with_the_same_settings(
     finally:
         output = live.stop(signal.SIGINT)
     assert live.process.returncode == 130, output  # Ctrl-C: "interrupted"
-    manifest = json.loads(
-        (project / "runs" / "dishes-run" / "bundle" / "visionops.json").read_text()
-    )
-    assert manifest["input"]["layout"] == "NHWC"
+    assert BundleMeta.read(project / "runs" / "dishes-run" / "bundle").input.layout == "NHWC"
     assert meta["input"]["layout"] == "NHWC"
     assert meta["task"] == "regression"
     assert meta["model_version"].startswith("dishes-run@")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -132,7 +131,10 @@ def test_records_are_one_json_object_per_line(tmp_path: Path) -> None:
     log.write(entries(0, 2))
     assert log.current_file is not None
     lines = log.current_file.read_text().splitlines()  # readable while the server runs
-    assert [json.loads(line)["request_id"] for line in lines] == ["r0", "r1"]
+    assert [PredictionRecord.model_validate_json(line).request_id for line in lines] == [
+        "r0",
+        "r1",
+    ]
     log.close()
 
 
