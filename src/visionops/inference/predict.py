@@ -110,6 +110,7 @@ def predict_files(
     Raises:
         DataError: No image to read, or none of them could be decoded.
     """
+    from visionops.inference.predlog import prediction_record
     from visionops.inference.session import ModelSession, Postprocessor, PredictOptions
 
     started = time.perf_counter()
@@ -136,25 +137,24 @@ def predict_files(
                 continue
             compute_started = time.perf_counter()
             result = session.run(np.stack([image.pixels for _, image in decoded]))
-            compute_ms = round((time.perf_counter() - compute_started) * 1000, 3)
+            compute_ms = (time.perf_counter() - compute_started) * 1000
             now = datetime.now(UTC).isoformat()
             for row, (path, image) in enumerate(decoded):
-                answer = postprocess(result, row, options)
                 records.append(
-                    PredictionRecord(
+                    prediction_record(
+                        postprocess(result, row, options),
+                        result.main[row],
+                        image.info,
                         time=now,
                         request_id=request_id,
                         index=len(records),
                         model_version=bundle.model_version,
-                        precision=session.precision,
                         task=bundle.meta.task,
-                        prediction=answer,
-                        output=[float(v) for v in np.atleast_1d(result.main[row])],
+                        precision=session.precision,
                         latency_ms=compute_ms,
                         queue_ms=0.0,
                         compute_ms=compute_ms,
                         batch_size=len(decoded),
-                        image=image.info,
                         source=str(path),
                     )
                 )

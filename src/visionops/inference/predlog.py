@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from loguru import logger
@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from visionops._io import atomic_write_bytes, clean_stale_temps
-from visionops.artifacts import EmbeddingRef, PredictionRecord
+from visionops.artifacts import EmbeddingRef, LoggedImage, PredictionRecord, TaskName
 from visionops.errors import ArtifactError
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "LogEntry",
     "PredictionLog",
     "PredictionLogData",
+    "prediction_record",
     "read_prediction_log",
 ]
 
@@ -58,6 +59,62 @@ _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 _SEGMENT = re.compile(r"^predictions-.+\.jsonl$")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "tiff": "tif",
                "webp": "webp", "pnm": "pnm"}  # fmt: skip
+
+
+def prediction_record(
+    answer: dict[str, Any],
+    output: NDArray[np.float32],
+    image: LoggedImage,
+    *,
+    time: str,
+    request_id: str,
+    index: int,
+    model_version: str,
+    task: TaskName,
+    precision: str,
+    latency_ms: float,
+    queue_ms: float,
+    compute_ms: float,
+    batch_size: int,
+    source: str | None = None,
+) -> PredictionRecord:
+    """One image's record, as ``serve`` and ``predict --log`` write it.
+
+    Args:
+        answer: The task's answer (a heatmap in it is left out: it is a whole image).
+        output: The graph's main output for the image (kept to 6 decimals for drift tests).
+        image: The upload's facts from decoding.
+        time: When the batch finished (ISO 8601).
+        request_id: The request (or ``predict`` job) it belongs to.
+        index: Its position in the request.
+        model_version: The bundle's version.
+        task: The bundle's task.
+        precision: ``fp32`` or ``int8``.
+        latency_ms: From arrival to answer.
+        queue_ms: Waiting for a batch.
+        compute_ms: The batch's model call.
+        batch_size: Images in the batch.
+        source: The file it was read from (``predict``).
+    """
+    logged = dict(answer)
+    if logged.get("heatmap"):
+        logged["heatmap"] = "omitted"
+    return PredictionRecord(
+        time=time,
+        request_id=request_id,
+        index=index,
+        model_version=model_version,
+        precision=precision,
+        task=task,
+        prediction=logged,
+        output=np.atleast_1d(output).astype(float).round(6).tolist(),
+        latency_ms=round(latency_ms, 3),
+        queue_ms=round(queue_ms, 3),
+        compute_ms=round(compute_ms, 3),
+        batch_size=batch_size,
+        image=image,
+        source=source,
+    )
 
 
 @dataclass

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from visionops.artifacts import PredictionRecord
 from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
 from visionops.inference.bundle import Bundle
-from visionops.inference.predlog import LogEntry, PredictionLog
+from visionops.inference.predlog import LogEntry, PredictionLog, prediction_record
 from visionops.inference.runtime import available_cores, execution_providers
 from visionops.inference.session import (
     DecodedImage,
@@ -230,23 +229,20 @@ class ServingState:
         now = datetime.now(UTC).isoformat()
         finished = time.perf_counter()
         for row, (job, answer) in enumerate(zip(jobs, answers, strict=True)):
-            logged = dict(answer)
-            if logged.get("heatmap"):
-                logged["heatmap"] = "omitted"
-            record = PredictionRecord(
+            record = prediction_record(
+                answer,
+                outputs.main[row],
+                job.decoded.info,
                 time=now,
                 request_id=job.request_id,
                 index=job.index,
                 model_version=self.bundle.model_version,
+                task=self.bundle.meta.task,
                 precision=session.precision,
-                task=self.bundle.task,
-                prediction=logged,
-                output=np.atleast_1d(outputs.main[row]).astype(float).round(6).tolist(),
-                latency_ms=round((finished - job.started) * 1000, 3),
-                queue_ms=round((started - job.submitted) * 1000, 3),
-                compute_ms=round(compute_s * 1000, 3),
+                latency_ms=(finished - job.started) * 1000,
+                queue_ms=(started - job.submitted) * 1000,
+                compute_ms=compute_s * 1000,
                 batch_size=len(jobs),
-                image=job.decoded.info,
             )
             job.log_entry = LogEntry(
                 record=record,
