@@ -163,16 +163,14 @@ def _sample_from_arrays(
     images: np.ndarray,
     split: str | None = None,
 ) -> Any:
-    from visionops.drift.features import IMAGE_FEATURES
+    from visionops.artifacts import LoggedImage
+    from visionops.drift.features import image_features
     from visionops.drift.samples import Sample
     from visionops.imaging import image_statistics
 
-    stats = [image_statistics(image) for image in images]
-    features = {
-        name: np.array([row[name] for row in stats], np.float64)
-        for name in IMAGE_FEATURES
-        if name in stats[0]
-    }
+    features = image_features(
+        [LoggedImage.model_validate(image_statistics(image)) for image in images]
+    )
     return Sample(
         source="benchmark",
         count=len(images),

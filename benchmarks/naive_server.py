@@ -25,19 +25,18 @@ from visionops.runs import load_trained_model
 
 
 def build_app(run_dir: Path) -> FastAPI:
-    model, manifest = load_trained_model(run_dir)
+    model, record = load_trained_model(run_dir)
     model.eval()
-    size = int(manifest["model"]["image_size"])
-    norm = manifest["normalization"]
+    size = record.model.image_size
     transform = transforms.Compose(
         [
             transforms.Resize(size),
             transforms.CenterCrop(size),
             transforms.ToTensor(),
-            transforms.Normalize(norm["mean"], norm["std"]),
+            transforms.Normalize(record.normalization.mean, record.normalization.std),
         ]
     )
-    classes = list(manifest["class_names"])
+    classes = record.labels
     app = FastAPI()
 
     @app.get("/health")

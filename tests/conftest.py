@@ -600,3 +600,54 @@ def trained_regression_run(
 
 # End of the trained runs block.
 # --------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------
+# Exported bundles (owner: export). Each hand-made run is exported ONCE per session with
+# `visionops.export.stage.export_run` (default settings: fp32, NCHW, reference = val split)
+# in its own copy of the hand-made project; the fixture returns the bundle folder
+# `<project>/runs/<run>/bundle`. The serve, drift and export tests share them. Do not write
+# into a bundle or its run folder (a server logs there unless given a log folder): copy the
+# project (`bundle_dir.parents[2]`, symlinks=True) first.
+
+
+def _export_handmade(
+    tmp_path_factory: pytest.TempPathFactory, handmade_runs: Path, run: str
+) -> Path:
+    return built_once(
+        tmp_path_factory,
+        f"bundle-{run}",
+        lambda project: _build_handmade_bundle(project, handmade_runs, run),
+    )
+
+
+def _build_handmade_bundle(project: Path, handmade_runs: Path, run: str) -> Path:
+    from visionops.config import load_settings
+    from visionops.export.stage import export_run
+
+    shutil.copytree(handmade_runs / "data", project / "data")
+    shutil.copytree(handmade_runs / "runs", project / "runs", symlinks=True)
+    settings = load_settings(overrides=[f"runs_root={project / 'runs'}"], cwd=project)
+    return export_run(settings, project / "runs" / run).bundle_dir
+
+
+@pytest.fixture(scope="session")
+def classification_bundle(tmp_path_factory: pytest.TempPathFactory, handmade_runs: Path) -> Path:
+    """colours-run exported: names the colour of a solid image (red, green, blue, yellow)."""
+    return _export_handmade(tmp_path_factory, handmade_runs, "colours-run")
+
+
+@pytest.fixture(scope="session")
+def multilabel_bundle(tmp_path_factory: pytest.TempPathFactory, handmade_runs: Path) -> Path:
+    """tags-run exported: probabilities 0.8/0.3/0.6/0.1... against thresholds 0.5/0.5/0.7."""
+    return _export_handmade(tmp_path_factory, handmade_runs, "tags-run")
+
+
+@pytest.fixture(scope="session")
+def regression_bundle(tmp_path_factory: pytest.TempPathFactory, handmade_runs: Path) -> Path:
+    """dishes-run exported: 220 kcal, 40 g for every image."""
+    return _export_handmade(tmp_path_factory, handmade_runs, "dishes-run")
+
+
+# End of the exported bundles block.
+# --------------------------------------------------------------------------------------

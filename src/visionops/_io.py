@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from visionops.errors import ConcurrencyError
 
 __all__ = [
@@ -25,7 +23,6 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
-    "atomic_write_yaml",
     "clean_stale_temps",
     "current_umask",
     "dead_writer_temps",
@@ -91,11 +88,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_write_yaml(path: Path, obj: Any) -> None:
-    """Write ``obj`` as YAML atomically."""
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def read_json(path: Path) -> Any:

@@ -20,7 +20,14 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from visionops._io import atomic_write_json
 from visionops.errors import ArtifactError
@@ -40,6 +47,7 @@ __all__ = [
     "EvalInference",
     "EvalMetrics",
     "EvalRow",
+    "LoggedImage",
     "MetricsSplit",
     "ModelSpec",
     "Monitor",
@@ -566,11 +574,35 @@ class EmbeddingRef(ArtifactModel):
     row: int
 
 
+class LoggedImage(ArtifactModel):
+    """What a prediction record keeps of its image: the upload and its pixel statistics.
+
+    The statistics are :func:`visionops.imaging.image_statistics` of the model-sized pixels,
+    on the 0..1 scale; drift detection compares them with the reference's.
+    """
+
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    sharpness: float | None = None
+    saturation: float | None = None
+    mean_c0: float | None = None
+    mean_c1: float | None = None
+    mean_c2: float | None = None
+
+
 class PredictionRecord(ArtifactModel):
     """One line of the prediction log (``runs/<name>/predictions/*.jsonl``).
 
     Not an :class:`Artifact`: a log line carries no kind of its own; the log's reader
     validates each line with this model and skips (and counts) the ones that do not fit.
+    ``prediction`` is the task's answer, read through the task (``answer_text``,
+    ``flat_answer``).
     """
 
     time: str
@@ -585,6 +617,14 @@ class PredictionRecord(ArtifactModel):
     queue_ms: float | None = None
     compute_ms: float | None = None
     batch_size: int | None = None
-    image: dict[str, Any] = Field(default_factory=dict)
+    image: LoggedImage | None = None
     embedding: EmbeddingRef | None = None
     image_file: str | None = None
+    source: str | None = None
+    """The file a ``visionops predict`` record was read from."""
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _no_image(cls, value: Any) -> Any:
+        """An empty ``image`` object (older logs) means no image statistics."""
+        return value or None

@@ -5,6 +5,9 @@ images shifted with ``drift simulate``: no drift, then drift). The serve check s
 serving app in-process, posts raw test images as a client would, and compares its answers with
 the exported model's answers on the prepared arrays of the same images: if training and
 serving decoded or resized differently, the check fails.
+
+The serving app comes from the caller (the CLI hands in
+``create_app`` of the HTTP layer): only ``cli`` imports ``serve``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from visionops.config import Settings
+from visionops.config import ServeSettings, Settings
 from visionops.errors import SkewError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
-__all__ = ["DEMO_FOR_TASK", "StageReport", "drift_check", "run_quickstart", "serve_check"]
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from visionops.inference.bundle import Bundle
+
+__all__ = [
+    "DEMO_FOR_TASK",
+    "AppFactory",
+    "StageReport",
+    "drift_check",
+    "run_quickstart",
+    "serve_check",
+]
+
+
+class AppFactory(Protocol):
+    """Builds the serving app for a bundle (``serve.app.create_app``)."""
+
+    def __call__(
+        self, bundle: Bundle, settings: ServeSettings, log_dir: Path | None = None
+    ) -> ASGIApp:
+        """The app serving ``bundle``, logging its predictions to ``log_dir``."""
+        ...
+
 
 DEMO_FOR_TASK = {
     "classification": "shapes",
@@ -80,11 +106,17 @@ def _difference(served: Any, expected: Any) -> float:
 
 
 def serve_check(
-    bundle_dir: Path, prepared_dir: Path, raw_dir: Path, settings: Settings, count: int = 8
+    create_app: AppFactory,
+    bundle_dir: Path,
+    prepared_dir: Path,
+    raw_dir: Path,
+    settings: Settings,
+    count: int = 8,
 ) -> str:
     """Post raw test images to the real serving app and compare with the bundle's own answers.
 
     Args:
+        create_app: Builds the serving app.
         bundle_dir: The exported bundle.
         prepared_dir: The prepared dataset the run was trained on (its ``items.csv`` maps test
             items back to their raw files).
@@ -110,7 +142,6 @@ def serve_check(
     from visionops.data.prepared import PreparedDataset
     from visionops.inference.bundle import load_bundle
     from visionops.inference.session import ModelSession, Postprocessor, PredictOptions
-    from visionops.serve.app import create_app
 
     bundle = load_bundle(bundle_dir)
     dataset = PreparedDataset.open(prepared_dir)
@@ -147,6 +178,7 @@ def serve_check(
 
 def run_quickstart(
     settings: Settings,
+    create_app: AppFactory,
     *,
     task: Literal["classification", "multilabel", "regression"] = "classification",
     progress: ProgressReporter = NULL_PROGRESS,
@@ -156,6 +188,7 @@ def run_quickstart(
 
     Args:
         settings: Resolved settings (epochs, device, sizes...).
+        create_app: Builds the serving app for the serve check.
         task: Which demo to run.
         progress: Progress reporter for the long stages.
         on_stage: Called after each stage (the CLI prints it as it happens).
@@ -220,7 +253,7 @@ def run_quickstart(
     record("export", started, exported.bundle_dir, "parity passed")
 
     started = time.perf_counter()
-    summary = serve_check(exported.bundle_dir, prepared.path, fetched.path, settings)
+    summary = serve_check(create_app, exported.bundle_dir, prepared.path, fetched.path, settings)
     record("serve check", started, exported.bundle_dir.parent / "predictions", summary)
 
     started = time.perf_counter()

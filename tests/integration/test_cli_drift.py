@@ -177,16 +177,10 @@ def test_predict_log_then_report_on_the_log(
 
 
 @pytest.fixture(scope="module")
-def colours(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def colours(classification_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the hand-made project with colours-run exported (runs/latest)."""
-    from visionops.config import load_settings
-    from visionops.export.stage import export_run
-
-    root = Path(shutil.copytree(handmade_runs, tmp_path_factory.mktemp("drift-hm") / "p",
-                                symlinks=True))  # fmt: skip
-    settings = load_settings(overrides=[f"runs_root={root / 'runs'}"], cwd=root)
-    export_run(settings, root / "runs" / "colours-run")
-    return root
+    source = classification_bundle.parents[2]
+    return Path(shutil.copytree(source, tmp_path_factory.mktemp("drift-hm") / "p", symlinks=True))
 
 
 def _colour_folder(folder: Path, count: int, cast: float = 0.0) -> Path:
@@ -280,7 +274,7 @@ def test_reference_rebuilt_from_the_test_split(
     from visionops.inference.bundle import load_bundle
 
     bundle = load_bundle(copy / "runs" / "colours-run" / "bundle")  # checksums still verify
-    assert bundle.manifest["reference_split"] == "test"
+    assert bundle.meta.reference_split == "test"
     with np.load(bundle.path / "reference.npz", allow_pickle=False) as reference:
         assert str(reference["split"]) == "test"
         splits = np.load(copy / "data" / "prepared" / "colours" / "splits.npy")

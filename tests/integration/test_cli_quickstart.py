@@ -1,12 +1,13 @@
 """`visionops quickstart` runs every stage in an empty folder, and proves there is no skew."""
 
-import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from visionops.artifacts import RunRecord
 from visionops.cli.app import app
+from visionops.inference.bundle import load_bundle
 
 
 @pytest.mark.slow
@@ -32,9 +33,10 @@ def test_quickstart_runs_every_stage_in_an_empty_folder(
         assert stage in result.stdout
     assert "(no skew)" in result.output
     run = Path("runs/latest").resolve()
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert RunRecord.read(run).status == "completed"
     assert (run / "eval" / "report.html").is_file()
-    assert json.loads((run / "bundle" / "parity.json").read_text())["passed"] is True
+    parity = load_bundle(run / "bundle").parity
+    assert parity is not None and parity.passed
     assert any((run / "predictions").iterdir())
 
 

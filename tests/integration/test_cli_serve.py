@@ -30,6 +30,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from serve_helpers import wait_ready
+from visionops.artifacts import BundleMeta
 from visionops.cli.app import app
 from visionops.inference.predlog import read_prediction_log
 
@@ -82,31 +84,22 @@ def start_server(project: Path, *args: str, ready_within: float = 120.0) -> Serv
         text=True,
     )
     server = Server(process, f"http://127.0.0.1:{port}", port, project)
-    deadline = time.monotonic() + ready_within
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited early:\n{server.stop()}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the server was not ready within {ready_within} s:\n{server.stop()}")
+    try:
+        wait_ready(
+            lambda path: httpx.get(f"{server.url}{path}", timeout=1.0),
+            within=ready_within,
+            alive=lambda: process.poll() is None,
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{server.stop()}") from None
+    return server
 
 
 @pytest.fixture(scope="module")
-def project(handmade_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(classification_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the hand-made project; colours-run (runs/latest) is exported."""
-    from visionops.config import load_settings
-    from visionops.export.stage import export_run
-
-    root = tmp_path_factory.mktemp("serve-cli")
-    shutil.copytree(handmade_runs / "data", root / "data")
-    shutil.copytree(handmade_runs / "runs", root / "runs", symlinks=True)
-    settings = load_settings(overrides=[f"runs_root={root / 'runs'}"], cwd=root)
-    export_run(settings, root / "runs" / "colours-run")
-    return root
+    source = classification_bundle.parents[2]
+    return Path(shutil.copytree(source, tmp_path_factory.mktemp("serve-cli") / "p", symlinks=True))
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +206,7 @@ def test_sigterm_finishes_the_request_in_flight_and_flushes_the_log(
     assert response.status_code == 200
     assert response.json()["predictions"][0]["label"] == "red"
     records = read_prediction_log(log_dir).records
-    assert [r["request_id"] for r in records] == [response.json()["request_id"]]
+    assert [r.request_id for r in records] == [response.json()["request_id"]]
     assert "1 predictions logged" in output
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{live.url}/health", timeout=2)
@@ -333,10 +326,7 @@ def test_a_run_without_bundle_is_exported_first_with_the_same_settings(
     finally:
         output = live.stop(signal.SIGINT)
     assert live.process.returncode == 130, output  # Ctrl-C: "interrupted"
-    manifest = json.loads(
-        (project / "runs" / "dishes-run" / "bundle" / "visionops.json").read_text()
-    )
-    assert manifest["input"]["layout"] == "NHWC"
+    assert BundleMeta.read(project / "runs" / "dishes-run" / "bundle").input.layout == "NHWC"
     assert meta["input"]["layout"] == "NHWC"
     assert meta["task"] == "regression"
     assert meta["model_version"].startswith("dishes-run@")

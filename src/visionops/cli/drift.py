@@ -80,12 +80,12 @@ def _summary(report: DriftReport) -> None:
     table.add_column("verdict")
     table.add_column("strongest signal")
     for family in result.families:
-        top = min(family.tests, key=lambda row: row["p_adjusted"])
+        top = min(family.tests, key=lambda row: row.p_adjusted)
         table.add_row(
             family.name,
             f"{family.p_value:.3g}",
             "[red]drift[/]" if family.drifted else "[green]ok[/]",
-            f"{top['name']} ({top['test']}, effect {top['statistic']:.3g})",
+            f"{top.name} ({top.test}, effect {top.statistic:.3g})",
         )
     out.print(table)
     for note in report.payload.get("notes") or []:

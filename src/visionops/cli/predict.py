@@ -104,9 +104,7 @@ def predict(
         table.add_column("image")
         table.add_column("prediction")
         for record in result.records[:_SHOWN]:
-            table.add_row(
-                str(record["source"]), get_task(bundle.task).answer_text(record["prediction"])
-            )
+            table.add_row(str(record.source), get_task(bundle.task).answer_text(record.prediction))
         if count > _SHOWN:
             table.caption = f"first {_SHOWN} of {count} — --out FILE.csv writes all"
         out.print(table)

@@ -61,6 +61,7 @@ def quickstart(
 
         raise ConfigError(f"--task {task}: choose one of {', '.join(_RECIPES)}")
     from visionops.quickstart import StageReport, run_quickstart
+    from visionops.serve.app import create_app
 
     settings = resolve_settings(
         config_file=config,
@@ -78,7 +79,7 @@ def quickstart(
 
     chosen: Literal["classification", "multilabel", "regression"] = task  # type: ignore[assignment]
     with progress() as reporter:
-        result = run_quickstart(settings, task=chosen, progress=reporter, on_stage=show)
+        result = run_quickstart(settings, create_app, task=chosen, progress=reporter, on_stage=show)
     table = Table(title="quickstart", show_lines=False)
     table.add_column("stage", style="bold")
     table.add_column("seconds", justify="right")

@@ -16,8 +16,7 @@ the same threshold the overall verdict applies, so the two never disagree.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,13 +34,137 @@ from visionops.drift.stats import (
 from visionops.errors import DriftError
 from visionops.tasks import Task
 
-__all__ = ["DriftResult", "FamilyResult", "compare", "reduce_embeddings"]
+__all__ = [
+    "ChiSquareTest",
+    "DriftResult",
+    "DriftTest",
+    "FamilyResult",
+    "KsTest",
+    "MmdTest",
+    "TimeWindow",
+    "compare",
+    "reduce_embeddings",
+]
 
 FAMILY_TITLES = {
     "embeddings": "Embeddings (MMD²)",
     "outputs": "Model outputs (KS + chi-square)",
     "images": "Image statistics (KS)",
 }
+
+
+@dataclass(kw_only=True)
+class DriftTest:
+    """One test of a family: what it compared and how far apart the two samples are.
+
+    Attributes:
+        name: What was compared, for people (``brightness``, ``p(cat)``, ``embedding``).
+        test: The test (``KS``, ``chi-square``, ``MMD²``).
+        statistic: The effect size (KS distance, Cramér's V, MMD²).
+        p_value: The test's own p-value.
+        p_adjusted: After Benjamini–Hochberg within the family (MMD: its own p-value).
+        drifted: Whether this test is among the signals of a drifted family.
+    """
+
+    name: str
+    test: str
+    statistic: float
+    p_value: float
+    p_adjusted: float = float("nan")
+    drifted: bool = False
+
+    def detail(self) -> str:
+        """The report's detail column."""
+        return ""
+
+    def phrase(self) -> str:
+        """What drifted, in a few words (``brightness up 1.20 sd (KS 0.41, p = 0.003)``)."""
+        return f"{self.name} ({self.test} {self.statistic:.3g}, p = {self.p_adjusted:.3g})"
+
+
+@dataclass(kw_only=True)
+class KsTest(DriftTest):
+    """Kolmogorov–Smirnov on one column (an output or an image statistic).
+
+    Attributes:
+        key: The column (``output_3``, ``mean_c0``).
+        reference_mean: Its mean in the reference.
+        current_mean: Its mean in the current sample.
+        shift_sd: The shift of the mean in reference standard deviations (0 when the
+            reference is constant).
+    """
+
+    test: str = "KS"
+    key: str
+    reference_mean: float
+    current_mean: float
+    shift_sd: float
+
+    def detail(self) -> str:
+        """Means before and after, and the shift in reference standard deviations."""
+        return f"{self.reference_mean:.4g} → {self.current_mean:.4g} ({self.shift_sd:+.2f} sd)"
+
+    def phrase(self) -> str:
+        """The column, which way it moved and by how much."""
+        direction = "up" if self.current_mean > self.reference_mean else "down"
+        # A constant reference (every image 640 px wide) has no spread to count in: the means.
+        size = (
+            f"{abs(self.shift_sd):.2f} sd"
+            if self.shift_sd
+            else f"{self.reference_mean:.4g} → {self.current_mean:.4g}"
+        )
+        test = f"KS {self.statistic:.2f}, p = {self.p_adjusted:.3g}"
+        return f"{self.name} {direction} {size} ({test})"
+
+
+@dataclass(kw_only=True)
+class ChiSquareTest(DriftTest):
+    """Chi-square on the predicted classes; the effect is Cramér's V.
+
+    Attributes:
+        chi2: The chi-square statistic.
+        reference_counts: Images per predicted class in the reference.
+        current_counts: Images per predicted class in the current sample.
+    """
+
+    test: str = "chi-square"
+    key: str = "predicted_class"
+    chi2: float
+    reference_counts: list[int]
+    current_counts: list[int]
+
+    def detail(self) -> str:
+        """The chi-square statistic."""
+        return f"χ² = {self.chi2:.3g}"
+
+    def phrase(self) -> str:
+        """The predicted-class mix and how strongly it moved."""
+        return f"predicted-class mix (Cramér's V {self.statistic:.2f}, p = {self.p_adjusted:.3g})"
+
+
+@dataclass(kw_only=True)
+class MmdTest(DriftTest):
+    """MMD² between the embeddings, with a permutation p-value.
+
+    Attributes:
+        bandwidth: The Gaussian kernel's σ (median heuristic).
+        reference_n: Reference embeddings tested (those PCA was not fitted on).
+        current_n: Current embeddings tested.
+    """
+
+    name: str = "embedding"
+    test: str = "MMD²"
+    bandwidth: float
+    reference_n: int
+    current_n: int
+
+    def detail(self) -> str:
+        """How many embeddings were compared."""
+        return f"{self.reference_n} vs {self.current_n} images"
+
+    def phrase(self) -> str:
+        """The embeddings' distance and its p-value."""
+        return f"embeddings (MMD² {self.statistic:.3g}, p = {self.p_value:.3g})"
 
 
 @dataclass
@@ -52,15 +175,14 @@ class FamilyResult:
         name: ``embeddings``, ``outputs`` or ``images``.
         p_value: The family's p-value (Simes over its BH-adjusted tests; MMD's own p-value).
         drifted: Whether ``p_value`` is below α / families tested.
-        tests: One row per test: ``name``, ``test``, ``statistic`` (the effect size),
-            ``p_value``, ``p_adjusted``, ``drifted`` and test-specific fields.
+        tests: One per test.
         note: How it was run (PCA, permutations, which columns), for the report.
     """
 
     name: str
     p_value: float
     drifted: bool
-    tests: list[dict[str, Any]]
+    tests: list[DriftTest]
     note: str = ""
 
 
@@ -92,9 +214,26 @@ class DriftResult:
         """The family called ``name``, if it was tested."""
         return next((f for f in self.families if f.name == name), None)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return asdict(self)
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The overall verdict on one time window of the current sample.
+
+    Attributes:
+        start: Time of its first record (ISO 8601).
+        end: Time of its last record.
+        label: Its start, short, for a plot axis.
+        n: Records in the window.
+        p_value: The overall p-value of its tests.
+        drifted: Whether it drifted.
+    """
+
+    start: str
+    end: str
+    label: str
+    n: int
+    p_value: float
+    drifted: bool
 
 
 def reduce_embeddings(
@@ -163,16 +302,14 @@ def _embedding_family(
         rng=rng,
     )
     result = mmd_permutation_test(ref, cur, permutations=settings.permutations, rng=rng)
-    row = {
-        "name": "embedding",
-        "test": "MMD²",
-        "statistic": result.mmd2,
-        "p_value": result.p_value,
-        "p_adjusted": result.p_value,
-        "bandwidth": result.bandwidth,
-        "reference_n": len(ref),
-        "current_n": len(cur),
-    }
+    row = MmdTest(
+        statistic=result.mmd2,
+        p_value=result.p_value,
+        p_adjusted=result.p_value,
+        bandwidth=result.bandwidth,
+        reference_n=len(ref),
+        current_n=len(cur),
+    )
     return FamilyResult(
         "embeddings",
         result.p_value,
@@ -185,37 +322,36 @@ def _embedding_family(
 
 def _ks_rows(
     names: list[str], labels: list[str], ref: NDArray[np.float64], cur: NDArray[np.float64]
-) -> list[dict[str, Any]]:
-    rows = []
+) -> list[DriftTest]:
+    rows: list[DriftTest] = []
     for result, label in zip(ks_tests(names, ref, cur), labels, strict=True):
         column = names.index(result.name)
         spread = float(np.nanstd(ref[:, column]))
         rows.append(
-            {
-                "name": label,
-                "test": "KS",
-                "statistic": result.statistic,
-                "p_value": result.p_value,
-                "reference_mean": result.reference_mean,
-                "current_mean": result.current_mean,
-                "shift_sd": (result.current_mean - result.reference_mean) / spread
+            KsTest(
+                name=label,
+                statistic=result.statistic,
+                p_value=result.p_value,
+                reference_mean=result.reference_mean,
+                current_mean=result.current_mean,
+                shift_sd=(result.current_mean - result.reference_mean) / spread
                 if spread > 0
                 else 0.0,
-                "key": result.name,
-            }
+                key=result.name,
+            )
         )
     return rows
 
 
-def _adjust(rows: list[dict[str, Any]]) -> float:
-    adjusted = benjamini_hochberg([row["p_value"] for row in rows])
+def _adjust(rows: list[DriftTest]) -> float:
+    adjusted = benjamini_hochberg([row.p_value for row in rows])
     for row, value in zip(rows, adjusted, strict=True):
-        row["p_adjusted"] = float(value)
+        row.p_adjusted = float(value)
     return float(adjusted.min()) if len(adjusted) else 1.0
 
 
 def _output_family(reference: Sample, current: Sample, task: Task) -> FamilyResult | str:
-    rows: list[dict[str, Any]] = []
+    rows: list[DriftTest] = []
     parts: list[str] = []
     if reference.outputs is not None and current.outputs is not None:
         # The task names its columns (p(cat), energy, ...); the key keeps the column index.
@@ -230,16 +366,14 @@ def _output_family(reference: Sample, current: Sample, task: Task) -> FamilyResu
         count = max(count, int(current.classes.max(initial=0)) + 1)
         chi = chi_square_test(reference.classes, current.classes, count)
         rows.append(
-            {
-                "name": "predicted class",
-                "test": "chi-square",
-                "statistic": chi.cramers_v,
-                "p_value": chi.p_value,
-                "chi2": chi.statistic,
-                "reference_counts": chi.reference_counts,
-                "current_counts": chi.current_counts,
-                "key": "predicted_class",
-            }
+            ChiSquareTest(
+                name="predicted class",
+                statistic=chi.cramers_v,
+                p_value=chi.p_value,
+                chi2=chi.statistic,
+                reference_counts=chi.reference_counts,
+                current_counts=chi.current_counts,
+            )
         )
         parts.append("chi-square on predicted classes (effect: Cramér's V)")
     if not rows:
@@ -340,9 +474,9 @@ def compare(
     for family in families:
         family.drifted = family.p_value < level
         for row in family.tests:
-            row["drifted"] = bool(family.drifted and row["p_adjusted"] < level)
-            if row["drifted"]:
-                what.append((row["p_adjusted"], _phrase(family.name, row)))
+            row.drifted = bool(family.drifted and row.p_adjusted < level)
+            if row.drifted:
+                what.append((row.p_adjusted, row.phrase()))
     overall = bonferroni([family.p_value for family in families])
     return DriftResult(
         drifted=overall < settings.alpha,
@@ -354,21 +488,3 @@ def compare(
         what_drifted=[text for _, text in sorted(what, key=lambda item: item[0])][:8],
         notes=notes,
     )
-
-
-def _phrase(family: str, row: dict[str, Any]) -> str:
-    if family == "embeddings":
-        return f"embeddings (MMD² {row['statistic']:.3g}, p = {row['p_value']:.3g})"
-    if row["test"] == "chi-square":
-        return (
-            f"predicted-class mix (Cramér's V {row['statistic']:.2f}, p = {row['p_adjusted']:.3g})"
-        )
-    direction = "up" if row["current_mean"] > row["reference_mean"] else "down"
-    # A constant reference (every image 640 px wide) has no spread to count in: say the means.
-    size = (
-        f"{abs(row['shift_sd']):.2f} sd"
-        if row["shift_sd"]
-        else f"{row['reference_mean']:.4g} → {row['current_mean']:.4g}"
-    )
-    test = f"KS {row['statistic']:.2f}, p = {row['p_adjusted']:.3g}"
-    return f"{row['name']} {direction} {size} ({test})"

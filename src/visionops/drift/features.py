@@ -7,16 +7,17 @@ reference and the traffic are measured identically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import LoggedImage
+
 __all__ = [
     "IMAGE_FEATURES",
     "feature_label",
-    "image_feature_matrix",
+    "image_features",
 ]
 
 IMAGE_FEATURES: tuple[str, ...] = (
@@ -30,7 +31,8 @@ IMAGE_FEATURES: tuple[str, ...] = (
     "width",
     "height",
 )
-"""Statistics tested, when both the reference and the current sample have them."""
+"""Statistics tested, when both the reference and the current sample have them (each a
+field of :class:`~visionops.artifacts.LoggedImage`)."""
 
 _LABELS = {
     "mean": "brightness",
@@ -52,22 +54,20 @@ def feature_label(name: str, channels: int = 3) -> str:
     return _LABELS.get(name, name)
 
 
-def image_feature_matrix(
-    infos: Sequence[Mapping[str, Any]], names: Sequence[str]
-) -> NDArray[np.float64]:
-    """Stack the named statistics of each image (NaN where one is missing).
+def image_features(images: Sequence[LoggedImage | None]) -> dict[str, NDArray[np.float64]]:
+    """The tested statistics of each image, one ``(n,)`` column per statistic.
 
     Args:
-        infos: Per-image dicts (a log record's ``image``).
-        names: Which statistics, in column order.
+        images: Each image's record (a log record's ``image``; None when it has none).
 
     Returns:
-        ``(len(infos), len(names))`` float64.
+        A column for each of :data:`IMAGE_FEATURES` that at least one image has, NaN where
+        an image lacks it.
     """
-    matrix = np.full((len(infos), len(names)), np.nan)
-    for row, info in enumerate(infos):
-        for column, name in enumerate(names):
-            value = info.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                matrix[row, column] = float(value)
-    return matrix
+    columns: dict[str, NDArray[np.float64]] = {}
+    for name in IMAGE_FEATURES:
+        values = [None if image is None else getattr(image, name) for image in images]
+        column = np.array([np.nan if value is None else float(value) for value in values])
+        if np.isfinite(column).any():
+            columns[name] = column
+    return columns

@@ -25,9 +25,10 @@ from loguru import logger
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from visionops.artifacts import LoggedImage
 from visionops.config import DriftSettings
 from visionops.drift.detect import DriftResult, compare
-from visionops.drift.features import IMAGE_FEATURES
+from visionops.drift.features import image_features
 from visionops.drift.samples import Sample, reference_sample
 from visionops.errors import DriftError
 from visionops.inference.bundle import Bundle
@@ -61,7 +62,7 @@ class OnlineDriftMonitor:
         self.reference = reference_sample(bundle)
         self.task = task_for(bundle.meta)
         self.on_result = on_result
-        self._window: deque[tuple[NDArray[np.float32], NDArray[np.float32] | None, dict[str, Any]]]
+        self._window: deque[tuple[NDArray[np.float32], NDArray[np.float32] | None, LoggedImage]]
         self._window = deque(maxlen=settings.window)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -106,7 +107,7 @@ class OnlineDriftMonitor:
         self,
         outputs: NDArray[np.float32],
         embeddings: NDArray[np.float32] | None,
-        infos: Sequence[dict[str, Any]],
+        infos: Sequence[LoggedImage],
     ) -> None:
         """Record one batch of predictions (called from the inference thread; cheap).
 
@@ -164,7 +165,7 @@ class OnlineDriftMonitor:
             current,
             task=self.task,
             settings=self.settings,
-            channels=int(self.bundle.input.get("channels", 3)),
+            channels=self.bundle.meta.input.channels,
         )
         self.runs += 1
         self.latest = {
@@ -186,7 +187,7 @@ class OnlineDriftMonitor:
         return result
 
     def _sample(
-        self, items: list[tuple[NDArray[np.float32], NDArray[np.float32] | None, dict[str, Any]]]
+        self, items: list[tuple[NDArray[np.float32], NDArray[np.float32] | None, LoggedImage]]
     ) -> Sample:
         outputs = np.stack([item[0] for item in items]).astype(np.float64)
         embeddings = [item[1] for item in items]
@@ -195,23 +196,13 @@ class OnlineDriftMonitor:
             if all(e is not None for e in embeddings)
             else None
         )
-        features: dict[str, NDArray[np.float64]] = {}
-        for name in IMAGE_FEATURES:
-            values = np.array(
-                [
-                    float(v) if isinstance(v := item[2].get(name), int | float) else np.nan
-                    for item in items
-                ]
-            )
-            if np.isfinite(values).any():
-                features[name] = values
         return Sample(
             source=f"serve window of {len(items)} predictions",
             count=len(items),
             embeddings=stacked,
             outputs=outputs,
             classes=self.task.predicted_classes(outputs),
-            features=features,
+            features=image_features([item[2] for item in items]),
         )
 
     def _loop(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.drift.detect import TimeWindow
 from visionops.plots import new_figure
 
 __all__ = [
@@ -117,20 +118,18 @@ def class_distribution_png(
     return _png(figure)
 
 
-def windows_png(windows: Sequence[dict[str, Any]], alpha: float) -> bytes:
+def windows_png(windows: Sequence[TimeWindow], alpha: float) -> bytes:
     """Overall p-value per time window of the current sample, with the α line."""
     figure = new_figure(6.5, 3.6)
     axes = figure.add_subplot(1, 1, 1)
     positions = np.arange(len(windows))
-    values = [max(float(w["p_value"]), 1e-6) for w in windows]
-    colours = [CURRENT_COLOUR if w["drifted"] else REFERENCE_COLOUR for w in windows]
+    values = [max(w.p_value, 1e-6) for w in windows]
+    colours = [CURRENT_COLOUR if w.drifted else REFERENCE_COLOUR for w in windows]
     axes.bar(positions, values, color=colours)
     axes.axhline(alpha, color="#444", linestyle="--", linewidth=1, label=f"α = {alpha:g}")
     axes.set_yscale("log")
     axes.set_ylim(1e-4, 1.5)
-    axes.set_xticks(
-        positions, [str(w["label"]) for w in windows], rotation=30, ha="right", fontsize=8
-    )
+    axes.set_xticks(positions, [w.label for w in windows], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("overall p-value")
     axes.set_title("Drift by time window (red = drift)", fontsize=10)
     axes.legend(fontsize=8)

@@ -225,11 +225,11 @@ def rebuild_reference(
         raise
     except VisionOpsError as exc:
         raise DriftError(str(exc)) from None
-    spec = bundle.input
-    if (prepared.image_size, prepared.channels) != (int(spec["size"]), int(spec["channels"])):
+    spec = bundle.meta.input
+    if (prepared.image_size, prepared.channels) != (spec.size, spec.channels):
         raise DriftError(
             f"{prepared.path} holds {prepared.image_size}px {prepared.channels}-channel images;"
-            f" the bundle takes {spec['size']}px with {spec['channels']} channels — pass the"
+            f" the bundle takes {spec.size}px with {spec.channels} channels — pass the"
             " dataset the model was trained on"
         )
     notes: list[str] = []

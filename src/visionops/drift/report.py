@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,14 @@ import numpy as np
 from visionops import __version__
 from visionops._io import atomic_write_text
 from visionops.config import Settings
-from visionops.drift.detect import FAMILY_TITLES, DriftResult, compare
+from visionops.drift.detect import (
+    FAMILY_TITLES,
+    DriftResult,
+    FamilyResult,
+    KsTest,
+    TimeWindow,
+    compare,
+)
 from visionops.drift.samples import (
     Sample,
     images_sample,
@@ -103,7 +110,7 @@ def _current(
 
 def _windows(
     reference: Sample, current: Sample, bundle: Bundle, settings: Settings
-) -> list[dict[str, Any]]:
+) -> list[TimeWindow]:
     """Overall p-value per equal-count time window, when the sample spans time."""
     times = current.times
     minimum = settings.drift.min_samples
@@ -111,7 +118,7 @@ def _windows(
         return []
     order = np.argsort(np.array([t.timestamp() for t in times]), kind="stable")
     count = min(MAX_WINDOWS, current.count // minimum)
-    windows = []
+    windows: list[TimeWindow] = []
     for chunk in np.array_split(order, count):
         part = subset(current, chunk.astype(np.int64), "window")
         result = compare(
@@ -119,21 +126,25 @@ def _windows(
             part,
             task=task_for(bundle.meta),
             settings=settings.drift,
-            channels=int(bundle.input.get("channels", 3)),
+            channels=bundle.meta.input.channels,
             permutations=min(WINDOW_PERMUTATIONS, settings.drift.permutations),
         )
         first, last = times[int(chunk[0])], times[int(chunk[-1])]
         windows.append(
-            {
-                "start": first.isoformat(),
-                "end": last.isoformat(),
-                "label": first.strftime("%m-%d %H:%M"),
-                "n": len(chunk),
-                "p_value": result.p_value,
-                "drifted": result.drifted,
-            }
+            TimeWindow(
+                start=first.isoformat(),
+                end=last.isoformat(),
+                label=first.strftime("%m-%d %H:%M"),
+                n=len(chunk),
+                p_value=result.p_value,
+                drifted=result.drifted,
+            )
         )
     return windows
+
+
+def _ks(family: FamilyResult) -> list[KsTest]:
+    return [row for row in family.tests if isinstance(row, KsTest)]
 
 
 def _plots(
@@ -141,7 +152,7 @@ def _plots(
     current: Sample,
     result: DriftResult,
     bundle: Bundle,
-    windows: list[dict[str, Any]],
+    windows: list[TimeWindow],
 ) -> tuple[dict[str, str], dict[str, bytes]]:
     from visionops.drift import plots
 
@@ -149,13 +160,13 @@ def _plots(
     images: dict[str, bytes] = {}
     images_family = result.family("images")
     if images_family is not None:
-        top = sorted(images_family.tests, key=lambda r: r["p_adjusted"])[:_TOP_PANELS]
+        top = sorted(_ks(images_family), key=lambda r: r.p_adjusted)[:_TOP_PANELS]
         panels = [
             (
-                row["name"],
-                reference.features[row["key"]],
-                current.features[row["key"]],
-                f"KS {row['statistic']:.2f}, p(adj) = {row['p_adjusted']:.3g}",
+                row.name,
+                reference.features[row.key],
+                current.features[row.key],
+                f"KS {row.statistic:.2f}, p(adj) = {row.p_adjusted:.3g}",
             )
             for row in top
         ]
@@ -163,14 +174,14 @@ def _plots(
         captions["image_statistics.png"] = "Image statistics that moved most (smallest p first)"
     outputs_family = result.family("outputs")
     if outputs_family is not None and reference.outputs is not None and current.outputs is not None:
-        rows = [r for r in outputs_family.tests if str(r.get("key", "")).startswith("output_")]
-        top = sorted(rows, key=lambda r: r["p_adjusted"])[:_TOP_PANELS]
+        rows = [r for r in _ks(outputs_family) if r.key.startswith("output_")]
+        top = sorted(rows, key=lambda r: r.p_adjusted)[:_TOP_PANELS]
         panels = [
             (
-                row["name"],
-                reference.outputs[:, int(row["key"].split("_")[1])],
-                current.outputs[:, int(row["key"].split("_")[1])],
-                f"KS {row['statistic']:.2f}, p(adj) = {row['p_adjusted']:.3g}",
+                row.name,
+                reference.outputs[:, int(row.key.split("_")[1])],
+                current.outputs[:, int(row.key.split("_")[1])],
+                f"KS {row.statistic:.2f}, p(adj) = {row.p_adjusted:.3g}",
             )
             for row in top
         ]
@@ -235,7 +246,7 @@ def drift_report(
     bundle = _open_bundle(settings, target)
     reference = reference_sample(bundle)
     current_sample = _current(bundle, current, last, since, progress)
-    channels = int(bundle.input.get("channels", 3))
+    channels = bundle.meta.input.channels
     result = compare(
         reference,
         current_sample,
@@ -274,9 +285,9 @@ def drift_report(
             "since": since.isoformat() if since else None,
         },
         "families": [
-            {**family.__dict__, "title": FAMILY_TITLES[family.name]} for family in result.families
+            {**asdict(family), "title": FAMILY_TITLES[family.name]} for family in result.families
         ],
-        "windows": windows,
+        "windows": [asdict(window) for window in windows],
         "notes": current_sample.notes + result.notes,
         "settings": settings.drift.model_dump(mode="json"),
         "plots": captions,
@@ -288,7 +299,7 @@ def drift_report(
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path, html_path = out_dir / "report.json", out_dir / "report.html"
         atomic_write_text(json_path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-        atomic_write_text(html_path, render_html(payload, images))
+        atomic_write_text(html_path, render_html(payload, result.families, windows, images))
     except OSError as exc:
         raise DriftError(
             f"cannot write the report in {out_dir} ({exc.strerror}) — pass --out"
@@ -365,35 +376,25 @@ def _number(value: Any) -> str:
     return _e(value)
 
 
-def _family_table(family: dict[str, Any]) -> str:
-    rows = sorted(family["tests"], key=lambda r: r["p_adjusted"])
+def _family_table(family: FamilyResult) -> str:
+    rows = sorted(family.tests, key=lambda r: r.p_adjusted)
     body = []
     for row in rows:
-        extra = ""
-        if "shift_sd" in row:
-            extra = (
-                f"{_number(row['reference_mean'])} → {_number(row['current_mean'])}"
-                f" ({row['shift_sd']:+.2f} sd)"
-            )
-        elif row["test"] == "chi-square":
-            extra = f"χ² = {row['chi2']:.3g}"
-        elif row["test"] == "MMD²":
-            extra = f"{row['reference_n']} vs {row['current_n']} images"
-        tag = '<span class="tag drift">drift</span>' if row["drifted"] else ""
+        tag = '<span class="tag drift">drift</span>' if row.drifted else ""
         body.append(
-            f"<tr{' class=hit' if row['drifted'] else ''}><td>{_e(row['name'])} {tag}</td>"
-            f"<td>{_e(row['test'])}</td><td class=num>{_number(row['statistic'])}</td>"
-            f"<td class=num>{_p(row['p_value'])}</td><td class=num>{_p(row['p_adjusted'])}</td>"
-            f"<td>{_e(extra)}</td></tr>"
+            f"<tr{' class=hit' if row.drifted else ''}><td>{_e(row.name)} {tag}</td>"
+            f"<td>{_e(row.test)}</td><td class=num>{_number(row.statistic)}</td>"
+            f"<td class=num>{_p(row.p_value)}</td><td class=num>{_p(row.p_adjusted)}</td>"
+            f"<td>{_e(row.detail())}</td></tr>"
         )
     status = (
         '<span class="tag drift">drift</span>'
-        if family["drifted"]
+        if family.drifted
         else '<span class="tag ok">no drift</span>'
     )
     return (
-        f"<h2>{_e(family['title'])} {status}</h2>"
-        f'<p class="sub">family p-value {_p(family["p_value"])} — {_e(family["note"])}</p>'
+        f"<h2>{_e(FAMILY_TITLES[family.name])} {status}</h2>"
+        f'<p class="sub">family p-value {_p(family.p_value)} — {_e(family.note)}</p>'
         "<table><thead><tr><th>what</th><th>test</th><th class=num>effect</th>"
         "<th class=num>p</th><th class=num>p (adjusted)</th><th>detail</th></tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
@@ -416,11 +417,18 @@ def _figures(captions: dict[str, str], images: dict[str, bytes]) -> str:
     return f'<h2>Plots</h2><div class="plots">{"".join(figures)}</div>' if figures else ""
 
 
-def render_html(payload: dict[str, Any], images: dict[str, bytes]) -> str:
+def render_html(
+    payload: dict[str, Any],
+    families: list[FamilyResult],
+    windows: list[TimeWindow],
+    images: dict[str, bytes],
+) -> str:
     """The report as one self-contained HTML page: verdict first, then tables and plots.
 
     Args:
         payload: ``report.json``'s content.
+        families: The families of tests, one table each.
+        windows: The verdict per time window (empty when the sample does not span time).
         images: PNG bytes by the file names in ``payload["plots"]``.
 
     Returns:
@@ -449,11 +457,10 @@ def render_html(payload: dict[str, Any], images: dict[str, bytes]) -> str:
         if notes
         else ""
     )
-    families = "".join(_family_table(f) for f in payload["families"])
-    windows = payload.get("windows") or []
+    tables = "".join(_family_table(family) for family in families)
     window_rows = "".join(
-        f"<tr{' class=hit' if w['drifted'] else ''}><td>{_e(w['start'])}</td><td>{_e(w['end'])}"
-        f"</td><td class=num>{w['n']}</td><td class=num>{_p(w['p_value'])}</td></tr>"
+        f"<tr{' class=hit' if w.drifted else ''}><td>{_e(w.start)}</td><td>{_e(w.end)}"
+        f"</td><td class=num>{w.n}</td><td class=num>{_p(w.p_value)}</td></tr>"
         for w in windows
     )
     windows_html = (
@@ -480,7 +487,7 @@ def render_html(payload: dict[str, Any], images: dict[str, bytes]) -> str:
         f"<header><h1>Drift report: {_e(bundle['model_version'])}</h1>"
         f"<p class=sub>{current['n']} current images vs {reference['n']} held-out reference"
         f" images ({_e(reference['split'])} split)</p></header>"
-        f"{verdict_html}{notes_html}{families}{_figures(payload.get('plots') or {}, images)}"
+        f"{verdict_html}{notes_html}{tables}{_figures(payload.get('plots') or {}, images)}"
         f"{windows_html}<h2>Details</h2><dl class=details>{details_html}</dl>"
         f"<footer>Written by visionops {_e(payload['visionops_version'])} at"
         f" {_e(payload['created_at'])}. Self-contained: plots are embedded.</footer>"

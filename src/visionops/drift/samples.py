@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from visionops.drift.features import IMAGE_FEATURES, image_feature_matrix
+from visionops.artifacts import PredictionRecord
+from visionops.drift.features import IMAGE_FEATURES, image_features
 from visionops.errors import DriftError, VisionOpsError
 from visionops.inference.bundle import Bundle
 from visionops.tasks import task_for
@@ -130,43 +131,24 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _time(record: dict[str, Any]) -> datetime | None:
+def _time(record: PredictionRecord) -> datetime | None:
     try:
-        parsed = datetime.fromisoformat(str(record.get("time")))
+        parsed = datetime.fromisoformat(record.time)
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _valid(record: dict[str, Any]) -> bool:
-    """Whether a log line is a prediction record (:class:`PredictionRecord`) with an image."""
-    from pydantic import ValidationError
-
-    from visionops.artifacts import PredictionRecord
-
-    try:
-        PredictionRecord.model_validate(record)
-    except ValidationError:
-        return False
-    return bool(record.get("image"))
-
-
 def records_sample(
     bundle: Bundle,
-    records: Sequence[dict[str, Any]],
+    records: Sequence[PredictionRecord],
     embeddings: NDArray[np.float32] | None,
     source: str,
 ) -> Sample:
-    """Summarise records in the prediction-log format (already filtered) as a sample."""
-    outputs = _output_rows([record.get("output") for record in records])
+    """Summarise prediction records (already filtered) as a sample."""
+    outputs = _output_rows([record.output for record in records])
     classes = task_for(bundle.meta).predicted_classes(outputs) if outputs is not None else None
-    infos = [record["image"] for record in records]
-    matrix = image_feature_matrix(infos, IMAGE_FEATURES)
-    features = {
-        name: matrix[:, i]
-        for i, name in enumerate(IMAGE_FEATURES)
-        if np.isfinite(matrix[:, i]).any()
-    }
+    features = image_features([record.image for record in records])
     times = [_time(record) for record in records]
     if embeddings is not None:
         keep = np.isfinite(embeddings).all(axis=1)
@@ -182,16 +164,13 @@ def records_sample(
     )
 
 
-def _output_rows(rows: Sequence[Any]) -> NDArray[np.float64] | None:
+def _output_rows(rows: Sequence[list[float] | None]) -> NDArray[np.float64] | None:
     """The logged main outputs as an ``(n, K)`` matrix, or None unless every record has one."""
-    if not rows or not all(isinstance(row, list) and row for row in rows):
+    if not rows or not all(rows):
         return None
-    if len({len(row) for row in rows}) != 1:
+    if len({len(row) for row in rows if row}) != 1:
         return None
-    try:
-        matrix = np.asarray(rows, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
+    matrix = np.asarray(rows, dtype=np.float64)
     return matrix if np.isfinite(matrix).all() else None
 
 
@@ -218,7 +197,8 @@ def log_sample(
     except VisionOpsError as exc:
         raise DriftError(str(exc)) from None
     notes: list[str] = []
-    valid = [_valid(record) for record in log.records]
+    # A record without image statistics cannot be tested: counted with the broken lines.
+    valid = [record.image is not None for record in log.records]
     corrupted = log.skipped_lines + valid.count(False)
     if corrupted:
         notes.append(f"{corrupted} corrupted log lines were skipped")
@@ -234,7 +214,7 @@ def log_sample(
     for index, (record, ok) in enumerate(zip(log.records, valid, strict=True)):
         if not ok:
             continue
-        record_version = str(record.get("model_version"))
+        record_version = record.model_version
         versions[record_version] = versions.get(record_version, 0) + 1
         if record_version == version:
             chosen.append(index)

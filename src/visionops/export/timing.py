@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +19,7 @@ from visionops.inference.runtime import INPUT_NAME, to_layout
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["Timing", "compare_latency", "time_calls", "time_interleaved"]
+__all__ = ["Timing", "compare_latency", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,6 @@ def time_interleaved(
             samples[name].append((time.perf_counter() - start) * 1000.0)
         rounds += 1
     return {name: Timing(tuple(values)) for name, values in samples.items()}
-
-
-def time_calls(call: Callable[[], object], **options: Any) -> Timing:
-    """Time one call repeatedly (see :func:`time_interleaved` for the options)."""
-    return time_interleaved({"call": call}, **options)["call"]
 
 
 def compare_latency(

@@ -87,17 +87,6 @@ class Bundle:
         """Version string returned with every prediction."""
         return self.meta.model_version
 
-    # Transition: serve still reads these two as dicts; use ``meta`` in new code.
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """``visionops.json`` as plain JSON data (prefer :attr:`meta`)."""
-        return self.meta.to_json()
-
-    @property
-    def input(self) -> dict[str, Any]:
-        """The input spec as a dict (prefer ``meta.input``)."""
-        return self.meta.input.model_dump(mode="json")
-
 
 def find_bundle(target: Path | None, runs_root: Path) -> Path:
     """Find a bundle folder from a bundle path, a run folder/name, or ``runs/latest``.
@@ -125,8 +114,8 @@ def _embedded(meta: BundleMeta) -> dict[str, Any]:
     return data
 
 
-def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    """Put ``metadata`` (JSON) under ``metadata_props['visionops']`` of an ONNX file."""
+def _embed_metadata(path: Path, meta: BundleMeta) -> None:
+    """Put ``meta`` (JSON, less the checksums) under ``metadata_props['visionops']`` of a graph."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -135,10 +124,10 @@ def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
-    entry.value = json.dumps(metadata, sort_keys=False, default=str)
+    entry.value = json.dumps(_embedded(meta), sort_keys=False, default=str)
     proto.doc_string = (
-        f"visionops {metadata.get('task')} model {metadata.get('model_version')}: uint8 pixels"
-        f" in, {', '.join(dict(metadata.get('outputs') or {}).values())} out"
+        f"visionops {meta.task} model {meta.model_version}: uint8 pixels in,"
+        f" {', '.join(meta.outputs.values())} out"
     )
     onnx.save_model(proto, str(path))
 
@@ -154,9 +143,8 @@ def write_bundle_manifest(bundle_dir: Path, meta: BundleMeta) -> BundleMeta:
     Returns:
         The manifest as written.
     """
-    metadata = _embedded(meta)
     for graph in sorted(bundle_dir.glob("*.onnx")):
-        _embed_metadata(graph, metadata)
+        _embed_metadata(graph, meta)
     files = {
         entry.name: file_sha256(entry)
         for entry in sorted(bundle_dir.iterdir())

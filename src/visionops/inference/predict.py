@@ -6,7 +6,7 @@ the prediction-log format, so ``--log`` appends batch jobs to the log ``drift re
 
 Examples:
     >>> result = predict_files(load_bundle(Path("runs/run-001/bundle")), [Path("photos")])
-    >>> result.records[0]["prediction"]["label"]  # doctest: +SKIP
+    >>> result.records[0].prediction["label"]  # doctest: +SKIP
     'circle'
 """
 
@@ -18,11 +18,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import PredictionRecord
 from visionops.errors import DataError, ImageError
 from visionops.imaging import IMAGE_SUFFIXES
 from visionops.inference.bundle import Bundle
@@ -39,14 +39,14 @@ class PredictResult:
     """What :func:`predict_files` returns.
 
     Attributes:
-        records: One prediction-log record per image that was read (``source`` = its path).
+        records: One prediction-log record per image that was read (``source``: its path).
         embeddings: ``(len(records), D)`` float32, or None when the graph has no embedding.
         outputs: ``(len(records), K)`` float32: the graph's task output.
         failures: ``(path, reason)`` for each file that could not be decoded.
         seconds: Wall time.
     """
 
-    records: list[dict[str, Any]]
+    records: list[PredictionRecord]
     embeddings: NDArray[np.float32] | None
     outputs: NDArray[np.float32]
     failures: list[tuple[Path, str]] = field(default_factory=list)
@@ -110,6 +110,7 @@ def predict_files(
     Raises:
         DataError: No image to read, or none of them could be decoded.
     """
+    from visionops.inference.predlog import prediction_record
     from visionops.inference.session import ModelSession, Postprocessor, PredictOptions
 
     started = time.perf_counter()
@@ -118,7 +119,7 @@ def predict_files(
     postprocess = Postprocessor(bundle, default_top_k=top_k)
     options = PredictOptions()
     request_id = f"predict-{uuid.uuid4().hex[:12]}"
-    records: list[dict[str, Any]] = []
+    records: list[PredictionRecord] = []
     embeddings: list[NDArray[np.float32]] = []
     outputs: list[NDArray[np.float32]] = []
     failures: list[tuple[Path, str]] = []
@@ -136,27 +137,26 @@ def predict_files(
                 continue
             compute_started = time.perf_counter()
             result = session.run(np.stack([image.pixels for _, image in decoded]))
-            compute_ms = round((time.perf_counter() - compute_started) * 1000, 3)
+            compute_ms = (time.perf_counter() - compute_started) * 1000
             now = datetime.now(UTC).isoformat()
             for row, (path, image) in enumerate(decoded):
-                answer = postprocess(result, row, options)
                 records.append(
-                    {
-                        "time": now,
-                        "request_id": request_id,
-                        "index": len(records),
-                        "model_version": bundle.model_version,
-                        "precision": session.precision,
-                        "task": bundle.task,
-                        "prediction": answer,
-                        "output": [float(v) for v in np.atleast_1d(result.main[row])],
-                        "latency_ms": compute_ms,
-                        "queue_ms": 0.0,
-                        "compute_ms": compute_ms,
-                        "batch_size": len(decoded),
-                        "image": image.info,
-                        "source": str(path),
-                    }
+                    prediction_record(
+                        postprocess(result, row, options),
+                        result.main[row],
+                        image.info,
+                        time=now,
+                        request_id=request_id,
+                        index=len(records),
+                        model_version=bundle.model_version,
+                        task=bundle.meta.task,
+                        precision=session.precision,
+                        latency_ms=compute_ms,
+                        queue_ms=0.0,
+                        compute_ms=compute_ms,
+                        batch_size=len(decoded),
+                        source=str(path),
+                    )
                 )
             outputs.append(result.main.reshape(len(decoded), -1))
             if result.embedding is not None:
@@ -188,14 +188,13 @@ def append_to_log(result: PredictResult, directory: Path) -> int:
     Returns:
         Records written.
     """
-    from visionops.artifacts import PredictionRecord
     from visionops.inference.predlog import LogEntry, PredictionLog
 
     log = PredictionLog(directory)
     try:
         entries = [
             LogEntry(
-                record=PredictionRecord.model_validate(record),
+                record=record,
                 embedding=None if result.embeddings is None else result.embeddings[row],
             )
             for row, record in enumerate(result.records)
@@ -222,13 +221,13 @@ def write_predictions(result: PredictResult, task: str, out: Path) -> Path:
     suffix = out.suffix.lower()
     if suffix == ".jsonl":
         text = "".join(
-            json.dumps({"path": r["source"], **r["prediction"]}, default=str) + "\n"
-            for r in result.records
+            json.dumps({"path": record.source, **record.prediction}, default=str) + "\n"
+            for record in result.records
         )
     elif suffix == ".csv":
         rows = [
-            {"path": r["source"], **get_task(task).flat_answer(r["prediction"])}
-            for r in result.records
+            {"path": record.source, **get_task(task).flat_answer(record.prediction)}
+            for record in result.records
         ]
         columns = list(dict.fromkeys(key for row in rows for key in row))
         buffer = io.StringIO()

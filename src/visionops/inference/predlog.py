@@ -27,7 +27,6 @@ uvicorn worker) writes its own segments, and a segment rotates when it passes ``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -42,7 +41,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from visionops._io import atomic_write_bytes, clean_stale_temps
-from visionops.artifacts import EmbeddingRef, PredictionRecord
+from visionops.artifacts import EmbeddingRef, LoggedImage, PredictionRecord, TaskName
 from visionops.errors import ArtifactError
 
 __all__ = [
@@ -50,6 +49,7 @@ __all__ = [
     "LogEntry",
     "PredictionLog",
     "PredictionLogData",
+    "prediction_record",
     "read_prediction_log",
 ]
 
@@ -59,6 +59,62 @@ _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 _SEGMENT = re.compile(r"^predictions-.+\.jsonl$")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "tiff": "tif",
                "webp": "webp", "pnm": "pnm"}  # fmt: skip
+
+
+def prediction_record(
+    answer: dict[str, Any],
+    output: NDArray[np.float32],
+    image: LoggedImage,
+    *,
+    time: str,
+    request_id: str,
+    index: int,
+    model_version: str,
+    task: TaskName,
+    precision: str,
+    latency_ms: float,
+    queue_ms: float,
+    compute_ms: float,
+    batch_size: int,
+    source: str | None = None,
+) -> PredictionRecord:
+    """One image's record, as ``serve`` and ``predict --log`` write it.
+
+    Args:
+        answer: The task's answer (a heatmap in it is left out: it is a whole image).
+        output: The graph's main output for the image (kept to 6 decimals for drift tests).
+        image: The upload's facts from decoding.
+        time: When the batch finished (ISO 8601).
+        request_id: The request (or ``predict`` job) it belongs to.
+        index: Its position in the request.
+        model_version: The bundle's version.
+        task: The bundle's task.
+        precision: ``fp32`` or ``int8``.
+        latency_ms: From arrival to answer.
+        queue_ms: Waiting for a batch.
+        compute_ms: The batch's model call.
+        batch_size: Images in the batch.
+        source: The file it was read from (``predict``).
+    """
+    logged = dict(answer)
+    if logged.get("heatmap"):
+        logged["heatmap"] = "omitted"
+    return PredictionRecord(
+        time=time,
+        request_id=request_id,
+        index=index,
+        model_version=model_version,
+        precision=precision,
+        task=task,
+        prediction=logged,
+        output=np.atleast_1d(output).astype(float).round(6).tolist(),
+        latency_ms=round(latency_ms, 3),
+        queue_ms=round(queue_ms, 3),
+        compute_ms=round(compute_ms, 3),
+        batch_size=batch_size,
+        image=image,
+        source=source,
+    )
 
 
 @dataclass
@@ -243,7 +299,7 @@ class PredictionLogData:
         skipped_lines: Lines that are not a valid record (a crash's partial last line).
     """
 
-    records: list[dict[str, Any]]
+    records: list[PredictionRecord]
     embeddings: NDArray[np.float32] | None
     files: list[Path] = field(default_factory=list)
     skipped_lines: int = 0
@@ -300,7 +356,7 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
             f"no prediction log at {path} — pass the folder `visionops serve` writes"
             " (default: <run>/predictions)"
         )
-    records: list[dict[str, Any]] = []
+    records: list[PredictionRecord] = []
     skipped = 0
     for file in files:
         lines = file.read_bytes().split(b"\n")
@@ -308,9 +364,8 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                PredictionRecord.model_validate(record)
-            except (ValueError, ValidationError):
+                record = PredictionRecord.model_validate_json(line)
+            except ValidationError:
                 skipped += 1
                 if number != len(lines) - 1:
                     logger.warning(
@@ -325,10 +380,10 @@ def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> Predicti
 
 
 def _gather_embeddings(
-    records: list[dict[str, Any]], directory: Path
+    records: list[PredictionRecord], directory: Path
 ) -> NDArray[np.float32] | None:
-    refs = [r.get("embedding") for r in records]
-    names = {ref["file"] for ref in refs if isinstance(ref, dict) and "file" in ref}
+    refs = [record.embedding for record in records]
+    names = {ref.file for ref in refs if ref is not None}
     if not names:
         return None
     arrays: dict[str, NDArray[np.float32]] = {}
@@ -338,9 +393,9 @@ def _gather_embeddings(
     dim = max(a.shape[1] for a in arrays.values())
     out = np.full((len(records), dim), np.nan, dtype=np.float32)
     for i, ref in enumerate(refs):
-        if isinstance(ref, dict) and ref.get("file") in arrays:
-            array = arrays[ref["file"]]
-            row = int(ref.get("row", -1))
-            if 0 <= row < array.shape[0] and array.shape[1] == dim:
-                out[i] = array[row]
+        if ref is None:
+            continue
+        array = arrays[ref.file]
+        if 0 <= ref.row < array.shape[0] and array.shape[1] == dim:
+            out[i] = array[ref.row]
     return out

@@ -10,25 +10,27 @@ anomaly verdict). Never imports torch.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 from PIL import Image
 
-from visionops.artifacts import BundleMeta
+from visionops.artifacts import LoggedImage
 from visionops.errors import ArtifactError, DeviceError, ImageError
 from visionops.imaging import displayed_size, image_statistics, load_image, sniff_format
 from visionops.inference.bundle import Bundle
+from visionops.inference.runtime import (
+    CPU_PROVIDER,
+    available_cores,
+    ort_session,
+    verify_provider_parity,
+)
 from visionops.tasks import INPUT_KEY, PredictOptions, task_for
 
 __all__ = [
-    "CPU_PROVIDER",
-    "CUDA_PROVIDER",
     "DecodedImage",
     "ImageTooLargeError",
     "ModelOutputs",
@@ -36,12 +38,7 @@ __all__ = [
     "Postprocessor",
     "PredictOptions",
     "UnsupportedImageError",
-    "available_cores",
-    "execution_providers",
 ]
-
-CPU_PROVIDER = "CPUExecutionProvider"
-CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 class UnsupportedImageError(ImageError):
@@ -52,59 +49,6 @@ class ImageTooLargeError(ImageError):
     """The image has more pixels than the bundle allows (decompression-bomb guard, HTTP 413)."""
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (cgroup/affinity aware where the OS says)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def execution_providers(
-    device: str, available: Sequence[str] | None = None
-) -> tuple[list[str], str]:
-    """The ONNX Runtime providers for ``--device``, and one sentence on why.
-
-    The bundle's parity with PyTorch was checked on the CPU provider at export. Serving on
-    CUDA needs that check repeated on the CUDA provider at load, which this version cannot
-    do, so CUDA is refused when asked for and passed over (saying so) by ``auto``: never a
-    silent switch to a provider whose answers were not checked.
-
-    Args:
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        available: Providers this ONNX Runtime has (None: ask it).
-
-    Returns:
-        The providers to use, best first, and the reason.
-
-    Raises:
-        DeviceError: A device that cannot serve this bundle with checked answers.
-    """
-    have = list(ort.get_available_providers() if available is None else available)
-    if device == "cpu":
-        return [CPU_PROVIDER], "--device cpu"
-    if device.startswith("cuda"):
-        if CUDA_PROVIDER not in have:
-            raise DeviceError(
-                f"--device {device}: this ONNX Runtime has no CUDA execution provider (it has"
-                f" {', '.join(have)}) — install onnxruntime-gpu, or serve with --device cpu"
-            )
-        raise DeviceError(
-            f"--device {device}: the bundle's parity was checked on the CPU only and this"
-            " visionops cannot re-check it on CUDA at load — serve with --device cpu"
-        )
-    if device == "mps":
-        raise DeviceError(
-            "--device mps: ONNX Runtime has no Apple GPU provider for visionops bundles —"
-            " serve with --device cpu"
-        )
-    if CUDA_PROVIDER in have:
-        return [CPU_PROVIDER], (
-            "auto: CUDA is present, but parity was checked on the CPU only, so the CPU serves"
-        )
-    return [CPU_PROVIDER], "auto: this ONNX Runtime has no CUDA execution provider"
-
-
 @dataclass(frozen=True)
 class DecodedImage:
     """One upload after decoding: model-ready pixels plus what the prediction log records.
@@ -112,11 +56,11 @@ class DecodedImage:
     Attributes:
         pixels: ``(size, size, C)`` uint8, exactly what ``data preprocess`` would have stored.
         info: Format, width/height as displayed (after EXIF rotation), byte count and pixel
-            statistics.
+            statistics: what the prediction log keeps as the record's ``image``.
     """
 
     pixels: NDArray[np.uint8]
-    info: dict[str, Any]
+    info: LoggedImage
 
 
 @dataclass
@@ -138,12 +82,16 @@ class ModelSession:
         bundle: A verified bundle.
         threads: Intra-op threads; 0 uses every core this process may run on.
         precision: ``auto`` runs the int8 model when export kept one (it passed the accuracy
-            check), else fp32; ``fp32`` and ``int8`` force one.
-        providers: ONNX Runtime execution providers, from :func:`execution_providers`.
+            check) and the session runs on the CPU, else fp32; ``fp32`` and ``int8`` force one.
+        providers: ONNX Runtime execution providers, from
+            :func:`~visionops.inference.runtime.execution_providers`. On any other than the
+            CPU, the bundle's parity samples are rerun at load.
 
     Raises:
         ArtifactError: The graph does not have the inputs or outputs its manifest names, or
             ``int8`` was asked of a bundle without an accepted int8 model.
+        DeviceError: The first provider does not start, ``int8`` was asked on a GPU, or the
+            GPU does not reproduce the outputs export verified on the CPU.
     """
 
     def __init__(
@@ -155,14 +103,20 @@ class ModelSession:
         providers: Sequence[str] = (CPU_PROVIDER,),
     ) -> None:
         self.bundle = bundle
-        meta = BundleMeta.model_validate(bundle.manifest)
+        meta = bundle.meta
         int8_path = bundle.int8_model_path
         if precision == "int8" and int8_path is None:
             raise ArtifactError(
                 f"bundle {bundle.path} has no accepted int8 model — export it with `visionops"
                 " export --force --quantize int8`, or serve with --precision fp32"
             )
-        use_int8 = int8_path is not None and precision in {"auto", "int8"}
+        on_cpu = providers[0] == CPU_PROVIDER
+        if precision == "int8" and not on_cpu:
+            raise DeviceError(
+                f"--precision int8 was checked on the CPU only, not on {providers[0]} — serve"
+                " with --precision fp32, or with --device cpu"
+            )
+        use_int8 = int8_path is not None and precision in {"auto", "int8"} and on_cpu
         self.model_path = int8_path if use_int8 and int8_path else bundle.model_path
         self.precision = "int8" if use_int8 else "fp32"
         spec = meta.input
@@ -175,26 +129,14 @@ class ModelSession:
         self.main_output = meta.outputs.get("main") or _default_main_output(meta.task)
         self.embedding_output = meta.embedding_output
         self.threads = threads or available_cores()
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # Idle ORT threads would otherwise spin on the cores the decode threads and the event
-        # loop need (measured: 2 threads went from 14.8 to 21.8 images/s on a busy 2-core box).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = list(providers)
-        try:
-            self._session = ort.InferenceSession(
-                str(self.model_path), options, providers=self.providers
-            )
-        except Exception as exc:  # ORT raises its own untyped errors for a damaged graph
-            raise ArtifactError(
-                f"ONNX Runtime cannot load {self.model_path} ({type(exc).__name__}) —"
-                " re-export the bundle with `visionops export --force`"
-            ) from None
+        self._session = ort_session(
+            self.model_path,
+            self.threads,
+            providers=self.providers,
+            sequential=True,
+            spinning=False,
+        )
         inputs = {node.name: node for node in self._session.get_inputs()}
         if self.input_name not in inputs:
             raise ArtifactError(
@@ -210,6 +152,8 @@ class ModelSession:
                     f"{self.model_path} has no output '{name}' (it has {self.output_names})"
                     " — re-export the bundle with `visionops export --force`"
                 )
+        if not on_cpu:
+            verify_provider_parity(bundle, session=self._session)
 
     def decode(self, data: bytes) -> DecodedImage:
         """Check, decode and resize one upload exactly as ``data preprocess`` does.
@@ -239,13 +183,15 @@ class ModelSession:
             policy=self.resize,
             max_pixels=self.max_pixels,
         )
-        info: dict[str, Any] = {
-            "format": image_format,
-            "width": width,
-            "height": height,
-            "bytes": len(data),
-            **image_statistics(pixels),
-        }
+        info = LoggedImage.model_validate(
+            {
+                "format": image_format,
+                "width": width,
+                "height": height,
+                "bytes": len(data),
+                **image_statistics(pixels),
+            }
+        )
         return DecodedImage(pixels=pixels, info=info)
 
     def run(self, pixels: NDArray[np.uint8]) -> ModelOutputs:
@@ -329,7 +275,7 @@ class Postprocessor:
     """
 
     def __init__(self, bundle: Bundle, default_top_k: int = 5) -> None:
-        self.task = task_for(bundle.manifest)
+        self.task = task_for(bundle.meta)
         self.default_top_k = default_top_k
 
     def describe(self) -> dict[str, Any]:

@@ -1,14 +1,19 @@
 """Serve a bundle over HTTP with ONNX Runtime; never imports torch.
 
+HTTP only: the session, decoding, post-processing and the prediction log are
+:mod:`visionops.inference`'s.
+
 Modules:
     app: :func:`~visionops.serve.app.create_app`, the FastAPI app for one bundle.
     runner: :func:`~visionops.serve.runner.run_server`, what ``visionops serve`` calls.
-    session: the ONNX Runtime session, decoding guards and post-processing by task.
+    routes: the endpoints; schemas: their request and response models.
+    state: what one app owns (session, batcher, pools, metrics, log).
     batcher: the micro-batcher (bounded queue, inference off the event loop).
+    uploads: reading multipart and JSON uploads within the limits.
     metrics: Prometheus metrics in a per-app registry.
-    predlog: the prediction log and :func:`~visionops.inference.predlog.read_prediction_log`,
-        which drift detection reads.
+    http_errors: every failure as one JSON error shape; secrets scrubbed from logs.
     page: the upload page served at ``GET /``.
 
-Importing this package imports nothing heavy; import the module you need.
+Only ``visionops.cli`` imports this package. Importing it imports nothing heavy; import the
+module you need.
 """

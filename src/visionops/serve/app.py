@@ -48,8 +48,9 @@ def create_app(
         log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
         decode_threads: Threads that decode uploads (None: one per core; 0: on the event
             loop, for measurements only).
-        device: ``--device`` (``auto`` serves on the CPU unless CUDA's answers can be
-            checked; see :func:`visionops.inference.session.execution_providers`).
+        device: ``--device`` (``auto`` serves on the CPU; ``cuda`` re-checks the bundle's
+            parity on the GPU at load; see
+            :func:`visionops.inference.runtime.execution_providers`).
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Returns:

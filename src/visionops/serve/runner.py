@@ -12,7 +12,6 @@ and fsyncs the prediction log.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import socket
@@ -20,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from pydantic import BaseModel, SecretStr
 
 from visionops.config import DriftSettings, ServeSettings, Settings
 from visionops.errors import ServeError
-from visionops.inference.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
-from visionops.inference.session import execution_providers
+from visionops.inference.bundle import BUNDLE_MANIFEST, load_bundle
+from visionops.inference.runtime import execution_providers
 from visionops.serve.http_errors import SecretScrubber
 
 __all__ = [
     "ENV_SPEC",
+    "WorkerSpec",
     "app_from_environment",
     "bind_socket",
     "ensure_bundle",
@@ -37,6 +38,26 @@ __all__ = [
 
 ENV_SPEC = "VISIONOPS_SERVE_SPEC"
 """Environment variable through which ``--workers N`` hands the app's spec to each worker."""
+
+
+class WorkerSpec(BaseModel):
+    """What each of ``--workers N`` builds its app from (JSON in :data:`ENV_SPEC`).
+
+    Attributes:
+        bundle: The bundle folder, verified by the parent process.
+        settings: Server settings less the API key (a secret is never dumped).
+        api_key: The API key, handed over in the environment only.
+        device: ``--device``.
+        log_dir: The prediction log folder.
+        drift: Online drift settings.
+    """
+
+    bundle: Path
+    settings: ServeSettings
+    api_key: str | None = None
+    device: str = "auto"
+    log_dir: Path | None = None
+    drift: DriftSettings | None = None
 
 
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
@@ -219,16 +240,14 @@ def run_server(
         return
     # Several workers: uvicorn starts processes that each build the app from the spec.
     sock.close()
-    os.environ[ENV_SPEC] = json.dumps(
-        {
-            "bundle": str(bundle_dir.resolve()),
-            "settings": settings.model_dump(mode="json", exclude={"api_key"}),
-            "api_key": api_key,
-            "device": device,
-            "log_dir": str(resolved_log_dir),
-            "drift": all_settings.drift.model_dump(mode="json"),
-        }
-    )
+    os.environ[ENV_SPEC] = WorkerSpec(
+        bundle=bundle_dir.resolve(),
+        settings=settings.model_copy(update={"api_key": None}),
+        api_key=api_key,
+        device=device,
+        log_dir=resolved_log_dir,
+        drift=all_settings.drift,
+    ).model_dump_json()
     uvicorn.run(
         "visionops.serve.runner:app_from_environment",
         factory=True,
@@ -249,9 +268,8 @@ def app_from_environment() -> Any:
     raw = os.environ.get(ENV_SPEC)
     if not raw:
         raise ServeError(f"{ENV_SPEC} is not set — start the server with `visionops serve`")
-    spec = json.loads(raw)
-    bundle: Bundle = load_bundle(Path(spec["bundle"]), verify=False, allow_unverified=True)
-    settings = ServeSettings.model_validate({**spec["settings"], "api_key": spec.get("api_key")})
-    log_dir = Path(spec["log_dir"]) if spec.get("log_dir") else None
-    drift = DriftSettings.model_validate(spec["drift"]) if spec.get("drift") else None
-    return create_app(bundle, settings, log_dir, device=spec.get("device", "auto"), drift=drift)
+    spec = WorkerSpec.model_validate_json(raw)
+    bundle = load_bundle(spec.bundle, verify=False, allow_unverified=True)
+    api_key = SecretStr(spec.api_key) if spec.api_key else None
+    settings = spec.settings.model_copy(update={"api_key": api_key})
+    return create_app(bundle, settings, spec.log_dir, device=spec.device, drift=spec.drift)

@@ -20,19 +20,17 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from visionops.artifacts import BundleMeta, PredictionRecord
 from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
 from visionops.inference.bundle import Bundle
-from visionops.inference.predlog import LogEntry, PredictionLog
+from visionops.inference.predlog import LogEntry, PredictionLog, prediction_record
+from visionops.inference.runtime import available_cores, execution_providers
 from visionops.inference.session import (
     DecodedImage,
     ModelSession,
     Postprocessor,
     PredictOptions,
     UnsupportedImageError,
-    available_cores,
-    execution_providers,
 )
 from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
@@ -73,7 +71,7 @@ class ServingState:
         log_dir: The prediction log folder (None: :func:`default_log_dir`).
         decode_threads: Threads that decode uploads (None: one per core; 0: decode on the
             event loop itself, only for measuring what the pool buys).
-        device: ``--device``; see :func:`~visionops.inference.session.execution_providers`.
+        device: ``--device``; see :func:`~visionops.inference.runtime.execution_providers`.
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
 
     Raises:
@@ -92,7 +90,7 @@ class ServingState:
         from visionops.drift.online import monitor_for_serve
 
         self.bundle = bundle
-        self.meta = BundleMeta.model_validate(bundle.manifest)
+        self.meta = bundle.meta
         self.settings = settings
         self.providers, self.device_reason = execution_providers(device)
         self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -231,29 +229,26 @@ class ServingState:
         now = datetime.now(UTC).isoformat()
         finished = time.perf_counter()
         for row, (job, answer) in enumerate(zip(jobs, answers, strict=True)):
-            logged = dict(answer)
-            if logged.get("heatmap"):
-                logged["heatmap"] = "omitted"
-            record = PredictionRecord(
+            record = prediction_record(
+                answer,
+                outputs.main[row],
+                job.decoded.info,
                 time=now,
                 request_id=job.request_id,
                 index=job.index,
                 model_version=self.bundle.model_version,
+                task=self.bundle.meta.task,
                 precision=session.precision,
-                task=self.bundle.task,
-                prediction=logged,
-                output=np.atleast_1d(outputs.main[row]).astype(float).round(6).tolist(),
-                latency_ms=round((finished - job.started) * 1000, 3),
-                queue_ms=round((started - job.submitted) * 1000, 3),
-                compute_ms=round(compute_s * 1000, 3),
+                latency_ms=(finished - job.started) * 1000,
+                queue_ms=(started - job.submitted) * 1000,
+                compute_ms=compute_s * 1000,
                 batch_size=len(jobs),
-                image=job.decoded.info,
             )
             job.log_entry = LogEntry(
                 record=record,
                 embedding=None if outputs.embedding is None else outputs.embedding[row],
                 image_bytes=job.upload.data if self.settings.log_images else None,
-                image_format=str(job.decoded.info.get("format")),
+                image_format=job.decoded.info.format,
             )
         if self.drift is not None:
             self.drift.observe(outputs.main, outputs.embedding, [j.decoded.info for j in jobs])

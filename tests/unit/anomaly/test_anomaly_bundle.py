@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from serve_helpers import wait_ready
 from visionops.config import ServeSettings, load_settings
 from visionops.data.prepared import PreparedDataset
 from visionops.export.stage import export_run
@@ -78,10 +78,7 @@ def test_serve_answers_verdicts_and_a_heatmap(
     threshold = json.loads((bundle_dir / "visionops.json").read_text())["thresholds"][0]
     app = create_app(load_bundle(bundle_dir), ServeSettings(), tmp_path)
     with TestClient(app) as client:
-        for _ in range(500):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.02)
+        wait_ready(client.get)
         answers = {}
         for name, index in (("good", good), ("defect", defect)):
             files = {"file": (f"{name}.png", _png(np.asarray(dataset.images[index])), "image/png")}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from serve_helpers import wait_ready
 from visionops.anomaly.categories import select_category
 from visionops.config import DemoSettings, ServeSettings, load_settings
 from visionops.data.synthetic import generate_demo
@@ -82,10 +82,7 @@ def test_recipe_runs_every_stage_offline(
     defect = next((select_category(raw, "carpet") / "test" / "hole").glob("*.png"))
     app = create_app(load_bundle(bundle), ServeSettings(), tmp_path / "log")
     with TestClient(app) as client:
-        for _ in range(500):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.02)
+        wait_ready(client.get)
         files = {"file": ("hole.png", defect.read_bytes(), "image/png")}
         answer = client.post("/predict", files=files, params={"heatmap": True}).json()
     prediction = answer["predictions"][0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from visionops.config import DriftSettings
-from visionops.drift.detect import compare, reduce_embeddings
+from visionops.drift.detect import ChiSquareTest, compare, reduce_embeddings
 from visionops.drift.samples import Sample
 from visionops.errors import DriftError
 from visionops.tasks import task_for
@@ -58,7 +58,7 @@ def test_brightness_shift_is_found_and_named() -> None:
     assert result.drifted
     images = result.family("images")
     assert images is not None and images.drifted
-    hits = [row["name"] for row in images.tests if row["drifted"]]
+    hits = [row.name for row in images.tests if row.drifted]
     assert hits == ["brightness"]
     assert result.what_drifted[0].startswith("brightness up")
 
@@ -71,9 +71,9 @@ def test_class_mix_shift_fires_the_output_family() -> None:
     )  # fmt: skip
     outputs = result.family("outputs")
     assert outputs is not None and outputs.drifted
-    chi = next(row for row in outputs.tests if row["test"] == "chi-square")
-    assert chi["drifted"] and chi["statistic"] > 0.2
-    assert chi["current_counts"][0] > chi["current_counts"][2]
+    chi = next(row for row in outputs.tests if isinstance(row, ChiSquareTest))
+    assert chi.drifted and chi.statistic > 0.2
+    assert chi.current_counts[0] > chi.current_counts[2]
 
 
 def test_embedding_shift_fires_mmd() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from serve_helpers import wait_ready
 from visionops.config import DriftSettings, ServeSettings, load_settings
 from visionops.drift.report import drift_report
 from visionops.inference.bundle import load_bundle
@@ -40,14 +41,15 @@ def _wait_for_run(client: TestClient, runs: int) -> dict[str, Any]:
     raise AssertionError(f"no drift run #{runs} within 60 s: {status}")
 
 
-def test_serve_runs_drift_tests_on_a_rolling_window(colours_bundle: Path, tmp_path: Path) -> None:
+def test_serve_runs_drift_tests_on_a_rolling_window(
+    classification_bundle: Path, tmp_path: Path
+) -> None:
     app = create_app(
-        load_bundle(colours_bundle), ServeSettings(), tmp_path / "log",
+        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
         drift=DriftSettings(**SMALL),
     )  # fmt: skip
     with TestClient(app) as client:
-        while client.get("/ready").status_code != 200:
-            time.sleep(0.02)
+        wait_ready(client.get)
         assert client.get("/drift").json()["status"] == "collecting"
         mixed = [_png(c, i) for i in range(5) for c in COLOURS]
         for start in range(0, 20, 4):
@@ -78,12 +80,13 @@ def test_serve_runs_drift_tests_on_a_rolling_window(colours_bundle: Path, tmp_pa
     # The log the server wrote holds full outputs, so the offline report can test them.
     settings = load_settings(overrides=[f"drift.{k}={v}" for k, v in SMALL.items()])
     report = drift_report(
-        settings, colours_bundle, current=tmp_path / "log", last=20, out=tmp_path / "r"
+        settings, classification_bundle, current=tmp_path / "log", last=20, out=tmp_path / "r"
     )
-    assert report.payload["current"]["n"] == 20  # the red images only
+    assert report.result.current_count == 20  # the red images only
     assert len(report.payload["windows"]) == 4
-    outputs = next(f for f in report.payload["families"] if f["name"] == "outputs")
-    assert [row["name"] for row in outputs["tests"]][:4] == [
+    outputs = report.result.family("outputs")
+    assert outputs is not None
+    assert [row.name for row in outputs.tests][:4] == [
         "p(red)",
         "p(green)",
         "p(blue)",
@@ -93,9 +96,9 @@ def test_serve_runs_drift_tests_on_a_rolling_window(colours_bundle: Path, tmp_pa
     assert report.html_path.read_text().count("data:image/png;base64,") >= 4
 
 
-def test_online_drift_can_be_switched_off(colours_bundle: Path, tmp_path: Path) -> None:
+def test_online_drift_can_be_switched_off(classification_bundle: Path, tmp_path: Path) -> None:
     app = create_app(
-        load_bundle(colours_bundle), ServeSettings(), tmp_path / "log",
+        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
         drift=DriftSettings(**SMALL, online=False),
     )  # fmt: skip
     with TestClient(app) as client:
@@ -104,16 +107,15 @@ def test_online_drift_can_be_switched_off(colours_bundle: Path, tmp_path: Path) 
         assert "visionops_drift_p_value" not in client.get("/metrics").text
 
 
-def test_online_tests_keep_to_their_cpu_share(colours_bundle: Path, tmp_path: Path) -> None:
+def test_online_tests_keep_to_their_cpu_share(classification_bundle: Path, tmp_path: Path) -> None:
     # A share so small that the pause after the first run outlasts the test.
     app = create_app(
-        load_bundle(colours_bundle), ServeSettings(), tmp_path / "log",
+        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
         drift=DriftSettings(**SMALL, max_cpu_share=1e-9),
     )  # fmt: skip
     images = [("file", (f"{i}.png", _png("red", i), "image/png")) for i in range(20)]
     with TestClient(app) as client:
-        while client.get("/ready").status_code != 200:
-            time.sleep(0.02)
+        wait_ready(client.get)
         assert client.post("/predict", files=images).status_code == 200
         first = _wait_for_run(client, 1)
         assert first["runs"] == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionops.artifacts import BundleMeta, PredictionRecord
+from visionops.artifacts import BundleMeta, LoggedImage, PredictionRecord
 from visionops.drift.samples import log_sample, parse_since, reference_sample
 from visionops.errors import DriftError
 from visionops.inference.bundle import Bundle
@@ -26,30 +26,23 @@ def _bundle(path: Path) -> Bundle:
     return Bundle(path=path, meta=meta, parity=None)
 
 
-def _record(version: str, minute: int, label: str = "cat") -> dict[str, object]:
+def _record(version: str, minute: int, label: str = "cat") -> PredictionRecord:
     p = 0.9 if label == "cat" else 0.2
-    return {
-        "time": (datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=minute)).isoformat(),
-        "request_id": f"r{minute}", "index": 0, "model_version": version,
-        "task": "classification",
-        "prediction": {"label": label, "probability": max(p, 1 - p), "top_k": [
+    return PredictionRecord(
+        time=(datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=minute)).isoformat(),
+        request_id=f"r{minute}", model_version=version, task="classification",
+        prediction={"label": label, "probability": max(p, 1 - p), "top_k": [
             {"label": "cat", "probability": p}, {"label": "dog", "probability": 1 - p}]},
-        "output": [p, 1 - p],
-        "image": {"width": 40, "height": 30, "mean": 0.4 + minute / 1000, "std": 0.2},
-    }  # fmt: skip
+        output=[p, 1 - p],
+        image=LoggedImage(width=40, height=30, mean=0.4 + minute / 1000, std=0.2),
+    )  # fmt: skip
 
 
-def _write_log(directory: Path, records: list[dict[str, object]], dim: int = 4) -> None:
+def _write_log(directory: Path, records: list[PredictionRecord], dim: int = 4) -> None:
     log = PredictionLog(directory)
     rng = np.random.default_rng(0)
     log.write(
-        [
-            LogEntry(
-                record=PredictionRecord.model_validate(r),
-                embedding=rng.normal(size=dim).astype(np.float32),
-            )
-            for r in records
-        ]
+        [LogEntry(record=r, embedding=rng.normal(size=dim).astype(np.float32)) for r in records]
     )
     log.close()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 from PIL import Image
-from serve_helpers import colour_image, serving
 
+from serve_helpers import colour_image, serving
 from visionops.inference.predlog import read_prediction_log
 
 KEY = "k3y-that-must-never-leak"
@@ -85,4 +85,5 @@ def test_the_log_records_the_size_as_displayed(classification_bundle: Path, tmp_
         answer = client.post("/predict", files={"file": ("phone.jpg", buffer.getvalue())})
     assert answer.status_code == 200
     (record,) = read_prediction_log(tmp_path / "log").records
-    assert (record["image"]["width"], record["image"]["height"]) == (40, 48)
+    assert record.image is not None
+    assert (record.image.width, record.image.height) == (40, 48)

@@ -1,8 +1,7 @@
-"""serve/runner: the device choice, the port, the worker factory, uvicorn's logs, the bundle."""
+"""serve/runner: the port, the worker factory, uvicorn's logs, the bundle."""
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
@@ -12,36 +11,10 @@ import pytest
 from loguru import logger
 
 from visionops.config import ServeSettings, load_settings
-from visionops.errors import ArtifactError, DeviceError, ServeError
-from visionops.inference.session import CPU_PROVIDER, CUDA_PROVIDER, execution_providers
+from visionops.errors import ArtifactError, ServeError
+from visionops.inference.runtime import CPU_PROVIDER
 from visionops.serve import runner
 from visionops.serve.http_errors import SecretScrubber
-
-WITH_CUDA = [CUDA_PROVIDER, CPU_PROVIDER]
-
-
-# ------------------------------------------------------------------ --device
-
-
-def test_cpu_and_auto_serve_on_the_cpu_and_say_why() -> None:
-    assert execution_providers("cpu", WITH_CUDA) == ([CPU_PROVIDER], "--device cpu")
-    providers, reason = execution_providers("auto", [CPU_PROVIDER])
-    assert providers == [CPU_PROVIDER]
-    assert "no CUDA" in reason
-    # CUDA present: auto does not switch to a provider whose answers were never checked.
-    providers, reason = execution_providers("auto", WITH_CUDA)
-    assert providers == [CPU_PROVIDER]
-    assert "parity" in reason
-
-
-def test_cuda_is_never_a_silent_fallback() -> None:
-    with pytest.raises(DeviceError, match="install onnxruntime-gpu, or serve with --device cpu"):
-        execution_providers("cuda", [CPU_PROVIDER])
-    with pytest.raises(DeviceError, match=r"cuda:1.*serve with --device cpu"):
-        execution_providers("cuda:1", WITH_CUDA)
-    with pytest.raises(DeviceError, match="--device cpu"):
-        execution_providers("mps", WITH_CUDA)
-
 
 # ------------------------------------------------------------------ the port
 
@@ -91,15 +64,14 @@ def test_worker_factory_needs_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_worker_factory_builds_the_app_with_key_and_device(
     classification_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = ServeSettings(api_key="k3y-for-workers", max_batch=4)
-    spec = {
-        "bundle": str(classification_bundle),
-        "settings": settings.model_dump(mode="json", exclude={"api_key"}),
-        "api_key": "k3y-for-workers",
-        "device": "cpu",
-        "log_dir": str(tmp_path / "log"),
-    }
-    monkeypatch.setenv(runner.ENV_SPEC, json.dumps(spec))
+    spec = runner.WorkerSpec(
+        bundle=classification_bundle,
+        settings=ServeSettings(max_batch=4),
+        api_key="k3y-for-workers",
+        device="cpu",
+        log_dir=tmp_path / "log",
+    )
+    monkeypatch.setenv(runner.ENV_SPEC, spec.model_dump_json())
     state = runner.app_from_environment().state.serving
     assert state.api_key == "k3y-for-workers"
     assert state.settings.max_batch == 4
@@ -140,10 +112,9 @@ def test_uvicorn_logs_are_scrubbed_and_show_no_variable_values() -> None:
 # ------------------------------------------------------------------ the bundle
 
 
-def test_ensure_bundle_finds_an_existing_bundle(
-    classification_bundle: Path, serve_project: Path
-) -> None:
-    settings = load_settings(overrides=[f"runs_root={serve_project / 'runs'}"], cwd=serve_project)
+def test_ensure_bundle_finds_an_existing_bundle(classification_bundle: Path) -> None:
+    project = classification_bundle.parents[2]
+    settings = load_settings(overrides=[f"runs_root={project / 'runs'}"], cwd=project)
     assert runner.ensure_bundle(classification_bundle, settings) == classification_bundle
     run_dir = classification_bundle.parent
     assert runner.ensure_bundle(run_dir, settings) == run_dir / "bundle"

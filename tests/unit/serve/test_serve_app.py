@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+
 from serve_helpers import (
     COLOURS,
     colour_image,
@@ -20,7 +21,6 @@ from serve_helpers import (
     png_bomb,
     serving,
 )
-
 from visionops.config import ServeSettings
 from visionops.inference.bundle import load_bundle
 from visionops.inference.predlog import read_prediction_log
@@ -164,7 +164,7 @@ def test_concurrent_requests_each_get_their_own_answer(
         assert body["predictions"][0]["label"] == names[index]
     log = read_prediction_log(tmp_path / "log")
     assert len(log.records) == len(payloads)
-    assert {r["request_id"] for r in log.records} == {b["request_id"] for _, b in results}
+    assert {r.request_id for r in log.records} == {b["request_id"] for _, b in results}
 
 
 def test_health_ready_metrics_answer_while_inference_waits(
@@ -379,21 +379,23 @@ def test_prediction_log_records_and_embeddings(classification_bundle: Path, tmp_
             response = client.post("/predict", files={"file": (f"{index}.png", payload)})
             ids.append(response.json()["request_id"])
     log = read_prediction_log(log_dir)
-    assert [r["request_id"] for r in log.records] == ids
-    assert [r["prediction"]["label"] for r in log.records] == ["red", "green", "blue"]
+    assert [r.request_id for r in log.records] == ids
+    assert [r.prediction["label"] for r in log.records] == ["red", "green", "blue"]
     record = log.records[0]
-    assert record["model_version"] == VERSION
-    assert record["latency_ms"] > 0
-    assert {"format", "width", "height", "mean", "std", "mean_c0"} <= set(record["image"])
-    assert record["image"]["width"] == 48
+    assert record.model_version == VERSION
+    assert record.latency_ms is not None and record.latency_ms > 0
+    assert record.image is not None
+    assert {"format", "width", "height", "mean", "std", "mean_c0"} <= record.image.model_fields_set
+    assert record.image.width == 48
     assert log.embeddings is not None
     np.testing.assert_allclose(log.embeddings, embeddings, atol=1e-4)
     for record, payload in zip(log.records, payloads, strict=True):
-        assert (log_dir / record["image_file"]).read_bytes() == payload
+        assert record.image_file is not None
+        assert (log_dir / record.image_file).read_bytes() == payload
 
 
 def test_images_are_not_kept_unless_asked(classification_bundle: Path, tmp_path: Path) -> None:
     with serving(classification_bundle, tmp_path / "log") as client:
         client.post("/predict", files={"file": png()})
     assert not (tmp_path / "log" / "images").exists()
-    assert "image_file" not in read_prediction_log(tmp_path / "log").records[0]
+    assert read_prediction_log(tmp_path / "log").records[0].image_file is None

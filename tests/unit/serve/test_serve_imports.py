@@ -15,7 +15,7 @@ def test_serving_a_bundle_never_imports_torch(classification_bundle: Path, tmp_p
     image.write_bytes(colour_image())
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import sys
         from pathlib import Path
         import visionops.cli.app
         import visionops.cli.serve
@@ -26,13 +26,13 @@ def test_serving_a_bundle_never_imports_torch(classification_bundle: Path, tmp_p
         from visionops.serve.app import create_app
         from visionops.inference.predlog import read_prediction_log
 
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from serve_helpers import wait_ready
+
         app = create_app(load_bundle(Path({str(classification_bundle)!r})), ServeSettings(),
                          Path({str(tmp_path / "log")!r}))
         with TestClient(app) as client:
-            for _ in range(500):
-                if client.get("/ready").status_code == 200:
-                    break
-                time.sleep(0.02)
+            wait_ready(client.get)
             data = Path({str(image)!r}).read_bytes()
             response = client.post("/predict", files={{"file": ("a.png", data, "image/png")}})
             assert response.status_code == 200, response.text

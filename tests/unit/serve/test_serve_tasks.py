@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+
 from serve_helpers import colour_image, expected_outputs, serving
+from visionops.artifacts import BundleMeta
 
 
 def test_multilabel_thresholds_and_overrides(multilabel_bundle: Path, tmp_path: Path) -> None:
     # The tags model gives the same probabilities to every image (0.8 for "cat", ...) and its
     # run tuned one threshold per label.
-    manifest = json.loads((multilabel_bundle / "visionops.json").read_text())
-    labels, thresholds = manifest["class_names"], manifest["thresholds"]
+    meta = BundleMeta.read(multilabel_bundle)
+    labels, thresholds = meta.labels, meta.thresholds
+    assert isinstance(thresholds, list)  # one tuned threshold per label
     payload = colour_image("green")
     probabilities = expected_outputs(multilabel_bundle, [payload])[0][0].tolist()
     by_probability = sorted(labels, key=lambda name: -probabilities[labels.index(name)])

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_helpers import COLOURS, colour_image, png_bomb
 
+from serve_helpers import COLOURS, colour_image, png_bomb
 from visionops.artifacts import BundleInput, BundleMeta
 from visionops.errors import ArtifactError, ImageError
 from visionops.imaging import load_image
@@ -32,10 +32,10 @@ def test_decode_is_the_preprocess_function(session: ModelSession) -> None:
     payload = colour_image(size=(70, 50), fmt="JPEG")
     decoded = session.decode(payload)
     np.testing.assert_array_equal(decoded.pixels, load_image(payload, size=32))
-    assert decoded.info["format"] == "jpeg"
-    assert (decoded.info["width"], decoded.info["height"]) == (70, 50)
-    assert decoded.info["bytes"] == len(payload)
-    assert 0.0 <= decoded.info["mean"] <= 1.0
+    assert decoded.info.format == "jpeg"
+    assert (decoded.info.width, decoded.info.height) == (70, 50)
+    assert decoded.info.bytes == len(payload)
+    assert decoded.info.mean is not None and 0.0 <= decoded.info.mean <= 1.0
 
 
 def test_decode_guards(session: ModelSession) -> None:

@@ -1,4 +1,5 @@
-"""``visionops.inference.runtime``: sessions, batched prediction, parity on other providers.
+"""``visionops.inference.runtime``: sessions, batched prediction, parity on other providers,
+and :class:`ModelSession` re-checking that parity when it loads off the CPU.
 
 Uses the tiny torch-free bundle of bundle_helpers.py; the real exported bundles are checked
 in test_export.py.
@@ -11,21 +12,29 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from bundle_helpers import images, make_bundle, tiny_graph
 
+from bundle_helpers import images, make_bundle, tiny_graph
 from visionops.errors import ArtifactError, DeviceError
 from visionops.inference.bundle import load_bundle
 from visionops.inference.runtime import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     check_provider_parity,
+    execution_providers,
     onnx_predict,
     ort_session,
     to_layout,
     verify_provider_parity,
 )
+from visionops.inference.session import ModelSession
 
 NO_CUDA = CUDA_PROVIDER not in ort.get_available_providers()
+WITH_CUDA = [CUDA_PROVIDER, CPU_PROVIDER]
+OFF_CPU = "AzureExecutionProvider"
+"""A provider other than the CPU that CPU builds of ONNX Runtime have: stands in for CUDA."""
+needs_off_cpu = pytest.mark.skipif(
+    OFF_CPU not in ort.get_available_providers(), reason=f"this ONNX Runtime has no {OFF_CPU}"
+)
 
 
 def test_to_layout() -> None:
@@ -93,3 +102,59 @@ def test_provider_parity_needs_the_samples(tmp_path: Path) -> None:
     bundle = load_bundle(make_bundle(tmp_path / "bundle", samples=False))
     with pytest.raises(ArtifactError, match=r"no parity\.npz .*visionops export --force"):
         check_provider_parity(bundle, [CPU_PROVIDER])
+
+
+@needs_off_cpu
+def test_a_session_off_the_cpu_re_checks_parity_at_load(tmp_path: Path) -> None:
+    checked = ModelSession(load_bundle(make_bundle(tmp_path / "good")), threads=1,
+                           providers=[OFF_CPU, CPU_PROVIDER])  # fmt: skip
+    assert checked.providers == [OFF_CPU, CPU_PROVIDER]
+    wrong = load_bundle(make_bundle(tmp_path / "wrong", sample_scale=63.0))
+    with pytest.raises(DeviceError, match=f"verified CPU outputs on {OFF_CPU}.*--device cpu"):
+        ModelSession(wrong, threads=1, providers=[OFF_CPU, CPU_PROVIDER])
+
+
+@needs_off_cpu
+def test_int8_runs_on_the_cpu_only(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle", int8=True))
+    assert ModelSession(bundle, threads=1).precision == "int8"
+    assert ModelSession(bundle, threads=1, providers=[OFF_CPU, CPU_PROVIDER]).precision == "fp32"
+    with pytest.raises(DeviceError, match="int8 was checked on the CPU only"):
+        ModelSession(bundle, threads=1, precision="int8", providers=[OFF_CPU, CPU_PROVIDER])
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this ONNX Runtime has the CUDA provider")
+def test_a_session_on_a_cuda_that_cannot_start_is_refused(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "bundle"))
+    with pytest.raises(DeviceError, match="could not start CUDAExecutionProvider"):
+        ModelSession(bundle, threads=1, providers=[CUDA_PROVIDER, CPU_PROVIDER])
+
+
+# ------------------------------------------------------------------ --device
+
+
+def test_cpu_and_auto_serve_on_the_cpu_and_say_why() -> None:
+    assert execution_providers("cpu", WITH_CUDA) == ([CPU_PROVIDER], "--device cpu")
+    providers, reason = execution_providers("auto", [CPU_PROVIDER])
+    assert providers == [CPU_PROVIDER]
+    assert "no CUDA" in reason
+    # CUDA present: auto does not switch providers unasked.
+    providers, reason = execution_providers("auto", WITH_CUDA)
+    assert providers == [CPU_PROVIDER]
+    assert "--device cuda re-checks the bundle's parity" in reason
+
+
+def test_cuda_is_asked_for_and_its_parity_re_checked() -> None:
+    providers, reason = execution_providers("cuda", WITH_CUDA)
+    assert providers == [CUDA_PROVIDER, CPU_PROVIDER]
+    assert "parity samples re-checked" in reason
+    assert execution_providers("cuda:0", WITH_CUDA)[0] == providers
+
+
+def test_cuda_is_never_a_silent_fallback() -> None:
+    with pytest.raises(DeviceError, match="install onnxruntime-gpu, or serve with --device cpu"):
+        execution_providers("cuda", [CPU_PROVIDER])
+    with pytest.raises(DeviceError, match=r"cuda:1.*CUDA_VISIBLE_DEVICES=1 and --device cuda"):
+        execution_providers("cuda:1", WITH_CUDA)
+    with pytest.raises(DeviceError, match="--device cpu"):
+        execution_providers("mps", WITH_CUDA)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -41,10 +40,10 @@ def test_records_and_embeddings_round_trip(tmp_path: Path) -> None:
     log.write(entries(3, 2))
     log.close()
     data = read_prediction_log(tmp_path)
-    assert [r["request_id"] for r in data.records] == ["r0", "r1", "r2", "r3", "r4"]
+    assert [r.request_id for r in data.records] == ["r0", "r1", "r2", "r3", "r4"]
     assert data.embeddings is not None
     np.testing.assert_array_equal(data.embeddings[:, 0], [0, 1, 2, 3, 4])
-    assert data.records[4]["embedding"]["row"] == 4
+    assert data.records[4].embedding.row == 4
     (side,) = tmp_path.glob("*.embeddings.npy")
     assert np.load(side).shape == (5, 8)  # a plain .npy once closed
 
@@ -60,7 +59,7 @@ def test_rotation_by_size_keeps_every_record_in_order(tmp_path: Path) -> None:
         side = segment.with_name(segment.name.replace(".jsonl", ".embeddings.npy"))
         assert side.is_file()
     data = read_prediction_log(tmp_path)
-    assert [r["request_id"] for r in data.records] == [f"r{i}" for i in range(20)]
+    assert [r.request_id for r in data.records] == [f"r{i}" for i in range(20)]
     assert data.embeddings is not None
     np.testing.assert_array_equal(data.embeddings[:, 0], np.arange(20))
     single = read_prediction_log(segments[0])
@@ -75,7 +74,7 @@ def test_partial_last_line_is_skipped(tmp_path: Path) -> None:
     with segment.open("ab") as handle:
         handle.write(b'{"request_id": "r2", "predic')  # a crash mid-write
     data = read_prediction_log(tmp_path)
-    assert [r["request_id"] for r in data.records] == ["r0", "r1"]
+    assert [r.request_id for r in data.records] == ["r0", "r1"]
     assert data.skipped_lines == 1
 
 
@@ -117,7 +116,7 @@ def test_images_are_stored_only_when_asked(tmp_path: Path) -> None:
     log.write([LogEntry(record("abc", 1), None, b"\x89PNG...", "png")])
     log.close()
     logged = read_prediction_log(tmp_path / "with").records[0]
-    assert logged["image_file"] == "images/abc-1.png"
+    assert logged.image_file == "images/abc-1.png"
     assert (tmp_path / "with" / "images" / "abc-1.png").read_bytes() == b"\x89PNG..."
     assert read_prediction_log(tmp_path / "with").embeddings is None
 
@@ -132,7 +131,10 @@ def test_records_are_one_json_object_per_line(tmp_path: Path) -> None:
     log.write(entries(0, 2))
     assert log.current_file is not None
     lines = log.current_file.read_text().splitlines()  # readable while the server runs
-    assert [json.loads(line)["request_id"] for line in lines] == ["r0", "r1"]
+    assert [PredictionRecord.model_validate_json(line).request_id for line in lines] == [
+        "r0",
+        "r1",
+    ]
     log.close()
 
 
@@ -151,7 +153,7 @@ def test_lines_that_are_not_records_are_skipped(tmp_path: Path) -> None:
     with segment.open("ab") as handle:
         handle.write(b'{"request_id": "no time, no prediction"}\n[1, 2]\n')
     data = read_prediction_log(tmp_path)
-    assert [r["request_id"] for r in data.records] == ["r0"]
+    assert [r.request_id for r in data.records] == ["r0"]
     assert data.skipped_lines == 2
 
 
@@ -167,11 +169,11 @@ def test_two_logs_in_one_process_never_share_a_segment(tmp_path: Path) -> None:
     assert first.records_written == 3
     assert len(list(tmp_path.glob("*.jsonl"))) == 2
     data = read_prediction_log(tmp_path)
-    assert sorted(r["request_id"] for r in data.records) == sorted(
+    assert sorted(r.request_id for r in data.records) == sorted(
         ["r0", "r1", "r2", "r10", "r11", "r12"]
     )
     assert data.embeddings is not None
-    by_id = {r["request_id"]: row for r, row in zip(data.records, data.embeddings, strict=True)}
+    by_id = {r.request_id: row for r, row in zip(data.records, data.embeddings, strict=True)}
     assert {name: float(row[0]) for name, row in by_id.items()} == {
         "r0": 0, "r1": 1, "r2": 2, "r10": 10, "r11": 11, "r12": 12
     }  # fmt: skip
@@ -199,12 +201,12 @@ def test_two_processes_writing_one_log_keep_every_record(tmp_path: Path) -> None
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
     data = read_prediction_log(tmp_path)
     assert data.skipped_lines == 0
-    assert sorted(r["request_id"] for r in data.records) == sorted(
+    assert sorted(r.request_id for r in data.records) == sorted(
         f"{name}-{b}" for name in ("a", "b") for b in range(40)
     )
     assert data.embeddings is not None
     for logged, row in zip(data.records, data.embeddings, strict=True):
-        assert row[0] == int(logged["request_id"].split("-")[1])
+        assert row[0] == int(logged.request_id.split("-")[1])
 
 
 def test_a_killed_servers_half_written_images_are_removed(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Helpers for the serve tests: images the hand-made colour model knows, bombs, a client."""
+"""Helpers for the serve tests: images the hand-made colour model knows, bombs, a client,
+and :func:`wait_ready`, the one way a test waits for a server's model to load."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import io
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 from fastapi.testclient import TestClient
@@ -58,17 +60,53 @@ def png_bomb(width: int, height: int) -> bytes:
     )
 
 
+READY_WITHIN_S = 60.0
+"""How long a test waits for a model to load and warm up (a few seconds on a busy CPU)."""
+
+
+def wait_ready(
+    get: Callable[[str], httpx.Response],
+    *,
+    within: float = READY_WITHIN_S,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """Return once ``GET /ready`` answers 200; fail at the deadline or when loading failed.
+
+    Args:
+        get: Sends a GET for a path: a ``TestClient``'s ``get``, or one that prefixes a live
+            server's URL.
+        within: The deadline, in seconds.
+        alive: False once the server process has exited (stop waiting at once).
+
+    Raises:
+        AssertionError: Not ready within ``within`` seconds, the model failed to load, or
+            the server exited.
+    """
+    deadline = time.monotonic() + within
+    body: Any = "no answer yet"
+    while time.monotonic() < deadline:
+        if not alive():
+            raise AssertionError("the server exited before it was ready")
+        try:
+            response = get("/ready")
+        except httpx.TransportError:  # a live server that is not listening yet
+            response = None
+        if response is not None:
+            if response.status_code == 200:
+                return
+            body = response.json()
+            if body.get("status") == "failed":
+                raise AssertionError(f"the model failed to load: {body}")
+        time.sleep(0.02)
+    raise AssertionError(f"/ready did not answer 200 within {within:.0f} s (last: {body})")
+
+
 @contextmanager
 def serving(bundle_dir: Path, log_dir: Path, **settings: Any) -> Iterator[TestClient]:
     """A client of a started app whose model is loaded and warmed up."""
     app = create_app(load_bundle(bundle_dir), ServeSettings(**settings), log_dir)
     with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(1000):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.02)
-        else:
-            raise AssertionError("the model never became ready")
+        wait_ready(client.get)
         yield client
 
 

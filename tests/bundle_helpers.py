@@ -73,9 +73,14 @@ def make_bundle(
     passed: bool | None = True,
     int8: bool = False,
     samples: bool = True,
+    sample_scale: float = 64.0,
     **fields: Any,
 ) -> Path:
-    """Write and seal a tiny bundle in ``folder``; return it."""
+    """Write and seal a tiny bundle in ``folder``; return it.
+
+    ``sample_scale`` other than 64 records parity samples that ``model.onnx`` does not
+    reproduce: what a provider with a wrong kernel looks like.
+    """
     folder.mkdir(parents=True)
     tiny_graph(folder / "model.onnx")
     (folder / "reference.npz").write_bytes(b"reference bytes")
@@ -84,9 +89,11 @@ def make_bundle(
         (folder / "parity.json").write_text(record.model_dump_json())
     if samples:
         pixels = images()
+        tiny_graph(folder / "samples.onnx", scale=sample_scale)
         arrays = parity_samples(
-            ort_session(folder / "model.onnx"), pixels, "NCHW", indices=np.arange(len(pixels))
+            ort_session(folder / "samples.onnx"), pixels, "NCHW", indices=np.arange(len(pixels))
         )
+        (folder / "samples.onnx").unlink()
         with (folder / PARITY_SAMPLES_FILE).open("wb") as handle:
             np.savez_compressed(handle, allow_pickle=False, **arrays)
     if int8:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from bundle_helpers import CLASS_NAMES, make_bundle, tiny_graph
 
+from bundle_helpers import CLASS_NAMES, make_bundle, tiny_graph
 from visionops._io import file_sha256
 from visionops.errors import ArtifactError
 from visionops.inference.bundle import find_bundle, load_bundle, read_onnx_metadata
