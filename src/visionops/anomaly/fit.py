@@ -44,7 +44,7 @@ from visionops.logs import log_to_file, logger
 from visionops.models import pretrained_normalization
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.runs import CHECKPOINT_FORMAT, next_run_name, update_latest
-from visionops.tracking.wandb_run import start_tracking
+from visionops.tracking.training import start_run_tracking
 
 if TYPE_CHECKING:
     from visionops.anomaly.bank import BankPlan
@@ -309,16 +309,13 @@ def _fit(
         device,
         plan.describe(),
     )
-    tracker = start_tracking(
+    tracker = start_run_tracking(
         settings.tracking,
-        run_dir=run_dir,
-        run_name=run_dir.name,
+        record,
+        run_dir,
         config=settings.model_dump(mode="json"),
-        run_id=(record.tracking or {}).get("id"),
         tags=["anomaly", settings.model.name],
     )
-    if tracker.enabled:
-        record.tracking = {"mode": settings.tracking.mode, "project": settings.tracking.project}
     try:
         extractor = extractor.to(device)
 

@@ -312,7 +312,7 @@ def sweep(
     settings = resolve_settings(
         config_file=config, overrides=overrides or [], print_config=print_config
     )
-    from visionops.tracking.wandb_run import create_sweep
+    from visionops.tracking.sweeps import create_sweep
 
     result = create_sweep(
         sweep_file, settings, count=count, create_only=create_only, dataset=dataset

@@ -329,7 +329,7 @@ class Postprocessor:
     """
 
     def __init__(self, bundle: Bundle, default_top_k: int = 5) -> None:
-        self.task = task_for(bundle.manifest)
+        self.task = task_for(bundle.meta)
         self.default_top_k = default_top_k
 
     def describe(self) -> dict[str, Any]:
