@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from pydantic import BaseModel, ConfigDict
 
 from visionops.config import Settings, load_settings, load_yaml
 from visionops.errors import ConfigError, TrackingError
@@ -60,6 +61,26 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
     return content
 
 
+class _Parameter(BaseModel):
+    """One W&B sweep parameter; only the keys that give sample values are named."""
+
+    model_config = ConfigDict(extra="allow")
+
+    values: Any = None
+    value: Any = None
+    min: Any = None
+    max: Any = None
+
+    def samples(self) -> list[Any]:
+        """The values a run may get: the ``values`` list, the one ``value``, or the bounds."""
+        if isinstance(self.values, list) and self.values:
+            return list(self.values)
+        given = self.model_fields_set
+        if "value" in given:
+            return [self.value]
+        return [bound for name, bound in (("min", self.min), ("max", self.max)) if name in given]
+
+
 def _check_parameter(key: str, spec: Any) -> None:
     """Check a sweep parameter's key and sample values exactly like ``key=value`` overrides."""
     if not isinstance(spec, dict):
@@ -67,12 +88,7 @@ def _check_parameter(key: str, spec: Any) -> None:
             f"sweep parameter '{key}' must be a mapping such as {{values: [...]}} or"
             " {min: ..., max: ...}"
         )
-    if isinstance(spec.get("values"), list) and spec["values"]:
-        samples = list(spec["values"])
-    elif "value" in spec:
-        samples = [spec["value"]]
-    else:
-        samples = [spec[bound] for bound in ("min", "max") if bound in spec]
+    samples = _Parameter.model_validate(spec).samples()
     no_project = Path(os.devnull)
     try:
         for sample in samples:
