@@ -35,7 +35,6 @@ from visionops.errors import ArtifactError, ConfigError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "RUN_KIND",
     "SCHEMA_VERSION",
     "RunWriter",
     "latest_run",
@@ -50,7 +49,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = RunRecord.SCHEMA_VERSION
-RUN_KIND = RunRecord.KIND
 CHECKPOINT_FORMAT = "visionops.checkpoint"
 _RUN_NAME = re.compile(r"^run-(\d+)$")
 _USABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -24,7 +24,6 @@ __all__ = [
     "SPLIT_CODES",
     "PreparedDataset",
     "find_prepared",
-    "is_prepared",
 ]
 
 SPLIT_CODES: Final = {"train": 0, "val": 1, "test": 2}
@@ -36,15 +35,11 @@ PREPARED_FILES: Final = (
     "items.csv",
     "rejected.csv",
 )
+"""Files every prepared dataset holds (``masks.npy`` too when its task has masks)."""
 
 
 def _remake(name: str) -> str:
     return f"re-run `visionops data preprocess data/raw/{name} --force`"
-
-
-def is_prepared(path: Path) -> bool:
-    """Whether ``path`` holds a manifest of kind ``visionops.prepared`` (not validated)."""
-    return PreparedManifest.exists(path)
 
 
 class PreparedDataset:
@@ -331,7 +326,7 @@ def find_prepared(settings: Settings) -> Path | None:
     candidates = [
         entry
         for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".") and is_prepared(entry)
+        if entry.is_dir() and not entry.name.startswith(".") and PreparedManifest.exists(entry)
     ]
     if not candidates:
         return None

@@ -44,6 +44,7 @@ from visionops.data.layouts import (
     detect,
     list_files,
 )
+from visionops.data.prepared import PREPARED_FILES
 from visionops.data.splits import plan_splits, regression_strata
 from visionops.errors import ArtifactError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
@@ -210,7 +211,7 @@ def _existing_manifest(folder: Path) -> PreparedManifest | None:
         manifest = PreparedManifest.read(folder)
     except ArtifactError:
         return None
-    needed = ["images.npy", "targets.npy", "splits.npy", "items.csv", "rejected.csv"]
+    needed = list(PREPARED_FILES)
     if get_task(manifest.task).has_masks:
         needed.append("masks.npy")
     return manifest if all((folder / f).is_file() for f in needed) else None
