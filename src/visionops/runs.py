@@ -133,11 +133,22 @@ def read_run_manifest(run_dir: Path) -> RunRecord:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of ``history.jsonl`` (one per finished epoch); empty when there is none."""
+    """The rows of ``history.jsonl`` (one per finished epoch); empty when there is none.
+
+    Lines that are not a JSON object with an integer ``epoch`` are skipped.
+    """
     path = run_dir / "history.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    rows: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by an interrupted epoch
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -332,9 +343,7 @@ class RunWriter:
         writer.record = record
         writer.trusted = True
         writer.previous_status = record.status
-        writer.history = [
-            row for row in read_history(run_dir) if int(row.get("epoch", 0)) < first_epoch
-        ]
+        writer.history = [row for row in read_history(run_dir) if row["epoch"] < first_epoch]
         return writer
 
     def write_record(self) -> None:
