@@ -44,7 +44,7 @@ from visionops.data.layouts import (
     detect,
     list_files,
 )
-from visionops.data.prepared import PREPARED_FILES
+from visionops.data.prepared import PREPARED_FILES, read_rejected
 from visionops.data.splits import plan_splits, regression_strata
 from visionops.errors import ArtifactError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
@@ -318,16 +318,6 @@ def _check_training_data(
         )
 
 
-def _rejected_counts(path: Path) -> dict[str, int]:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError:
-        return {}
-    rejected = (Rejection(row.get("path", ""), row.get("reason", "")) for row in rows)
-    return dict(count_reasons(rejected).most_common())
-
-
 def _no_usable(raw: Path, rejected: Sequence[Rejection], candidates: int) -> DataError:
     reasons = count_reasons(rejected).most_common(3)
     why = ", ".join(f"{count} {kind}" for kind, count in reasons) or "no image files"
@@ -428,7 +418,7 @@ def _prepare_locked(
             skipped=True,
             seconds=time.perf_counter() - started,
             images_per_s=0.0,
-            rejected_by_reason=_rejected_counts(final / "rejected.csv"),
+            rejected_by_reason=dict(count_reasons(read_rejected(final)).most_common()),
         )
     if (
         final.exists()
