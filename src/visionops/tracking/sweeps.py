@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from visionops.config import Settings, load_settings, load_yaml
 from visionops.errors import ConfigError, TrackingError
 from visionops.tracking.training import SWEEP_METRIC
+from visionops.tracking.wandb_run import wandb_errors
 
 __all__ = ["SweepResult", "create_sweep", "load_sweep_file", "sweep_config"]
 
@@ -177,16 +178,12 @@ def create_sweep(
     config = sweep_config(load_sweep_file(sweep_file), dataset=dataset)
     import wandb
 
-    try:
+    with wandb_errors(
+        "cannot create the W&B sweep", "creating a sweep needs the network and `wandb login`"
+    ):
         sweep_id = wandb.sweep(
             config, project=settings.tracking.project, entity=settings.tracking.entity
         )
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise TrackingError(
-            f"cannot create the W&B sweep ({type(exc).__name__}: {detail}) — creating a sweep"
-            " needs the network and `wandb login`"
-        ) from None
     if not sweep_id:
         raise TrackingError(
             "W&B did not create the sweep (no network?) — check `wandb login` and the network"

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,14 @@ from numpy.typing import NDArray
 from visionops.config import TrackingSettings
 from visionops.errors import TrackingError
 
-__all__ = ["NullTracker", "Tracker", "WandbTracker", "start_tracking"]
+__all__ = [
+    "LOGIN_FIX",
+    "NullTracker",
+    "Tracker",
+    "WandbTracker",
+    "start_tracking",
+    "wandb_errors",
+]
 
 
 class NullTracker:
@@ -117,6 +125,32 @@ class WandbTracker:
 Tracker = NullTracker | WandbTracker
 """What a run reports to: W&B, or nothing."""
 
+LOGIN_FIX = "run `wandb login`, check the network, or use tracking.mode=offline"
+"""What to do when W&B cannot be reached (the end of most tracking error messages)."""
+
+
+@contextmanager
+def wandb_errors(failed: str, fix: str) -> Iterator[None]:
+    """Turn whatever wandb raises in the block into a one-line :class:`TrackingError`.
+
+    wandb raises many exception types (network, auth, usage) with multi-line messages; the
+    user gets ``"<failed> (<type>: <first line>) — <fix>"``.
+
+    Args:
+        failed: What did not work ("could not log the bundle to Weights & Biases").
+        fix: What to do about it.
+
+    Examples:
+        >>> with wandb_errors("cannot create the W&B sweep", "check `wandb login`"):
+        ...     sweep_id = wandb.sweep(config)
+    """
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc).strip()
+        detail = text.splitlines()[0][:160] if text else ""
+        raise TrackingError(f"{failed} ({type(exc).__name__}: {detail}) — {fix}") from None
+
 
 def start_tracking(
     settings: TrackingSettings,
@@ -154,7 +188,7 @@ def start_tracking(
         ) from None
     # Passed explicitly every time: wandb caches the directory of the first init in-process.
     wandb_dir = os.environ.get("WANDB_DIR") or str(run_dir)
-    try:
+    with wandb_errors(f"Weights & Biases could not start in {settings.mode} mode", LOGIN_FIX):
         run = wandb.init(
             project=settings.project,
             entity=settings.entity,
@@ -167,12 +201,6 @@ def start_tracking(
             tags=list(tags),
             settings=wandb.Settings(init_timeout=60, console="off", silent=True),
         )
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise TrackingError(
-            f"Weights & Biases could not start in {settings.mode} mode ({type(exc).__name__}:"
-            f" {detail}) — run `wandb login`, check the network, or use tracking.mode=offline"
-        ) from None
     logger.info(
         "W&B {} run {}{}",
         settings.mode,
