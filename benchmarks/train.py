@@ -187,7 +187,7 @@ def step_overhead(
             *overrides,
         ]
     )
-    task = get_task(dataset.task).from_manifest(dataset.manifest.to_json())
+    task = get_task(dataset.task).from_manifest(dataset.manifest)
     torch.manual_seed(0)
     engine = Engine(settings, dataset, task, resolve_device("cpu"), DistContext())
     engine.train_loader = _Preloaded(batches)  # type: ignore[assignment]

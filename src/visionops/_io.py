@@ -27,6 +27,7 @@ __all__ = [
     "current_umask",
     "dead_writer_temps",
     "file_sha256",
+    "pid_alive",
     "read_json",
     "temp_prefix",
 ]
@@ -150,7 +151,7 @@ def _embedded_pid(name: str) -> int | None:
     return pid if pid > 0 else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this PID exists (``kill(pid, 0)``; not ours to signal = alive)."""
     try:
         os.kill(pid, 0)
@@ -180,7 +181,7 @@ def dead_writer_temps(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
     stale = []
     for path in sorted(folder.glob(pattern)):
         pid = _embedded_pid(path.name)
-        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
             stale.append(path)
     return stale
 

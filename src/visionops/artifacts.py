@@ -5,7 +5,7 @@ name, its schema version and the command that makes it, so reading one is a sing
 validates all of that and says how to fix what is wrong::
 
     manifest = PreparedManifest.read(Path("data/prepared/shapes"))
-    manifest.image_size          # not manifest["image_size"]
+    manifest.image_size          # a typed attribute, validated when read
     manifest.write(folder)       # atomic; the file's mode follows the umask
 
 Fields that an older writer of the same schema version did not record have defaults, and
@@ -57,7 +57,9 @@ __all__ = [
     "PredictionRecord",
     "PreparedManifest",
     "QuantizedRecord",
+    "RunDevice",
     "RunRecord",
+    "RunTracking",
     "SourceRecord",
 ]
 
@@ -265,6 +267,23 @@ class Monitor(ArtifactModel):
     mode: Literal["max", "min"]
 
 
+class RunDevice(ArtifactModel):
+    """Where a run trained: the device, its precision and how many processes took part."""
+
+    type: str
+    precision: str
+    world_size: int = Field(1, ge=1)
+
+
+class RunTracking(ArtifactModel):
+    """The Weights & Biases run that tracked a training run (``--resume`` continues it)."""
+
+    mode: Literal["offline", "online"]
+    project: str
+    id: str | None = None
+    url: str | None = None
+
+
 RunStatus = Literal["running", "completed", "interrupted", "failed"]
 
 
@@ -326,8 +345,8 @@ class RunRecord(Artifact):
     created_at: str | None = None
     finished_at: str | None = None
     failure: str | None = None
-    device: dict[str, Any] | None = None
-    tracking: dict[str, Any] | None = None
+    device: RunDevice | None = None
+    tracking: RunTracking | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     anomaly: AnomalyModelRecord | None = None
 

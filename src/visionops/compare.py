@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import yaml
 from visionops._io import atomic_write_text, read_json
 from visionops.artifacts import Artifact, BundleMeta, EvalMetrics
 from visionops.errors import ArtifactError
-from visionops.runs import read_run_manifest, resolve_run
+from visionops.runs import read_history, read_run_manifest, resolve_run
 
 __all__ = [
     "MetricRow",
@@ -218,21 +217,6 @@ def _settings(run_dir: Path) -> dict[str, Any]:
     return _flatten(content) if isinstance(content, Mapping) else {}
 
 
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "history.jsonl"
-    if not path.is_file():
-        return []
-    rows: list[dict[str, Any]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by an interrupted epoch
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            rows.append(row)
-    return rows
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -296,7 +280,7 @@ def compare_runs(a: str | Path, b: str | Path, runs_root: Path) -> RunComparison
         summaries=summaries,
         settings_differ=differ,
         metrics=rows,
-        histories=(_history(run_a), _history(run_b)),
+        histories=(read_history(run_a), read_history(run_b)),
     )
 
 
@@ -354,7 +338,7 @@ def write_history_csv(run: str | Path, runs_root: Path, path: Path) -> Path:
         ArtifactError: No such run, or it has no finished epoch.
     """
     run_dir = resolve_run(str(run), runs_root)
-    history = _history(run_dir)
+    history = read_history(run_dir)
     if not history:
         raise ArtifactError(
             f"{run_dir} has no finished epoch in history.jsonl — train it with `visionops train`"

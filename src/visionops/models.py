@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
+from pydantic import BaseModel, Field
 from torch import nn
 
 from visionops.errors import ConfigError
@@ -28,6 +30,7 @@ from visionops.errors import ConfigError
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BackboneFacts",
     "VisionModel",
     "build_model",
     "check_model_name",
@@ -61,37 +64,52 @@ def list_backbones() -> list[str]:
     return sorted(name for name in names if name.startswith(_SUPPORTED_PREFIXES))
 
 
-def describe_backbones() -> list[dict[str, Any]]:
-    """Every backbone with facts from torchvision's weights metadata (nothing is built).
+@dataclass(frozen=True)
+class BackboneFacts:
+    """One backbone with facts from torchvision's weights metadata.
 
-    Returns:
-        One dict per name: ``name``, ``params_m`` (millions, with the ImageNet head),
-        ``gflops`` (at 224 px), ``imagenet_top1`` and ``weights`` (the default weights' name,
-        what ``--pretrained`` downloads).
+    Attributes:
+        name: The ``model.name``.
+        params_m: Parameters in millions, with the ImageNet head.
+        gflops: GFLOPs at 224 px.
+        imagenet_top1: ImageNet-1K top-1 accuracy (%) of the default weights.
+        weights: The default weights' name (what ``--pretrained`` downloads).
     """
-    described: list[dict[str, Any]] = []
+
+    name: str
+    params_m: float | None = None
+    gflops: float | None = None
+    imagenet_top1: float | None = None
+    weights: str | None = None
+
+
+class _WeightsMeta(BaseModel):
+    """The part of torchvision's ``Weights.meta`` that :func:`describe_backbones` shows."""
+
+    num_params: int | None = None
+    ops: float | None = Field(None, alias="_ops")
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict, alias="_metrics")
+
+
+def describe_backbones() -> list[BackboneFacts]:
+    """Every backbone with facts from torchvision's weights metadata (nothing is built)."""
+    described: list[BackboneFacts] = []
     for name in list_backbones():
-        entry: dict[str, Any] = {
-            "name": name,
-            "params_m": None,
-            "gflops": None,
-            "imagenet_top1": None,
-            "weights": None,
-        }
         try:
             weights = torchvision.models.get_model_weights(name).DEFAULT
         except (ValueError, KeyError, AttributeError):
-            described.append(entry)
+            described.append(BackboneFacts(name))
             continue
-        meta = weights.meta
-        metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
-        entry.update(
-            params_m=round(meta["num_params"] / 1e6, 2) if "num_params" in meta else None,
-            gflops=meta.get("_ops"),
-            imagenet_top1=metrics.get("acc@1"),
-            weights=f"{type(weights).__name__}.{weights.name}",
+        facts = _WeightsMeta.model_validate(weights.meta)
+        described.append(
+            BackboneFacts(
+                name,
+                params_m=round(facts.num_params / 1e6, 2) if facts.num_params else None,
+                gflops=facts.ops,
+                imagenet_top1=facts.metrics.get("ImageNet-1K", {}).get("acc@1"),
+                weights=f"{type(weights).__name__}.{weights.name}",
+            )
         )
-        described.append(entry)
     return described
 
 

@@ -35,7 +35,6 @@ from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "RUN_KIND",
     "SCHEMA_VERSION",
     "RunWriter",
     "find_run_dataset",
@@ -51,7 +50,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = RunRecord.SCHEMA_VERSION
-RUN_KIND = RunRecord.KIND
 CHECKPOINT_FORMAT = "visionops.checkpoint"
 _RUN_NAME = re.compile(r"^run-(\d+)$")
 _USABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -158,11 +156,22 @@ def find_run_dataset(run_dir: Path, run: RunRecord) -> Path:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of ``history.jsonl`` (one per finished epoch); empty when there is none."""
+    """The rows of ``history.jsonl`` (one per finished epoch); empty when there is none.
+
+    Lines that are not a JSON object with an integer ``epoch`` are skipped.
+    """
     path = run_dir / "history.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    rows: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by an interrupted epoch
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -357,9 +366,7 @@ class RunWriter:
         writer.record = record
         writer.trusted = True
         writer.previous_status = record.status
-        writer.history = [
-            row for row in read_history(run_dir) if int(row.get("epoch", 0)) < first_epoch
-        ]
+        writer.history = [row for row in read_history(run_dir) if row["epoch"] < first_epoch]
         return writer
 
     def write_record(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from visionops.artifacts import SourceRecord
 from visionops.cli.app import app
 from visionops.errors import ConcurrencyError
 
@@ -34,18 +34,18 @@ def test_fetch_demo_then_noop_then_force(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "fetch", "demo:shapes", *SMALL])
     assert result.exit_code == 0, result.output
     raw = tmp_path / "data" / "raw" / "shapes"
-    info = json.loads((raw / "source.json").read_text())
-    assert info["source"] == "demo:shapes"
-    assert info["file_count"] == 32
+    info = SourceRecord.read(raw)
+    assert info.source == "demo:shapes"
+    assert info.file_count == 32
     assert "data/raw/shapes: 32 files" in result.stdout
-    assert f"fingerprint {info['fingerprint'][:12]}" in result.stdout
+    assert f"fingerprint {info.fingerprint[:12]}" in result.stdout
     assert "visionops data preprocess data/raw/shapes" in result.output
     assert len(list((raw / "train" / "circle").glob("*.jpg"))) == 2
 
     again = runner.invoke(app, ["data", "fetch", "demo:shapes", *SMALL])
     assert again.exit_code == 0
     assert "nothing to do" in again.output
-    assert json.loads((raw / "source.json").read_text()) == info
+    assert SourceRecord.read(raw) == info
 
     (raw / "train" / "circle" / "circle_00000.jpg").unlink()
     forced = runner.invoke(app, ["data", "fetch", "demo:shapes", "--force", *SMALL])
@@ -57,9 +57,9 @@ def test_fetch_demo_then_noop_then_force(tmp_path: Path) -> None:
 def test_default_source_and_name_option(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "fetch", "--name", "my-demo", *SMALL])
     assert result.exit_code == 0, result.output
-    info = json.loads((tmp_path / "data/raw/my-demo/source.json").read_text())
-    assert info["source"] == "demo:shapes"  # data.source's default
-    assert info["name"] == "my-demo"
+    info = SourceRecord.read(tmp_path / "data/raw/my-demo")
+    assert info.source == "demo:shapes"  # data.source's default
+    assert info.name == "my-demo"
 
 
 def test_overrides_from_a_config_file(tmp_path: Path) -> None:
@@ -145,5 +145,4 @@ def test_a_second_fetch_into_the_same_folder_is_refused_while_the_first_writes()
     assert isinstance(second.exception, ConcurrencyError)
     assert f"data/raw/shapes is being written by process {first.pid}" in str(second.exception)
     assert first.returncode == 0, err
-    info = json.loads((raw_root / "shapes" / "source.json").read_text())
-    assert info["file_count"] == 8 * 40
+    assert SourceRecord.read(raw_root / "shapes").file_count == 8 * 40

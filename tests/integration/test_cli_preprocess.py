@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from visionops.artifacts import PreparedManifest
 from visionops.cli.app import app
 from visionops.errors import ConcurrencyError
 
@@ -60,9 +61,9 @@ def test_preprocess_then_info(tmp_path: Path) -> None:
     assert "truncated image" in result.stdout
     assert "next: visionops train data/prepared/tiny" in result.output
     prepared = tmp_path / "data" / "prepared" / "tiny"
-    manifest = json.loads((prepared / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["image_size"] == 16
-    assert manifest["params"]["seed"] == 3
+    manifest = PreparedManifest.read(prepared)
+    assert manifest.image_size == 16
+    assert manifest.params["seed"] == 3
     assert np.load(prepared / "images.npy").shape == (18, 16, 16, 3)
 
     again = runner.invoke(

@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from visionops.artifacts import RunRecord
 from visionops.cli.app import app
 from visionops.errors import ArtifactError, ConfigError, DeviceError, TrainingError
 
@@ -165,9 +166,9 @@ def test_wandb_offline_run(prepared_shapes: Path, tmp_path: Path) -> None:
         env=env,
     )
     assert result.exit_code == 0, result.output
-    tracking = json.loads(Path("runs/run-001/run.json").read_text())["tracking"]
-    assert tracking["mode"] == "offline"
-    offline = list((Path(env["WANDB_DIR"]) / "wandb").glob(f"offline-run-*-{tracking['id']}"))
+    tracking = RunRecord.read(Path("runs/run-001")).tracking
+    assert tracking is not None and tracking.mode == "offline"
+    offline = list((Path(env["WANDB_DIR"]) / "wandb").glob(f"offline-run-*-{tracking.id}"))
     assert len(offline) == 1
     assert list(offline[0].glob("*.wandb"))
     assert list(offline[0].glob("files/media/images/predictions_*.png"))
@@ -251,9 +252,9 @@ def test_two_processes_with_gloo_make_one_run(prepared_shapes: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in Path("runs").iterdir()) == ["ddp", "latest"]
-    manifest = json.loads(Path("runs/ddp/run.json").read_text())
-    assert manifest["status"] == "completed"
-    assert manifest["device"]["world_size"] == 2
+    record = RunRecord.read(Path("runs/ddp"))
+    assert record.status == "completed"
+    assert record.device is not None and record.device.world_size == 2
     assert result.stdout.count("accuracy (monitored)") == 1  # only rank 0 reports
 
 

@@ -209,7 +209,7 @@ def test_recipe_runs_end_to_end_offline(recipe: str, offline: dict[str, FakeData
 
 @pytest.mark.parametrize("recipe", list(KAGGLE_RECIPES))
 def test_recipe_has_a_valid_example_sweep(recipe: str) -> None:
-    from visionops.tracking.wandb_run import load_sweep_file, sweep_config
+    from visionops.tracking.sweeps import load_sweep_file, sweep_config
 
     path = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / f"{recipe}.yaml"
     config = sweep_config(load_sweep_file(path))  # every key checked like key=value

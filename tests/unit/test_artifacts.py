@@ -92,3 +92,48 @@ def test_written_file_mode_follows_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert stat.S_IMODE(written.stat().st_mode) == 0o644
+
+
+def test_run_device_and_tracking_read_as_models_and_write_back_unchanged(
+    tmp_path: Path,
+) -> None:
+    written = {
+        "schema_version": 1,
+        "kind": "visionops.run",
+        "name": "run-001",
+        "status": "completed",
+        "task": "classification",
+        "dataset": {"path": "data/prepared/shapes", "name": "shapes", "fingerprint": "f"},
+        "model": {"name": "resnet18", "num_outputs": 2, "channels": 3, "image_size": 32},
+        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "monitor": {"metric": "accuracy", "mode": "max"},
+        "config_hash": "c",
+        "device": {"type": "cuda:0", "precision": "bf16 mixed", "world_size": 2},
+        "tracking": {"mode": "offline", "project": "visionops", "id": "run-001-ab", "url": None},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(written))
+    record = RunRecord.read(tmp_path)
+    assert record.device is not None and record.device.world_size == 2
+    assert record.tracking is not None and record.tracking.id == "run-001-ab"
+    record.write(tmp_path)
+    again = json.loads((tmp_path / "run.json").read_text())
+    assert again["device"] == written["device"] and again["tracking"] == written["tracking"]
+
+
+def test_run_tracking_of_an_unknown_mode_names_the_field(tmp_path: Path) -> None:
+    record = {
+        "name": "run-001",
+        "status": "failed",
+        "task": "classification",
+        "dataset": {"path": "p", "name": "n", "fingerprint": "f"},
+        "model": {"name": "resnet18", "num_outputs": 2, "channels": 3, "image_size": 32},
+        "normalization": {"mean": [0.5], "std": [0.25]},
+        "monitor": {"metric": "accuracy", "mode": "max"},
+        "config_hash": "c",
+        "tracking": {"mode": "cloud", "project": "visionops"},
+    }
+    (tmp_path / "run.json").write_text(
+        json.dumps(record | {"kind": "visionops.run", "schema_version": 1})
+    )
+    with pytest.raises(ArtifactError, match=r"tracking\.mode"):
+        RunRecord.read(tmp_path)

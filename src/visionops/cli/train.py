@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -253,7 +254,7 @@ def models(
 
     rows = describe_backbones()
     if json_output:
-        print_json(rows)
+        print_json([dataclasses.asdict(row) for row in rows])
         return
     table = Table(title=f"{len(rows)} backbones (model.name)")
     table.add_column("name", style="bold", no_wrap=True)
@@ -263,11 +264,11 @@ def models(
     table.add_column("--pretrained weights", overflow="fold")
     for row in rows:
         table.add_row(
-            row["name"],
-            f"{row['params_m']:.1f}" if row["params_m"] is not None else "-",
-            f"{row['gflops']:.2f}" if row["gflops"] is not None else "-",
-            f"{row['imagenet_top1']:.1f}" if row["imagenet_top1"] is not None else "-",
-            row["weights"] or "-",
+            row.name,
+            f"{row.params_m:.1f}" if row.params_m is not None else "-",
+            f"{row.gflops:.2f}" if row.gflops is not None else "-",
+            f"{row.imagenet_top1:.1f}" if row.imagenet_top1 is not None else "-",
+            row.weights or "-",
         )
     out.print(table)
 
@@ -312,7 +313,7 @@ def sweep(
     settings = resolve_settings(
         config_file=config, overrides=overrides or [], print_config=print_config
     )
-    from visionops.tracking.wandb_run import create_sweep
+    from visionops.tracking.sweeps import create_sweep
 
     result = create_sweep(
         sweep_file, settings, count=count, create_only=create_only, dataset=dataset

@@ -24,7 +24,7 @@ from typing import Final, Literal, NamedTuple
 import numpy as np
 from PIL import Image
 
-from visionops._io import file_sha256
+from visionops._io import file_sha256, pid_alive
 from visionops.errors import DataError, ImageError
 from visionops.imaging import decode_image, displayed_size, load_image, resize_image
 
@@ -151,16 +151,6 @@ _PR_SET_PDEATHSIG: Final = 1
 _WATCH_SECONDS: Final = 1.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _die_with_parent(owner: int) -> None:
     """Make this worker exit when the process that made the pool dies, however it dies.
 
@@ -175,13 +165,13 @@ def _die_with_parent(owner: int) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     parent = os.getppid()
     # The parent may have died before prctl took effect; then no signal will ever come.
-    if not _alive(owner):
+    if not pid_alive(owner):
         os._exit(1)
 
     def watch() -> None:
         while True:
             time.sleep(_WATCH_SECONDS)
-            if os.getppid() != parent or not _alive(owner):
+            if os.getppid() != parent or not pid_alive(owner):
                 os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

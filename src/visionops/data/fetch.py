@@ -24,6 +24,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -32,6 +33,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -360,12 +362,62 @@ class _Budget:
                 handle.write(chunk)
 
 
+@dataclass(frozen=True)
+class _Member:
+    """One archive member that passed the safety checks, and how to read it.
+
+    Attributes:
+        name: Its name in the archive (for messages).
+        parts: Its path below the target folder (empty for the archive's root).
+        is_dir: Whether it is a folder.
+        size: The size it declares.
+        open: Opens its content (files only).
+    """
+
+    name: str
+    parts: tuple[str, ...]
+    is_dir: bool
+    size: int
+    open: Callable[[], IO[bytes] | None]
+
+
+def _write_members(
+    archive: Path, target: Path, members: list[_Member], cap: int, progress: ProgressReporter
+) -> None:
+    """Write checked members under ``target``: the declared total, then every byte, is capped."""
+    declared = sum(member.size for member in members if not member.is_dir)
+    if declared > cap:
+        raise _too_large(archive, declared, cap, "declares")
+    budget = _Budget(archive, cap)
+    task = progress.start(f"unpacking {archive.name}", total=len(members))
+    for member in members:
+        if member.parts:
+            destination = target.joinpath(*member.parts)
+            if member.is_dir:
+                destination.mkdir(parents=True, exist_ok=True)
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                handle = member.open()
+                if handle is None:  # pragma: no cover - regular tar members always have data
+                    raise _unsafe(archive, member.name, "has no data")
+                with handle:
+                    budget.copy(handle, destination)
+        task.advance()
+    task.close()
+
+
+def _conflicting(archive: Path, exc: OSError) -> SourceError:
+    return SourceError(
+        f"archive {archive.name} has conflicting members ({exc.filename}) — unpack it"
+        " yourself and fetch the folder"
+    )
+
+
 def _unpack_zip(archive: Path, target: Path, cap: int, progress: ProgressReporter) -> None:
     try:
         with zipfile.ZipFile(archive) as bundle:
-            members = bundle.infolist()
-            plan: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-            for info in members:
+            members: list[_Member] = []
+            for info in bundle.infolist():
                 parts = _safe_parts(archive, info.filename)
                 kind = stat.S_IFMT(info.external_attr >> 16)
                 if kind == stat.S_IFLNK:
@@ -377,32 +429,22 @@ def _unpack_zip(archive: Path, target: Path, cap: int, progress: ProgressReporte
                         f"archive {archive.name} is encrypted (member '{info.filename}') —"
                         " decrypt it yourself and fetch the folder"
                     )
-                plan.append((info, parts))
-            declared = sum(info.file_size for info, _ in plan if not info.is_dir())
-            if declared > cap:
-                raise _too_large(archive, declared, cap, "declares")
-            budget = _Budget(archive, cap)
-            task = progress.start(f"unpacking {archive.name}", total=len(plan))
-            for info, parts in plan:
-                if parts:
-                    destination = target.joinpath(*parts)
-                    if info.is_dir():
-                        destination.mkdir(parents=True, exist_ok=True)
-                    else:
-                        destination.parent.mkdir(parents=True, exist_ok=True)
-                        with bundle.open(info) as member:
-                            budget.copy(member, destination)
-                task.advance()
-            task.close()
+                members.append(
+                    _Member(
+                        info.filename,
+                        parts,
+                        info.is_dir(),
+                        info.file_size,
+                        functools.partial(bundle.open, info),
+                    )
+                )
+            _write_members(archive, target, members, cap, progress)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise SourceError(
             f"archive {archive.name} is corrupt or not a zip file ({exc}) — download it again"
         ) from None
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-        raise SourceError(
-            f"archive {archive.name} has conflicting members ({exc.filename}) — unpack it"
-            " yourself and fetch the folder"
-        ) from None
+        raise _conflicting(archive, exc) from None
 
 
 def _unpack_tar(archive: Path, target: Path, cap: int, progress: ProgressReporter) -> None:
@@ -410,9 +452,8 @@ def _unpack_tar(archive: Path, target: Path, cap: int, progress: ProgressReporte
         with tarfile.open(archive, "r:*") as bundle:
             # Reading every header first means a bad member is refused before any byte
             # is written, and the declared total can be checked up front.
-            members = bundle.getmembers()
-            plan: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
-            for member in members:
+            members: list[_Member] = []
+            for member in bundle.getmembers():
                 parts = _safe_parts(archive, member.name)
                 if member.issym():
                     raise _unsafe(archive, member.name, "is a symbolic link")
@@ -422,32 +463,19 @@ def _unpack_tar(archive: Path, target: Path, cap: int, progress: ProgressReporte
                     raise _unsafe(archive, member.name, "is a device or fifo")
                 if not (member.isreg() or member.isdir()):
                     raise _unsafe(archive, member.name, "is not a regular file or folder")
-                plan.append((member, parts))
-            declared = sum(member.size for member, _ in plan if member.isreg())
-            if declared > cap:
-                raise _too_large(archive, declared, cap, "declares")
-            budget = _Budget(archive, cap)
-            task = progress.start(f"unpacking {archive.name}", total=len(plan))
-            for member, parts in plan:
-                if parts:
-                    destination = target.joinpath(*parts)
-                    if member.isdir():
-                        destination.mkdir(parents=True, exist_ok=True)
-                    else:
-                        destination.parent.mkdir(parents=True, exist_ok=True)
-                        handle = bundle.extractfile(member)
-                        if handle is None:  # pragma: no cover - isreg() members always have data
-                            raise _unsafe(archive, member.name, "has no data")
-                        with handle:
-                            budget.copy(handle, destination)
-                task.advance()
-            task.close()
+                members.append(
+                    _Member(
+                        member.name,
+                        parts,
+                        member.isdir(),
+                        member.size if member.isreg() else 0,
+                        functools.partial(bundle.extractfile, member),
+                    )
+                )
+            _write_members(archive, target, members, cap, progress)
     except (tarfile.TarError, zlib.error, EOFError, OSError) as exc:
         if isinstance(exc, (FileExistsError, NotADirectoryError, IsADirectoryError)):
-            raise SourceError(
-                f"archive {archive.name} has conflicting members ({exc.filename}) — unpack it"
-                " yourself and fetch the folder"
-            ) from None
+            raise _conflicting(archive, exc) from None
         raise SourceError(
             f"archive {archive.name} is corrupt or not a {_archive_suffix(archive)} file"
             f" ({exc}) — download it again"

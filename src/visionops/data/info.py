@@ -10,7 +10,7 @@ from typing import Any
 from visionops.artifacts import PreparedManifest, SourceRecord
 from visionops.config import Settings, Task
 from visionops.data.fetch import read_source_info
-from visionops.data.layouts import SPLIT_NAMES, Rejection, count_reasons, detect
+from visionops.data.layouts import SPLIT_NAMES, count_reasons, detect
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import ArtifactError, DatasetNotFoundError, LayoutError
 from visionops.tasks import get_task
@@ -111,11 +111,10 @@ class RawInfo:
 
 def _prepared_info(path: Path) -> PreparedInfo:
     dataset = PreparedDataset.open(path)
-    rejected = (Rejection(r["path"], r["reason"]) for r in dataset.read_rejected())
     return PreparedInfo(
         path=path,
         manifest=dataset.manifest,
-        rejected=dict(count_reasons(rejected).most_common()),
+        rejected=dict(count_reasons(dataset.read_rejected()).most_common()),
     )
 
 

@@ -8,6 +8,7 @@ touches. This module never imports torch.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 
 from visionops.artifacts import PreparedManifest
 from visionops.config import Settings, Task
+from visionops.data.layouts import Rejection
 from visionops.errors import ArtifactError, DatasetNotFoundError
 from visionops.tasks import TASKS, get_task
 
@@ -23,8 +25,9 @@ __all__ = [
     "PREPARED_FILES",
     "SPLIT_CODES",
     "PreparedDataset",
+    "PreparedItem",
     "find_prepared",
-    "is_prepared",
+    "read_rejected",
 ]
 
 SPLIT_CODES: Final = {"train": 0, "val": 1, "test": 2}
@@ -36,15 +39,34 @@ PREPARED_FILES: Final = (
     "items.csv",
     "rejected.csv",
 )
+"""Files every prepared dataset holds (``masks.npy`` too when its task has masks)."""
 
 
 def _remake(name: str) -> str:
     return f"re-run `visionops data preprocess data/raw/{name} --force`"
 
 
-def is_prepared(path: Path) -> bool:
-    """Whether ``path`` holds a manifest of kind ``visionops.prepared`` (not validated)."""
-    return PreparedManifest.exists(path)
+@dataclass(frozen=True)
+class PreparedItem:
+    """One row of ``items.csv``: a kept image.
+
+    Attributes:
+        index: Its row in the arrays.
+        path: Its file, relative to the raw folder.
+        split: ``train``, ``val`` or ``test``.
+        target: The target as text (class name, ``;``-joined labels or values).
+        sha256: The file's content hash.
+        width: Width before resizing (None in datasets prepared before sizes were kept).
+        height: Height before resizing.
+    """
+
+    index: int
+    path: str
+    split: str
+    target: str
+    sha256: str
+    width: int | None
+    height: int | None
 
 
 class PreparedDataset:
@@ -277,9 +299,20 @@ class PreparedDataset:
             raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLIT_CODES)}")
         return np.flatnonzero(self.splits == SPLIT_CODES[split]).astype(np.int64)
 
-    def read_items(self) -> list[dict[str, str]]:
-        """Rows of ``items.csv``: ``index, path, split, target, sha256, width, height``."""
-        return _read_csv(self.path / "items.csv")
+    def read_items(self) -> list[PreparedItem]:
+        """The rows of ``items.csv``, one per image, in row order."""
+        return [
+            PreparedItem(
+                index=int(row["index"]),
+                path=row["path"],
+                split=row["split"],
+                target=row["target"],
+                sha256=row["sha256"],
+                width=int(row["width"]) if row.get("width") else None,
+                height=int(row["height"]) if row.get("height") else None,
+            )
+            for row in _read_csv(self.path / "items.csv")
+        ]
 
     def original_sizes(self, indices: NDArray[np.int64]) -> NDArray[np.float64] | None:
         """Width and height of the source images at ``indices``, before resizing.
@@ -291,18 +324,25 @@ class PreparedDataset:
             ``(len(indices), 2)`` float64, or None when ``items.csv`` does not record sizes
             (datasets prepared before visionops kept them).
         """
-        rows = self.read_items()
-        if len(rows) != len(self) or not rows or not rows[0].get("width"):
-            return None
         try:
-            sizes = np.array([(float(r["width"]), float(r["height"])) for r in rows])
+            sizes = [(row.width, row.height) for row in self.read_items()]
         except (KeyError, ValueError):
             return None
-        return sizes[np.asarray(indices, dtype=np.int64)]
+        if len(sizes) != len(self) or any(None in size for size in sizes):
+            return None
+        return np.array(sizes, dtype=np.float64)[np.asarray(indices, dtype=np.int64)]
 
-    def read_rejected(self) -> list[dict[str, str]]:
-        """Rows of ``rejected.csv``: ``path, reason``."""
-        return _read_csv(self.path / "rejected.csv")
+    def read_rejected(self) -> list[Rejection]:
+        """The files preprocess skipped, with the reason (``rejected.csv``)."""
+        return read_rejected(self.path)
+
+
+def read_rejected(folder: Path) -> list[Rejection]:
+    """The rows of ``rejected.csv`` in a prepared dataset folder (empty when it has none)."""
+    return [
+        Rejection(row.get("path", ""), row.get("reason", ""))
+        for row in _read_csv(folder / "rejected.csv")
+    ]
 
 
 def _copy(values: list[Any] | None) -> list[Any] | None:
@@ -331,7 +371,7 @@ def find_prepared(settings: Settings) -> Path | None:
     candidates = [
         entry
         for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".") and is_prepared(entry)
+        if entry.is_dir() and not entry.name.startswith(".") and PreparedManifest.exists(entry)
     ]
     if not candidates:
         return None

@@ -32,7 +32,7 @@ from visionops import __version__
 from visionops._io import artifact_lock, atomic_dir, clean_stale_temps, file_sha256
 from visionops.artifacts import PreparedManifest, SourceRecord
 from visionops.config import Settings
-from visionops.data.decoding import DecodeConfig, DecodeJob, decode_all
+from visionops.data.decoding import DecodeConfig, Decoded, DecodeJob, decode_all
 from visionops.data.fetch import raw_folder_for, read_source_info
 from visionops.data.layouts import (
     SOURCE_FILE,
@@ -44,6 +44,7 @@ from visionops.data.layouts import (
     detect,
     list_files,
 )
+from visionops.data.prepared import PREPARED_FILES, read_rejected
 from visionops.data.splits import plan_splits, regression_strata
 from visionops.errors import ArtifactError, DataError, DatasetNotFoundError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
@@ -210,7 +211,7 @@ def _existing_manifest(folder: Path) -> PreparedManifest | None:
         manifest = PreparedManifest.read(folder)
     except ArtifactError:
         return None
-    needed = ["images.npy", "targets.npy", "splits.npy", "items.csv", "rejected.csv"]
+    needed = list(PREPARED_FILES)
     if get_task(manifest.task).has_masks:
         needed.append("masks.npy")
     return manifest if all((folder / f).is_file() for f in needed) else None
@@ -258,13 +259,11 @@ def _class_counts(
     return counts
 
 
-def _compact(
-    source: Path, destination: Path, keep: NDArray[np.int64], shape_tail: tuple[int, ...]
-) -> None:
+def _compact(source: Path, destination: Path, keep: NDArray[np.int64]) -> None:
     """Copy the rows ``keep`` of the .npy ``source`` into a new .npy ``destination``."""
     full = np.load(source, mmap_mode="r")
     out = np.lib.format.open_memmap(
-        destination, mode="w+", dtype=np.uint8, shape=(len(keep), *shape_tail)
+        destination, mode="w+", dtype=np.uint8, shape=(len(keep), *full.shape[1:])
     )
     for start in range(0, len(keep), _COPY_ROWS):
         rows = keep[start : start + _COPY_ROWS]
@@ -317,16 +316,6 @@ def _check_training_data(
             f"{raw}: no image is left in the train split — add training images (or, for"
             " split folders, put some in train/)"
         )
-
-
-def _rejected_counts(path: Path) -> dict[str, int]:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError:
-        return {}
-    rejected = (Rejection(row.get("path", ""), row.get("reason", "")) for row in rows)
-    return dict(count_reasons(rejected).most_common())
 
 
 def _no_usable(raw: Path, rejected: Sequence[Rejection], candidates: int) -> DataError:
@@ -429,7 +418,7 @@ def _prepare_locked(
             skipped=True,
             seconds=time.perf_counter() - started,
             images_per_s=0.0,
-            rejected_by_reason=_rejected_counts(final / "rejected.csv"),
+            rejected_by_reason=dict(count_reasons(read_rejected(final)).most_common()),
         )
     if (
         final.exists()
@@ -478,6 +467,49 @@ def _prepare_locked(
     )
 
 
+@dataclass
+class _Decoded:
+    """The temporary arrays every listed image was decoded into, and what decoding found.
+
+    Attributes:
+        images: ``(N, size, size, channels)`` uint8 ``.npy``, one row per listed item.
+        masks: ``(N, size, size)`` uint8 ``.npy`` (tasks with masks), else None.
+        good: The outcomes of the images that decoded, in listing order.
+        usable: Their items.
+        rejected: The listing's rejections, then the images that did not decode.
+    """
+
+    images: Path
+    masks: Path | None
+    good: list[Decoded]
+    usable: list[RawItem]
+    rejected: list[Rejection]
+
+    @property
+    def hashes(self) -> list[str]:
+        """Content SHA-256 of each usable image."""
+        return [result.sha256 or "" for result in self.good]
+
+
+@dataclass
+class _Kept:
+    """The usable images the splits keep, with their targets and split codes.
+
+    Attributes:
+        positions: Positions in :attr:`_Decoded.usable` of the kept images, ascending.
+        targets: Their targets (the array ``targets.npy`` holds).
+        splits: Their split codes (``splits.npy``).
+        dropped: Duplicates dropped because an identical image is in an earlier split.
+        from_source: Whether the splits came from the source.
+    """
+
+    positions: list[int]
+    targets: NDArray[Any]
+    splits: NDArray[np.uint8]
+    dropped: int
+    from_source: bool
+
+
 def _build(
     tmp: Path,
     raw: Path,
@@ -490,12 +522,35 @@ def _build(
     progress: ProgressReporter,
 ) -> tuple[PreparedManifest, list[Rejection]]:
     """Decode, split, check and write everything but the manifest and log into ``tmp``."""
+    decoded = _decode(tmp, raw, name, listing, settings, known_hashes, progress)
+    if not decoded.good:
+        raise _no_usable(raw, decoded.rejected, len(listing.items))
+    kept, duplicates = _split(listing, decoded, settings)
+    rejected = decoded.rejected + duplicates
+    _check_training_data(listing, kept.targets, kept.splits, raw)
+    _write_arrays(tmp, decoded, kept, len(listing.items))
+    manifest = _manifest(
+        tmp / "images.npy", name, listing, settings, source, fingerprint, kept, rejected
+    )
+    _write_tables(tmp, listing, decoded, kept, rejected)
+    return manifest, rejected
+
+
+def _decode(
+    tmp: Path,
+    raw: Path,
+    name: str,
+    listing: RawListing,
+    settings: Settings,
+    known_hashes: dict[str, str],
+    progress: ProgressReporter,
+) -> _Decoded:
+    """Decode every listed image (and mask) into memory-mapped arrays allocated in ``tmp``."""
     data = settings.data
     items = listing.items
     size, channels = data.image_size, data.channels
-    task = get_task(listing.task)
     images_path = tmp / _DECODE_FILE
-    masks_path = tmp / _MASK_FILE if task.has_masks else None
+    masks_path = tmp / _MASK_FILE if get_task(listing.task).has_masks else None
     np.lib.format.open_memmap(
         images_path, mode="w+", dtype=np.uint8, shape=(len(items), size, size, channels)
     ).flush()
@@ -523,25 +578,35 @@ def _build(
     workers = data.workers or os.cpu_count() or 1
     bar = progress.start(f"preprocess {name}", total=len(jobs))
     try:
-        decoded = decode_all(jobs, config, workers, lambda n: bar.advance(n))
+        results = decode_all(jobs, config, workers, lambda n: bar.advance(n))
     finally:
         bar.close()
-
     rejected = list(listing.rejected)
-    good = [r for r in decoded if r.reason is None]
-    for result in decoded:
-        if result.reason is not None:
-            rejected.append(Rejection(items[result.slot].path, result.reason))
+    rejected += [
+        Rejection(items[result.slot].path, result.reason)
+        for result in results
+        if result.reason is not None
+    ]
     for rejection in rejected:
         logger.debug("skipped {}: {}", rejection.path, rejection.reason)
-    if not good:
-        raise _no_usable(raw, rejected, len(items))
-    usable = [items[r.slot] for r in good]
-    hashes = [r.sha256 or "" for r in good]
-    targets_all = _target_array(listing, usable)
+    good = [result for result in results if result.reason is None]
+    return _Decoded(images_path, masks_path, good, [items[r.slot] for r in good], rejected)
+
+
+def _split(
+    listing: RawListing, decoded: _Decoded, settings: Settings
+) -> tuple[_Kept, list[Rejection]]:
+    """Plan the splits of the usable images; an image found in two splits stays in one.
+
+    Returns:
+        What the splits keep, and a rejection for each duplicate dropped from a later split.
+    """
+    data = settings.data
+    usable, hashes = decoded.usable, decoded.hashes
+    targets = _target_array(listing, usable)
     strata = (
-        regression_strata(targets_all)
-        if task.target_kind == "values"
+        regression_strata(targets)
+        if get_task(listing.task).target_kind == "values"
         else [item.stratum for item in usable]
     )
     plan = plan_splits(
@@ -553,16 +618,15 @@ def _build(
         seed=data.seed,
         carve_val_from=listing.carve_val_from,
     )
-
-    for position, kept in sorted(plan.dropped.items()):
-        rejected.append(
-            Rejection(
-                usable[position].path,
-                f"duplicate across splits: same content as {usable[kept].path} in"
-                f" {SPLIT_NAMES[plan.splits[kept]]}; dropped from"
-                f" {SPLIT_NAMES[plan.splits[position]]} so the splits do not leak",
-            )
+    duplicates = [
+        Rejection(
+            usable[position].path,
+            f"duplicate across splits: same content as {usable[kept].path} in"
+            f" {SPLIT_NAMES[plan.splits[kept]]}; dropped from"
+            f" {SPLIT_NAMES[plan.splits[position]]} so the splits do not leak",
         )
+        for position, kept in sorted(plan.dropped.items())
+    ]
     if plan.dropped:
         position, kept = next(iter(sorted(plan.dropped.items())))
         logger.warning(
@@ -575,53 +639,52 @@ def _build(
     duplicates_within = len(hashes) - len(set(hashes)) - len(plan.dropped)
     if duplicates_within > 0:
         logger.info("{} exact duplicate images kept together in one split", duplicates_within)
+    positions = plan.kept
+    return (
+        _Kept(
+            positions,
+            targets[positions],
+            plan.splits[positions],
+            dropped=len(plan.dropped),
+            from_source=plan.from_source,
+        ),
+        duplicates,
+    )
 
-    keep_positions = plan.kept
-    kept_items = [usable[p] for p in keep_positions]
-    targets = targets_all[keep_positions]
-    splits = plan.splits[keep_positions]
-    _check_training_data(listing, targets, splits, raw)
 
-    keep_index = np.array([good[p].slot for p in keep_positions], dtype=np.int64)
-    tail = (size, size, channels)
-    if len(keep_index) == len(items):
-        os.replace(images_path, tmp / "images.npy")
-        if masks_path is not None:
-            os.replace(masks_path, tmp / "masks.npy")
+def _write_arrays(tmp: Path, decoded: _Decoded, kept: _Kept, listed: int) -> None:
+    """``images.npy`` (and ``masks.npy``) of the kept rows, ``targets.npy``, ``splits.npy``."""
+    keep_index = np.array([decoded.good[p].slot for p in kept.positions], dtype=np.int64)
+    if len(keep_index) == listed:
+        os.replace(decoded.images, tmp / "images.npy")
+        if decoded.masks is not None:
+            os.replace(decoded.masks, tmp / "masks.npy")
     else:
-        _compact(images_path, tmp / "images.npy", keep_index, tail)
-        if masks_path is not None:
-            _compact(masks_path, tmp / "masks.npy", keep_index, (size, size))
-    np.save(tmp / "targets.npy", targets)
-    np.save(tmp / "splits.npy", splits)
+        _compact(decoded.images, tmp / "images.npy", keep_index)
+        if decoded.masks is not None:
+            _compact(decoded.masks, tmp / "masks.npy", keep_index)
+    np.save(tmp / "targets.npy", kept.targets)
+    np.save(tmp / "splits.npy", kept.splits)
 
-    mean, std = _channel_statistics(tmp / "images.npy", np.flatnonzero(splits == 0))
 
-    target_mean: list[float] | None = None
-    target_std: list[float] | None = None
-    if get_task(listing.task).target_kind == "values":
-        train_targets = targets[splits == 0].astype(np.float64)
-        spread = train_targets.std(axis=0)
-        constant = [n for n, s in zip(listing.target_names or [], spread, strict=True) if s == 0]
-        if constant:
-            # A constant target would divide by zero when training normalises it.
-            logger.warning("target {} is constant in train; its std is stored as 1", constant)
-        target_mean = [float(v) for v in train_targets.mean(axis=0)]
-        target_std = [float(v) if v > 0 else 1.0 for v in spread]
-
+def _write_tables(
+    tmp: Path, listing: RawListing, decoded: _Decoded, kept: _Kept, rejected: list[Rejection]
+) -> None:
+    """``items.csv`` (one row per kept image) and ``rejected.csv`` (every skipped file)."""
+    hashes = decoded.hashes
     _write_csv(
         tmp / "items.csv",
         ["index", "path", "split", "target", "sha256", "width", "height"],
         [
             (
                 i,
-                item.path,
-                SPLIT_NAMES[splits[i]],
-                _target_text(listing, targets[i]),
+                decoded.usable[p].path,
+                SPLIT_NAMES[kept.splits[i]],
+                _target_text(listing, kept.targets[i]),
                 hashes[p],
-                *(good[p].size or ("", "")),
+                *(decoded.good[p].size or ("", "")),
             )
-            for i, (item, p) in enumerate(zip(kept_items, keep_positions, strict=True))
+            for i, p in enumerate(kept.positions)
         ],
     )
     _write_csv(tmp / "rejected.csv", ["path", "reason"], [(r.path, r.reason) for r in rejected])
@@ -629,10 +692,43 @@ def _build(
         top = ", ".join(f"{n} {kind}" for kind, n in count_reasons(rejected).most_common(3))
         logger.warning("skipped {} files ({}) — listed in rejected.csv", len(rejected), top)
 
+
+def _target_statistics(
+    listing: RawListing, kept: _Kept
+) -> tuple[list[float] | None, list[float] | None]:
+    """Mean and std of each regression target over train (None for other tasks)."""
+    if get_task(listing.task).target_kind != "values":
+        return None, None
+    train_targets = kept.targets[kept.splits == 0].astype(np.float64)
+    spread = train_targets.std(axis=0)
+    constant = [n for n, s in zip(listing.target_names or [], spread, strict=True) if s == 0]
+    if constant:
+        # A constant target would divide by zero when training normalises it.
+        logger.warning("target {} is constant in train; its std is stored as 1", constant)
+    return [float(v) for v in train_targets.mean(axis=0)], [
+        float(v) if v > 0 else 1.0 for v in spread
+    ]
+
+
+def _manifest(
+    images_path: Path,
+    name: str,
+    listing: RawListing,
+    settings: Settings,
+    source: SourceRecord,
+    fingerprint: str,
+    kept: _Kept,
+    rejected: list[Rejection],
+) -> PreparedManifest:
+    """The manifest of the written arrays: labels, statistics of train, counts, provenance."""
+    data = settings.data
+    splits = kept.splits
+    mean, std = _channel_statistics(images_path, np.flatnonzero(splits == 0))
+    target_mean, target_std = _target_statistics(listing, kept)
     counts = {
         split: int(np.count_nonzero(splits == code)) for code, split in enumerate(SPLIT_NAMES)
     }
-    manifest = PreparedManifest(
+    return PreparedManifest(
         name=name,
         task=listing.task,
         class_names=listing.class_names,
@@ -640,22 +736,21 @@ def _build(
         target_units=listing.target_units,
         target_mean=target_mean,
         target_std=target_std,
-        image_size=size,
-        channels=channels,
+        image_size=data.image_size,
+        channels=data.channels,
         resize=data.resize,
         mean=[round(float(v), 6) for v in mean],
         std=[round(float(v), 6) for v in std],
         counts={
             **counts,
             "rejected": len(rejected),
-            "duplicates_across_splits": len(plan.dropped),
+            "duplicates_across_splits": kept.dropped,
         },
-        class_counts=_class_counts(listing, targets, splits),
-        splits_from_source=plan.from_source,
+        class_counts=_class_counts(listing, kept.targets, splits),
+        splits_from_source=kept.from_source,
         source=source,
         params=_params(settings),
         fingerprint=fingerprint,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         visionops_version=__version__,
     )
-    return manifest, rejected

@@ -1,18 +1,18 @@
 """One module per task behind one protocol (:class:`Task`), and the registry that finds them.
 
 Examples:
-    >>> task = get_task("classification").from_manifest({"class_names": ["cat", "dog"]})
+    >>> task = task_for(PreparedManifest.read(Path("data/prepared/shapes")))
     >>> task.num_outputs, task.monitor, task.main_output
-    (2, 'accuracy', 'probabilities')
+    (8, 'accuracy', 'probabilities')
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from visionops.errors import ConfigError
-from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, TrainingTask
+from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, TaskSource, TrainingTask
 from visionops.tasks._results import Outputs, Plot, TaskMetrics, finite
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "RegressionTask",
     "Task",
     "TaskMetrics",
+    "TaskSource",
     "TrainingTask",
     "finite",
     "get_task",
@@ -59,15 +60,14 @@ def get_task(name: str) -> type[Task]:
     return TASKS[name]
 
 
-def task_for(manifest: Any, *, label_smoothing: float = 0.0) -> Task:
+def task_for(manifest: TaskSource, *, label_smoothing: float = 0.0) -> Task:
     """The task of an artifact (prepared manifest, run record or bundle metadata), built from it.
 
     Args:
-        manifest: A typed artifact model or a plain manifest dict with a ``task`` field.
+        manifest: The artifact; its ``task`` names the task.
         label_smoothing: Passed to tasks that train with it.
     """
-    name = manifest.get("task") if isinstance(manifest, dict) else getattr(manifest, "task", None)
-    return get_task(str(name)).from_manifest(manifest, label_smoothing=label_smoothing)
+    return get_task(manifest.task).from_manifest(manifest, label_smoothing=label_smoothing)
 
 
 # The built-in tasks register themselves on import; they come last because they import

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import BundleMeta, PreparedManifest, RunRecord
 from visionops.tasks._results import Outputs, Plot, TaskMetrics
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from visionops.config import Settings
     from visionops.progress import ProgressReporter
 
-__all__ = ["INPUT_KEY", "PredictOptions", "Task", "TrainingTask", "meta_field"]
+__all__ = ["INPUT_KEY", "PredictOptions", "Task", "TaskSource", "TrainingTask", "meta_field"]
 
 INPUT_KEY = "input"
 """Key of the model-sized input pixels in the ``extra`` that :meth:`Task.answer` receives."""
@@ -64,10 +65,16 @@ class PredictOptions:
     default_top_k: int = 5
 
 
-def meta_field(meta: Any, name: str) -> Any:
-    """Read ``name`` from an artifact model (attribute) or a plain manifest dict (key)."""
-    if isinstance(meta, Mapping):
-        return meta.get(name)
+TaskSource = PreparedManifest | RunRecord | BundleMeta
+"""An artifact a task is built from: each names the task and its labels."""
+
+
+def meta_field(meta: TaskSource, name: str) -> Any:
+    """Field ``name`` of an artifact, or None when its kind has no such field.
+
+    Not every kind records every label field (a prepared manifest has no tuned
+    ``thresholds``, a bundle no ``target_mean``), so one reader serves all three.
+    """
     return getattr(meta, name, None)
 
 
@@ -75,8 +82,8 @@ class Task(ABC):
     """One task's behaviour, built from an artifact that names its labels.
 
     One instance is built with :meth:`from_manifest` from a prepared manifest, a run record
-    or a bundle's metadata (typed models or plain dicts); it holds what the task needs from
-    them (class names, target statistics, tuned thresholds).
+    or a bundle's metadata (a :data:`TaskSource`); it holds what the task needs from them
+    (class names, target statistics, tuned thresholds).
 
     Attributes:
         name: The task name used in artifacts (``classification``, ...).
@@ -119,7 +126,7 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def from_manifest(cls, manifest: Any, *, label_smoothing: float = 0.0) -> Task:
+    def from_manifest(cls, manifest: TaskSource, *, label_smoothing: float = 0.0) -> Task:
         """Build the task from a prepared manifest, run record or bundle metadata."""
 
     @property
@@ -357,6 +364,6 @@ TrainingTask = Task
 """The name the training engine used before tasks had a torch-free half."""
 
 
-def class_names_of(meta: Any) -> Sequence[str]:
+def class_names_of(meta: TaskSource) -> Sequence[str]:
     """``class_names`` of a manifest (empty when absent)."""
     return [str(name) for name in meta_field(meta, "class_names") or []]

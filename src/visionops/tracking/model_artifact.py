@@ -16,7 +16,7 @@ from pathlib import Path
 
 from visionops.artifacts import BundleMeta
 from visionops.config import TrackingSettings
-from visionops.errors import TrackingError
+from visionops.tracking.wandb_run import LOGIN_FIX, wandb_errors
 
 __all__ = ["BundleArtifact", "log_bundle_artifact"]
 
@@ -62,7 +62,7 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
     import wandb
 
     wandb_dir = os.environ.get("WANDB_DIR") or str(bundle_dir.parent)
-    try:
+    with wandb_errors("could not log the bundle to Weights & Biases", LOGIN_FIX):
         run = wandb.init(
             project=settings.project,
             entity=settings.entity,
@@ -95,10 +95,4 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
         files = {path: entry.digest for path, entry in artifact.manifest.entries.items()}
         run_dir = Path(run.dir).parent
         run.finish()
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise TrackingError(
-            f"could not log the bundle to Weights & Biases ({type(exc).__name__}: {detail}) —"
-            " run `wandb login`, check the network, or use tracking.mode=offline"
-        ) from None
     return BundleArtifact(name, aliases, files, run_dir)

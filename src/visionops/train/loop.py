@@ -26,7 +26,7 @@ import torch
 from loguru import logger
 
 from visionops._io import atomic_write_json, atomic_write_text
-from visionops.artifacts import RunRecord
+from visionops.artifacts import RunDevice, RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
 from visionops.data.resolve import resolve_prepared
@@ -50,7 +50,12 @@ from visionops.runs import (
     resolve_run,
 )
 from visionops.tasks import TrainingTask, finite, get_task
-from visionops.tracking.wandb_run import SWEEP_METRIC, NullTracker, WandbTracker, start_tracking
+from visionops.tracking.training import (
+    log_training_epoch,
+    log_training_outcome,
+    start_run_tracking,
+)
+from visionops.tracking.wandb_run import NullTracker, Tracker
 from visionops.train.checkpoints import save_checkpoints
 from visionops.train.dataset import effective_settings, shown
 from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
@@ -58,8 +63,6 @@ from visionops.train.onepass import train_one_pass
 from visionops.train.record import check_resume_fits, new_run_record, now
 
 __all__ = ["TrainResult", "train"]
-
-_PREDICTION_SAMPLES = 16
 
 
 def train(
@@ -192,7 +195,7 @@ class _Attempt:
             )
         settings = effective_settings(settings, dataset)
         task = get_task(dataset.task).from_manifest(
-            dataset.manifest.to_json(), label_smoothing=settings.train.label_smoothing
+            dataset.manifest, label_smoothing=settings.train.label_smoothing
         )
         checkpoint = None
         if resumed is not None:
@@ -402,9 +405,15 @@ def _lead(
     metrics: dict[str, Any] = {}
     status = "failed"
     trained = False
-    tracker: NullTracker | WandbTracker = NullTracker()
+    tracker: Tracker = NullTracker()
     try:
-        tracker = _start_tracker(settings, writer, task)
+        tracker = start_run_tracking(
+            settings.tracking,
+            record,
+            writer.path,
+            config=settings.model_dump(mode="json"),
+            tags=[task.name, settings.model.name],
+        )
         for epoch in range(first_epoch, cfg.epochs + 1):
             trained = True
             result = engine.train_epoch(epoch, cfg.epochs, progress)
@@ -460,15 +469,14 @@ def _lead(
                 result.seconds,
                 row["images_per_s"],
             )
-            tracker.log_epoch(
+            log_training_epoch(
+                tracker,
                 epoch,
-                {
-                    "train/loss": result.loss,
-                    **{f"val/{key}": v for key, v in val.items()},
-                    "lr": row["lr"],
-                    "images_per_s": row["images_per_s"],
-                    SWEEP_METRIC: best if best is not None else float("nan"),
-                },
+                train_loss=result.loss,
+                val=val,
+                lr=row["lr"],
+                images_per_s=row["images_per_s"],
+                best=best,
             )
             stop = (
                 cfg.patience is not None
@@ -529,35 +537,11 @@ def _lead(
     )
 
 
-def _start_tracker(
-    settings: Settings, writer: RunWriter, task: TrainingTask
-) -> NullTracker | WandbTracker:
-    """W&B for this run (continuing the W&B run of an earlier attempt on resume)."""
-    record = writer.record
-    tracking = record.tracking or {}
-    tracker = start_tracking(
-        settings.tracking,
-        run_dir=writer.path,
-        run_name=writer.path.name,
-        config=settings.model_dump(mode="json"),
-        run_id=tracking.get("id"),
-        tags=[task.name, settings.model.name],
-    )
-    if isinstance(tracker, WandbTracker):
-        record.tracking = {
-            "mode": settings.tracking.mode,
-            "project": settings.tracking.project,
-            "id": tracker.run_id,
-            "url": tracker.url,
-        }
-    return tracker
-
-
 def _final_metrics(
     engine: Engine,
     writer: RunWriter,
     task: TrainingTask,
-    tracker: NullTracker | WandbTracker,
+    tracker: Tracker,
     best_epoch: int | None,
 ) -> dict[str, Any]:
     """Score the best checkpoint on val (tuning multilabel thresholds) and test."""
@@ -593,37 +577,19 @@ def _final_metrics(
         **task.run_fields(),
     }
     atomic_write_json(writer.path / "metrics.json", payload)
-    if tracker.enabled and val_predictions is not None and val_targets is not None:
-        tracker.log_summary(
-            {
-                f"{split}/{key}": value
-                for split in ("val", "test")
-                for key, value in results.get(split, {}).items()
-            }
-        )
-        indices = engine.dataset.indices(engine.val_split)[:_PREDICTION_SAMPLES]
-        tracker.log_predictions(
-            np.asarray(engine.dataset.images[indices]),
-            [
-                task.caption(prediction, target)
-                for prediction, target in zip(
-                    val_predictions[: len(indices)], val_targets[: len(indices)], strict=True
-                )
-            ],
-        )
-        predicted = task.predicted_classes(val_predictions)
-        if predicted is not None:
-            tracker.log_confusion_matrix(
-                [int(t) for t in val_targets], [int(p) for p in predicted], task.labels
-            )
-        tracker.log_checkpoint(
-            best_path,
-            f"model-{writer.path.name}",
-            {
-                "task": task.name,
-                "best_epoch": best_epoch,
-                task.monitor: writer.record.best_metric,
-            },
+    if val_predictions is not None and val_targets is not None:
+        log_training_outcome(
+            tracker,
+            task,
+            run_name=writer.path.name,
+            results=results,
+            images=engine.dataset.images,
+            indices=engine.dataset.indices(engine.val_split),
+            predictions=val_predictions,
+            targets=val_targets,
+            checkpoint=best_path,
+            best_epoch=best_epoch,
+            best_metric=writer.record.best_metric,
         )
     return payload
 
@@ -662,11 +628,9 @@ def _run_record(
         feature_dim=model.feature_dim,
         normalization=(engine.normalization["mean"], engine.normalization["std"]),
         config_hash=config_hash,
-        device={
-            "type": str(choice.device),
-            "precision": choice.precision,
-            "world_size": context.world_size,
-        },
+        device=RunDevice(
+            type=str(choice.device), precision=choice.precision, world_size=context.world_size
+        ),
         epochs=settings.train.epochs,
         freeze_backbone=settings.model.freeze_backbone,
     )

@@ -22,7 +22,7 @@ import numpy as np
 from loguru import logger
 
 from visionops._io import atomic_write_json, atomic_write_text
-from visionops.artifacts import RunRecord
+from visionops.artifacts import RunDevice, RunRecord
 from visionops.config import Settings, settings_to_yaml
 from visionops.data.prepared import PreparedDataset
 from visionops.device import DeviceChoice
@@ -32,7 +32,7 @@ from visionops.progress import ProgressReporter
 from visionops.results import TrainResult
 from visionops.runs import CHECKPOINT_FORMAT, RunWriter, read_run_manifest
 from visionops.tasks import Task, finite, get_task
-from visionops.tracking.wandb_run import start_tracking
+from visionops.tracking.training import start_run_tracking
 from visionops.train.checkpoints import save_checkpoint
 from visionops.train.dataset import effective_settings
 from visionops.train.engine import normalisation
@@ -113,7 +113,7 @@ def train_one_pass(
                 feature_dim=feature_dim,
                 normalization=normalisation(settings, dataset),
                 config_hash=config_hash,
-                device={"type": str(choice.device), "precision": "fp32", "world_size": 1},
+                device=RunDevice(type=str(choice.device), precision="fp32", world_size=1),
                 epochs=1,
                 freeze_backbone=True,
                 created_at=previous.created_at if previous is not None else None,
@@ -160,16 +160,13 @@ def _fit(
     """The work: fit, tune on val, score val and test, write checkpoints and records."""
     record = writer.record
     mean, std = record.normalization.mean, record.normalization.std
-    tracker = start_tracking(
+    tracker = start_run_tracking(
         settings.tracking,
-        run_dir=writer.path,
-        run_name=writer.path.name,
+        record,
+        writer.path,
         config=settings.model_dump(mode="json"),
-        run_id=(record.tracking or {}).get("id"),
         tags=[task.name, settings.model.name],
     )
-    if tracker.enabled:
-        record.tracking = {"mode": settings.tracking.mode, "project": settings.tracking.project}
     try:
         started = time.perf_counter()
         # Sorted indices: the memory map is read front to back.

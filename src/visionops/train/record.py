@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunRecord
+from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunDevice, RunRecord
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import ConfigError
@@ -24,7 +23,7 @@ __all__ = ["check_resume_fits", "new_run_record", "now"]
 
 def now() -> str:
     """The current UTC time as ``run.json`` records it."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def new_run_record(
@@ -36,7 +35,7 @@ def new_run_record(
     feature_dim: int,
     normalization: tuple[Sequence[float], Sequence[float]],
     config_hash: str,
-    device: dict[str, Any],
+    device: RunDevice,
     epochs: int,
     freeze_backbone: bool,
     created_at: str | None = None,

@@ -55,6 +55,22 @@ def test_open_exposes_arrays_and_metadata(prepared: Path) -> None:
     assert dataset.read_rejected() == []
 
 
+def test_items_are_typed_rows_and_give_the_sizes_before_resizing(copy: Path) -> None:
+    dataset = PreparedDataset.open(copy)
+    items = dataset.read_items()
+    assert [item.index for item in items] == list(range(30))
+    assert {item.split for item in items} == {"train", "val", "test"}
+    assert (items[0].width, items[0].height) == (40, 30)
+    sizes = dataset.original_sizes(np.array([0, 29]))
+    assert sizes is not None and sizes.tolist() == [[40.0, 30.0], [40.0, 30.0]]
+    # Datasets prepared before sizes were kept have no width/height: no sizes, no error.
+    lines = (copy / "items.csv").read_text(encoding="utf-8").splitlines()
+    old = [",".join(line.split(",")[:5]) for line in lines]
+    (copy / "items.csv").write_text("\n".join(old) + "\n", encoding="utf-8")
+    assert dataset.read_items()[0].width is None
+    assert dataset.original_sizes(np.array([0])) is None
+
+
 def test_indices_partition_the_dataset(prepared: Path) -> None:
     dataset = PreparedDataset.open(prepared)
     parts = [dataset.indices(split) for split in ("train", "val", "test")]

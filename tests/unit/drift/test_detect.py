@@ -9,10 +9,10 @@ from visionops.config import DriftSettings
 from visionops.drift.detect import ChiSquareTest, compare, reduce_embeddings
 from visionops.drift.samples import Sample
 from visionops.errors import DriftError
-from visionops.tasks import task_for
+from visionops.tasks import ClassificationTask
 
 LABELS = ["a", "b", "c"]
-TASK = task_for({"task": "classification", "class_names": LABELS})
+TASK = ClassificationTask(LABELS)
 SETTINGS = DriftSettings(permutations=199, pca_dim=8)
 
 

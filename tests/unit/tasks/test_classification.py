@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from task_sources import run_record
 
 from visionops.errors import ArtifactError, ConfigError
 from visionops.tasks import ClassificationTask, get_task
@@ -8,7 +9,7 @@ from visionops.tasks import ClassificationTask, get_task
 
 def test_registry_builds_task_from_manifest() -> None:
     task = get_task("classification").from_manifest(
-        {"class_names": ["cat", "dog", "fox"]}, label_smoothing=0.1
+        run_record("classification", class_names=["cat", "dog", "fox"]), label_smoothing=0.1
     )
     assert isinstance(task, ClassificationTask)
     assert task.num_outputs == 3

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from task_sources import run_record
 
 from visionops.tasks import MultilabelTask, get_task
 from visionops.tasks.multilabel import multilabel_metrics, tune_thresholds
@@ -38,13 +39,13 @@ def test_class_without_positives_keeps_half_and_is_left_out_of_map() -> None:
 
 
 def test_fit_postprocessing_goes_to_run_fields_and_back() -> None:
-    task = get_task("multilabel").from_manifest({"class_names": ["a", "b"]})
+    task = get_task("multilabel").from_manifest(run_record("multilabel", class_names=["a", "b"]))
     assert task.run_fields() == {"thresholds": [0.5, 0.5]}
     probabilities = np.array([[0.3, 0.9], [0.1, 0.8], [0.32, 0.1]])
     task.fit_postprocessing(probabilities, np.array([[1, 1], [0, 1], [1, 0]]))
     thresholds = task.run_fields()["thresholds"]
     assert thresholds[0] <= 0.3
     again = get_task("multilabel").from_manifest(
-        {"class_names": ["a", "b"], "thresholds": thresholds}
+        run_record("multilabel", class_names=["a", "b"], thresholds=thresholds)
     )
     assert again.run_fields()["thresholds"] == thresholds

@@ -1,19 +1,21 @@
 import numpy as np
 import pytest
 import torch
+from task_sources import bundle_meta, run_record
 
 from visionops.errors import ArtifactError
 from visionops.tasks import RegressionTask, get_task
 
-MANIFEST = {
-    "target_names": ["energy", "mass"],
-    "target_mean": [200.0, 50.0],
-    "target_std": [40.0, 10.0],
-}
+RECORD = run_record(
+    "regression",
+    target_names=["energy", "mass"],
+    target_mean=[200.0, 50.0],
+    target_std=[40.0, 10.0],
+)
 
 
 def test_targets_are_standardised_and_outputs_restored() -> None:
-    task = get_task("regression").from_manifest(MANIFEST)
+    task = get_task("regression").from_manifest(RECORD)
     targets = torch.tensor([[240.0, 40.0], [200.0, 50.0]])
     encoded = task.encode_targets(targets)
     assert torch.allclose(encoded, torch.tensor([[1.0, -1.0], [0.0, 0.0]]))
@@ -22,16 +24,7 @@ def test_targets_are_standardised_and_outputs_restored() -> None:
 
 
 def test_metrics_are_in_original_units() -> None:
-    task = RegressionTask(
-        **{
-            k.replace("target_", "target_"): v
-            for k, v in {
-                "target_names": MANIFEST["target_names"],
-                "target_mean": MANIFEST["target_mean"],
-                "target_std": MANIFEST["target_std"],
-            }.items()
-        }
-    )
+    task = RegressionTask(["energy", "mass"], [200.0, 50.0], [40.0, 10.0])
     truth = np.array([[100.0, 10.0], [200.0, 20.0], [300.0, 30.0]])
     predicted = truth + np.array([[10.0, 1.0], [-10.0, -1.0], [10.0, 1.0]])
     metrics = task.metrics(predicted, truth)
@@ -49,8 +42,12 @@ def test_zero_std_does_not_divide_by_zero() -> None:
 
 def test_missing_statistics_name_the_fix_when_training_needs_them() -> None:
     # A bundle's metadata has no target statistics: serving needs none, training does.
-    task = get_task("regression").from_manifest({"target_names": ["a"]})
+    task = get_task("regression").from_manifest(
+        bundle_meta("regression", "values", target_names=["a"])
+    )
     with pytest.raises(ArtifactError, match="visionops data preprocess"):
         task.encode_targets(torch.tensor([[1.0]]))
     with pytest.raises(ArtifactError, match="visionops data preprocess"):
-        get_task("regression").from_manifest({"target_names": ["a"], "target_mean": [1.0, 2.0]})
+        get_task("regression").from_manifest(
+            run_record("regression", target_names=["a"], target_mean=[1.0, 2.0])
+        )
