@@ -82,7 +82,10 @@ def prediction_record(
 
     Args:
         answer: The task's answer (a heatmap in it is left out: it is a whole image).
-        output: The graph's main output for the image (kept to 6 decimals for drift tests).
+        output: The graph's main output for the image, kept at float32 precision: drift
+            compares it with the reference's float32 outputs, and rounding would turn a
+            saturated 0.9999999 into 1.0 on one side only (a false alarm on a confident
+            model).
         image: The upload's facts from decoding.
         time: When the batch finished (ISO 8601).
         request_id: The request (or ``predict`` job) it belongs to.
@@ -107,7 +110,7 @@ def prediction_record(
         precision=precision,
         task=task,
         prediction=logged,
-        output=np.atleast_1d(output).astype(float).round(6).tolist(),
+        output=np.atleast_1d(output).astype(np.float32).tolist(),
         latency_ms=round(latency_ms, 3),
         queue_ms=round(queue_ms, 3),
         compute_ms=round(compute_ms, 3),

@@ -11,9 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionops.artifacts import PredictionRecord
+from visionops.artifacts import LoggedImage, PredictionRecord
 from visionops.errors import ArtifactError
-from visionops.inference.predlog import LogEntry, PredictionLog, read_prediction_log
+from visionops.inference.predlog import (
+    LogEntry,
+    PredictionLog,
+    prediction_record,
+    read_prediction_log,
+)
 
 
 def record(request_id: str, index: int = 0) -> PredictionRecord:
@@ -221,3 +226,20 @@ def test_a_killed_servers_half_written_images_are_removed(tmp_path: Path) -> Non
     PredictionLog(tmp_path, log_images=True).close()
     assert not stale.exists()
     assert live.exists()
+
+
+def test_outputs_read_back_exactly_as_the_model_gave_them(tmp_path: Path) -> None:
+    # A confident model's probabilities sit a hair under 1; drift compares them with the
+    # reference's float32 outputs, so the log must not round them to 1.0.
+    output = np.array([0.99999994, 6e-8, 0.123456789], dtype=np.float32)
+    logged = prediction_record(
+        answer={"label": "cat"}, output=output, image=LoggedImage(),
+        time="2026-12-01T00:00:00+00:00", request_id="r", index=0, model_version="v",
+        task="classification", precision="fp32", latency_ms=1.0, queue_ms=0.0, compute_ms=1.0,
+        batch_size=1,
+    )  # fmt: skip
+    log = PredictionLog(tmp_path)
+    log.write([LogEntry(record=logged, embedding=np.zeros(4, np.float32))])
+    log.close()
+    (record,) = read_prediction_log(tmp_path).records
+    np.testing.assert_array_equal(np.asarray(record.output, np.float32), output)

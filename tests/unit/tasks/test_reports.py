@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from task_sources import run_record
 
 from visionops.errors import ArtifactError
 from visionops.tasks import ClassificationTask, MultilabelTask, PredictOptions, RegressionTask
@@ -211,19 +212,22 @@ def test_a_task_shapes_the_shared_stages_through_its_hooks() -> None:
     from visionops.export.graph import graph_output_names
     from visionops.tasks import AnomalyTask, get_task
 
-    classification = get_task("classification").from_manifest({"class_names": ["a", "b"]})
+    classification = get_task("classification").from_manifest(
+        run_record("classification", class_names=["a", "b"])
+    )
     assert graph_output_names(classification) == ("probabilities", "embedding")
     assert classification.learns_from(np.array([0, 1, 1])).all()
     anomaly = AnomalyTask.from_manifest(
-        {
-            "thresholds": [0.5],
-            "anomaly": {
+        run_record(
+            "anomaly",
+            thresholds=[0.5],
+            anomaly={
                 "layers": ["layer1"],
                 "threshold": {"value": 0.5, "method": "f1"},
                 "bank_size": 10,
                 "feature_dim": 4,
             },
-        }
+        )
     )
     assert graph_output_names(anomaly) == ("score", "heatmap", "embedding")
     assert anomaly.learns_from(np.array([0, 1, 0])).tolist() == [True, False, True]
