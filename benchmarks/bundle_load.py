@@ -47,10 +47,12 @@ def main() -> None:
     from visionops.export.timing import time_interleaved
     from visionops.inference.bundle import read_onnx_metadata
     from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from visionops.tasks import ClassificationTask
 
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=10).eval()
-    wrapper = ExportWrapper(model, task="classification", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    task = ClassificationTask([f"class{i}" for i in range(10)])
+    wrapper = ExportWrapper(model, task=task, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     with tempfile.TemporaryDirectory(prefix="visionops-bench-load-") as scratch:
         path = Path(scratch) / "model.onnx"
         export_onnx(wrapper.eval(), path, image_size=64, channels=3)

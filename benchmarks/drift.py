@@ -308,6 +308,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--pool-per-class", type=int, default=150, help="Unseen images per class.")
     parser.add_argument("--naive-perms", type=int, default=3)
+    parser.add_argument(
+        "--reference-size", type=int, default=200, help="Unseen images per reference trial."
+    )
     parser.add_argument("--speed-reference", type=int, default=10_000)
     parser.add_argument("--speed-current", type=int, default=2_000)
     parser.add_argument(
@@ -345,7 +348,9 @@ def main() -> None:
             if "power" in parts:
                 power(bundle_dir, pool_dir, args.trials, sizes, args.permutations)
             if "reference" in parts:
-                reference_choice(bundle_dir, pool_dir, args.trials, 200, args.permutations)
+                reference_choice(
+                    bundle_dir, pool_dir, args.trials, args.reference_size, args.permutations
+                )
 
 
 if __name__ == "__main__":

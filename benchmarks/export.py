@@ -166,22 +166,24 @@ def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]
             run_dir = Path(run)
             train_seconds = None
         result = export_run(settings, run_dir, quantize="int8", force=True)
-        quantized = result.quantized or {}
+        quantized = result.quantized
+        if quantized is None:
+            raise SystemExit("export kept no int8 record — this benchmark needs --quantize int8")
         return {
             "run": str(run_dir),
             "train_seconds": train_seconds,
             "epochs": epochs if run is None else None,
             "image_size": result.meta.input.size,
-            "metric": quantized.get("metric"),
-            "split": quantized.get("split"),
-            "images": quantized.get("images"),
-            "fp32": quantized.get("fp32"),
-            "int8": quantized.get("int8"),
-            "drop_pp": None if quantized.get("drop") is None else 100 * quantized["drop"],
-            "accepted": quantized.get("accepted"),
-            "reason": quantized.get("reason"),
-            "speedup_batch1": quantized.get("speedup"),
-            "latency_ms_batch1": quantized.get("latency_ms_batch1"),
+            "metric": quantized.metric,
+            "split": quantized.split,
+            "images": quantized.images,
+            "fp32": quantized.fp32,
+            "int8": quantized.int8,
+            "drop_pp": None if quantized.drop is None else 100 * quantized.drop,
+            "accepted": quantized.accepted,
+            "reason": quantized.reason,
+            "speedup_batch1": quantized.speedup,
+            "latency_ms_batch1": quantized.latency_ms_batch1,
             "parity_max_abs_diff": result.parity.max_abs_diff,
         }
     finally:

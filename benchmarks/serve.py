@@ -52,8 +52,14 @@ BOUNDARY = "visionops-benchmark-boundary"
 # --------------------------------------------------------------------------- inputs
 
 
-def make_bundle(project: Path) -> Path:
-    """A ResNet-18 224 px bundle made by the real CLI pipeline (reused if already there)."""
+def make_bundle(project: Path, size: int = 224, reference_per_class: int = 100) -> Path:
+    """A ResNet-18 bundle made by the real CLI pipeline (reused if already there).
+
+    Args:
+        project: The scratch project folder.
+        size: The model's input side (px); 224 for every published figure.
+        reference_per_class: Drift reference images per class (100 for published figures).
+    """
     bundle = project / "runs" / "latest" / "bundle"
     if (bundle / "visionops.json").is_file():
         return bundle.resolve()
@@ -67,7 +73,7 @@ def make_bundle(project: Path) -> Path:
             "data.demo.images_per_class=8",
             "data.demo.image_size=256",
         ],
-        ["data", "preprocess", "data/raw/shapes", "--size", "224"],
+        ["data", "preprocess", "data/raw/shapes", "--size", str(size)],
         ["train", "--epochs", "1", "--model", "resnet18", "--device", "cpu", "--batch-size", "16"],
         ["export", "--quantize", "int8"],
         # A reference as large as a real one (the training data above is tiny to keep
@@ -76,7 +82,7 @@ def make_bundle(project: Path) -> Path:
             "data",
             "fetch",
             "demo:shapes",
-            "data.demo.images_per_class=100",
+            f"data.demo.images_per_class={reference_per_class}",
             "data.demo.image_size=256",
             "data.demo.seed=1",
             "data.raw_root=data/reference-raw",
@@ -86,7 +92,7 @@ def make_bundle(project: Path) -> Path:
             "preprocess",
             "data/reference-raw/shapes",
             "--size",
-            "224",
+            str(size),
             "data.prepared_root=data/reference-prepared",
         ],
         ["drift", "reference", "runs/latest", "data/reference-prepared/shapes"],
@@ -334,12 +340,12 @@ def in_process(
     import onnxruntime as ort
 
     from visionops.imaging import load_image
+    from visionops.inference.bundle import load_bundle
 
-    spec = json.loads((bundle / "visionops.json").read_text())["input"]
-    size = int(spec["size"])
+    spec = load_bundle(bundle).meta.input
 
     def prepare(data: bytes) -> np.ndarray:
-        return load_image(data, size=size, policy=spec.get("resize", "crop"))
+        return load_image(data, size=spec.size, policy=spec.resize)
 
     results = {}
     decode_ms = []
@@ -416,6 +422,10 @@ def main() -> None:
         help="Also measure defaults with online drift off vs on (interleaved --rounds).",
     )
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--size", type=int, default=224, help="The bundle's input side (px).")
+    parser.add_argument(
+        "--reference-per-class", type=int, default=100, help="Drift reference images per class."
+    )
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -441,13 +451,14 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="visionops-serve-bench-"))
     project = args.project or scratch / "project"
-    print(f"bundle: ResNet-18 224 px in {project}", flush=True)
-    bundle = make_bundle(project)
+    print(f"bundle: ResNet-18 {args.size} px in {project}", flush=True)
+    bundle = make_bundle(project, args.size, args.reference_per_class)
     report: dict[str, Any] = {"bundle": str(bundle), "loads": []}
 
-    manifest = json.loads((bundle / "visionops.json").read_text())
-    quantized = manifest.get("quantized") or {}
-    models = ["model.onnx"] + ([quantized["file"]] if quantized.get("accepted") else [])
+    from visionops.inference.bundle import load_bundle
+
+    meta = load_bundle(bundle).meta
+    models = ["model.onnx"] + ([meta.int8_file] if meta.int8_file else [])
     print("limits:", flush=True)
     report["in_process"] = {
         model: in_process(bundle, model, images, args.in_process_seconds) for model in models

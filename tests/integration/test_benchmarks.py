@@ -1,0 +1,101 @@
+"""Every script in ``benchmarks/`` runs, at a tiny size, so none can rot unnoticed.
+
+The figures they print are not checked here (timings do not belong in tests); what is
+checked is that each script still runs against the current code end to end and prints its
+comparison. A script added to ``benchmarks/`` without a row here fails
+``test_every_benchmark_script_is_run``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SMALL_PHOTOS = ["--width", "160", "--height", "120"]
+
+# script -> (tiny arguments, a line the script prints when it has compared both sides)
+RUNS: dict[str, tuple[list[str], str]] = {
+    "bundle_load.py": (["--seconds", "0.05"], "ratio onnx.load / ours"),
+    "loader.py": (
+        ["--count", "16", *SMALL_PHOTOS, "--size", "32", "--batch", "8", "--epochs", "1",
+         "--workers", "1"],
+        "ratio:",
+    ),
+    "preprocess.py": (
+        ["--count", "16", *SMALL_PHOTOS, "--size", "32", "--workers", "1"], "ratio:"
+    ),
+    "train.py": (
+        ["--count", "16", *SMALL_PHOTOS, "--size", "32", "--batch", "8", "--epochs", "1",
+         "--models", "mobilenet_v3_small", "--workers", "1", "--steps", "2", "--rounds", "1"],
+        "mobilenet_v3_small",
+    ),
+    "anomaly.py": (
+        ["--images", "8", "--size", "64", "--naive-patches", "400", "--naive-count", "10",
+         "--threads", "1"],
+        "the speed of eager",
+    ),
+    "export.py": (
+        ["--size", "64", "--threads", "1", "--seconds", "0.1", "--min-calls", "2",
+         "--epochs", "1"],
+        "int8 / ORT fp32",
+    ),
+    "drift.py": (
+        ["--model", "shufflenet_v2_x0_5", "--trials", "2", "--sizes", "30",
+         "--permutations", "20", "--images-per-class", "50", "--epochs", "1",
+         "--image-size", "32", "--pool-per-class", "12", "--naive-perms", "1",
+         "--speed-reference", "100", "--speed-current", "30", "--reference-size", "30"],
+        "## Reference split",
+    ),
+}  # fmt: skip
+SERVE = [
+    "--size", "64", "--reference-per-class", "10", "-c", "2", "-d", "1", "--ramp-up", "0.2",
+    "--overload-concurrency", "4", "--overload-duration", "1", "--batch-sweep", "1",
+    "--rounds", "1", "--threads-sweep", "1", "--naive-threads", "1", "--images", "4",
+    *SMALL_PHOTOS, "--in-process-seconds", "0.3",
+]  # fmt: skip
+# Run by test_serve_then_its_profile; naive_server.py is the baseline serve.py starts.
+COVERED_ELSEWHERE = {"serve.py", "serve_profile.py", "naive_server.py"}
+
+
+def _run(script: str, args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "MPLBACKEND": "Agg", "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"{script} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+def test_every_benchmark_script_is_run() -> None:
+    scripts = {path.name for path in BENCHMARKS.glob("*.py")}
+    assert scripts == set(RUNS) | COVERED_ELSEWHERE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
+    args, comparison = RUNS[script]
+    assert comparison in _run(script, args, tmp_path)
+
+
+@pytest.mark.slow
+def test_serve_then_its_profile(tmp_path: Path) -> None:
+    out = _run("serve.py", ["--project", "p", *SERVE], tmp_path)
+    assert "best naive @ 2" in out  # the naive baseline server ran too
+    profile = _run(
+        "serve_profile.py", ["--project", "p", "-c", "2", "-d", "1", "--ramp-up", "0.2"], tmp_path
+    )
+    assert "functions on the event loop" in profile
