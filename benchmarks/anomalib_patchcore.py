@@ -161,14 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     import lightning
     import timm
     import torchmetrics
-    from lightning.pytorch import Callback, seed_everything
-    from sklearn.metrics import roc_auc_score
-
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
     from anomalib.metrics import AUPRO, AUROC, Evaluator
     from anomalib.metrics.aupro import _AUPRO
     from anomalib.models import Patchcore
+    from lightning.pytorch import Callback, seed_everything
+    from sklearn.metrics import roc_auc_score
 
     root = args.root
     seed_everything(args.seed, workers=True, verbose=False)
@@ -280,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         "fit_seconds": round(fit_seconds, 3),
         # features of the train images + coreset, without the validation pass that
         # Engine.fit also runs (thresholds and min-max for the PostProcessor)
-        "bank_seconds": round(marks.get("coreset_end", float("nan")) - marks.get("train_start", float("nan")), 3),
+        "bank_seconds": round(
+            marks.get("coreset_end", float("nan")) - marks.get("train_start", float("nan")), 3
+        ),
         "coreset_seconds": round(coreset_seconds.get("value", float("nan")), 3),
-        "val_seconds_in_fit": round(marks.get("val_end", float("nan")) - marks.get("val_start", float("nan")), 3),
+        "val_seconds_in_fit": round(
+            marks.get("val_end", float("nan")) - marks.get("val_start", float("nan")), 3
+        ),
         "test_seconds": round(test_seconds, 3),
         "threads": torch.get_num_threads(),
         "network_attempts": len(NETWORK_ATTEMPTS),
@@ -296,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         if raw["mask"]:
             maps = torch.cat(raw["map"])
             masks = (torch.cat(raw["mask"]) > 0).int()
-            out["raw_pixel_auroc"] = float(roc_auc_score(masks.numpy().reshape(-1), maps.numpy().reshape(-1)))
+            out["raw_pixel_auroc"] = float(
+                roc_auc_score(masks.numpy().reshape(-1), maps.numpy().reshape(-1))
+            )
             metric = _AUPRO()  # anomalib's own AUPRO (fpr_limit 0.3), on the raw maps
             metric.update(maps, masks)
             out["raw_aupro"] = float(metric.compute())

@@ -163,8 +163,10 @@ def run_visionops(
         visionops("eval", str(run_dir), "--split", split, cwd=project, threads=args.threads)
         with np.load(run_dir / "eval" / "predictions.npz") as saved:
             for index, value, heatmap in zip(
-                saved["indices"], saved["outputs"].reshape(len(saved["indices"]), -1)[:, 0],
-                saved["heatmaps"], strict=True,
+                saved["indices"],
+                saved["outputs"].reshape(len(saved["indices"]), -1)[:, 0],
+                saved["heatmaps"],
+                strict=True,
             ):
                 path = Path(items[int(index)].path)
                 key = "/".join(path.parts[-3:])
@@ -285,8 +287,10 @@ def main(argv: list[str]) -> None:
         )
         prepared = next((project / "data" / "prepared").iterdir())
         rows: dict[str, list[dict[str, float]]] = {"visionops": [], "anomalib": []}
-        header = f"{'seed':>4} {'tool':>10} {'image AUROC':>12} {'pixel AUROC':>12} {'AUPRO':>7} {'fit s':>8}"
-        print(header)
+        print(
+            f"{'seed':>4} {'tool':>10} {'image AUROC':>12} {'pixel AUROC':>12} {'AUPRO':>7}"
+            f" {'fit s':>8}"
+        )
         for seed in args.seeds:
             fit, outputs = run_visionops(project, prepared, seed, args)
             rows["visionops"].append({**score(truth, outputs), "fit": fit})
