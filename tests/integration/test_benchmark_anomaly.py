@@ -43,9 +43,13 @@ def test_vs_anomalib_runs_the_visionops_side_and_says_how_to_add_the_baseline(
     assert done.returncode == 0, done.stderr[-2000:]
     # One visionops row per seed, scored on every test image (2 good + 6 faint threads).
     row = re.search(
-        r"^\s+0\s+visionops\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", done.stdout, re.MULTILINE
+        r"^\s+0\s+visionops\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\(([\d.]+)\)$",
+        done.stdout,
+        re.MULTILINE,
     )
     assert row is not None, done.stdout
     assert all(0.0 <= float(value) <= 1.0 for value in row.groups()[:3])
+    # train's own time is part of the whole command's
+    assert 0 < float(row.group(4)) <= float(row.group(5))
     assert "(8 test images)" in done.stdout
     assert "anomalib is not available" in done.stdout and "pip install" in done.stdout
