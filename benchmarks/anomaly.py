@@ -18,6 +18,10 @@ normalisation, trunk, chunked nearest-neighbour, heatmap) vs the ONNX graph visi
 exports (``ExportWrapper`` with the anomaly task + ``export_onnx``) in ONNX Runtime, same threads,
 sampled in round-robin with ``visionops.export.timing.time_interleaved``.
 
+Quality against anomalib's PatchCore on faint, thin defects (a different benchmark, in
+``anomaly_vs_anomalib.py``): ``python benchmarks/anomaly.py --vs-anomalib
+[--anomalib-python /work/anomalib-venv/bin/python] [--seeds 0 1 2]``.
+
 Run: python benchmarks/anomaly.py
 """
 
@@ -57,7 +61,18 @@ def good_images(count: int, size: int, folder: Path) -> np.ndarray:
 
 
 def main() -> None:
+    if "--vs-anomalib" in sys.argv[1:]:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from anomaly_vs_anomalib import main as vs_anomalib
+
+        vs_anomalib([arg for arg in sys.argv[1:] if arg != "--vs-anomalib"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--vs-anomalib",
+        action="store_true",
+        help="measure quality against anomalib's PatchCore instead (--vs-anomalib --help)",
+    )
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="resnet18")

@@ -73,6 +73,13 @@ class DemoSettings(_Section):
     images_per_class: int = Field(80, ge=2, description="Images per class (or per item kind).")
     image_size: int = Field(96, ge=32, le=1024, description="Side of generated images, pixels.")
     seed: int = Field(0, description="Generator seed; same seed, same files.")
+    defects: Literal["coarse", "faint"] = Field(
+        "coarse",
+        description=(
+            "demo:anomaly defects: coarse = holes, scratches, stains; faint = thin (1.5 px),"
+            " low-contrast (±22 grey levels) curved threads, the hard case."
+        ),
+    )
 
 
 class DataSettings(_Section):

@@ -49,7 +49,8 @@ def aupro(heatmaps: FloatArray, masks: NDArray[Any], fpr_limit: float = 0.3) -> 
         fpr_limit: Integrate over pixel false-positive rates from 0 to this.
 
     Returns:
-        AUPRO in 0..1 (NaN without any defect region or any good pixel).
+        AUPRO in 0..1 (NaN without any defect region or any good pixel). Regions are
+        8-connected: a thin diagonal line is one region.
     """
     heatmaps = np.asarray(heatmaps, dtype=np.float64)
     truth = np.asarray(masks) > 0
@@ -60,8 +61,11 @@ def aupro(heatmaps: FloatArray, masks: NDArray[Any], fpr_limit: float = 0.3) -> 
     good = ~truth
     n_good = int(good.sum())
     regions: list[tuple[int, NDArray[np.bool_]]] = []
+    # 8-connectivity: a thin diagonal defect is one region, not one per pixel step (as in
+    # the MVTec AD evaluation code and anomalib).
+    eight = np.ones((3, 3), dtype=bool)
     for index in range(truth.shape[0]):
-        labelled, count = ndimage.label(truth[index])
+        labelled, count = ndimage.label(truth[index], structure=eight)
         regions.extend((index, labelled == region) for region in range(1, int(count) + 1))
     if not regions or n_good == 0:
         return float("nan")

@@ -10,7 +10,8 @@ same folder layout as the public dataset it imitates, so the same readers handle
 - ``regression``: plates of coloured food items, Nutrition5k layout
   (``dish_<id>/[frames_sampled30/]camera_<A-D>_frame_<NNN>.jpeg`` + ragged
   ``metadata/dish_metadata_cafe{1,2}.csv``);
-- ``anomaly``: a carpet-like texture with holes, scratches and stains, MVTec AD layout.
+- ``anomaly``: a carpet-like texture with holes, scratches and stains, MVTec AD layout
+  (``data.demo.defects=faint``: thin, faint threads instead, the hard case).
 
 Every image is drawn from its own random stream seeded by ``(seed, demo, index)``, so the
 same settings give byte-identical files. Only PIL and numpy are used (no torch), and the
@@ -43,6 +44,7 @@ from visionops.progress import NULL_PROGRESS, ProgressReporter
 __all__ = [
     "ANOMALY_CATEGORY",
     "ANOMALY_DEFECTS",
+    "ANOMALY_FAINT_DEFECTS",
     "DEMOS",
     "INGREDIENTS",
     "MULTILABEL_CLASSES",
@@ -74,6 +76,11 @@ SHAPE_CLASSES: tuple[str, ...] = (
 MULTILABEL_CLASSES: tuple[str, ...] = ("circle", "cross", "ring", "square", "star", "triangle")
 ANOMALY_CATEGORY = "carpet"
 ANOMALY_DEFECTS: tuple[str, ...] = ("hole", "scratch", "stain")
+ANOMALY_FAINT_DEFECTS: tuple[str, ...] = ("thread",)
+_FAINT_WIDTH_PX = 1.5
+"""Width of a faint thread in pixels of the generated image, at any image size."""
+_FAINT_DELTA = 22.0
+"""Grey levels a faint thread darkens or lightens the carpet by (the weave swings ±22)."""
 
 RGB = tuple[int, int, int]
 FloatImage = NDArray[np.float32]
@@ -133,12 +140,14 @@ def demo_version(settings: DemoSettings) -> str:
         settings: The demo settings the files were generated with.
 
     Returns:
-        For example ``"seed=0,images_per_class=80,image_size=96"``.
+        For example ``"seed=0,images_per_class=80,image_size=96"`` (``",defects=faint"``
+        appended for the faint anomaly defects, so a cached coarse copy is not reused).
     """
-    return (
+    version = (
         f"seed={settings.seed},images_per_class={settings.images_per_class},"
         f"image_size={settings.image_size}"
     )
+    return version if settings.defects == "coarse" else f"{version},defects={settings.defects}"
 
 
 def demo_name(name: str) -> str:
@@ -758,13 +767,54 @@ def _apply_defect(
     return result
 
 
+def _faint_thread(
+    rng: np.random.Generator, image: FloatImage
+) -> tuple[FloatImage, NDArray[np.uint8]]:
+    """One thin, faint, curved, anti-aliased thread across ``image``, and its mask.
+
+    The line is drawn at 4x and box-filtered down, so its coverage (alpha) is fractional at
+    the edges; the mask is where at least half a pixel is covered, the pixels whose value
+    moved by at least half the thread's contrast.
+    """
+    size = image.shape[0]
+    scale = 4  # 1.5 px is 6 px at 4x: an exact width
+    canvas = Image.new("L", (size * scale, size * scale), 0)
+    length = rng.uniform(0.25, 0.5) * size
+    angle = rng.uniform(0, math.pi)
+    bend = rng.uniform(-0.6, 0.6)
+    cx, cy = (float(v) for v in rng.uniform(0.25 * size, 0.75 * size, size=2))
+    points = []
+    for t in np.linspace(-0.5, 0.5, 40):
+        theta = angle + bend * t
+        points.append(
+            (
+                (cx + t * length * math.cos(theta)) * scale,
+                (cy + t * length * math.sin(theta)) * scale,
+            )
+        )
+    ImageDraw.Draw(canvas).line(
+        points, fill=255, width=max(1, round(_FAINT_WIDTH_PX * scale)), joint="curve"
+    )
+    small = canvas.resize((size, size), Image.Resampling.BOX)
+    alpha = np.asarray(small, dtype=np.float32) / 255.0
+    sign = -1.0 if rng.random() < 0.7 else 1.0
+    result: FloatImage = image + np.float32(sign * _FAINT_DELTA) * alpha[..., None]
+    mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+    return result, mask
+
+
 def _write_anomaly(folder: Path, settings: DemoSettings, progress: ProgressReporter) -> None:
     root = folder / ANOMALY_CATEGORY
     size = settings.image_size
     n_train = settings.images_per_class
     n_test_good = max(2, settings.images_per_class // 4)
     n_defect = max(2, settings.images_per_class // 6)
-    total = n_train + n_test_good + n_defect * len(ANOMALY_DEFECTS)
+    faint = settings.defects == "faint"
+    # The faint variant has one kind of defect, with as many images as the coarse three.
+    defects = ANOMALY_FAINT_DEFECTS if faint else ANOMALY_DEFECTS
+    if faint:
+        n_defect *= len(ANOMALY_DEFECTS)
+    total = n_train + n_test_good + n_defect * len(defects)
     task = progress.start("generating demo:anomaly", total=total)
     for split, count, stream in (("train", n_train, 0), ("test", n_test_good, 1)):
         target = root / split / "good"
@@ -773,7 +823,7 @@ def _write_anomaly(folder: Path, settings: DemoSettings, progress: ProgressRepor
             rng = _rng(settings, "anomaly", stream, index)
             _save_png(_carpet(rng, size), target / f"{index:03d}.png", "RGB")
             task.advance()
-    for defect_index, defect in enumerate(ANOMALY_DEFECTS):
+    for defect_index, defect in enumerate(defects):
         target = root / "test" / defect
         truth = root / "ground_truth" / defect
         target.mkdir(parents=True, exist_ok=True)
@@ -781,8 +831,11 @@ def _write_anomaly(folder: Path, settings: DemoSettings, progress: ProgressRepor
         for index in range(n_defect):
             rng = _rng(settings, "anomaly", 2 + defect_index, index)
             image = _carpet(rng, size)
-            mask = _defect_mask(rng, size, defect)
-            image = _apply_defect(rng, image, mask, defect)
+            if faint:
+                image, mask = _faint_thread(rng, image)
+            else:
+                mask = _defect_mask(rng, size, defect)
+                image = _apply_defect(rng, image, mask, defect)
             _save_png(image, target / f"{index:03d}.png", "RGB")
             _save_png(mask, truth / f"{index:03d}_mask.png", "L")
             task.advance()

@@ -9,11 +9,11 @@ from visionops.anomaly.metrics import anomaly_metrics, aupro, pixel_auroc
 
 
 def _aupro_reference(heatmaps: np.ndarray, masks: np.ndarray, limit: float = 0.3) -> float:
-    """One pass per threshold, as the MVTec AD paper defines it."""
+    """One pass per threshold, as the MVTec AD paper defines it (8-connected regions)."""
     good = masks == 0
     regions = []
     for index in range(len(masks)):
-        labelled, count = ndimage.label(masks[index])
+        labelled, count = ndimage.label(masks[index], structure=np.ones((3, 3)))
         regions += [(index, labelled == r) for r in range(1, count + 1)]
     points = [(0.0, 0.0)]
     for threshold in np.unique(heatmaps)[::-1]:
@@ -60,3 +60,22 @@ def test_metrics_at_the_threshold() -> None:
     assert metrics["f1"] == 0.5
     assert metrics["accuracy"] == 0.5
     assert "pixel_auroc" not in metrics
+
+
+def test_a_thin_diagonal_line_is_one_aupro_region() -> None:
+    """A diagonal defect is one region: its overlap is the share of its pixels found."""
+    masks = np.zeros((1, 32, 32), dtype=np.uint8)
+    rows = np.arange(4, 28)
+    masks[0, rows, rows] = 255
+    heatmaps = np.zeros((1, 32, 32), dtype=np.float32)
+    heatmaps[0, rows[:12], rows[:12]] = 1.0  # the first half of the line is found
+
+    def expected(found: float) -> float:
+        # PRO is `found` from FPR 0, then rises linearly to 1 at FPR 1; mean up to FPR 0.3.
+        return found + (1 - found) * 0.15
+
+    assert np.isclose(aupro(heatmaps, masks), expected(0.5))
+    # One more pixel: one 8-connected region of 25 px, 12 found. With 4-connectivity the
+    # line fell apart into 22 regions (12 of them fully found: 12/22).
+    masks[0, 20, 21] = 255
+    assert np.isclose(aupro(heatmaps, masks), expected(12 / 25))

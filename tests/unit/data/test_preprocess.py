@@ -479,3 +479,22 @@ def test_bare_name_resolves_under_raw_root(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- info
+
+
+@pytest.mark.parametrize(("source", "size"), [(256, 224), (64, 224), (224, 64)])
+def test_a_thin_diagonal_mask_survives_resizing(source: int, size: int) -> None:
+    """A 1-px anti-aliased diagonal defect keeps its pixels in the prepared mask."""
+    from PIL import Image
+
+    from visionops.data.decoding import resize_mask
+
+    mask = np.zeros((source, source), dtype=np.uint8)
+    diagonal = np.arange(source)
+    mask[diagonal, diagonal] = 200  # anti-aliased: below full white
+    resized = resize_mask(Image.fromarray(mask), size)
+    assert set(np.unique(resized)) == {0, 255}
+    rows = np.flatnonzero((resized > 0).any(axis=1))
+    # Every row the line crosses still has a defect pixel (at least most, when reducing).
+    assert len(rows) >= 0.85 * size
+    for policy in ("crop", "letterbox"):
+        assert resize_mask(Image.fromarray(mask), size, policy).any()
