@@ -58,8 +58,16 @@ SERVE = [
     "--rounds", "1", "--threads-sweep", "1", "--naive-threads", "1", "--images", "4",
     *SMALL_PHOTOS, "--in-process-seconds", "0.3",
 ]  # fmt: skip
-# Run by test_serve_then_its_profile; naive_server.py is the baseline serve.py starts.
-COVERED_ELSEWHERE = {"serve.py", "serve_profile.py", "naive_server.py"}
+# serve.py and serve_profile.py: test_serve_then_its_profile (naive_server.py is the baseline
+# serve.py starts); anomaly_vs_anomalib.py: test_benchmark_anomaly.py, without the baseline,
+# since anomalib_patchcore.py runs under anomalib's own interpreter (a benchmark-only install).
+COVERED_ELSEWHERE = {
+    "serve.py",
+    "serve_profile.py",
+    "naive_server.py",
+    "anomaly_vs_anomalib.py",
+    "anomalib_patchcore.py",
+}
 
 
 def _run(script: str, args: list[str], cwd: Path) -> str:
