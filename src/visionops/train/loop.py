@@ -34,6 +34,7 @@ from visionops.device import DeviceChoice, resolve_device
 from visionops.distributed import (
     DistContext,
     broadcast_flag,
+    check_same_data,
     cleanup_distributed,
     init_distributed,
 )
@@ -186,6 +187,7 @@ class _Attempt:
         if context.enabled and context.is_main:
             torch.distributed.barrier()
         dataset = PreparedDataset.open(dataset_path)
+        check_same_data(dataset.fingerprint, context)
         if settings.data.task is not None and settings.data.task != dataset.task:
             raise ConfigError(
                 f"{dataset.path} is a {dataset.task} dataset but data.task is"
