@@ -18,7 +18,7 @@ import re
 import socket
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,7 +265,8 @@ def launch(plan: LaunchPlan, args: Sequence[str], errors: Path) -> None:
         **configs,
     )
     try:
-        handler = rdzv_registry.get_rendezvous_handler(params)
+        with _native_stderr_silenced():
+            handler = rdzv_registry.get_rendezvous_handler(params)
     except (RendezvousError, RuntimeError, ValueError) as exc:
         raise _no_rendezvous(plan, exc) from None
     spec = WorkerSpec(
@@ -292,6 +293,24 @@ def launch(plan: LaunchPlan, args: Sequence[str], errors: Path) -> None:
                 handler.shutdown()
     if result.is_failed():
         raise ChildFailedError(name="visionops train", failures=result.failures)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Keep c10d's C++ log (a stack dump per failed connection) off the user's terminal.
+
+    The Python exception it comes with becomes one line; C++ writes to file descriptor 2
+    directly, so redirecting ``sys.stderr`` would not be enough.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _no_rendezvous(plan: LaunchPlan, exc: BaseException) -> ConfigError:
