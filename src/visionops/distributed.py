@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -23,11 +24,14 @@ __all__ = [
     "DistContext",
     "adopt_launcher_environment",
     "broadcast_flag",
+    "broadcast_from_main",
     "check_same_data",
     "cleanup_distributed",
     "in_torchrun",
     "init_distributed",
 ]
+
+T = TypeVar("T")
 
 NODE_RANK_ENV = "VISIONOPS_NODE_RANK"
 """This machine's ``--node-rank``, set by :mod:`visionops.train.elastic` for its workers."""
@@ -163,6 +167,15 @@ def _node_label(context: DistContext) -> str:
     node = os.environ.get(NODE_RANK_ENV) or os.environ.get("GROUP_RANK")
     where = f"node {node}" if node else "a node"
     return f"{where} ({socket.gethostname()}, rank {context.rank})"
+
+
+def broadcast_from_main(value: T, context: DistContext) -> T:
+    """Rank 0's ``value`` (any picklable object: a checkpoint, a record) on every rank."""
+    if not context.enabled:
+        return value
+    box: list[object] = [value if context.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return cast("T", box[0])
 
 
 def broadcast_flag(flag: bool, context: DistContext, device: torch.device) -> bool:

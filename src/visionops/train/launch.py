@@ -10,6 +10,7 @@ once, with that error's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from visionops.runs import resolve_run
 from visionops.train import elastic
 from visionops.train.elastic import LaunchPlan, make_plan, plan_from_environment
 from visionops.train.loop import TrainResult, train
+from visionops.train.restarts import WORKER_DIR_ENV
 
 __all__ = [
     "ERROR_DIR_ENV",
@@ -40,7 +42,7 @@ __all__ = [
     "run_training",
 ]
 
-ERROR_DIR_ENV = "VISIONOPS_WORKER_ERRORS"
+ERROR_DIR_ENV = WORKER_DIR_ENV
 """Environment variable naming the folder where data-parallel workers record their error."""
 
 
@@ -150,7 +152,7 @@ def run_training(
         plan = launch_plan(request)
         if plan is not None:
             resolve_train_settings(request)  # validate once, before starting the workers
-            _launch(plan, forwarded_args(request))
+            _launch(plan, forwarded_args(request), show_launcher_logs=request.verbose >= 2)
             return None
     settings = resolve_train_settings(request)
     return train(
@@ -230,7 +232,7 @@ def _quiet_launcher() -> Iterator[None]:
         logger.propagate = propagate
 
 
-def _launch(plan: LaunchPlan, args: Sequence[str]) -> None:
+def _launch(plan: LaunchPlan, args: Sequence[str], *, show_launcher_logs: bool = False) -> None:
     """Run ``visionops train ARGS`` in this machine's workers (:func:`elastic.launch`); wait.
 
     Raises:
@@ -243,7 +245,7 @@ def _launch(plan: LaunchPlan, args: Sequence[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="visionops-workers-") as folder:
         os.environ[ERROR_DIR_ENV] = folder
         try:
-            with _quiet_launcher():
+            with contextlib.nullcontext() if show_launcher_logs else _quiet_launcher():
                 elastic.launch(plan, args, Path(folder))
         except ChildFailedError as failed:
             recorded = _recorded_error(Path(folder))
