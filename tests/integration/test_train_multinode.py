@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +200,59 @@ def test_a_rendezvous_that_never_answers_is_one_line(tiny_shapes: Path, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: the rendezvous at 127.0.0.1:"), stderr
     assert "within 3 s" in lines[0]
     assert sorted(p.name for p in node.iterdir()) == ["data"]
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def test_a_killed_worker_restarts_the_group_which_resumes(
+    tiny_shapes: Path, tmp_path: Path
+) -> None:
+    nodes = [_project(tmp_path / f"node{rank}", tiny_shapes) for rank in range(2)]
+    endpoint = f"127.0.0.1:{_free_port()}"
+    launchers = [
+        _start(
+            project,
+            *COMMON,
+            "--batch-size",
+            str(PER_NODE_BATCH),
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--rdzv-endpoint",
+            endpoint,
+            "--name",
+            "killed",
+        )
+        for rank, project in enumerate(nodes)
+    ]
+    run = nodes[0] / "runs" / "killed"
+    history = run / "history.jsonl"
+    deadline = time.monotonic() + 180
+    done = 0
+    while done < 2 and time.monotonic() < deadline and launchers[0].poll() is None:
+        done = len(history.read_text().splitlines()) if history.exists() else 0
+        time.sleep(0.05)
+    assert done >= 2, launchers[0].communicate(timeout=30)
+    workers = _children(launchers[1].pid)
+    assert len(workers) == 1, workers  # node 1's one training process
+    os.kill(workers[0], signal.SIGKILL)
+    results = [launcher.communicate(timeout=240) for launcher in launchers]
+    for launcher, (_, stderr) in zip(launchers, results, strict=True):
+        assert launcher.returncode == 0, stderr[-3000:]
+
+    rows = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]  # every epoch once
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    log = (run / "train.log").read_text()
+    resumed = [int(m) for m in re.findall(r"resuming .* after epoch (\d+)", log)]
+    assert len(resumed) == 1, log[-3000:]
+    # Killed after checkpoint `done`: the group continued from it (or a later one), so at most
+    # the one epoch in flight (one checkpoint interval) was trained twice.
+    assert resumed[0] >= done, (resumed, done)
+    finished = re.findall(r"epoch (\d)/4  train loss", log)
+    assert sorted(finished) == ["1", "2", "3", "4"], finished
+    assert not (nodes[1] / "runs").exists()
