@@ -67,7 +67,9 @@ def in_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def adopt_launcher_environment(env: MutableMapping[str, str] | None = None) -> None:
+def adopt_launcher_environment(
+    env: MutableMapping[str, str] | None = None, *, slurm: bool = True
+) -> None:
     """Fill in a worker's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from its launcher.
 
     * Under :mod:`visionops.train.elastic` with ``--node-rank R``: the c10d rendezvous numbers
@@ -79,6 +81,8 @@ def adopt_launcher_environment(env: MutableMapping[str, str] | None = None) -> N
 
     Args:
         env: The environment to update (default ``os.environ``).
+        slurm: Read SLURM's variables (``False`` when ``--nnodes`` was given: then ``srun``
+            started one launcher per node, not the workers themselves).
     """
     env = os.environ if env is None else env
     node_rank = env.get(NODE_RANK_ENV)
@@ -86,10 +90,11 @@ def adopt_launcher_environment(env: MutableMapping[str, str] | None = None) -> N
         rank = int(node_rank) * int(env["LOCAL_WORLD_SIZE"]) + int(env["LOCAL_RANK"])
         env["RANK"] = str(rank)
         return
-    slurm = ("SLURM_PROCID", "SLURM_NTASKS", "MASTER_ADDR", "MASTER_PORT")
+    needed = ("SLURM_PROCID", "SLURM_NTASKS", "MASTER_ADDR", "MASTER_PORT")
     if (
-        "LOCAL_RANK" not in env
-        and all(env.get(name) for name in slurm)
+        slurm
+        and "LOCAL_RANK" not in env
+        and all(env.get(name) for name in needed)
         and int(env["SLURM_NTASKS"]) > 1
     ):
         env["RANK"] = env["SLURM_PROCID"]

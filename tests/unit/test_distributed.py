@@ -180,6 +180,9 @@ def test_node_rank_orders_the_global_ranks_and_srun_tasks_become_workers() -> No
     }
     adopt_launcher_environment(slurm)
     assert (slurm["RANK"], slurm["WORLD_SIZE"], slurm["LOCAL_RANK"]) == ("5", "8", "1")
+    launcher = {key: value for key, value in slurm.items() if key.startswith(("SLURM", "MAS"))}
+    adopt_launcher_environment(launcher, slurm=False)  # srun started a node, with --nnodes
+    assert "RANK" not in launcher
     alone = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
     adopt_launcher_environment(alone)
     assert "RANK" not in alone  # `srun visionops train` on one task: a normal run

@@ -246,7 +246,7 @@ def train(
         run_training,
     )
 
-    adopt_launcher_environment()
+    adopt_launcher_environment(slurm=nnodes is None)
     worker = in_torchrun()
     setup(verbose, quiet or (worker and os.environ.get("RANK", "0") != "0"))
     dataset, overrides = one_positional(args, "DATASET")
