@@ -196,7 +196,7 @@ def train(
         typer.Option(
             "--rdzv-id",
             help="Job id, the same on every machine of one job, e.g. resnet-2024-06."
-            " [default: visionops]",
+            " (default: visionops)",
             rich_help_panel="Several machines",
         ),
     ] = None,
@@ -205,7 +205,7 @@ def train(
         typer.Option(
             "--max-restarts",
             help="Restarts of the whole group after a process dies; each resumes from the"
-            " newest checkpoint, e.g. 5. [default: 3 with several processes]",
+            " newest checkpoint, e.g. 5 (default: 3 with several processes).",
             rich_help_panel="Several machines",
         ),
     ] = None,
@@ -213,7 +213,7 @@ def train(
         int | None,
         typer.Option(
             "--rdzv-timeout",
-            help="Seconds to wait for the other machines, e.g. 300. [default: 900]",
+            help="Seconds to wait for the other machines, e.g. 300 (default: 900).",
             rich_help_panel="Several machines",
         ),
     ] = None,
