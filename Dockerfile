@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# A stateless serving container for one visionops bundle: ONNX Runtime + FastAPI, no PyTorch.
+# Two images. The default (last) stage: a stateless serving container for one visionops bundle,
+# ONNX Runtime + FastAPI, no PyTorch.
 #
 #   visionops export runs/run-001                 # make the bundle first
 #   docker build --build-arg BUNDLE=runs/run-001/bundle -t visionops-serve .
@@ -7,6 +8,15 @@
 #
 # Settings come from flags appended to `docker run ... visionops-serve --workers 2`, or from
 # VISIONOPS_API_KEY. Mount /predictions to keep the prediction log for `visionops drift`.
+#
+# The `train` stage: torch and every training dependency at requirements.lock's versions, for
+# Vertex AI custom jobs, SLURM (through a container runtime) and Kubernetes PyTorchJobs. Its
+# entrypoint runs `dvc pull` when the project it is given has a DVC remote, then
+# `visionops train "$@"` (docs/training-at-scale.md):
+#
+#   docker build --target train -t visionops-train .
+#   docker run --rm -v "$PWD:/project" visionops-train --nnodes 2 --node-rank 0 \
+#       --rdzv-endpoint 10.0.0.1:29500
 
 FROM python:3.11-slim AS wheel
 WORKDIR /src
@@ -14,7 +24,28 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM python:3.11-slim AS train
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLBACKEND=Agg
+COPY requirements.lock /tmp/requirements.lock
+COPY --from=wheel /wheels /wheels
+# visionops with its dependencies (torch, torchvision, wandb...) and DVC, every version pinned
+# by the lock (used as constraints).
+RUN pip install --no-cache-dir -c /tmp/requirements.lock /wheels/*.whl "dvc[gs]" \
+    && rm -rf /wheels /tmp/requirements.lock \
+    && useradd --create-home --uid 10001 visionops \
+    && mkdir /project && chown visionops /project
+COPY --chmod=755 docker/train-entrypoint.sh /usr/local/bin/visionops-train
+USER 10001
+WORKDIR /project
+# The rendezvous port of node 0 (--rdzv-endpoint HOST:29500).
+EXPOSE 29500
+ENTRYPOINT ["visionops-train"]
+CMD []
+
+FROM python:3.11-slim AS serve
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

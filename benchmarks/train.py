@@ -18,6 +18,14 @@ Two measurements, same model, image size, batch size, optimiser and intra-op thr
    backward, optimiser step), interleaved rounds, median. Overhead = bare / engine - 1.
 
 Run: python benchmarks/train.py --count 1000 --size 64 --batch 64 --epochs 2
+
+``--ddp`` measures data-parallel training instead: the same ``visionops train`` command (same
+global batch, seed and data) as 2 processes x 1 thread (``--nproc-per-node 2``, gloo) versus
+1 process x 2 threads; the ratio of their median training-phase epoch times (goal <= 1.3x);
+and the time of one all-reduce of the model's whole gradient between 2 gloo processes (the
+communication DDP adds per step, overlapped with backward in buckets).
+
+Run: python benchmarks/train.py --ddp --count 1000 --size 64 --batch 64 --epochs 3
 """
 
 from __future__ import annotations
@@ -231,6 +239,101 @@ def step_overhead(
     return {"engine": engine_rate, "bare": bare_rate, "overhead": bare_rate / engine_rate - 1}
 
 
+def _allreduce_worker(rank: int, numel: int, repeats: int, port: int, out: Any) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    tensor = torch.ones(numel)
+    dist.all_reduce(tensor)  # warm-up: connections, buffers
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        started = time.perf_counter()
+        dist.all_reduce(tensor)
+        times.append(time.perf_counter() - started)
+    if rank == 0:
+        out.put(statistics.median(times))
+    dist.destroy_process_group()
+
+
+def allreduce_seconds(model: str, classes: int, repeats: int = 20) -> tuple[float, int]:
+    """Median seconds of one all-reduce of ``model``'s gradient size between 2 gloo ranks."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from visionops.models import build_model
+
+    network = build_model(model, num_outputs=classes)
+    numel = sum(p.numel() for p in network.parameters())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    processes = [
+        context.Process(target=_allreduce_worker, args=(rank, numel, repeats, port, queue))
+        for rank in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return float(queue.get()), numel
+
+
+def ddp_epochs(
+    prepared: Path, workdir: Path, batch: int, epochs: int, model: str, processes: int
+) -> list[float]:
+    """Training-phase epoch seconds of ``visionops train`` as ``processes`` x 1 thread, or
+    1 process x 2 threads; the same global batch ``batch``; the first epoch not counted."""
+    import json
+    import subprocess
+    import sys
+
+    name = f"ddp{processes}-{model}"
+    command = [
+        sys.executable, "-m", "visionops", "train", str(prepared), "-q",
+        "--epochs", str(epochs + 1), "--batch-size", str(batch // processes),
+        "--model", model, "--device", "cpu", "--name", name,
+    ]  # fmt: skip
+    if processes > 1:
+        command += ["--nproc-per-node", str(processes)]
+    threads = "1" if processes > 1 else "2"
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "NO_COLOR": "1"}
+    subprocess.run(command, cwd=workdir, env=env, check=True, capture_output=True)
+    rows = (workdir / "runs" / name / "history.jsonl").read_text().splitlines()
+    return [float(json.loads(row)["seconds"]) for row in rows][1:]
+
+
+def ddp_main(args: argparse.Namespace, workdir: Path, prepared: Path, n_train: int) -> None:
+    """``--ddp``: 2 processes x 1 thread versus 1 process x 2 threads, and all-reduce time."""
+    from visionops.data.prepared import PreparedDataset
+
+    model = args.models.split(",")[0].strip()
+    classes = PreparedDataset.open(prepared).num_outputs
+    print(f"{model}: 1 process x 2 threads ...")
+    single = ddp_epochs(prepared, workdir, args.batch, args.epochs, model, 1)
+    print(f"{model}: 2 processes x 1 thread ...")
+    double = ddp_epochs(prepared, workdir, args.batch, args.epochs, model, 2)
+    print(f"{model}: all-reduce of the gradient between 2 gloo processes ...")
+    reduce_s, numel = allreduce_seconds(model, classes)
+    steps = -(-n_train // args.batch)
+    ratio = statistics.median(double) / statistics.median(single)
+    print(
+        f"\n{date.today()} · {os.cpu_count()} cores, {cpu_model()}, python"
+        f" {platform.python_version()}, torch {torch.__version__};"
+        f" {n_train} train images at {args.size} px, global batch {args.batch}"
+        f" ({steps} steps/epoch), median of {args.epochs} epochs after one warm-up"
+    )
+    print(f"{'model':<20}{'1x2 s/epoch':>12}{'2x1 s/epoch':>12}{'ratio':>8}{'all-reduce':>16}")
+    print(
+        f"{model:<20}{statistics.median(single):>12.2f}{statistics.median(double):>12.2f}"
+        f"{ratio:>7.2f}x{1000 * reduce_s:>10.1f} ms/step  ({numel / 1e6:.1f} M floats)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="JPEGs to generate")
@@ -245,6 +348,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers; 0 = cores")
     parser.add_argument("--steps", type=int, default=12, help="batches per step-test round")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved step-test rounds")
+    parser.add_argument(
+        "--ddp", action="store_true", help="2 processes x 1 thread vs 1 process x 2 threads"
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     workers = args.workers or cores
@@ -267,6 +373,9 @@ def main() -> None:
         )
         prepared = prepare_dataset(raw, settings).path
         n_train = len(list((raw / "train").rglob("*.jpg")))
+        if args.ddp:
+            ddp_main(args, workdir, prepared, n_train)
+            return
 
         rows = []
         for model in models:

@@ -9,7 +9,10 @@ every batch, and only rank 0 writes files and logs.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -17,12 +20,21 @@ import torch.distributed as dist
 from visionops.errors import ConfigError
 
 __all__ = [
+    "NODE_RANK_ENV",
     "DistContext",
+    "adopt_launcher_environment",
     "broadcast_flag",
+    "broadcast_from_main",
+    "check_same_data",
     "cleanup_distributed",
     "in_torchrun",
     "init_distributed",
 ]
+
+T = TypeVar("T")
+
+NODE_RANK_ENV = "VISIONOPS_NODE_RANK"
+"""This machine's ``--node-rank``, set by :mod:`visionops.train.elastic` for its workers."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,41 @@ class DistContext:
 def in_torchrun() -> bool:
     """Whether this process was started by ``torch.distributed.run`` (``torchrun``)."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def adopt_launcher_environment(
+    env: MutableMapping[str, str] | None = None, *, slurm: bool = True
+) -> None:
+    """Fill in a worker's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from its launcher.
+
+    * Under :mod:`visionops.train.elastic` with ``--node-rank R``: the c10d rendezvous numbers
+      nodes in an order of its own; the worker's global rank becomes
+      ``R * LOCAL_WORLD_SIZE + LOCAL_RANK`` so that node 0 (the one at the endpoint) holds
+      rank 0 and writes the run.
+    * Under ``srun`` (SLURM, one task per process) with ``MASTER_ADDR``/``MASTER_PORT``
+      exported: ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID``.
+
+    Args:
+        env: The environment to update (default ``os.environ``).
+        slurm: Read SLURM's variables (``False`` when ``--nnodes`` was given: then ``srun``
+            started one launcher per node, not the workers themselves).
+    """
+    env = os.environ if env is None else env
+    node_rank = env.get(NODE_RANK_ENV)
+    if node_rank and "LOCAL_RANK" in env and "LOCAL_WORLD_SIZE" in env:
+        rank = int(node_rank) * int(env["LOCAL_WORLD_SIZE"]) + int(env["LOCAL_RANK"])
+        env["RANK"] = str(rank)
+        return
+    needed = ("SLURM_PROCID", "SLURM_NTASKS", "MASTER_ADDR", "MASTER_PORT")
+    if (
+        slurm
+        and "LOCAL_RANK" not in env
+        and all(env.get(name) for name in needed)
+        and int(env["SLURM_NTASKS"]) > 1
+    ):
+        env["RANK"] = env["SLURM_PROCID"]
+        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
 
 
 def init_distributed(device: torch.device) -> DistContext:
@@ -94,6 +141,46 @@ def cleanup_distributed() -> None:
     """Leave the process group (no-op outside one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_same_data(fingerprint: str, context: DistContext) -> None:
+    """Refuse to train when any rank's prepared dataset differs from rank 0's.
+
+    Every rank gathers every rank's fingerprint, so each one raises the same error before
+    the first step (no rank is left waiting for a collective that never comes).
+
+    Raises:
+        ConfigError: A rank's dataset fingerprint is not rank 0's.
+    """
+    if not context.enabled:
+        return
+    here = (_node_label(context), fingerprint)
+    gathered: list[tuple[str, str] | None] = [None] * context.world_size
+    dist.all_gather_object(gathered, here)
+    reference = gathered[0]
+    assert reference is not None
+    for item in gathered[1:]:
+        if item is not None and item[1] != reference[1]:
+            raise ConfigError(
+                f"{item[0]} has other data than {reference[0]}: prepared dataset fingerprint"
+                f" {item[1][:16]} vs {reference[1][:16]} — give every node the same prepared"
+                " dataset (`dvc pull`, or copy data/prepared/ from node 0)"
+            )
+
+
+def _node_label(context: DistContext) -> str:
+    node = os.environ.get(NODE_RANK_ENV) or os.environ.get("GROUP_RANK")
+    where = f"node {node}" if node else "a node"
+    return f"{where} ({socket.gethostname()}, rank {context.rank})"
+
+
+def broadcast_from_main(value: T, context: DistContext) -> T:
+    """Rank 0's ``value`` (any picklable object: a checkpoint, a record) on every rank."""
+    if not context.enabled:
+        return value
+    box: list[object] = [value if context.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return cast("T", box[0])
 
 
 def broadcast_flag(flag: bool, context: DistContext, device: torch.device) -> bool:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from visionops.distributed import DistContext, broadcast_flag, in_torchrun, init_distributed
+from visionops.distributed import (
+    NODE_RANK_ENV,
+    DistContext,
+    adopt_launcher_environment,
+    broadcast_flag,
+    in_torchrun,
+    init_distributed,
+)
 from visionops.errors import ConfigError, DataError, VisionOpsError
+from visionops.train.elastic import LaunchPlan, make_plan, plan_from_environment
 from visionops.train.launch import (
     ERROR_DIR_ENV,
     TrainRequest,
-    _launch,
     _recorded_error,
     forwarded_args,
     record_worker_error,
@@ -81,9 +89,127 @@ def test_every_setting_reaches_the_workers_as_written() -> None:
     assert "--nproc-per-node" not in forwarded_args(request)
 
 
-def test_one_process_is_not_a_launch() -> None:
-    with pytest.raises(ConfigError, match="use 2 or more"):
-        _launch(1, [])
+def _plan(**given: object) -> LaunchPlan | None:
+    flags: dict[str, object] = {
+        "nnodes": None,
+        "node_rank": None,
+        "endpoint": None,
+        "nproc_per_node": None,
+        "run_id": None,
+        "max_restarts": None,
+        "rdzv_timeout": None,
+    }
+    return make_plan(**{**flags, **given})  # type: ignore[arg-type]
+
+
+def test_one_process_is_not_a_launch_and_several_restart_three_times() -> None:
+    assert _plan() is None
+    assert _plan(nproc_per_node=1) is None
+    local = _plan(nproc_per_node=2)
+    assert local is not None and local.max_restarts == 3 and local.max_nodes == 1
+    nodes = _plan(nnodes="2", node_rank=1, endpoint="10.0.0.1:29500", max_restarts=0)
+    assert nodes is not None
+    assert (nodes.min_nodes, nodes.max_nodes, nodes.node_rank) == (2, 2, 1)
+    assert (nodes.run_id, nodes.max_restarts, nodes.rdzv_timeout) == ("visionops", 0, 900)
+    elastic = _plan(nnodes="1:4", endpoint="head:29500")
+    assert elastic is not None and (elastic.min_nodes, elastic.max_nodes) == (1, 4)
+    assert elastic.node_rank is None
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"nnodes": "2", "node_rank": 2, "endpoint": "h:1"}, "--node-rank 2 is outside 0..1"),
+        ({"nnodes": "2", "node_rank": -1, "endpoint": "h:1"}, "--node-rank -1 is outside 0..1"),
+        ({"nnodes": "2", "node_rank": 0}, "--nnodes 2 needs --rdzv-endpoint HOST:PORT"),
+        ({"nnodes": "2", "endpoint": "h:1"}, "--nnodes 2 needs --node-rank 0..1"),
+        ({"nnodes": "two"}, "--nnodes 'two': use a node count N or MIN:MAX"),
+        ({"nnodes": "3:2"}, "--nnodes 3:2: needs 1 <= MIN <= MAX"),
+        ({"nnodes": "2", "node_rank": 0, "endpoint": "h"}, "--rdzv-endpoint 'h': use HOST:PORT"),
+        ({"nnodes": "1:2", "node_rank": 0, "endpoint": "h:1"}, "--node-rank with elastic"),
+        ({"node_rank": 1}, "--node-rank needs --nnodes"),
+        ({"nproc_per_node": 2, "max_restarts": -1}, "--max-restarts -1: use 0 or more"),
+    ],
+)
+def test_flags_that_do_not_fit_name_the_flag(given: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _plan(**given)
+
+
+def test_vertex_and_kubeflow_variables_make_a_node_plan() -> None:
+    env = {"MASTER_ADDR": "job-0", "MASTER_PORT": "23456", "WORLD_SIZE": "2", "RANK": "1"}
+    plan = plan_from_environment(env, nproc_per_node=None, max_restarts=None, rdzv_timeout=None)
+    assert plan is not None
+    assert (plan.max_nodes, plan.node_rank, plan.endpoint) == (2, 1, "job-0:23456")
+    assert plan.max_restarts == 3
+    one = {**env, "WORLD_SIZE": "1", "RANK": "0"}
+    assert (
+        plan_from_environment(one, nproc_per_node=None, max_restarts=None, rdzv_timeout=None)
+        is None
+    )
+    worker = {**env, "LOCAL_RANK": "0"}  # torchrun's worker: joins directly, no new launch
+    assert (
+        plan_from_environment(worker, nproc_per_node=None, max_restarts=None, rdzv_timeout=None)
+        is None
+    )
+    assert (
+        plan_from_environment({}, nproc_per_node=None, max_restarts=None, rdzv_timeout=None) is None
+    )
+
+
+def test_a_partial_launcher_environment_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="set RANK but not MASTER_ADDR, MASTER_PORT, WORLD_SIZE"):
+        plan_from_environment(
+            {"RANK": "1"}, nproc_per_node=None, max_restarts=None, rdzv_timeout=None
+        )
+    bad = {"MASTER_ADDR": "h", "MASTER_PORT": "1", "WORLD_SIZE": "2", "RANK": "5"}
+    with pytest.raises(ConfigError, match=re.escape("RANK=5 is outside 0..1")):
+        plan_from_environment(bad, nproc_per_node=None, max_restarts=None, rdzv_timeout=None)
+
+
+def test_node_rank_orders_the_global_ranks_and_srun_tasks_become_workers() -> None:
+    env = {NODE_RANK_ENV: "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "RANK": "0"}
+    adopt_launcher_environment(env)
+    assert env["RANK"] == "3"  # node 1's second process, whatever order the rendezvous chose
+    slurm = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "MASTER_ADDR": "node-a",
+        "MASTER_PORT": "29500",
+    }
+    adopt_launcher_environment(slurm)
+    assert (slurm["RANK"], slurm["WORLD_SIZE"], slurm["LOCAL_RANK"]) == ("5", "8", "1")
+    launcher = {key: value for key, value in slurm.items() if key.startswith(("SLURM", "MAS"))}
+    adopt_launcher_environment(launcher, slurm=False)  # srun started a node, with --nnodes
+    assert "RANK" not in launcher
+    alone = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
+    adopt_launcher_environment(alone)
+    assert "RANK" not in alone  # `srun visionops train` on one task: a normal run
+
+
+def test_bad_launch_flags_and_partial_environments_write_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from visionops.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    bad_rank = runner.invoke(
+        app, ["train", "--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:1"]
+    )
+    assert isinstance(bad_rank.exception, ConfigError)
+    assert bad_rank.exception.exit_code == 2
+    assert "--node-rank 2 is outside 0..1" in str(bad_rank.exception)
+    for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    partial = runner.invoke(app, ["train"])
+    assert isinstance(partial.exception, ConfigError)
+    assert "set RANK but not" in str(partial.exception)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_worker_error_comes_back_whole_with_its_exit_code(

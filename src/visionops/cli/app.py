@@ -10,6 +10,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from visionops import __version__
 from visionops.cli import config as config_cli
@@ -89,7 +90,7 @@ def main() -> None:
     except VisionOpsError as exc:
         if STATE.verbose:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -98,7 +99,8 @@ def main() -> None:
         if STATE.verbose:
             console.print_exception()
         console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} — rerun with -v for"
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} — rerun"
+            " with -v for"
             " the traceback and report it",
             soft_wrap=True,
         )

@@ -162,7 +162,59 @@ def train(
         typer.Option(
             "--nproc-per-node",
             min=1,
-            help="Data-parallel processes on this machine (one per GPU), via torchrun.",
+            help="Data-parallel processes on this machine (one per GPU), e.g. 4.",
+        ),
+    ] = None,
+    nnodes: Annotated[
+        str | None,
+        typer.Option(
+            "--nnodes",
+            help="Machines taking part: N, or MIN:MAX for elastic membership, e.g. 2."
+            " Needs --rdzv-endpoint.",
+            rich_help_panel="Several machines",
+        ),
+    ] = None,
+    node_rank: Annotated[
+        int | None,
+        typer.Option(
+            "--node-rank",
+            help="This machine's number, 0..N-1; node 0 hosts the rendezvous and writes the"
+            " run, e.g. 1.",
+            rich_help_panel="Several machines",
+        ),
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--rdzv-endpoint",
+            help="HOST:PORT of node 0, where the machines meet, e.g. 10.0.0.1:29500.",
+            rich_help_panel="Several machines",
+        ),
+    ] = None,
+    rdzv_id: Annotated[
+        str | None,
+        typer.Option(
+            "--rdzv-id",
+            help="Job id, the same on every machine of one job, e.g. resnet-2024-06."
+            " (default: visionops)",
+            rich_help_panel="Several machines",
+        ),
+    ] = None,
+    max_restarts: Annotated[
+        int | None,
+        typer.Option(
+            "--max-restarts",
+            help="Restarts of the whole group after a process dies; each resumes from the"
+            " newest checkpoint, e.g. 5 (default: 3 with several processes).",
+            rich_help_panel="Several machines",
+        ),
+    ] = None,
+    rdzv_timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--rdzv-timeout",
+            help="Seconds to wait for the other machines, e.g. 300 (default: 900).",
+            rich_help_panel="Several machines",
         ),
     ] = None,
     json_output: JsonOutput = False,
@@ -178,9 +230,15 @@ def train(
     the embedded demo:shapes (fetched and prepared on the fly). Ctrl-C keeps the last
     finished epoch and prints the command that resumes it.
 
+    On several machines, run the same command on each with its own --node-rank (see
+    "Training at scale" in the docs); under torchrun, srun, a Kubeflow PyTorchJob or a
+    Vertex AI job it joins from their environment, without flags.
+
     Example: visionops train data/prepared/shapes --epochs 20 --model resnet34 train.lr=0.001
+
+    Example: visionops train --nnodes 2 --node-rank 0 --rdzv-endpoint 10.0.0.1:29500
     """
-    from visionops.distributed import in_torchrun
+    from visionops.distributed import adopt_launcher_environment, in_torchrun
     from visionops.train.launch import (
         TrainRequest,
         record_worker_error,
@@ -188,6 +246,7 @@ def train(
         run_training,
     )
 
+    adopt_launcher_environment(slurm=nnodes is None)
     worker = in_torchrun()
     setup(verbose, quiet or (worker and os.environ.get("RANK", "0") != "0"))
     dataset, overrides = one_positional(args, "DATASET")
@@ -217,6 +276,12 @@ def train(
         resume=resume if resume is not None else ("latest" if resume_latest else None),
         reprepare=reprepare,
         nproc_per_node=nproc_per_node,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_id=rdzv_id,
+        max_restarts=max_restarts,
+        rdzv_timeout=rdzv_timeout,
         verbose=verbose,
         quiet=quiet,
     )

@@ -432,6 +432,13 @@ class Engine:
         finally:
             bar.close()
         seconds = time.perf_counter() - started
+        if self.context.enabled:
+            # The epoch's loss over every rank's images, not rank 0's shard alone.
+            totals = torch.stack([loss_sum, torch.tensor(float(seen), device=self.device)])
+            torch.distributed.all_reduce(totals)
+            return EpochStats(
+                loss=float(totals[0]) / max(float(totals[1]), 1.0), images=seen, seconds=seconds
+            )
         return EpochStats(loss=float(loss_sum) / max(seen, 1), images=seen, seconds=seconds)
 
     def check_finite(self, loss: float, epoch: int, step: int, which: str = "training") -> None:

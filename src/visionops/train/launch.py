@@ -10,12 +10,11 @@ once, with that error's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,21 +24,25 @@ from typing import Any
 from visionops import errors
 from visionops.config import Settings, load_settings
 from visionops.distributed import in_torchrun
-from visionops.errors import ConfigError, TrainingError, VisionOpsError
+from visionops.errors import TrainingError, VisionOpsError
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 from visionops.runs import resolve_run
+from visionops.train import elastic
+from visionops.train.elastic import LaunchPlan, make_plan, plan_from_environment
 from visionops.train.loop import TrainResult, train
+from visionops.train.restarts import WORKER_DIR_ENV
 
 __all__ = [
     "ERROR_DIR_ENV",
     "TrainRequest",
     "forwarded_args",
+    "launch_plan",
     "record_worker_error",
     "resolve_train_settings",
     "run_training",
 ]
 
-ERROR_DIR_ENV = "VISIONOPS_WORKER_ERRORS"
+ERROR_DIR_ENV = WORKER_DIR_ENV
 """Environment variable naming the folder where data-parallel workers record their error."""
 
 
@@ -58,6 +61,12 @@ class TrainRequest:
         resume: ``--resume RUN`` (``latest`` for ``--resume-latest``).
         reprepare: ``--reprepare``.
         nproc_per_node: ``--nproc-per-node``.
+        nnodes: ``--nnodes`` (``N`` or ``MIN:MAX``).
+        node_rank: ``--node-rank``.
+        rdzv_endpoint: ``--rdzv-endpoint``.
+        rdzv_id: ``--rdzv-id``.
+        max_restarts: ``--max-restarts``.
+        rdzv_timeout: ``--rdzv-timeout``.
         verbose: ``-v`` count (forwarded to workers).
         quiet: ``-q`` (forwarded to workers).
     """
@@ -72,6 +81,12 @@ class TrainRequest:
     resume: str | None = None
     reprepare: bool = False
     nproc_per_node: int | None = None
+    nnodes: str | None = None
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    max_restarts: int | None = None
+    rdzv_timeout: int | None = None
     verbose: int = 0
     quiet: bool = False
 
@@ -99,7 +114,7 @@ def resolve_train_settings(request: TrainRequest) -> Settings:
 
 
 def forwarded_args(request: TrainRequest) -> list[str]:
-    """The same ``visionops train`` invocation without ``--nproc-per-node``, flags as key=value."""
+    """The same ``visionops train`` invocation without the launch flags, flags as key=value."""
     args = [*([request.dataset] if request.dataset else []), *request.overrides]
     args += [f"{key}={value}" for key, value in request.flags.items() if value is not None]
     if request.config_file is not None:
@@ -133,11 +148,12 @@ def run_training(
     Raises:
         VisionOpsError: Whatever training raises; from workers, the first error one recorded.
     """
-    nproc = request.nproc_per_node
-    if nproc is not None and nproc > 1 and not in_torchrun():
-        resolve_train_settings(request)  # validate once, before starting N processes
-        _launch(nproc, forwarded_args(request))
-        return None
+    if not in_torchrun():
+        plan = launch_plan(request)
+        if plan is not None:
+            resolve_train_settings(request)  # validate once, before starting the workers
+            _launch(plan, forwarded_args(request), show_launcher_logs=request.verbose >= 2)
+            return None
     settings = resolve_train_settings(request)
     return train(
         settings,
@@ -147,6 +163,31 @@ def run_training(
         resume=request.resume,
         reprepare=request.reprepare,
         progress=progress,
+    )
+
+
+def launch_plan(request: TrainRequest) -> LaunchPlan | None:
+    """How this machine takes part: from the flags, else from an outside launcher's variables.
+
+    Raises:
+        ConfigError: Flags that do not fit together, or a partial launcher environment.
+    """
+    plan = make_plan(
+        nnodes=request.nnodes,
+        node_rank=request.node_rank,
+        endpoint=request.rdzv_endpoint,
+        nproc_per_node=request.nproc_per_node,
+        run_id=request.rdzv_id,
+        max_restarts=request.max_restarts,
+        rdzv_timeout=request.rdzv_timeout,
+    )
+    if plan is not None or request.nnodes is not None:
+        return plan
+    return plan_from_environment(
+        os.environ,
+        nproc_per_node=request.nproc_per_node,
+        max_restarts=request.max_restarts,
+        rdzv_timeout=request.rdzv_timeout,
     )
 
 
@@ -191,39 +232,21 @@ def _quiet_launcher() -> Iterator[None]:
         logger.propagate = propagate
 
 
-def _launch(nproc: int, args: Sequence[str]) -> None:
-    """Run ``visionops train ARGS`` in ``nproc`` processes (``torchrun --standalone``) and wait.
+def _launch(plan: LaunchPlan, args: Sequence[str], *, show_launcher_logs: bool = False) -> None:
+    """Run ``visionops train ARGS`` in this machine's workers (:func:`elastic.launch`); wait.
 
     Raises:
-        ConfigError: ``nproc`` is below 2.
-        VisionOpsError: The error a worker recorded (rank 0's first).
-        TrainingError: A worker died without recording an error.
+        VisionOpsError: The error a worker recorded (the lowest rank's).
+        TrainingError: A worker died without recording an error (after every restart).
         KeyboardInterrupt: The workers were interrupted (Ctrl-C).
     """
-    if nproc < 2:
-        raise ConfigError(f"--nproc-per-node {nproc}: use 2 or more (1 is a normal run)")
-    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if "OMP_NUM_THREADS" not in os.environ:
-        # What torchrun does: N processes with all cores' threads each would thrash.
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        start_method="spawn",
-    )
     with tempfile.TemporaryDirectory(prefix="visionops-workers-") as folder:
         os.environ[ERROR_DIR_ENV] = folder
         try:
-            with _quiet_launcher():
-                elastic_launch(config, sys.executable)("-m", "visionops", "train", *args)
+            with contextlib.nullcontext() if show_launcher_logs else _quiet_launcher():
+                elastic.launch(plan, args, Path(folder))
         except ChildFailedError as failed:
             recorded = _recorded_error(Path(folder))
             if recorded is not None:
@@ -231,11 +254,11 @@ def _launch(nproc: int, args: Sequence[str]) -> None:
             codes = sorted({failure.exitcode for failure in failed.failures.values()})
             if 130 in codes:
                 raise KeyboardInterrupt from None
+            restarts = f" after {plan.max_restarts} restart(s)" if plan.max_restarts else ""
             raise TrainingError(
-                f"a training process failed (exit code {', '.join(map(str, codes))}) — its"
-                " message is above; rerun with -v for details"
+                f"a training process failed{restarts} (exit code"
+                f" {', '.join(map(str, codes))}) — its message is above; rerun with -v for"
+                " details"
             ) from None
-        except SignalException:
-            raise KeyboardInterrupt from None
         finally:
             os.environ.pop(ERROR_DIR_ENV, None)

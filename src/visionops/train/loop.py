@@ -34,6 +34,8 @@ from visionops.device import DeviceChoice, resolve_device
 from visionops.distributed import (
     DistContext,
     broadcast_flag,
+    broadcast_from_main,
+    check_same_data,
     cleanup_distributed,
     init_distributed,
 )
@@ -61,6 +63,7 @@ from visionops.train.dataset import effective_settings, shown
 from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
 from visionops.train.onepass import train_one_pass
 from visionops.train.record import check_resume_fits, new_run_record, now
+from visionops.train.restarts import note_run, run_to_continue
 
 __all__ = ["TrainResult", "train"]
 
@@ -186,6 +189,7 @@ class _Attempt:
         if context.enabled and context.is_main:
             torch.distributed.barrier()
         dataset = PreparedDataset.open(dataset_path)
+        check_same_data(dataset.fingerprint, context)
         if settings.data.task is not None and settings.data.task != dataset.task:
             raise ConfigError(
                 f"{dataset.path} is a {dataset.task} dataset but data.task is"
@@ -230,10 +234,10 @@ class _Attempt:
 
     def follow(self, dataset_arg: str | Path | None, resume: str | Path | None) -> TrainResult:
         """Ranks other than 0: build the same engine, train in step with rank 0, write nothing."""
-        resumed = None
-        if resume is not None:
-            run_dir = resolve_run(resume, self.settings.runs_root)
-            resumed = (run_dir, *_resume_point(run_dir))
+        # Rank 0 reads the checkpoint to continue (if any) and sends it: no shared filesystem.
+        resumed: tuple[Path, RunRecord, dict[str, Any]] | None = broadcast_from_main(
+            None, self.context
+        )
         prepared = self.prepare(dataset_arg, resumed)
         return _follow(
             prepared.engine,
@@ -290,6 +294,13 @@ class _Attempt:
         """Rank 0: claim the run folder first (a concurrent writer fails at once), then train."""
         runs_root = self.settings.runs_root
         recover_runs(runs_root)
+        restarted = run_to_continue() if resume is None else None
+        if restarted is not None:
+            logger.warning(
+                "the training group restarted: continuing {} from its newest checkpoint",
+                restarted,
+            )
+            resume = restarted
         one_pass = self._one_pass(dataset_arg, name, exist_ok, resume)
         if one_pass is not None:
             return one_pass
@@ -301,6 +312,8 @@ class _Attempt:
         else:
             writer = RunWriter.create(runs_root, name, exist_ok)
             resumed = None
+        note_run(writer.path)
+        broadcast_from_main(resumed, self.context)
         with writer:
             try:
                 prepared = self.prepare(dataset_arg, resumed)
@@ -317,7 +330,6 @@ class _Attempt:
                             "versions": training_versions(),
                         }
                     )
-                    logger.info("resuming {} after epoch {}", run_dir, prepared.first_epoch - 1)
                 else:
                     writer.record = _run_record(
                         writer.path.name,
@@ -327,6 +339,10 @@ class _Attempt:
                         self.context,
                     )
                 with log_to_file(writer.path / "train.log"):
+                    if resumed is not None:
+                        logger.info(
+                            "resuming {} after epoch {}", writer.path, prepared.first_epoch - 1
+                        )
                     atomic_write_text(writer.path / "config.yaml", config_text)
                     writer.write_record()
                     return _lead(
