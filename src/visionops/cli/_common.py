@@ -33,7 +33,11 @@ out = Console(highlight=False, soft_wrap=True)
 Verbose = Annotated[
     int,
     typer.Option(
-        "--verbose", "-v", count=True, help="More detail; -vv for debug logs and tracebacks."
+        "--verbose",
+        "-v",
+        count=True,
+        help="More detail; -vv for debug logs and tracebacks.",
+        show_default=False,
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and results.")]
@@ -42,14 +46,19 @@ ConfigFile = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="YAML settings file, above visionops.yaml and below flags.",
+        help="YAML settings file, above visionops.yaml and below flags (default: none).",
         exists=False,
         dir_okay=False,
     ),
 ]
 Recipe = Annotated[
     str | None,
-    typer.Option("--recipe", "-r", help="Start from a shipped recipe (`visionops recipes list`)."),
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Start from a shipped recipe, below visionops.yaml (`visionops recipes list`;"
+        " default: none).",
+    ),
 ]
 PrintConfig = Annotated[
     bool, typer.Option("--print-config", help="Print the resolved settings and exit.")
@@ -59,13 +68,33 @@ Device = Annotated[
     typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N | mps (default: auto)."),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+OVERRIDES = "KEY=VALUE"
+"""How every command names its ``key=value`` setting overrides in help and usage."""
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
         help="Setting overrides as key=value, e.g. train.epochs=5 model.name=resnet34.",
         show_default=False,
+        metavar=OVERRIDES,
     ),
 ]
+
+
+def default_of(key: str) -> str:
+    """The built-in default of setting ``key`` (``train.epochs``) as YAML writes it."""
+    import yaml
+
+    value: Any = Settings()
+    for part in key.split("."):
+        value = getattr(value, part)
+    if isinstance(value, Path):
+        value = str(value)
+    return str(yaml.safe_dump(value, default_flow_style=True)).removesuffix("\n...\n").strip()
+
+
+def from_setting(key: str, text: str) -> str:
+    """Help for a flag that sets ``key``: ``text`` and where its default comes from."""
+    return f"{text.rstrip('.')} (default: {default_of(key)}, the {key} setting)."
 
 
 class _State:

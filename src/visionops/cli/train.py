@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -18,7 +18,9 @@ from visionops.cli._common import (
     Quiet,
     Recipe,
     Verbose,
+    OVERRIDES,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -41,6 +43,7 @@ Args = Annotated[
             " prepared dataset, else demo:shapes), then key=value overrides."
         ),
         show_default=False,
+        metavar=f"DATASET {OVERRIDES}",
     ),
 ]
 _EXIT_INTERRUPTED = 130
@@ -92,18 +95,27 @@ def _render(result: TrainResult, json_output: bool) -> None:
 def train(
     args: Args = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", "-e", min=1, help="Epochs (train.epochs).")
+        int | None, typer.Option("--epochs", "-e", min=1, help=from_setting("train.epochs", "Epochs."))
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Images per batch per process."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help=from_setting("train.batch_size", "Images per batch per process."),
+        ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")
+        float | None, typer.Option("--lr", min=0.0, help=from_setting("train.lr", "Peak AdamW learning rate."))
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Backbone (`visionops models` lists them)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help=from_setting("model.name", "Backbone (`visionops models` lists them)."),
+        ),
     ] = None,
     pretrained: Annotated[
         bool | None,
@@ -119,12 +131,12 @@ def train(
     ] = None,
     device: Device = None,
     task: Annotated[
-        str | None,
+        Literal["classification", "multilabel", "regression", "anomaly"] | None,
         typer.Option(
-            "--task", help="classification | multilabel | regression (must fit the data)."
+            "--task", "-t", help="The task; it must fit the data (default: the dataset's)."
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=from_setting("train.seed", "Random seed."))] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option(
@@ -137,11 +149,14 @@ def train(
         str | None, typer.Option("--name", "-n", help="Run folder name (default run-NNN).")
     ] = None,
     exist_ok: Annotated[
-        bool, typer.Option("--exist-ok", help="Replace an existing run of that --name.")
+        bool,
+        typer.Option(
+            "--force", "-f", "--exist-ok", help="Replace an existing run of that --name."
+        ),
     ] = False,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", help="Continue RUN (a run folder or name) from last.pt."),
+        typer.Option("--resume", help="Continue RUN (a run folder or name) from last.pt (default: a new run)."),
     ] = None,
     resume_latest: Annotated[
         bool, typer.Option("--resume-latest", help="Continue runs/latest from last.pt.")
@@ -162,7 +177,8 @@ def train(
         typer.Option(
             "--nproc-per-node",
             min=1,
-            help="Data-parallel processes on this machine (one per GPU), via torchrun.",
+            help="Data-parallel processes on this machine (one per GPU), via torchrun"
+            " (default: 1, no torchrun).",
         ),
     ] = None,
     json_output: JsonOutput = False,
@@ -279,24 +295,34 @@ def sweep(
         typer.Argument(
             help="Sweep YAML: method, parameters (setting keys), optional metric and dataset.",
             dir_okay=False,
+            metavar="SWEEP_FILE",
         ),
     ],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="key=value overrides (tracking.project=...).", show_default=False),
+        typer.Argument(
+            help="key=value overrides (tracking.project=...).",
+            show_default=False,
+            metavar=OVERRIDES,
+        ),
     ] = None,
     count: Annotated[
-        int | None, typer.Option("--count", min=1, help="Runs the local agent does.")
+        int | None, typer.Option(
+            "--count", min=1, help="Runs the local agent does (default: until stopped)."
+        )
     ] = None,
     create_only: Annotated[
         bool,
         typer.Option("--create-only", help="Only create the sweep; print the agent command."),
     ] = False,
     dataset: Annotated[
-        str | None, typer.Option("--dataset", help="DATASET argument of every run.")
+        str | None, typer.Option(
+            "--dataset", help="DATASET argument of every run (default: the sweep file's)."
+        )
     ] = None,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -311,7 +337,7 @@ def sweep(
     """
     setup(verbose, quiet)
     settings = resolve_settings(
-        config_file=config, overrides=overrides or [], print_config=print_config
+        config_file=config, overrides=overrides or [], recipe=recipe, print_config=print_config
     )
     from visionops.tracking.sweeps import create_sweep
 
