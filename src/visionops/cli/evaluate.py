@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -13,7 +13,9 @@ from visionops.cli._common import (
     JsonOutput,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
+    from_setting,
     console,
     one_positional,
     out,
@@ -80,20 +82,26 @@ def evaluate(
         list[str] | None,
         typer.Argument(
             help="RUN (a run folder or name; default runs/latest), then key=value overrides.",
-            metavar="RUN|KEY=VALUE",
+            metavar="RUN KEY=VALUE",
             show_default=False,
         ),
     ] = None,
     split: Annotated[
-        str, typer.Option("--split", "-s", help="Split to score: train | val | test.")
+        Literal["train", "val", "test"],
+        typer.Option("--split", "-s", help="Split to score (val when there is no test split)."),
     ] = "test",
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", help="Which checkpoint: best | last.")
+        Literal["best", "last"], typer.Option("--checkpoint", help="Which checkpoint.")
     ] = "best",
     device: Device = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Images per forward pass."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help=from_setting("train.batch_size", "Images per forward pass."),
+        ),
     ] = None,
     strict: Annotated[
         bool,
@@ -104,6 +112,7 @@ def evaluate(
     ] = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -118,7 +127,11 @@ def evaluate(
     setup(verbose, quiet)
     run, overrides = one_positional(args, "RUN")
     settings = resolve_settings(
-        config_file=config, overrides=overrides, print_config=print_config, device=device
+        config_file=config,
+        overrides=overrides,
+        recipe=recipe,
+        print_config=print_config,
+        device=device,
     )
     from visionops.evaluate.stage import evaluate_run
 

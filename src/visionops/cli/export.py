@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -10,9 +10,12 @@ from rich.table import Table
 from visionops.cli._common import (
     ConfigFile,
     JsonOutput,
+    OVERRIDES,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
+    from_setting,
     console,
     one_positional,
     out,
@@ -32,6 +35,7 @@ RunArgs = Annotated[
         help="RUN (a run folder or name; default runs/latest), then key=value overrides"
         " (e.g. export.opset=17).",
         show_default=False,
+        metavar=f"RUN {OVERRIDES}",
     ),
 ]
 
@@ -110,20 +114,28 @@ def export(
         bool, typer.Option("--force", "-f", help="Replace an existing bundle.")
     ] = False,
     quantize: Annotated[
-        str | None,
+        Literal["int8", "none"] | None,
         typer.Option(
             "--quantize",
-            help="int8: also write a static int8 (QDQ) model, kept only if the metric drops by"
-            " at most export.max_accuracy_drop; none: fp32 only (default: export.quantize).",
+            help=from_setting(
+                "export.quantize",
+                "int8: also write a static int8 (QDQ) model, kept only if the metric drops by"
+                " at most export.max_accuracy_drop; none: fp32 only.",
+            ),
         ),
     ] = None,
     layout: Annotated[
-        str | None,
-        typer.Option("--layout", help="Input pixel layout of the graph: NCHW | NHWC."),
+        Literal["NCHW", "NHWC"] | None,
+        typer.Option(
+            "--layout", help=from_setting("export.layout", "Input pixel layout of the graph.")
+        ),
     ] = None,
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset version.")] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option("--opset", min=13, help=from_setting("export.opset", "ONNX opset version.")),
+    ] = None,
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", help="Which checkpoint: best | last.")
+        Literal["best", "last"], typer.Option("--checkpoint", help="Which checkpoint.")
     ] = "best",
     wandb: Annotated[
         bool,
@@ -133,6 +145,7 @@ def export(
     ] = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -152,6 +165,7 @@ def export(
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
+        recipe=recipe,
         print_config=print_config,
         export__quantize=quantize,
         export__layout=layout,
@@ -232,6 +246,7 @@ def benchmark(
     ] = 2.0,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -246,7 +261,9 @@ def benchmark(
     """
     setup(verbose, quiet)
     run, overrides = _one_run(args)
-    settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
+    settings = resolve_settings(
+        config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
+    )
     from visionops.export.benchmark import benchmark_run
 
     with progress() as reporter:

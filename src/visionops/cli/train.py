@@ -95,7 +95,8 @@ def _render(result: TrainResult, json_output: bool) -> None:
 def train(
     args: Args = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", "-e", min=1, help=from_setting("train.epochs", "Epochs."))
+        int | None,
+        typer.Option("--epochs", "-e", min=1, help=from_setting("train.epochs", "Epochs.")),
     ] = None,
     batch_size: Annotated[
         int | None,
@@ -107,7 +108,8 @@ def train(
         ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", min=0.0, help=from_setting("train.lr", "Peak AdamW learning rate."))
+        float | None,
+        typer.Option("--lr", min=0.0, help=from_setting("train.lr", "Peak AdamW learning rate.")),
     ] = None,
     model: Annotated[
         str | None,
@@ -136,7 +138,9 @@ def train(
             "--task", "-t", help="The task; it must fit the data (default: the dataset's)."
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help=from_setting("train.seed", "Random seed."))] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help=from_setting("train.seed", "Random seed."))
+    ] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option(
@@ -150,13 +154,14 @@ def train(
     ] = None,
     exist_ok: Annotated[
         bool,
-        typer.Option(
-            "--force", "-f", "--exist-ok", help="Replace an existing run of that --name."
-        ),
+        typer.Option("--force", "-f", "--exist-ok", help="Replace an existing run of that --name."),
     ] = False,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", help="Continue RUN (a run folder or name) from last.pt (default: a new run)."),
+        typer.Option(
+            "--resume",
+            help="Continue RUN (a run folder or name) from last.pt (default: a new run).",
+        ),
     ] = None,
     resume_latest: Annotated[
         bool, typer.Option("--resume-latest", help="Continue runs/latest from last.pt.")
@@ -307,18 +312,18 @@ def sweep(
         ),
     ] = None,
     count: Annotated[
-        int | None, typer.Option(
-            "--count", min=1, help="Runs the local agent does (default: until stopped)."
-        )
+        int | None,
+        typer.Option("--count", min=1, help="Runs the local agent does (default: until stopped)."),
     ] = None,
     create_only: Annotated[
         bool,
         typer.Option("--create-only", help="Only create the sweep; print the agent command."),
     ] = False,
     dataset: Annotated[
-        str | None, typer.Option(
+        str | None,
+        typer.Option(
             "--dataset", help="DATASET argument of every run (default: the sweep file's)."
-        )
+        ),
     ] = None,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
