@@ -21,11 +21,11 @@ __all__ = ["DataTable", "safe"]
 
 
 def safe(value: object) -> str:
-    """``value`` as text that rich prints exactly as written (its markup escaped).
+    r"""``value`` as text that rich prints exactly as written (its markup escaped).
 
     Examples:
         >>> safe("weird[red]dir/x.jpg")
-        'weird\\\\[red]dir/x.jpg'
+        'weird\\[red]dir/x.jpg'
     """
     return escape(str(value))
 

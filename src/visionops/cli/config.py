@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.syntax import Syntax
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
@@ -22,6 +21,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 config_app = typer.Typer(help="Inspect the resolved settings.", no_args_is_help=True)
 recipes_app = typer.Typer(help="Shipped recipes: one per seed system plus the demos.")
@@ -95,7 +96,7 @@ def show_recipe(
             setting.key, _yaml_value(setting.value), _yaml_value(setting.default), setting.help
         )
     out.print(table)
-    out.print(f"start a project with it: visionops init --recipe {name}")
+    out.print(f"start a project with it: visionops init --recipe {safe(name)}")
 
 
 def _yaml_value(value: object) -> str:
@@ -132,7 +133,7 @@ def init(
     from visionops.project import init_project
 
     for path in init_project(folder, recipe, force=force, remote=remote):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {safe(path)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._common import (
     ConfigFile,
@@ -20,11 +20,12 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
 
 
 def _row(table: Table, name: str, value: Any, good: bool | None = None) -> None:
     colour = "" if good is None else ("green" if good else "yellow")
-    table.add_row(name, f"[{colour}]{value}[/]" if colour else str(value))
+    table.add_row(name, Text(str(value), style=colour))
 
 
 def doctor(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._common import (
     ConfigFile,
@@ -28,6 +28,8 @@ from visionops.cli._common import (
     setup,
     split_args,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 from visionops.errors import DriftError, VisionOpsError
 
 if TYPE_CHECKING:
@@ -66,7 +68,7 @@ def _summary(report: DriftReport) -> None:
             f"[bold red]DRIFT DETECTED[/] — overall p = {result.p_value:.3g} < α = {result.alpha:g}"
         )
         for text in result.what_drifted:
-            out.print(f"  • {text}")
+            out.print(f"  • {safe(text)}")
     else:
         out.print(
             f"[bold green]NO DRIFT[/] — overall p = {result.p_value:.3g} ≥ α = {result.alpha:g}"
@@ -84,13 +86,13 @@ def _summary(report: DriftReport) -> None:
         table.add_row(
             family.name,
             f"{family.p_value:.3g}",
-            "[red]drift[/]" if family.drifted else "[green]ok[/]",
+            Text("drift", style="red") if family.drifted else Text("ok", style="green"),
             f"{top.name} ({top.test}, effect {top.statistic:.3g})",
         )
     out.print(table)
     for note in report.payload.get("notes") or []:
-        out.print(f"[yellow]note:[/] {note}")
-    out.print(f"report: {report.html_path}  (json: {report.json_path})")
+        out.print(f"[yellow]note:[/] {safe(note)}")
+    out.print(f"report: {safe(report.html_path)}  (json: {safe(report.json_path)})")
 
 
 def report(
@@ -211,10 +213,10 @@ def reference(
                 progress=reporter,
             )
     for note in result.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {safe(note)}")
     out.print(
-        f"reference of {result.bundle_dir}: {result.samples} {result.split} images from"
-        f" {result.dataset}"
+        f"reference of {safe(result.bundle_dir)}: {result.samples} {result.split} images from"
+        f" {safe(result.dataset)}"
     )
 
 
@@ -245,8 +247,8 @@ def simulate(
 
         result = simulate_folder(source, parse_shifts(shift), out_dir, seed=seed)
     for path, reason in result.skipped[:5]:
-        out.print(f"[yellow]skipped[/] {path}: {reason}")
-    out.print(f"{result.written} shifted images written to {result.out_dir}")
+        out.print(f"[yellow]skipped[/] {safe(path)}: {safe(reason)}")
+    out.print(f"{safe(result.written)} shifted images written to {safe(result.out_dir)}")
 
 
 def register(app: typer.Typer) -> None:

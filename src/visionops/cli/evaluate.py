@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
@@ -15,8 +14,8 @@ from visionops.cli._common import (
     Quiet,
     Recipe,
     Verbose,
-    from_setting,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -24,6 +23,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 if TYPE_CHECKING:
     from visionops.evaluate.stage import EvalResult
@@ -152,7 +153,7 @@ def evaluate(
     out.print(_headline_table(result))
     if result.rows:
         out.print(_rows_table(result, show_all))
-    console.print(f"report: {result.report_path}")
+    console.print(f"report: {safe(result.report_path)}")
 
 
 def register(app: typer.Typer) -> None:

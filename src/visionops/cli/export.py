@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._common import (
+    OVERRIDES,
     ConfigFile,
     JsonOutput,
-    OVERRIDES,
     PrintConfig,
     Quiet,
     Recipe,
     Verbose,
-    from_setting,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -24,6 +24,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 if TYPE_CHECKING:
     from visionops.export.benchmark import BenchmarkResult
@@ -77,7 +79,8 @@ def _export_table(result: ExportResult) -> Table:
     metric = parity.metric
     table.add_row(
         "parity",
-        f"[green]passed[/] on {parity.images} {parity.split} images: max |diff| {diffs}"
+        Text("passed", "green")
+        + f" on {parity.images} {parity.split} images: max |diff| {diffs}"
         + (f", top-1 agreement {agreement:.2%}" if agreement is not None else "")
         + (
             f", {metric.name} {_metric(metric.pytorch)} → {_metric(metric.onnxruntime)}"
@@ -93,7 +96,7 @@ def _export_table(result: ExportResult) -> Table:
     )
     quantized = result.quantized
     if quantized is not None:
-        verdict = "[green]accepted[/]" if quantized.accepted else "[yellow]refused[/]"
+        verdict = Text("accepted", "green") if quantized.accepted else Text("refused", "yellow")
         detail = (
             f"{quantized.metric} {_metric(quantized.fp32)} → {_metric(quantized.int8)}"
             f" on {quantized.split} (drop {_metric(quantized.drop)}, tolerance"
@@ -101,7 +104,7 @@ def _export_table(result: ExportResult) -> Table:
             if quantized.measured
             else "quantisation failed (see below)"
         )
-        table.add_row("int8", f"{verdict}: {detail}")
+        table.add_row("int8", verdict + f": {detail}")
     for name, digest in meta.files.items():
         path = result.bundle_dir / name
         table.add_row(name, f"{_size(path.stat().st_size)}  sha256 {digest[:12]}…")
@@ -180,7 +183,8 @@ def export(
 
         logged = log_bundle_artifact(result.bundle_dir, settings.tracking)
         console.print(
-            f"W&B model artifact {logged.name}:{logged.aliases[-1]} ({logged.wandb_run_dir})"
+            f"W&B model artifact {safe(logged.name)}:{safe(logged.aliases[-1])}"
+            f" ({safe(logged.wandb_run_dir)})"
         )
     if json_output:
         print_json(
@@ -195,8 +199,8 @@ def export(
         return
     out.print(_export_table(result))
     if result.quantized is not None and not result.quantized.accepted:
-        console.print(f"[yellow]int8 not kept:[/] {result.quantized.reason}")
-    console.print(f"serve it with: visionops serve {result.bundle_dir.parent}")
+        console.print(f"[yellow]int8 not kept:[/] {safe(result.quantized.reason)}")
+    console.print(f"serve it with: visionops serve {safe(result.bundle_dir.parent)}")
 
 
 _ENGINE_LABELS = {
@@ -275,7 +279,7 @@ def benchmark(
         return
     out.print(_benchmark_table(result))
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {safe(note)}")
 
 
 def register(app: typer.Typer) -> None:

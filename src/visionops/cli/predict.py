@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
@@ -23,6 +22,7 @@ from visionops.cli._common import (
     setup,
     split_args,
 )
+from visionops.cli._text import DataTable as Table
 from visionops.cli._text import safe
 
 _SHOWN = 20

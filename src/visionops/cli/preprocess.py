@@ -7,19 +7,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
 
-from visionops.cli._text import safe
 from visionops.cli._common import (
+    OVERRIDES,
     ConfigFile,
     JsonOutput,
-    OVERRIDES,
     PrintConfig,
     Quiet,
     Recipe,
     Verbose,
-    from_setting,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -27,6 +25,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 if TYPE_CHECKING:
     from visionops.data.info import PreparedInfo, RawInfo

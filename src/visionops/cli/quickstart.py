@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
@@ -20,6 +19,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 _RECIPES = {
     "classification": "demo-shapes",
@@ -74,7 +75,8 @@ def quickstart(
 
     def show(stage: StageReport) -> None:
         console.print(
-            f"[green]✓[/] [bold]{stage.stage}[/] ({stage.seconds:.1f} s): {stage.summary}"
+            f"[green]✓[/] [bold]{safe(stage.stage)}[/] ({stage.seconds:.1f} s):"
+            f" {safe(stage.summary)}"
         )
 
     chosen: Literal["classification", "multilabel", "regression"] = task  # type: ignore[assignment]
@@ -89,7 +91,7 @@ def quickstart(
         table.add_row(stage.stage, f"{stage.seconds:.1f}", stage.summary, str(stage.artifact))
     out.print(table)
     out.print(
-        f"\nReport: {result.report}\nNext: visionops serve {result.run_dir}  "
+        f"\nReport: {safe(result.report)}\nNext: visionops serve {safe(result.run_dir)}  "
         "(then open http://127.0.0.1:8000/)"
     )
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import JsonOutput, Quiet, Verbose, console, out, print_json, setup
+from visionops.cli._text import DataTable as Table
 
 runs_app = typer.Typer(help="The training runs of this project.", no_args_is_help=True)
 
@@ -143,7 +143,7 @@ def compare_command(
         )
     out.print(metrics)
     if comparison.curves is not None:
-        console.print(f"curves: {comparison.curves}")
+        console.print(f"curves: {safe(comparison.curves)}")
 
 
 @runs_app.command("history")
@@ -163,7 +163,7 @@ def history_command(
     setup(verbose, quiet)
     from visionops.compare import write_history_csv
 
-    console.print(f"wrote {write_history_csv(run, _runs_root(runs_root), csv_path)}")
+    console.print(f"wrote {safe(write_history_csv(run, _runs_root(runs_root), csv_path))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
+    OVERRIDES,
     ConfigFile,
     Device,
     JsonOutput,
@@ -18,7 +18,6 @@ from visionops.cli._common import (
     Quiet,
     Recipe,
     Verbose,
-    OVERRIDES,
     console,
     from_setting,
     one_positional,
@@ -29,6 +28,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 from visionops.errors import VisionOpsError
 
 if TYPE_CHECKING:
@@ -80,16 +81,18 @@ def _render(result: TrainResult, json_output: bool) -> None:
     if result.status == "interrupted":
         console.print(
             f"[yellow]interrupted[/] after epoch {result.epochs_completed}/{result.epochs};"
-            f" continue with:\n  {result.resume_command}"
+            f" continue with:\n  {safe(result.resume_command)}"
         )
         return
     out.print(_metrics_table(result))
     stopped = "  (stopped early)" if result.stopped_early else ""
     console.print(
-        f"run {result.run_dir} · {result.device} {result.precision} ·"
+        f"run {safe(result.run_dir)} · {safe(result.device)} {safe(result.precision)} ·"
         f" {result.seconds:.0f} s · {result.images_per_s:.0f} img/s{stopped}"
     )
-    console.print(f"next:\n  visionops eval {result.run_dir}\n  visionops export {result.run_dir}")
+    console.print(
+        f"next:\n  visionops eval {safe(result.run_dir)}\n  visionops export {safe(result.run_dir)}"
+    )
 
 
 def train(
@@ -358,8 +361,8 @@ def sweep(
             }
         )
         return
-    console.print(f"sweep {result.sweep_id} created; start agents anywhere with:")
-    out.print(f"  {result.agent_command}")
+    console.print(f"sweep {safe(result.sweep_id)} created; start agents anywhere with:")
+    out.print(f"  {safe(result.agent_command)}")
 
 
 def register(app: typer.Typer) -> None:
