@@ -10,6 +10,7 @@ import typer
 
 from visionops.cli._common import JsonOutput, Quiet, Verbose, console, out, print_json, setup
 from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 runs_app = typer.Typer(help="The training runs of this project.", no_args_is_help=True)
 

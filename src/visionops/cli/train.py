@@ -90,9 +90,8 @@ def _render(result: TrainResult, json_output: bool) -> None:
         f"run {safe(result.run_dir)} · {safe(result.device)} {safe(result.precision)} ·"
         f" {result.seconds:.0f} s · {result.images_per_s:.0f} img/s{stopped}"
     )
-    console.print(
-        f"next:\n  visionops eval {safe(result.run_dir)}\n  visionops export {safe(result.run_dir)}"
-    )
+    run_dir = safe(result.run_dir)
+    console.print(f"next:\n  visionops eval {run_dir}\n  visionops export {run_dir}")
 
 
 def train(
