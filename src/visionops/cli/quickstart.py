@@ -9,12 +9,14 @@ import typer
 from visionops.cli._common import (
     ConfigFile,
     Device,
+    JsonOutput,
     Overrides,
     PrintConfig,
     Quiet,
     Verbose,
     console,
     out,
+    print_json,
     progress,
     resolve_settings,
     setup,
@@ -32,7 +34,7 @@ _RECIPES = {
 def quickstart(
     overrides: Overrides = None,
     task: Annotated[
-        str,
+        Literal["classification", "multilabel", "regression"],
         typer.Option(
             "--task",
             "-t",
@@ -40,10 +42,20 @@ def quickstart(
         ),
     ] = "classification",
     epochs: Annotated[
-        int | None, typer.Option("--epochs", "-e", help="Training epochs (default: recipe's).")
+        int | None,
+        typer.Option("--epochs", "-e", min=1, help="Training epochs (default: the recipe's)."),
     ] = None,
     device: Device = None,
+    json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Start from another shipped recipe (default: the --task demo's recipe).",
+        ),
+    ] = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -57,17 +69,13 @@ def quickstart(
     Example: visionops quickstart --task multilabel --epochs 5
     """
     setup(verbose, quiet)
-    if task not in _RECIPES:
-        from visionops.errors import ConfigError
-
-        raise ConfigError(f"--task {task}: choose one of {', '.join(_RECIPES)}")
     from visionops.quickstart import StageReport, run_quickstart
     from visionops.serve.app import create_app
 
     settings = resolve_settings(
         config_file=config,
         overrides=overrides or [],
-        recipe=_RECIPES[task],
+        recipe=recipe or _RECIPES[task],
         print_config=print_config,
         device=device,
         train__epochs=epochs,
@@ -79,9 +87,25 @@ def quickstart(
             f" {safe(stage.summary)}"
         )
 
-    chosen: Literal["classification", "multilabel", "regression"] = task  # type: ignore[assignment]
     with progress() as reporter:
-        result = run_quickstart(settings, create_app, task=chosen, progress=reporter, on_stage=show)
+        result = run_quickstart(settings, create_app, task=task, progress=reporter, on_stage=show)
+    if json_output:
+        print_json(
+            {
+                "stages": [
+                    {
+                        "stage": stage.stage,
+                        "seconds": round(stage.seconds, 2),
+                        "summary": stage.summary,
+                        "artifact": str(stage.artifact),
+                    }
+                    for stage in result.stages
+                ],
+                "report": str(result.report),
+                "run": str(result.run_dir),
+            }
+        )
+        return
     table = Table(title="quickstart", show_lines=False)
     table.add_column("stage", style="bold")
     table.add_column("seconds", justify="right")

@@ -30,7 +30,7 @@ FORBIDDEN = {
     "--overwrite": "--force/-f",
     "--output": "--out (a file) or --out-dir (a folder)",
 }
-_ARGUMENT_NAME = re.compile(r"^[A-Z][A-Z0-9_|=\[\]. -]*$")
+_ARGUMENT_NAME = re.compile(r"^\[?[A-Z][A-Z0-9_|=\[\]. -]*$")
 _LISTS_VALUES = re.compile(r"\b[\w.:-]+ \| [\w.:-]+\b")
 
 
