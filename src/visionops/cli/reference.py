@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from visionops.cli._help import value_type
+
 __all__ = ["render_reference"]
 
 _HEADER = """\
@@ -18,10 +20,28 @@ _HEADER = """\
 
 <!-- Generated from the Typer app by `python scripts/gen_docs.py`: do not edit by hand. -->
 
-Every command also accepts `-h/--help`, which prints the same text in the terminal. Settings
-that a command reads can be overridden with `key=value` arguments
-([settings](../concepts.md#settings)).
+Every command also accepts `-h/--help`, which prints the same text in the terminal. The
+options every command shares, the exit codes and the environment variables are in
+[conventions](conventions.md); settings a command reads can be overridden with `key=value`
+arguments ([settings](../concepts.md#settings)).
 """
+
+
+def _markdown(text: str) -> str:
+    """Help text as Markdown: an indented example line becomes a code block."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("  ") and line.strip():
+            if out[-2:] == ["```", ""]:  # examples a blank line apart share one block
+                del out[-1]
+            if out and out[-1] == "```":
+                out.pop()
+            else:
+                out.append("```")
+            out += [line.strip(), "```"]
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _cell(text: str) -> str:
@@ -48,8 +68,8 @@ def _default(param: Any) -> str:
 
 
 def _type(param: Any, context: Any) -> str:
-    shown = str(param.display_type(context)).strip("<>").split(" ")[0]
-    return (param.metavar or shown).upper()
+    shown = value_type(param, context) or ""
+    return f"`{param.metavar or shown}`".replace("|", "\\|")
 
 
 def _name(param: Any, context: Any) -> str:
@@ -74,17 +94,28 @@ def _usage(path: str, command: Any) -> str:
     return " ".join(pieces)
 
 
+def _what(param: Any) -> str:
+    """Help text plus what ``--help`` adds: required, environment variable."""
+    text = _cell(param.help or "")
+    if param.required:
+        text += " **Required.**"
+    envvar = getattr(param, "envvar", None)
+    if envvar and getattr(param, "show_envvar", False):
+        text += f" Environment variable: `{envvar}`."
+    return text
+
+
 def _section(path: str, command: Any, level: int) -> list[str]:
     lines = [f"{'#' * level} `{path}`", ""]
     if command.help:
-        lines += [command.help.strip(), ""]
+        lines += [_markdown(command.help.strip()), ""]
     lines += ["```", _usage(path, command), "```", ""]
     params = [p for p in command.params if not p.hidden and p.name != "help"]
     if params:
         context = command.make_context(path, [], resilient_parsing=True)
         lines += ["| argument / option | default | what it does |", "|---|---|---|"]
         lines += [
-            f"| {_name(p, context)} | {_default(p)} | {_cell(p.help or '')} |" for p in params
+            f"| {_name(p, context)} | {_default(p)} | {_what(p)} |" for p in params
         ]
         lines.append("")
     for name, sub in getattr(command, "commands", {}).items():
@@ -104,7 +135,7 @@ def render_reference(app: typer.Typer) -> str:
     """
     root: Any = typer.main.get_command(app)
     lines = [_HEADER]
-    lines += ["## `visionops`", "", (root.help or "").strip(), ""]
+    lines += ["## `visionops`", "", _markdown((root.help or "").strip()), ""]
     lines += ["```", "visionops [OPTIONS] COMMAND [ARGS]...", "```", ""]
     for name, command in root.commands.items():
         if not command.hidden:
