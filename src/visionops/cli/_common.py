@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.syntax import Syntax
 
 from visionops.config import Settings, load_settings, settings_to_yaml
+from visionops.errors import ConfigError
 from visionops.logs import configure_logging
 from visionops.progress import ProgressTask
 
@@ -155,13 +156,46 @@ def resolve_settings(
         **flags: Dotted setting keys with ``__`` for dots (``train__epochs=5``); None = unset.
     """
     dotted = {key.replace("__", "."): value for key, value in flags.items()}
-    settings = load_settings(
-        recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
-    )
+    try:
+        settings = load_settings(
+            recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
+        )
+    except ConfigError as exc:
+        given = {key: value for key, value in dotted.items() if value is not None}
+        if not given:
+            raise
+        # Settings without the flags load: the flag is what is wrong, so name the flag.
+        load_settings(recipe=recipe, config_file=config_file, overrides=overrides)
+        raise _flag_error(exc, given) from None
     if print_config:
         print_settings(settings)
         raise typer.Exit(0)
     return settings
+
+
+def _flag_error(exc: ConfigError, given: dict[str, Any]) -> Exception:
+    """A settings error caused by a flag, reported as typer reports a bad flag value."""
+    message = str(exc).split(" — ")[0]
+    key = next((k for k in given if f"setting '{k}'" in message), None)
+    if key is None:
+        return exc
+    detail = message.split(": ", 1)[-1].removeprefix("Value error, ")
+    return typer.BadParameter(
+        f"{given[key]!r}: {detail} (the {key} setting)", param_hint=_flag_name(given[key])
+    )
+
+
+def _flag_name(value: Any) -> str | None:
+    """The option of the running command that holds ``value`` (``--port``)."""
+    from typer._click.globals import get_current_context
+
+    context = get_current_context(silent=True)
+    if context is None:
+        return None
+    for param in context.command.params:
+        if param.param_type_name == "option" and context.params.get(param.name) == value:
+            return "/".join(param.opts)
+    return None
 
 
 def print_settings(settings: Settings) -> None:

@@ -75,3 +75,11 @@ def test_a_bad_flag_value_names_the_flag() -> None:
     assert result.exit_code == 2
     assert "--quantize" in result.output
     assert "config" not in result.output.lower()
+
+
+def test_a_bad_settings_flag_names_the_flag_not_a_config_file() -> None:
+    result = CliRunner().invoke(app, ["serve", "--port", "99999", "--print-config"])
+    assert result.exit_code == 2
+    assert "--port" in result.output
+    assert "serve.port" in result.output
+    assert "config" not in result.output.lower().replace("--print-config", "")
