@@ -97,11 +97,11 @@ def show_recipe(
     table = Table(title=f"{name}: {recipe.summary}")
     table.add_column("setting", style="bold")
     table.add_column("value")
+    table.add_column("what it does")
     table.add_column("default", optional=True)
-    table.add_column("what it does", optional=True)
     for setting in recipe.settings:
         table.add_row(
-            setting.key, _yaml_value(setting.value), _yaml_value(setting.default), setting.help
+            setting.key, _yaml_value(setting.value), setting.help, _yaml_value(setting.default)
         )
     out.print(table)
     out.print(f"start a project with it: visionops init --recipe {safe(name)}")

@@ -114,9 +114,7 @@ def _section(path: str, command: Any, level: int) -> list[str]:
     if params:
         context = command.make_context(path, [], resilient_parsing=True)
         lines += ["| argument / option | default | what it does |", "|---|---|---|"]
-        lines += [
-            f"| {_name(p, context)} | {_default(p)} | {_what(p)} |" for p in params
-        ]
+        lines += [f"| {_name(p, context)} | {_default(p)} | {_what(p)} |" for p in params]
         lines.append("")
     for name, sub in getattr(command, "commands", {}).items():
         if not sub.hidden:

@@ -284,7 +284,7 @@ def models(
     table.add_column("params (M)", justify="right")
     table.add_column("GFLOPs @224", justify="right")
     table.add_column("ImageNet top-1", justify="right")
-    table.add_column("--pretrained weights", overflow="fold")
+    table.add_column("--pretrained weights", optional=True)
     for row in rows:
         table.add_row(
             row.name,

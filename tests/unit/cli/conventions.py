@@ -67,14 +67,14 @@ def _command_violations(path: str, command: Any) -> list[str]:
         if is_flag or option.hidden or long in {"--help", "--version"}:
             continue
         choice = option.type_descriptor.is_choice
-        if (
-            _LISTS_VALUES.search(option.help or "")
-            and not choice
-            and long not in OPEN_CHOICES
-        ):
+        if _LISTS_VALUES.search(option.help or "") and not choice and long not in OPEN_CHOICES:
             problems.append(f"{where}: lists its values in help but takes any string (Literal)")
         default_known = option.default is not None and option.show_default is not False
-        if not option.required and not default_known and "default" not in (option.help or "").lower():
+        if (
+            not option.required
+            and not default_known
+            and "default" not in (option.help or "").lower()
+        ):
             problems.append(f"{where}: shows no default (say what happens without it)")
         if long == OUTPUT_FILE and option.type_descriptor.parameter_info.file_okay is False:
             problems.append(f"{where}: --out names a file; a folder is --out-dir")
@@ -97,7 +97,8 @@ def _command_violations(path: str, command: Any) -> list[str]:
     settings = [name in names for name in SETTINGS_OPTIONS] + [takes_overrides]
     if any(settings) and not all(settings) and path not in SETTINGS_EXEMPT:
         missing = [
-            name for name, has in zip([*SETTINGS_OPTIONS, "KEY=VALUE"], settings, strict=True)
+            name
+            for name, has in zip([*SETTINGS_OPTIONS, "KEY=VALUE"], settings, strict=True)
             if not has
         ]
         problems.append(f"{path}: resolves settings but lacks {', '.join(missing)}")
