@@ -172,5 +172,5 @@ def _options_panel(
 def install_help_style() -> None:
     """Make typer's rich help show plain text, no value type on flags, examples as code."""
     typer.rich_utils._make_rich_text = _plain_help  # type: ignore[assignment]
-    typer.core.TyperOption.display_type_rich = value_type  # type: ignore[method-assign]
-    typer.rich_utils._print_options_panel = _options_panel  # type: ignore[assignment]
+    typer.core.TyperOption.display_type_rich = value_type  # type: ignore[method-assign,assignment]
+    typer.rich_utils._print_options_panel = _options_panel

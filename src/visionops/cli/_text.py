@@ -59,7 +59,7 @@ class DataTable(Table):
         if optional:
             self._optional.append(self.columns[-1])
 
-    def add_row(self, *cells: RenderableType | None, **kwargs: Any) -> None:  # type: ignore[override]
+    def add_row(self, *cells: RenderableType | None, **kwargs: Any) -> None:
         """Add a row; ``str`` cells are plain text."""
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 

@@ -222,7 +222,7 @@ def reference(
                 settings,
                 Path(target_arg) if target_arg else None,
                 dataset=Path(dataset) if dataset else None,
-                split=split,  # type: ignore[arg-type]
+                split=split,
                 progress=reporter,
             )
     if json_output:

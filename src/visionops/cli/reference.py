@@ -156,6 +156,7 @@ def render_recipe_settings(name: str, *, with_yaml: bool = True) -> str:
 
     Args:
         name: A shipped recipe name.
+        with_yaml: Also include the recipe file itself (unless the page already does).
 
     Returns:
         The block, between its start and end markers, ending with one newline.

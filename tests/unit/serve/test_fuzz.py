@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from serve_helpers import colour_image, png_bomb, serving
 
 CASES = int(os.environ.get("VISIONOPS_FUZZ_CASES", "150"))

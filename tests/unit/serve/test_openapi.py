@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from serve_helpers import colour_image, serving
 
+from serve_helpers import colour_image, serving
 from visionops.config import ServeSettings
 from visionops.inference.bundle import load_bundle
 from visionops.serve.app import create_app
