@@ -11,7 +11,7 @@ every tracked key to be present in the file, so ``visionops.yaml`` is written wi
 recipe's values *and* the defaults of every tracked key. ``eval`` provides DVC ``metrics``
 and ``train`` the per-epoch ``plots`` (``history.csv``). With ``remote`` the folder's DVC
 remote is configured too (``gs://bucket/path`` for Google Cloud Storage needs
-``pip install 'visionops[dvc]'``).
+``pip install 'dvc[gs]'``, the ``dvc`` extra).
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def _dvc(folder: Path, *args: str) -> str:
     executable = shutil.which("dvc")
     if executable is None:
         raise ConfigError(
-            "DVC is not installed — install it with `pip install 'visionops[dvc]'`"
-            " (includes Google Cloud Storage support)"
+            "DVC is not installed — install it with `pip install 'dvc[gs]'`"
+            " (with Google Cloud Storage support)"
         )
     result = subprocess.run(
         [executable, *args], cwd=folder, capture_output=True, text=True, check=False
@@ -196,8 +196,8 @@ def _dvc_ready(folder: Path, *, required: bool) -> tuple[bool, str | None]:
         return False, None
     if shutil.which("dvc") is None:
         step = (
-            "DVC is not installed — install it with `pip install 'visionops[dvc]'` (includes"
-            f" Google Cloud Storage support), then run `dvc init` in {folder} before `dvc repro`"
+            "DVC is not installed — install it with `pip install 'dvc[gs]'` (with Google Cloud"
+            f" Storage support), then run `dvc init` in {folder} before `dvc repro`"
         )
     elif not _in_git(folder):
         step = (

@@ -126,7 +126,7 @@ def init(
         str | None,
         typer.Option(
             "--remote",
-            help="Default DVC remote, e.g. gs://bucket/path (`pip install 'visionops[dvc]'`;"
+            help="Default DVC remote, e.g. gs://bucket/path (needs `pip install 'dvc[gs]'`;"
             " default: none).",
         ),
     ] = None,

@@ -30,7 +30,7 @@ def _main(
 def test_help_keeps_brackets() -> None:
     result = CliRunner().invoke(app, ["init", "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0
-    assert "visionops[dvc]" in result.output
+    assert "dvc[gs]" in result.output
 
 
 def test_an_error_keeps_the_brackets_of_a_path(
