@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.syntax import Syntax
 
+from visionops.cli._text import safe
 from visionops.config import Settings, load_settings, settings_to_yaml
 from visionops.errors import ConfigError
 from visionops.logs import configure_logging
@@ -236,9 +237,11 @@ class RichProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("[dim]elapsed[/]"),
             TimeElapsedColumn(),
+            TextColumn("[dim]left[/]"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             console=console,
             disable=not enabled,
             transient=False,
@@ -253,7 +256,8 @@ class RichProgress:
 
     def start(self, description: str, total: float | None = None) -> ProgressTask:
         """Start a bar."""
-        return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
+        task = self._progress.add_task(safe(description), total=total, info="")
+        return _RichTask(self._progress, task)
 
 
 def progress() -> RichProgress:

@@ -28,17 +28,19 @@ _RECIPES = {
     "classification": "demo-shapes",
     "multilabel": "demo-multilabel",
     "regression": "demo-regression",
+    "anomaly": "demo-anomaly",
 }
 
 
 def quickstart(
     overrides: Overrides = None,
     task: Annotated[
-        Literal["classification", "multilabel", "regression"],
+        Literal["classification", "multilabel", "regression", "anomaly"],
         typer.Option(
             "--task",
             "-t",
-            help="Which demo: classification (shapes), multilabel or regression (plates).",
+            help="Which demo: classification (shapes), multilabel, regression (plates) or"
+            " anomaly (a texture with defects).",
         ),
     ] = "classification",
     epochs: Annotated[

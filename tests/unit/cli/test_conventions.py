@@ -83,3 +83,10 @@ def test_a_bad_settings_flag_names_the_flag_not_a_config_file() -> None:
     assert "--port" in result.output
     assert "serve.port" in result.output
     assert "config" not in result.output.lower().replace("--print-config", "")
+
+
+def test_doctor_exits_1_when_the_requested_device_is_missing() -> None:
+    result = CliRunner().invoke(app, ["doctor", "--device", "cuda:99"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "cuda:99 is not usable here" in result.output
+    assert CliRunner().invoke(app, ["doctor", "--device", "cpu"]).exit_code == 0
