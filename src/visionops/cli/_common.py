@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,21 +158,31 @@ def resolve_settings(
         **flags: Dotted setting keys with ``__`` for dots (``train__epochs=5``); None = unset.
     """
     dotted = {key.replace("__", "."): value for key, value in flags.items()}
-    try:
+    with flag_errors(dotted):
         settings = load_settings(
             recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
         )
-    except ConfigError as exc:
-        given = {key: value for key, value in dotted.items() if value is not None}
-        if not given:
-            raise
-        # Settings without the flags load: the flag is what is wrong, so name the flag.
-        load_settings(recipe=recipe, config_file=config_file, overrides=overrides)
-        raise _flag_error(exc, given) from None
     if print_config:
         print_settings(settings)
         raise typer.Exit(0)
     return settings
+
+
+@contextmanager
+def flag_errors(flags: Mapping[str, Any]) -> Iterator[None]:
+    """Report a settings error on a key a flag set as a bad value of that flag (exit 2).
+
+    Flags are the top settings layer, so when the setting a flag gave is invalid, the flag's
+    value is what is wrong: typer's "Invalid value for --port" says so, not "fix your config".
+
+    Args:
+        flags: Dotted setting keys to the flag values given (None = flag not given).
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        given = {key: value for key, value in flags.items() if value is not None}
+        raise _flag_error(exc, given) from None
 
 
 def _flag_error(exc: ConfigError, given: dict[str, Any]) -> Exception:

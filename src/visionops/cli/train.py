@@ -19,6 +19,7 @@ from visionops.cli._common import (
     Recipe,
     Verbose,
     console,
+    flag_errors,
     from_setting,
     one_positional,
     out,
@@ -244,10 +245,11 @@ def train(
         quiet=quiet,
     )
     if print_config:
-        print_settings(resolve_train_settings(request))
+        with flag_errors(flags):
+            print_settings(resolve_train_settings(request))
         raise typer.Exit(0)
     try:
-        with progress() as reporter:
+        with flag_errors(flags), progress() as reporter:
             result = run_training(request, reporter)
     except VisionOpsError as exc:
         if not worker:
