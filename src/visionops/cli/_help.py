@@ -80,7 +80,7 @@ def reflow_app_help(app: typer.Typer) -> None:
 def _plain_help(*, text: str, style: str = "", markup_mode: Any = None) -> RenderableType:
     """Help text as written (never rich markup), indented example lines shown as code."""
     del markup_mode  # help is plain text in every mode
-    text = inspect.cleandoc(text)
+    text = text.strip("\n")  # not dedented: an example's indent is what marks it
     parts: list[RenderableType] = []
     prose: list[str] = []
 
@@ -169,8 +169,16 @@ def _options_panel(
     )
 
 
+def _usage_name(self: Any) -> str:
+    """A positional in the usage line: ``RECIPE`` if required, ``[RUN]`` if not (not ``{RECIPE}``)."""
+    name = str(self.display_name_raw)
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
 def install_help_style() -> None:
     """Make typer's rich help show plain text, no value type on flags, examples as code."""
     typer.rich_utils._make_rich_text = _plain_help  # type: ignore[assignment]
     typer.core.TyperOption.display_type_rich = value_type  # type: ignore[method-assign,assignment]
+    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
     typer.rich_utils._print_options_panel = _options_panel

@@ -26,8 +26,12 @@ def test_every_help_fits_and_shows_no_value_on_a_flag(width: int) -> None:
     for command in _COMMANDS:
         text = _run([*command, "--help"], width)
         assert help_problems(text) == [], (command, text)
-        too_long = [line for line in text.splitlines() if len(line.rstrip()) > width]
+        lines = text.splitlines()
+        too_long = [line for line in lines if len(line.rstrip()) > width]
         assert too_long == [], (command, too_long)
+        for index, line in enumerate(lines):
+            if line.strip() == "Example:":  # the example below it is indented as code
+                assert lines[index + 1].startswith("     visionops "), (command, lines[index + 1])
 
 
 @pytest.mark.parametrize("width", [80, 120])
