@@ -170,7 +170,7 @@ def _options_panel(
 
 
 def _usage_name(self: Any) -> str:
-    """A positional in the usage line: ``RECIPE`` if required, ``[RUN]`` if not (not ``{RECIPE}``)."""
+    """A positional in the usage line: ``RECIPE`` if required, ``[RUN]`` if not."""
     name = str(self.display_name_raw)
     name = name if self.required else f"[{name}]"
     return name + ("..." if self.nargs != 1 else "")
