@@ -123,7 +123,7 @@ def _pipeline(name: str) -> dict[str, Any]:
             },
             "train": {
                 "cmd": [
-                    f"visionops train {prepared} --name {PIPELINE_RUN} --exist-ok",
+                    f"visionops train {prepared} --name {PIPELINE_RUN} --force",
                     f"visionops runs history {PIPELINE_RUN} --csv {run}/history.csv",
                 ],
                 "deps": [prepared],
