@@ -174,4 +174,6 @@ def test_help_has_an_example() -> None:
     for command in ("export", "benchmark"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
-        assert f"Example: visionops {command}" in result.stdout
+        lines = result.stdout.splitlines()
+        example = lines[[line.strip() for line in lines].index("Example:") + 1]
+        assert example.startswith(f"     visionops {command}")  # indented as code
