@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate the docs pages made from code: the command reference (docs/reference/cli.md).
+"""Regenerate the docs made from code: the command reference and each recipe's settings.
 
-python scripts/gen_docs.py           # rewrite the page
-python scripts/gen_docs.py --check   # exit 1 if the committed page is stale
+docs/reference/cli.md is rendered from the Typer app; docs/recipes/<name>.md gets its
+generated block (the recipe's settings, as `visionops recipes show` prints them) for every
+shipped recipe, a new page when there is none.
+
+python scripts/gen_docs.py           # rewrite the pages
+python scripts/gen_docs.py --check   # exit 1 if a committed page is stale
 """
 
 from __future__ import annotations
@@ -13,6 +17,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
+RECIPES = ROOT / "docs" / "recipes"
+
+
+def pages() -> dict[Path, str]:
+    """Every generated page and what it should hold."""
+    from visionops.cli.app import app
+    from visionops.cli.reference import render_recipe_page, render_reference
+    from visionops.config import available_recipes
+
+    wanted = {CLI_PAGE: render_reference(app)}
+    for name in available_recipes():
+        page = RECIPES / f"{name}.md"
+        current = page.read_text(encoding="utf-8") if page.exists() else None
+        wanted[page] = render_recipe_page(name, current)
+    return wanted
 
 
 def main() -> int:
@@ -20,19 +39,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="Only check; write nothing.")
     args = parser.parse_args()
-    from visionops.cli.app import app
-    from visionops.cli.reference import render_reference
-
-    page = render_reference(app)
-    current = CLI_PAGE.read_text(encoding="utf-8") if CLI_PAGE.exists() else ""
-    if args.check:
-        if current != page:
-            print(f"{CLI_PAGE.relative_to(ROOT)} is stale — run: python scripts/gen_docs.py")
-            return 1
-        return 0
-    CLI_PAGE.write_text(page, encoding="utf-8")
-    print(f"wrote {CLI_PAGE.relative_to(ROOT)}")
-    return 0
+    stale = 0
+    for path, page in pages().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current == page:
+            continue
+        if args.check:
+            print(f"{path.relative_to(ROOT)} is stale — run: python scripts/gen_docs.py")
+            stale = 1
+        else:
+            path.write_text(page, encoding="utf-8")
+            print(f"wrote {path.relative_to(ROOT)}")
+    return stale
 
 
 if __name__ == "__main__":

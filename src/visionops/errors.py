@@ -1,7 +1,10 @@
 """The one exception tree of visionops.
 
 Every error a user can cause is one of these. Each message says what is wrong *and* what to
-do about it; the CLI prints it on one line and exits with the error's ``exit_code``.
+do about it; the CLI prints it on one line and exits with the error's ``exit_code``: 2 for
+what the user must fix before running again (usage, settings, input data, artifacts, an output
+that exists without ``--force``), 1 when the command ran and failed (training, export parity,
+serving, tracking, another process holding the artifact). See docs/reference/conventions.md.
 
 ```
 VisionOpsError
@@ -71,9 +74,13 @@ class ConfigError(VisionOpsError):
 class DeviceError(VisionOpsError):
     """A device was requested that this machine cannot provide."""
 
+    exit_code = 2
+
 
 class DataError(VisionOpsError):
     """A dataset problem: unreachable source, missing data, unreadable layout."""
+
+    exit_code = 2
 
 
 class SourceError(DataError):
@@ -95,9 +102,13 @@ class ImageError(DataError):
 class ArtifactError(VisionOpsError):
     """A missing, foreign, corrupt or modified artifact (run, checkpoint, bundle)."""
 
+    exit_code = 2
+
 
 class ConcurrencyError(ArtifactError):
     """Another live process is writing the same artifact folder right now."""
+
+    exit_code = 1
 
 
 class TrainingError(VisionOpsError):

@@ -11,7 +11,7 @@ every tracked key to be present in the file, so ``visionops.yaml`` is written wi
 recipe's values *and* the defaults of every tracked key. ``eval`` provides DVC ``metrics``
 and ``train`` the per-epoch ``plots`` (``history.csv``). With ``remote`` the folder's DVC
 remote is configured too (``gs://bucket/path`` for Google Cloud Storage needs
-``pip install 'visionops[dvc]'``).
+``pip install 'dvc[gs]'``, the ``dvc`` extra).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from visionops.config import PROJECT_FILE, Settings, load_recipe, load_settings
 from visionops.data.fetch import parse_source
 from visionops.errors import ConfigError
 
-__all__ = ["PIPELINE_RUN", "STAGE_PARAMS", "configure_remote", "init_project"]
+__all__ = ["PIPELINE_RUN", "STAGE_PARAMS", "InitResult", "configure_remote", "init_project"]
 
 PIPELINE_RUN = "dvc"
 """Name of the run folder the pipeline trains into (``runs/dvc``)."""
@@ -122,7 +123,7 @@ def _pipeline(name: str) -> dict[str, Any]:
             },
             "train": {
                 "cmd": [
-                    f"visionops train {prepared} --name {PIPELINE_RUN} --exist-ok",
+                    f"visionops train {prepared} --name {PIPELINE_RUN} --force",
                     f"visionops runs history {PIPELINE_RUN} --csv {run}/history.csv",
                 ],
                 "deps": [prepared],
@@ -158,8 +159,8 @@ def _dvc(folder: Path, *args: str) -> str:
     executable = shutil.which("dvc")
     if executable is None:
         raise ConfigError(
-            "DVC is not installed — install it with `pip install 'visionops[dvc]'`"
-            " (includes Google Cloud Storage support)"
+            "DVC is not installed — install it with `pip install 'dvc[gs]'`"
+            " (with Google Cloud Storage support)"
         )
     result = subprocess.run(
         [executable, *args], cwd=folder, capture_output=True, text=True, check=False
@@ -169,6 +170,46 @@ def _dvc(folder: Path, *args: str) -> str:
         reason = detail[-1] if detail else f"exit code {result.returncode}"
         raise ConfigError(f"`dvc {' '.join(args)}` failed in {folder}: {reason}")
     return result.stdout
+
+
+def _in_git(folder: Path) -> bool:
+    inside = subprocess.run(
+        ["git", "rev-parse", "--is-inside-work-tree"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return inside.returncode == 0
+
+
+def _dvc_ready(folder: Path, *, required: bool) -> tuple[bool, str | None]:
+    """Make ``folder`` a DVC repository when it can be; else say the next step.
+
+    Returns:
+        Whether ``dvc init`` ran now, and the step the user still has to take (None if none).
+
+    Raises:
+        ConfigError: ``required`` (a remote was asked for) and DVC cannot be set up here.
+    """
+    if (folder / ".dvc").is_dir():
+        return False, None
+    if shutil.which("dvc") is None:
+        step = (
+            "DVC is not installed — install it with `pip install 'dvc[gs]'` (with Google Cloud"
+            f" Storage support), then run `dvc init` in {folder} before `dvc repro`"
+        )
+    elif not _in_git(folder):
+        step = (
+            f"{folder.resolve()} is not a git repository — run `git init` there first"
+            " (DVC keeps its pointers in git), then `dvc init`"
+        )
+    else:
+        _dvc(folder, "init", "--quiet")
+        return True, None
+    if required:
+        raise ConfigError(f"{step}, then `visionops init --remote` again")
+    return False, step
 
 
 def configure_remote(folder: Path, url: str) -> None:
@@ -181,27 +222,41 @@ def configure_remote(folder: Path, url: str) -> None:
     Raises:
         ConfigError: DVC is missing, the folder is not in a git repository, or DVC refuses.
     """
-    if not (folder / ".dvc").is_dir():
-        inside_git = subprocess.run(
-            ["git", "rev-parse", "--is-inside-work-tree"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if inside_git.returncode != 0:
-            raise ConfigError(
-                f"{folder.resolve()} is not a git repository — run `git init` there first"
-                " (DVC keeps its pointers in git), then `visionops init --remote` again"
-            )
-        _dvc(folder, "init", "--quiet")
+    _dvc_ready(folder, required=True)
     _dvc(folder, "remote", "add", "--default", "--force", _REMOTE_NAME, url)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``visionops init`` did.
+
+    Attributes:
+        written: The files written.
+        dvc_initialised: Whether ``dvc init`` ran in the folder now.
+        next_step: What the user must still do before ``dvc repro`` works (None: nothing).
+    """
+
+    written: list[Path]
+    dvc_initialised: bool
+    next_step: str | None
+
+
+def _undo(folder: Path, created_folder: bool, initialised: bool) -> None:
+    if initialised:
+        shutil.rmtree(folder / ".dvc", ignore_errors=True)
+        (folder / ".dvcignore").unlink(missing_ok=True)
+    if created_folder and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def init_project(
     folder: Path, recipe: str, *, force: bool = False, remote: str | None = None
-) -> list[Path]:
+) -> InitResult:
     """Write ``visionops.yaml`` (from a recipe), ``dvc.yaml`` and ``.gitignore`` into ``folder``.
+
+    When the folder is not a DVC repository yet, ``dvc init`` runs first if DVC is installed
+    and the folder is in git; otherwise the result says the next step. Nothing is written
+    when a step fails (a ``dvc init`` done here is undone).
 
     Args:
         folder: The project folder (created if missing).
@@ -210,11 +265,11 @@ def init_project(
         remote: Configure this URL as the default DVC remote (see :func:`configure_remote`).
 
     Returns:
-        The files written.
+        The files written, whether DVC was initialised, and the step left to the user.
 
     Raises:
-        ConfigError: Unknown recipe, files exist and ``force`` is False, or the remote
-            cannot be configured.
+        ConfigError: Unknown recipe, files exist and ``force`` is False, or DVC cannot be
+            set up although a remote was asked for.
     """
     layer = load_recipe(recipe)
     settings = load_settings(recipe=recipe, cwd=folder / ".no-project-file")
@@ -222,6 +277,16 @@ def init_project(
     existing = [path for path in targets if path.exists()]
     if existing and not force:
         raise ConfigError(f"{existing[0]} already exists — pass --force to overwrite it")
+    created_folder = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    initialised = False
+    try:
+        initialised, next_step = _dvc_ready(folder, required=remote is not None)
+        if remote is not None:
+            _dvc(folder, "remote", "add", "--default", "--force", _REMOTE_NAME, remote)
+    except BaseException:
+        _undo(folder, created_folder, initialised)
+        raise
     header = (
         f"# visionops settings, started from recipe '{recipe}'.\n"
         "# Layers: defaults < recipe < this file < --config FILE < flags and key=value.\n"
@@ -243,6 +308,5 @@ def init_project(
         atomic_write_text(ignore, _GITIGNORE)
         targets.append(ignore)
     if remote is not None:
-        configure_remote(folder, remote)
         targets.append(folder / ".dvc" / "config")
-    return targets
+    return InitResult(written=targets, dvc_initialised=initialised, next_step=next_step)

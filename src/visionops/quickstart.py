@@ -53,6 +53,7 @@ DEMO_FOR_TASK = {
     "classification": "shapes",
     "multilabel": "multilabel",
     "regression": "regression",
+    "anomaly": "anomaly",
 }
 
 
@@ -180,7 +181,7 @@ def run_quickstart(
     settings: Settings,
     create_app: AppFactory,
     *,
-    task: Literal["classification", "multilabel", "regression"] = "classification",
+    task: Literal["classification", "multilabel", "regression", "anomaly"] = "classification",
     progress: ProgressReporter = NULL_PROGRESS,
     on_stage: Callable[[StageReport], None] | None = None,
 ) -> QuickstartResult:

@@ -84,13 +84,13 @@ def test_unseen_images_do_not_drift_and_brighter_ones_do(
 
     code, out, err = _main(
         monkeypatch, capsys, "drift", "simulate", str(unseen), "--shift", "brightness=1.5",
-        "--out", str(tmp_path / "bright"),
+        "--out-dir", str(tmp_path / "bright"),
     )  # fmt: skip
     assert code == 0, err
     assert "shifted images written" in out
     code, out, err = _main(
         monkeypatch, capsys, "drift", "report", "--current", str(tmp_path / "bright"),
-        "--out", str(tmp_path / "report"), "--fail-on-drift",
+        "--out-dir", str(tmp_path / "report"), "--fail-on-drift",
     )  # fmt: skip
     assert code == 1, out + err
     assert out.lstrip().startswith("DRIFT DETECTED")
@@ -119,7 +119,7 @@ def test_a_new_camera_resolution_shows_as_a_drift_in_original_size(
             image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST).save(target)
     code, out, err = _main(
         monkeypatch, capsys, "drift", "report", "--current", str(bigger),
-        "--out", str(tmp_path / "report"), "--json",
+        "--out-dir", str(tmp_path / "report"), "--json",
     )  # fmt: skip
     assert code == 0, out + err
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -156,7 +156,7 @@ def test_predict_log_then_report_on_the_log(
 
     code, out, err = _main(
         monkeypatch, capsys, "drift", "report", "--current", str(log_dir), "--json",
-        "--out", str(tmp_path / "report"),
+        "--out-dir", str(tmp_path / "report"),
     )  # fmt: skip
     assert code == 0, err
     payload = json.loads(out)
@@ -166,7 +166,7 @@ def test_predict_log_then_report_on_the_log(
     # Too few images: a one-line error naming the minimum, exit 2, nothing written.
     code, out, err = _main(
         monkeypatch, capsys, "drift", "report", "--current", str(log_dir), "--last", "10",
-        "--out", str(tmp_path / "few"),
+        "--out-dir", str(tmp_path / "few"),
     )  # fmt: skip
     assert code == 2
     assert "at least 30" in err and "Traceback" not in err
@@ -216,7 +216,7 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(
     if problem == "too few":
         args = ["--current", str(_colour_folder(tmp_path / "few", 3))]
     code, _, err = _main(
-        monkeypatch, capsys, "drift", "report", *SMALL, *args, "--out", str(tmp_path / "out")
+        monkeypatch, capsys, "drift", "report", *SMALL, *args, "--out-dir", str(tmp_path / "out")
     )
     assert code == 2
     errors = [line for line in err.splitlines() if line.strip()]
@@ -245,7 +245,7 @@ def test_predict_log_and_report_with_a_colour_cast(
 
     code, out, err = _main(
         monkeypatch, capsys, "drift", "simulate", str(images), "--shift", "cast=0.3",
-        "--out", str(tmp_path / "warm"),
+        "--out-dir", str(tmp_path / "warm"),
     )  # fmt: skip
     assert code == 0, err
     code, out, err = _main(
@@ -280,7 +280,7 @@ def test_reference_rebuilt_from_the_test_split(
         splits = np.load(copy / "data" / "prepared" / "colours" / "splits.npy")
         assert (splits[reference["indices"]] == 2).all()
     code, _, err = _main(monkeypatch, capsys, "drift", "reference", "--split", "train")
-    assert code == 2 and "val or test" in err
+    assert code == 2 and "'--split'" in err and "'val', 'test'" in err
     code, _, err = _main(monkeypatch, capsys, "drift", "reference", "colours-run", "a", "b")
     assert code == 2 and "expected RUN [DATASET]" in err
     assert "\n" not in err.strip()

@@ -89,20 +89,20 @@ def test_fetch_a_folder(tmp_path: Path) -> None:
     assert "1 files" in result.stdout
 
 
-def test_unknown_source_exits_1_with_one_line() -> None:
+def test_unknown_source_exits_2_with_one_line() -> None:
     result = _cli("data", "fetch", "demo:shape")
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "error: unknown demo 'demo:shape' — did you mean 'demo:shapes'?" in lines[0]
 
 
-def test_unsafe_zip_exits_1_and_leaves_nothing(tmp_path: Path) -> None:
+def test_unsafe_zip_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as bundle:
         bundle.writestr("images/ok.jpg", b"ok")
         bundle.writestr("../escaped.txt", b"gotcha")
     result = _cli("data", "fetch", "evil.zip")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "archive evil.zip is unsafe" in result.stderr
     assert not (tmp_path / "escaped.txt").exists()
     raw_root = tmp_path / "data" / "raw"

@@ -111,16 +111,16 @@ def test_print_config_shows_the_flags(tmp_path: Path) -> None:
 def test_errors_are_one_line_with_the_fix(tmp_path: Path) -> None:
     _raw_tree(tmp_path / "tiny")
     wrong_task = _cli("data", "preprocess", "tiny", "--task", "regression", "--size", "16")
-    assert wrong_task.returncode == 1
+    assert wrong_task.returncode == 2
     assert "provides classification, not regression — use --task classification" in (
         wrong_task.stderr
     )
     missing = _cli("data", "preprocess", "absent")
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert "no raw dataset at absent" in missing.stderr
     assert "visionops data fetch" in missing.stderr
     info = _cli("data", "info", "absent")
-    assert info.returncode == 1
+    assert info.returncode == 2
     assert "visionops data preprocess" in info.stderr
     bad_channels = _cli("data", "preprocess", "tiny", "--channels", "2")
     assert bad_channels.returncode == 2

@@ -126,7 +126,7 @@ def test_nothing_to_serve_says_how_to_get_a_model(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "visionops train" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -181,3 +181,38 @@ def test_remote_outside_git_says_what_to_do(
     assert result.exit_code != 0
     assert "git init" in str(result.exception)
     assert not (tmp_path / ".dvc").exists()
+
+
+def test_remote_outside_git_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    result = CliRunner().invoke(app, ["init", "--remote", "gs://b/p"])
+    assert getattr(result.exception, "exit_code", None) == 2  # an input error
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_init_in_git_runs_dvc_init_so_repro_can_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    run(tmp_path, "git", "init", "--quiet", env=_env(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["init", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dvc_initialised"] is True
+    assert (tmp_path / ".dvc").is_dir()
+    stages = run(tmp_path, "dvc", "stage", "list", env=_env(tmp_path))
+    assert all(stage in stages for stage in STAGES), stages
+
+
+def test_init_outside_git_writes_the_files_and_says_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "visionops.yaml").is_file()
+    assert not (tmp_path / ".dvc").exists()
+    assert "git init" in result.output

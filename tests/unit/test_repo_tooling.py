@@ -82,7 +82,10 @@ def test_command_reference_lists_every_command() -> None:
     page = render_reference(app)
     for command in ("visionops train", "visionops data fetch", "visionops runs compare"):
         assert f"`{command}`" in page
-    assert "`--epochs`, `-e` INT" in page
+    assert "`--epochs`, `-e` `<int ≥1>`" in page  # the range --help shows
+    assert "`--quantize` `<int8\\|none>`" in page  # the choices
+    assert "Environment variable: `VISIONOPS_API_KEY`" in page
+    assert "**Required.**" in page  # drift simulate --shift
 
 
 def test_pre_commit_hooks_run_offline() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,9 @@ from rich.progress import (
 )
 from rich.syntax import Syntax
 
+from visionops.cli._text import safe
 from visionops.config import Settings, load_settings, settings_to_yaml
+from visionops.errors import ConfigError
 from visionops.logs import configure_logging
 from visionops.progress import ProgressTask
 
@@ -33,7 +36,11 @@ out = Console(highlight=False, soft_wrap=True)
 Verbose = Annotated[
     int,
     typer.Option(
-        "--verbose", "-v", count=True, help="More detail; -vv for debug logs and tracebacks."
+        "--verbose",
+        "-v",
+        count=True,
+        help="More detail; -vv for debug logs and tracebacks.",
+        show_default=False,
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and results.")]
@@ -42,14 +49,19 @@ ConfigFile = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="YAML settings file, above visionops.yaml and below flags.",
+        help="YAML settings file, above visionops.yaml and below flags (default: none).",
         exists=False,
         dir_okay=False,
     ),
 ]
 Recipe = Annotated[
     str | None,
-    typer.Option("--recipe", "-r", help="Start from a shipped recipe (`visionops recipes list`)."),
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Start from a shipped recipe, below visionops.yaml (`visionops recipes list`;"
+        " default: none).",
+    ),
 ]
 PrintConfig = Annotated[
     bool, typer.Option("--print-config", help="Print the resolved settings and exit.")
@@ -59,13 +71,33 @@ Device = Annotated[
     typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N | mps (default: auto)."),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+OVERRIDES = "KEY=VALUE"
+"""How every command names its ``key=value`` setting overrides in help and usage."""
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
         help="Setting overrides as key=value, e.g. train.epochs=5 model.name=resnet34.",
         show_default=False,
+        metavar=OVERRIDES,
     ),
 ]
+
+
+def default_of(key: str) -> str:
+    """The built-in default of setting ``key`` (``train.epochs``) as YAML writes it."""
+    import yaml
+
+    value: Any = Settings()
+    for part in key.split("."):
+        value = getattr(value, part)
+    if isinstance(value, Path):
+        value = str(value)
+    return str(yaml.safe_dump(value, default_flow_style=True)).removesuffix("\n...\n").strip()
+
+
+def from_setting(key: str, text: str) -> str:
+    """Help for a flag that sets ``key``: ``text`` and where its default comes from."""
+    return f"{text.rstrip('.')} (default: {default_of(key)}, the {key} setting)."
 
 
 class _State:
@@ -126,13 +158,56 @@ def resolve_settings(
         **flags: Dotted setting keys with ``__`` for dots (``train__epochs=5``); None = unset.
     """
     dotted = {key.replace("__", "."): value for key, value in flags.items()}
-    settings = load_settings(
-        recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
-    )
+    with flag_errors(dotted):
+        settings = load_settings(
+            recipe=recipe, config_file=config_file, overrides=overrides, flags=dotted
+        )
     if print_config:
         print_settings(settings)
         raise typer.Exit(0)
     return settings
+
+
+@contextmanager
+def flag_errors(flags: Mapping[str, Any]) -> Iterator[None]:
+    """Report a settings error on a key a flag set as a bad value of that flag (exit 2).
+
+    Flags are the top settings layer, so when the setting a flag gave is invalid, the flag's
+    value is what is wrong: typer's "Invalid value for --port" says so, not "fix your config".
+
+    Args:
+        flags: Dotted setting keys to the flag values given (None = flag not given).
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        given = {key: value for key, value in flags.items() if value is not None}
+        raise _flag_error(exc, given) from None
+
+
+def _flag_error(exc: ConfigError, given: dict[str, Any]) -> Exception:
+    """A settings error caused by a flag, reported as typer reports a bad flag value."""
+    message = str(exc).split(" — ")[0]
+    key = next((k for k in given if f"setting '{k}'" in message), None)
+    if key is None:
+        return exc
+    detail = message.split(": ", 1)[-1].removeprefix("Value error, ")
+    return typer.BadParameter(
+        f"{given[key]!r}: {detail} (the {key} setting)", param_hint=_flag_name(given[key])
+    )
+
+
+def _flag_name(value: Any) -> str | None:
+    """The option of the running command that holds ``value`` (``--port``)."""
+    from typer._click.globals import get_current_context
+
+    context = get_current_context(silent=True)
+    if context is None:
+        return None
+    for param in context.command.params:
+        if param.param_type_name == "option" and context.params.get(param.name) == value:
+            return "/".join(param.opts)
+    return None
 
 
 def print_settings(settings: Settings) -> None:
@@ -173,9 +248,11 @@ class RichProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("[dim]elapsed[/]"),
             TimeElapsedColumn(),
+            TextColumn("[dim]left[/]"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             console=console,
             disable=not enabled,
             transient=False,
@@ -190,7 +267,8 @@ class RichProgress:
 
     def start(self, description: str, total: float | None = None) -> ProgressTask:
         """Start a bar."""
-        return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
+        task = self._progress.add_task(safe(description), total=total, info="")
+        return _RichTask(self._progress, task)
 
 
 def progress() -> RichProgress:

@@ -1,21 +1,37 @@
-"""Help text that wraps as paragraphs at any terminal width.
+"""Help text that wraps as paragraphs at any terminal width and shows text as written.
 
 Docstrings are written with hard line breaks at 100 columns; rich keeps those breaks, so at
 another width a sentence breaks mid-line. :func:`reflow_app_help` joins the lines of each
 paragraph once, at start-up, and keeps what must stay on its own line (indented examples,
 list items).
+
+:func:`install_help_style` makes typer's rich help honest: help text is plain text (``[dvc]``
+stays ``[dvc]``, through :func:`visionops.cli._text.safe`), a flag or a ``-v`` count shows no
+value type, and an indented example line is shown as code, indented, wrapping under itself.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
 import typer
+import typer.core
+import typer.rich_utils
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
 
-__all__ = ["reflow", "reflow_app_help"]
+from visionops.cli._text import safe
+
+__all__ = ["install_help_style", "reflow", "reflow_app_help"]
+
+_EXAMPLE_INDENT = 4
+_NAMES_MAX_WIDTH = 30
 
 _KEEP_LINE = re.compile(r"^(\s+|[-*•] |\d+\. )")
+_EXAMPLE = re.compile(r"^(Examples?): (visionops .*)$")
 
 
 def reflow(text: str | None) -> str | None:
@@ -34,10 +50,18 @@ def reflow(text: str | None) -> str | None:
     joined = [
         paragraph
         if any(_KEEP_LINE.match(line) for line in paragraph.splitlines())
-        else " ".join(line.strip() for line in paragraph.splitlines())
+        else _example(" ".join(line.strip() for line in paragraph.splitlines()))
         for paragraph in paragraphs
     ]
     return "\n\n".join(joined)
+
+
+def _example(paragraph: str) -> str:
+    """``Example: visionops ...`` as a heading and an indented command line (shown as code)."""
+    match = _EXAMPLE.match(paragraph)
+    if match is None:
+        return paragraph
+    return f"{match.group(1)}:\n  {match.group(2)}"
 
 
 def reflow_app_help(app: typer.Typer) -> None:
@@ -51,3 +75,110 @@ def reflow_app_help(app: typer.Typer) -> None:
             reflow_app_help(group.typer_instance)
         if isinstance(group.help, str):
             group.help = reflow(group.help)
+
+
+def _plain_help(*, text: str, style: str = "", markup_mode: Any = None) -> RenderableType:
+    """Help text as written (never rich markup), indented example lines shown as code."""
+    del markup_mode  # help is plain text in every mode
+    text = text.strip("\n")  # not dedented: an example's indent is what marks it
+    parts: list[RenderableType] = []
+    prose: list[str] = []
+
+    def flush() -> None:
+        if prose:
+            prose_text = Text.from_markup(safe("\n".join(prose)), style=style)
+            parts.append(typer.rich_utils.highlighter(prose_text))
+            prose.clear()
+
+    for line in text.splitlines():
+        if line.startswith((" ", "\t")) and line.strip():
+            flush()
+            example = Text.from_markup(safe(line.strip()), style="bold")
+            parts.append(Padding(example, (0, 0, 0, _EXAMPLE_INDENT)))
+        else:
+            prose.append(line)
+    flush()
+    return parts[0] if len(parts) == 1 else Group(*parts)
+
+
+def value_type(param: Any, ctx: Any) -> str | None:
+    """What ``param`` takes, as help shows it: None for a flag or a ``-v`` count.
+
+    A number range is folded in (``<int ≥1>``, ``<float 0..1>``) so the type stays short.
+    """
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    shown = _ORIGINAL_VALUE_TYPE(param, ctx)
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if shown and (low is not None or high is not None) and " range" in shown:
+        bound = f"≥{low}" if high is None else (f"≤{high}" if low is None else f"{low}..{high}")
+        shown = shown.replace(" range>", f" {bound}>")
+    return shown
+
+
+_ORIGINAL_VALUE_TYPE = typer.core.TyperOption.display_type_rich
+
+
+def _names(param: Any, ctx: Any) -> Text:
+    """``--long/--no-long, -s <type>`` for an option; ``NAME`` for an argument."""
+    if isinstance(param, typer.core.TyperArgument):
+        return Text(param.display_name_raw, style=typer.rich_utils.STYLE_OPTION)
+    names = Text()
+    longs = [o for o in param.opts if o.startswith("--")]
+    shorts = [o for o in param.opts if not o.startswith("--")]
+    names.append(" / ".join(longs), style=typer.rich_utils.STYLE_OPTION)
+    for negative in param.secondary_opts:
+        names.append(" / ")
+        names.append(negative, style=typer.rich_utils.STYLE_NEGATIVE_OPTION)
+    if shorts:
+        names.append(", ")
+        names.append(", ".join(shorts), style=typer.rich_utils.STYLE_SWITCH)
+    shown = value_type(param, ctx)
+    if shown:
+        names.append(" ")
+        names.append(shown, style=typer.rich_utils.STYLE_TYPES)
+    return names
+
+
+def _options_panel(
+    *, name: str, params: list[Any], ctx: Any, markup_mode: Any, console: Any
+) -> None:
+    """Two columns, names with their type and then help, so help keeps its width at 80."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    if not params:
+        return
+    table = Table(
+        show_header=False, expand=True, box=None, pad_edge=False, padding=(0, 1), highlight=False
+    )
+    table.add_column(max_width=_NAMES_MAX_WIDTH, overflow="fold")
+    table.add_column(ratio=1, overflow="fold")
+    for param in params:
+        table.add_row(
+            _names(param, ctx),
+            typer.rich_utils._get_parameter_help(param=param, ctx=ctx, markup_mode=markup_mode),
+        )
+    console.print(
+        Panel(
+            table,
+            border_style=typer.rich_utils.STYLE_OPTIONS_PANEL_BORDER,
+            title=name,
+            title_align=typer.rich_utils.ALIGN_OPTIONS_PANEL,
+        )
+    )
+
+
+def _usage_name(self: Any) -> str:
+    """A positional in the usage line: ``RECIPE`` if required, ``[RUN]`` if not."""
+    name = str(self.display_name_raw)
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+def install_help_style() -> None:
+    """Make typer's rich help show plain text, no value type on flags, examples as code."""
+    typer.rich_utils._make_rich_text = _plain_help  # type: ignore[assignment]
+    typer.core.TyperOption.display_type_rich = value_type  # type: ignore[method-assign,assignment]
+    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+    typer.rich_utils._print_options_panel = _options_panel

@@ -10,7 +10,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from visionops import __version__
 from visionops.cli import config as config_cli
@@ -25,7 +24,8 @@ from visionops.cli import runs as runs_cli
 from visionops.cli import serve as serve_cli
 from visionops.cli import train as train_cli
 from visionops.cli._common import STATE, Quiet, Verbose, console, setup
-from visionops.cli._help import reflow_app_help
+from visionops.cli._help import install_help_style, reflow_app_help
+from visionops.cli._text import safe
 from visionops.errors import VisionOpsError
 
 app = typer.Typer(
@@ -81,6 +81,7 @@ for module in (
 ):
     module.register(app)
 reflow_app_help(app)
+install_help_style()
 
 
 def main() -> None:
@@ -90,7 +91,7 @@ def main() -> None:
     except VisionOpsError as exc:
         if STATE.verbose:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {safe(exc)}", markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -99,8 +100,7 @@ def main() -> None:
         if STATE.verbose:
             console.print_exception()
         console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} — rerun"
-            " with -v for"
+            f"[bold red]internal error:[/] {type(exc).__name__}: {safe(exc)} — rerun with -v for"
             " the traceback and report it",
             soft_wrap=True,
         )

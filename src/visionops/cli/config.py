@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.syntax import Syntax
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
@@ -22,6 +21,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 config_app = typer.Typer(help="Inspect the resolved settings.", no_args_is_help=True)
 recipes_app = typer.Typer(help="Shipped recipes: one per seed system plus the demos.")
@@ -51,11 +52,14 @@ def show(
 
 
 @recipes_app.command("list")
-def list_recipes(json_output: JsonOutput = False) -> None:
+def list_recipes(
+    json_output: JsonOutput = False, verbose: Verbose = 0, quiet: Quiet = False
+) -> None:
     """List the shipped recipes.
 
     Example: visionops recipes list
     """
+    setup(verbose, quiet)
     from visionops.config import available_recipes
 
     recipes = available_recipes()
@@ -72,13 +76,18 @@ def list_recipes(json_output: JsonOutput = False) -> None:
 
 @recipes_app.command("show")
 def show_recipe(
-    name: Annotated[str, typer.Argument(help="A recipe name (`visionops recipes list`).")],
+    name: Annotated[
+        str, typer.Argument(help="A recipe name (`visionops recipes list`).", metavar="RECIPE")
+    ],
     json_output: JsonOutput = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Print a recipe: every setting it changes, its value, the default and what it does.
 
     Example: visionops recipes show movie-posters
     """
+    setup(verbose, quiet)
     from visionops.recipes import describe_recipe
 
     recipe = describe_recipe(name)
@@ -88,14 +97,14 @@ def show_recipe(
     table = Table(title=f"{name}: {recipe.summary}")
     table.add_column("setting", style="bold")
     table.add_column("value")
-    table.add_column("default")
     table.add_column("what it does")
+    table.add_column("default", optional=True)
     for setting in recipe.settings:
         table.add_row(
-            setting.key, _yaml_value(setting.value), _yaml_value(setting.default), setting.help
+            setting.key, _yaml_value(setting.value), setting.help, _yaml_value(setting.default)
         )
     out.print(table)
-    out.print(f"start a project with it: visionops init --recipe {name}")
+    out.print(f"start a project with it: visionops init --recipe {safe(name)}")
 
 
 def _yaml_value(value: object) -> str:
@@ -109,30 +118,52 @@ def init(
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe to start from.")] = (
         "demo-shapes"
     ),
-    folder: Annotated[Path, typer.Argument(help="Project folder.")] = Path("."),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    folder: Annotated[
+        Path, typer.Argument(help="Project folder (created if missing).", metavar="FOLDER")
+    ] = Path("."),
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing files.")] = False,
     remote: Annotated[
         str | None,
         typer.Option(
             "--remote",
-            help="Default DVC remote, e.g. gs://bucket/path (`pip install 'visionops[dvc]'`).",
+            help="Default DVC remote, e.g. gs://bucket/path (needs `pip install 'dvc[gs]'`;"
+            " default: none).",
         ),
     ] = None,
+    json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
     """Start a project: visionops.yaml from a recipe plus dvc.yaml pipeline stages.
 
     The dvc.yaml stages (fetch, preprocess, train, eval, export) track the visionops.yaml
-    keys each one reads, so `dvc repro` re-runs only what a change affects.
+    keys each one reads, so `dvc repro` re-runs only what a change affects. A folder that is
+    not a DVC repository yet gets `dvc init` when DVC is installed and the folder is in git;
+    otherwise init says the next step. Nothing is written when a step fails.
 
     Example: visionops init --recipe fruits-vegetables --remote gs://my-bucket/visionops
     """
     setup(verbose, quiet)
     from visionops.project import init_project
 
-    for path in init_project(folder, recipe, force=force, remote=remote):
-        console.print(f"wrote {path}")
+    result = init_project(folder, recipe, force=force, remote=remote)
+    if json_output:
+        print_json(
+            {
+                "written": [str(path) for path in result.written],
+                "dvc_initialised": result.dvc_initialised,
+                "next_step": result.next_step,
+            }
+        )
+        return
+    if result.dvc_initialised:
+        console.print(f"ran dvc init in {safe(folder)}")
+    for path in result.written:
+        console.print(f"wrote {safe(path)}")
+    if result.next_step is not None:
+        console.print(f"[yellow]next:[/] {safe(result.next_step)}")
+    else:
+        console.print("next: dvc repro")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,29 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._common import (
     ConfigFile,
     Device,
     JsonOutput,
+    Overrides,
     PrintConfig,
     Quiet,
     Recipe,
     Verbose,
+    console,
     out,
     print_json,
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 
 def _row(table: Table, name: str, value: Any, good: bool | None = None) -> None:
     colour = "" if good is None else ("green" if good else "yellow")
-    table.add_row(name, f"[{colour}]{value}[/]" if colour else str(value))
+    table.add_row(name, Text(str(value), style=colour))
 
 
 def doctor(
+    overrides: Overrides = None,
     device: Device = None,
     config: ConfigFile = None,
     recipe: Recipe = None,
@@ -38,21 +43,26 @@ def doctor(
 ) -> None:
     """Check this machine: versions, CUDA/MPS, the device `auto` picks and why, disk, W&B.
 
-    Example: visionops doctor --json
+    Exits 1 when the device asked for (--device or the device setting) is not usable here.
+
+    Example: visionops doctor --device cuda
     """
     setup(verbose, quiet)
     from visionops.doctor import collect_diagnostics
 
     settings = resolve_settings(
         config_file=config,
-        overrides=[],
+        overrides=overrides or [],
         recipe=recipe,
         print_config=print_config,
         device=device,
     )
     report = collect_diagnostics(settings)
+    requested_ok = bool(report["requested_device"]["ok"])
     if json_output:
         print_json(report)
+        if not requested_ok:
+            raise typer.Exit(1)
         return
     table = Table(title="visionops doctor", show_header=False)
     table.add_column("check", style="bold")
@@ -78,6 +88,12 @@ def doctor(
     _row(table, "W&B", f"mode={wandb['mode']} api_key_set={wandb['api_key_set']}")
     _row(table, "kagglehub cache", report["kagglehub_cache"])
     out.print(table)
+    if not requested_ok:
+        console.print(
+            f"[bold red]error:[/] device {safe(req['setting'])} is not usable here:"
+            f" {safe(req.get('error') or req['device'])}"
+        )
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

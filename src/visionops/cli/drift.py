@@ -9,16 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._common import (
     ConfigFile,
     JsonOutput,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
     one_positional,
     out,
@@ -28,6 +29,8 @@ from visionops.cli._common import (
     setup,
     split_args,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 from visionops.errors import DriftError, VisionOpsError
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ Args = Annotated[
         help="A bundle folder or a run (folder or name; default runs/latest), then setting"
         " overrides as key=value (e.g. drift.alpha=0.01).",
         show_default=False,
+        metavar="RUN KEY=VALUE",
     ),
 ]
 
@@ -66,7 +70,7 @@ def _summary(report: DriftReport) -> None:
             f"[bold red]DRIFT DETECTED[/] — overall p = {result.p_value:.3g} < α = {result.alpha:g}"
         )
         for text in result.what_drifted:
-            out.print(f"  • {text}")
+            out.print(f"  • {safe(text)}")
     else:
         out.print(
             f"[bold green]NO DRIFT[/] — overall p = {result.p_value:.3g} ≥ α = {result.alpha:g}"
@@ -84,13 +88,13 @@ def _summary(report: DriftReport) -> None:
         table.add_row(
             family.name,
             f"{family.p_value:.3g}",
-            "[red]drift[/]" if family.drifted else "[green]ok[/]",
+            Text("drift", style="red") if family.drifted else Text("ok", style="green"),
             f"{top.name} ({top.test}, effect {top.statistic:.3g})",
         )
     out.print(table)
     for note in report.payload.get("notes") or []:
-        out.print(f"[yellow]note:[/] {note}")
-    out.print(f"report: {report.html_path}  (json: {report.json_path})")
+        out.print(f"[yellow]note:[/] {safe(note)}")
+    out.print(f"report: {safe(report.html_path)}  (json: {safe(report.json_path)})")
 
 
 def report(
@@ -104,16 +108,22 @@ def report(
         ),
     ] = None,
     last: Annotated[
-        int | None, typer.Option("--last", help="Only the last N predictions of the log.")
+        int | None,
+        typer.Option(
+            "--last", min=1, help="Only the last N predictions of the log (default: all)."
+        ),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only predictions since a time (2026-11-22T06:00) or 24h/7d."),
+        typer.Option(
+            "--since",
+            help="Only predictions since a time (2026-11-22T06:00) or 24h/7d (default: all).",
+        ),
     ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out",
+            "--out-dir",
             help="Folder for report.html and report.json (default <run>/drift).",
             file_okay=False,
         ),
@@ -123,6 +133,7 @@ def report(
     ] = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -138,7 +149,7 @@ def report(
     with _input_errors():
         target_arg, overrides = one_positional(args, "BUNDLE|RUN")
         settings = resolve_settings(
-            config_file=config, overrides=overrides, print_config=print_config
+            config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
         )
         from visionops.drift.report import drift_report
         from visionops.drift.samples import parse_since
@@ -168,6 +179,7 @@ ReferenceArgs = Annotated[
         " prepared dataset to draw from (default: the run's own), then setting overrides as"
         " key=value.",
         show_default=False,
+        metavar="RUN DATASET KEY=VALUE",
     ),
 ]
 
@@ -175,9 +187,14 @@ ReferenceArgs = Annotated[
 def reference(
     args: ReferenceArgs = None,
     split: Annotated[
-        str | None, typer.Option("--split", help="Held-out split: val (default) or test.")
+        Literal["val", "test"] | None,
+        typer.Option(
+            "--split", "-s", help="Held-out split (default: the drift.reference_split setting)."
+        ),
     ] = None,
+    json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -195,10 +212,8 @@ def reference(
                 " (settings are key=value)"
             )
         target_arg, dataset = [*positionals, None, None][:2]
-        if split not in (None, "val", "test"):
-            raise DriftError(f"--split {split}: the reference comes from val or test")
         settings = resolve_settings(
-            config_file=config, overrides=overrides, print_config=print_config
+            config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
         )
         from visionops.drift.reference import rebuild_reference
 
@@ -207,19 +222,32 @@ def reference(
                 settings,
                 Path(target_arg) if target_arg else None,
                 dataset=Path(dataset) if dataset else None,
-                split=split,  # type: ignore[arg-type]
+                split=split,
                 progress=reporter,
             )
+    if json_output:
+        print_json(
+            {
+                "bundle": str(result.bundle_dir),
+                "samples": result.samples,
+                "split": result.split,
+                "dataset": str(result.dataset),
+                "notes": list(result.notes),
+            }
+        )
+        return
     for note in result.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {safe(note)}")
     out.print(
-        f"reference of {result.bundle_dir}: {result.samples} {result.split} images from"
-        f" {result.dataset}"
+        f"reference of {safe(result.bundle_dir)}: {result.samples} {result.split} images from"
+        f" {safe(result.dataset)}"
     )
 
 
 def simulate(
-    source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    source: Annotated[
+        Path, typer.Argument(help="An image file or a folder of images.", metavar="IMAGES")
+    ],
     shift: Annotated[
         str,
         typer.Option(
@@ -229,24 +257,34 @@ def simulate(
         ),
     ],
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Folder for the shifted copies.", file_okay=False)
+        Path, typer.Option("--out-dir", help="Folder for the shifted copies.", file_okay=False)
     ],
     seed: Annotated[int, typer.Option("--seed", help="Seed of noise and occlusion.")] = 0,
+    json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
     """Write shifted copies of images (same layout) for demos, tests and fire drills.
 
-    Example: visionops drift simulate data/raw/shapes/test --shift brightness=1.3 --out shifted
+    Example: visionops drift simulate data/raw/shapes/test --shift brightness=1.3 --out-dir shifted
     """
     setup(verbose, quiet)
     with _input_errors():
         from visionops.drift.simulate import parse_shifts, simulate_folder
 
         result = simulate_folder(source, parse_shifts(shift), out_dir, seed=seed)
+    if json_output:
+        print_json(
+            {
+                "written": result.written,
+                "out_dir": str(result.out_dir),
+                "skipped": [{"image": str(p), "reason": why} for p, why in result.skipped],
+            }
+        )
+        return
     for path, reason in result.skipped[:5]:
-        out.print(f"[yellow]skipped[/] {path}: {reason}")
-    out.print(f"{result.written} shifted images written to {result.out_dir}")
+        out.print(f"[yellow]skipped[/] {safe(path)}: {safe(reason)}")
+    out.print(f"{safe(result.written)} shifted images written to {safe(result.out_dir)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
@@ -13,8 +12,10 @@ from visionops.cli._common import (
     JsonOutput,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -22,6 +23,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 if TYPE_CHECKING:
     from visionops.evaluate.stage import EvalResult
@@ -80,20 +83,26 @@ def evaluate(
         list[str] | None,
         typer.Argument(
             help="RUN (a run folder or name; default runs/latest), then key=value overrides.",
-            metavar="RUN|KEY=VALUE",
+            metavar="RUN KEY=VALUE",
             show_default=False,
         ),
     ] = None,
     split: Annotated[
-        str, typer.Option("--split", "-s", help="Split to score: train | val | test.")
+        Literal["train", "val", "test"],
+        typer.Option("--split", "-s", help="Split to score (val when there is no test split)."),
     ] = "test",
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", help="Which checkpoint: best | last.")
+        Literal["best", "last"], typer.Option("--checkpoint", help="Which checkpoint.")
     ] = "best",
     device: Device = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Images per forward pass."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help=from_setting("train.batch_size", "Images per forward pass."),
+        ),
     ] = None,
     strict: Annotated[
         bool,
@@ -104,6 +113,7 @@ def evaluate(
     ] = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -118,7 +128,11 @@ def evaluate(
     setup(verbose, quiet)
     run, overrides = one_positional(args, "RUN")
     settings = resolve_settings(
-        config_file=config, overrides=overrides, print_config=print_config, device=device
+        config_file=config,
+        overrides=overrides,
+        recipe=recipe,
+        print_config=print_config,
+        device=device,
     )
     from visionops.evaluate.stage import evaluate_run
 
@@ -139,7 +153,7 @@ def evaluate(
     out.print(_headline_table(result))
     if result.rows:
         out.print(_rows_table(result, show_all))
-    console.print(f"report: {result.report_path}")
+    console.print(f"report: {safe(result.report_path)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._common import (
+    OVERRIDES,
     ConfigFile,
     JsonOutput,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -21,6 +24,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 if TYPE_CHECKING:
     from visionops.export.benchmark import BenchmarkResult
@@ -32,6 +37,7 @@ RunArgs = Annotated[
         help="RUN (a run folder or name; default runs/latest), then key=value overrides"
         " (e.g. export.opset=17).",
         show_default=False,
+        metavar=f"RUN {OVERRIDES}",
     ),
 ]
 
@@ -73,7 +79,8 @@ def _export_table(result: ExportResult) -> Table:
     metric = parity.metric
     table.add_row(
         "parity",
-        f"[green]passed[/] on {parity.images} {parity.split} images: max |diff| {diffs}"
+        Text("passed", "green")
+        + f" on {parity.images} {parity.split} images: max |diff| {diffs}"
         + (f", top-1 agreement {agreement:.2%}" if agreement is not None else "")
         + (
             f", {metric.name} {_metric(metric.pytorch)} → {_metric(metric.onnxruntime)}"
@@ -89,7 +96,7 @@ def _export_table(result: ExportResult) -> Table:
     )
     quantized = result.quantized
     if quantized is not None:
-        verdict = "[green]accepted[/]" if quantized.accepted else "[yellow]refused[/]"
+        verdict = Text("accepted", "green") if quantized.accepted else Text("refused", "yellow")
         detail = (
             f"{quantized.metric} {_metric(quantized.fp32)} → {_metric(quantized.int8)}"
             f" on {quantized.split} (drop {_metric(quantized.drop)}, tolerance"
@@ -97,7 +104,7 @@ def _export_table(result: ExportResult) -> Table:
             if quantized.measured
             else "quantisation failed (see below)"
         )
-        table.add_row("int8", f"{verdict}: {detail}")
+        table.add_row("int8", verdict + f": {detail}")
     for name, digest in meta.files.items():
         path = result.bundle_dir / name
         table.add_row(name, f"{_size(path.stat().st_size)}  sha256 {digest[:12]}…")
@@ -110,20 +117,28 @@ def export(
         bool, typer.Option("--force", "-f", help="Replace an existing bundle.")
     ] = False,
     quantize: Annotated[
-        str | None,
+        Literal["int8", "none"] | None,
         typer.Option(
             "--quantize",
-            help="int8: also write a static int8 (QDQ) model, kept only if the metric drops by"
-            " at most export.max_accuracy_drop; none: fp32 only (default: export.quantize).",
+            help=from_setting(
+                "export.quantize",
+                "int8: also write a static int8 (QDQ) model, kept only if the metric drops by"
+                " at most export.max_accuracy_drop; none: fp32 only.",
+            ),
         ),
     ] = None,
     layout: Annotated[
-        str | None,
-        typer.Option("--layout", help="Input pixel layout of the graph: NCHW | NHWC."),
+        Literal["NCHW", "NHWC"] | None,
+        typer.Option(
+            "--layout", help=from_setting("export.layout", "Input pixel layout of the graph.")
+        ),
     ] = None,
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset version.")] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option("--opset", min=13, help=from_setting("export.opset", "ONNX opset version.")),
+    ] = None,
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", help="Which checkpoint: best | last.")
+        Literal["best", "last"], typer.Option("--checkpoint", help="Which checkpoint.")
     ] = "best",
     wandb: Annotated[
         bool,
@@ -133,6 +148,7 @@ def export(
     ] = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -152,6 +168,7 @@ def export(
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
+        recipe=recipe,
         print_config=print_config,
         export__quantize=quantize,
         export__layout=layout,
@@ -166,7 +183,8 @@ def export(
 
         logged = log_bundle_artifact(result.bundle_dir, settings.tracking)
         console.print(
-            f"W&B model artifact {logged.name}:{logged.aliases[-1]} ({logged.wandb_run_dir})"
+            f"W&B model artifact {safe(logged.name)}:{safe(logged.aliases[-1])}"
+            f" ({safe(logged.wandb_run_dir)})"
         )
     if json_output:
         print_json(
@@ -181,8 +199,8 @@ def export(
         return
     out.print(_export_table(result))
     if result.quantized is not None and not result.quantized.accepted:
-        console.print(f"[yellow]int8 not kept:[/] {result.quantized.reason}")
-    console.print(f"serve it with: visionops serve {result.bundle_dir.parent}")
+        console.print(f"[yellow]int8 not kept:[/] {safe(result.quantized.reason)}")
+    console.print(f"serve it with: visionops serve {safe(result.bundle_dir.parent)}")
 
 
 _ENGINE_LABELS = {
@@ -232,6 +250,7 @@ def benchmark(
     ] = 2.0,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -246,7 +265,9 @@ def benchmark(
     """
     setup(verbose, quiet)
     run, overrides = _one_run(args)
-    settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
+    settings = resolve_settings(
+        config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
+    )
     from visionops.export.benchmark import benchmark_run
 
     with progress() as reporter:
@@ -258,7 +279,7 @@ def benchmark(
         return
     out.print(_benchmark_table(result))
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {safe(note)}")
 
 
 def register(app: typer.Typer) -> None:

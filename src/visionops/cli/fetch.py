@@ -10,12 +10,15 @@ from rich.markup import escape
 from visionops.cli._common import (
     STATE,
     ConfigFile,
+    JsonOutput,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
     console,
     one_positional,
     out,
+    print_json,
     progress,
     resolve_settings,
     setup,
@@ -57,7 +60,9 @@ def fetch(
             "--force", "-f", help="Fetch again, replacing what is there (even non-visionops data)."
         ),
     ] = False,
+    json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -71,13 +76,24 @@ def fetch(
     """
     setup(verbose, quiet)
     source, overrides = one_positional(args, "SOURCE")
-    settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
+    settings = resolve_settings(
+        config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
+    )
     from visionops.data.fetch import fetch_dataset
 
     with progress() as reporter:
         result = fetch_dataset(source, settings, name=name, force=force, progress=reporter)
 
     info = result.source_info
+    if json_output:
+        print_json(
+            {
+                "path": str(result.path),
+                "skipped": result.skipped,
+                "source": info.model_dump(mode="json"),
+            }
+        )
+        return
     where = escape(str(result.path))
     what = escape(info.source)
     fingerprint = info.fingerprint[:12]

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
+    OVERRIDES,
     ConfigFile,
     JsonOutput,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
     console,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -23,6 +25,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 if TYPE_CHECKING:
     from visionops.data.info import PreparedInfo, RawInfo
@@ -33,6 +37,7 @@ Args = Annotated[
     typer.Argument(
         help="The dataset folder, then setting overrides as key=value (e.g. data.seed=1).",
         show_default=False,
+        metavar=f"DATASET {OVERRIDES}",
     ),
 ]
 _SPLITS = ("train", "val", "test")
@@ -91,28 +96,48 @@ def _render_summary(result: PrepareResult) -> None:
 def preprocess(
     args: Args = None,
     task: Annotated[
-        str | None,
-        typer.Option(
-            "--task", help="classification | multilabel | regression | anomaly (default: inferred)."
-        ),
+        Literal["classification", "multilabel", "regression", "anomaly"] | None,
+        typer.Option("--task", "-t", help="The task (default: inferred from the layout)."),
     ] = None,
     channels: Annotated[
-        int | None, typer.Option("--channels", help="3 = RGB, 1 = grayscale (default 3).")
+        int | None,
+        typer.Option(
+            "--channels",
+            min=1,
+            max=3,
+            help=from_setting("data.channels", "3 = RGB, 1 = grayscale."),
+        ),
     ] = None,
     size: Annotated[
-        int | None, typer.Option("--size", help="Side of the stored square images (default 64).")
+        int | None,
+        typer.Option(
+            "--size",
+            min=1,
+            help=from_setting("data.image_size", "Side of the stored square images."),
+        ),
     ] = None,
     resize: Annotated[
-        str | None,
-        typer.Option("--resize", help="crop (centre square) or letterbox (pad); default crop."),
+        Literal["crop", "letterbox"] | None,
+        typer.Option(
+            "--resize",
+            help=from_setting("data.resize", "crop: centre square; letterbox: pad."),
+        ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Redo it even if an identical one exists.")
+        bool, typer.Option("--force", "-f", help="Redo it even if an identical one exists.")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-j", help="Decoding processes; 0 = one per core.")
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=0,
+            help=from_setting("data.workers", "Decoding processes; 0 = one per core."),
+        ),
     ] = None,
+    json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -126,10 +151,11 @@ def preprocess(
     Example: visionops data preprocess data/raw/shapes --size 64
     """
     setup(verbose, quiet)
-    raw_arg, overrides = one_positional(args, "RAW")
+    raw_arg, overrides = one_positional(args, "DATASET")
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
+        recipe=recipe,
         print_config=print_config,
         data__task=task,
         data__channels=channels,
@@ -143,8 +169,19 @@ def preprocess(
         result = prepare_dataset(
             Path(raw_arg) if raw_arg else None, settings, force=force, progress=reporter
         )
+    if json_output:
+        print_json(
+            {
+                "path": str(result.path),
+                "skipped": result.skipped,
+                "manifest": result.manifest.model_dump(mode="json"),
+                "rejected_by_reason": result.rejected_by_reason,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+        return
     _render_summary(result)
-    console.print(f"next: [bold]visionops train {_shown(result.path)}[/]")
+    console.print(f"next: [bold]visionops train {safe(_shown(result.path))}[/]")
 
 
 def _balance_table(balance: dict[str, dict[str, int]]) -> Table | None:
@@ -221,6 +258,7 @@ def info(
     args: Args = None,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -232,8 +270,10 @@ def info(
     Example: visionops data info data/prepared/shapes --json
     """
     setup(verbose, quiet)
-    path_arg, overrides = one_positional(args, "PATH")
-    settings = resolve_settings(config_file=config, overrides=overrides, print_config=print_config)
+    path_arg, overrides = one_positional(args, "DATASET")
+    settings = resolve_settings(
+        config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
+    )
     from visionops.data.info import dataset_info
     from visionops.data.prepared import find_prepared
     from visionops.errors import DatasetNotFoundError

@@ -5,44 +5,59 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
     ConfigFile,
     Device,
+    JsonOutput,
     Overrides,
     PrintConfig,
     Quiet,
     Verbose,
     console,
     out,
+    print_json,
     progress,
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 _RECIPES = {
     "classification": "demo-shapes",
     "multilabel": "demo-multilabel",
     "regression": "demo-regression",
+    "anomaly": "demo-anomaly",
 }
 
 
 def quickstart(
     overrides: Overrides = None,
     task: Annotated[
-        str,
+        Literal["classification", "multilabel", "regression", "anomaly"],
         typer.Option(
             "--task",
             "-t",
-            help="Which demo: classification (shapes), multilabel or regression (plates).",
+            help="Which demo: classification (shapes), multilabel, regression (plates) or"
+            " anomaly (a texture with defects).",
         ),
     ] = "classification",
     epochs: Annotated[
-        int | None, typer.Option("--epochs", "-e", help="Training epochs (default: recipe's).")
+        int | None,
+        typer.Option("--epochs", "-e", min=1, help="Training epochs (default: the recipe's)."),
     ] = None,
     device: Device = None,
+    json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Start from another shipped recipe (default: the --task demo's recipe).",
+        ),
+    ] = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -56,17 +71,13 @@ def quickstart(
     Example: visionops quickstart --task multilabel --epochs 5
     """
     setup(verbose, quiet)
-    if task not in _RECIPES:
-        from visionops.errors import ConfigError
-
-        raise ConfigError(f"--task {task}: choose one of {', '.join(_RECIPES)}")
     from visionops.quickstart import StageReport, run_quickstart
     from visionops.serve.app import create_app
 
     settings = resolve_settings(
         config_file=config,
         overrides=overrides or [],
-        recipe=_RECIPES[task],
+        recipe=recipe or _RECIPES[task],
         print_config=print_config,
         device=device,
         train__epochs=epochs,
@@ -74,12 +85,29 @@ def quickstart(
 
     def show(stage: StageReport) -> None:
         console.print(
-            f"[green]✓[/] [bold]{stage.stage}[/] ({stage.seconds:.1f} s): {stage.summary}"
+            f"[green]✓[/] [bold]{safe(stage.stage)}[/] ({stage.seconds:.1f} s):"
+            f" {safe(stage.summary)}"
         )
 
-    chosen: Literal["classification", "multilabel", "regression"] = task  # type: ignore[assignment]
     with progress() as reporter:
-        result = run_quickstart(settings, create_app, task=chosen, progress=reporter, on_stage=show)
+        result = run_quickstart(settings, create_app, task=task, progress=reporter, on_stage=show)
+    if json_output:
+        print_json(
+            {
+                "stages": [
+                    {
+                        "stage": stage.stage,
+                        "seconds": round(stage.seconds, 2),
+                        "summary": stage.summary,
+                        "artifact": str(stage.artifact),
+                    }
+                    for stage in result.stages
+                ],
+                "report": str(result.report),
+                "run": str(result.run_dir),
+            }
+        )
+        return
     table = Table(title="quickstart", show_lines=False)
     table.add_column("stage", style="bold")
     table.add_column("seconds", justify="right")
@@ -89,7 +117,7 @@ def quickstart(
         table.add_row(stage.stage, f"{stage.seconds:.1f}", stage.summary, str(stage.artifact))
     out.print(table)
     out.print(
-        f"\nReport: {result.report}\nNext: visionops serve {result.run_dir}  "
+        f"\nReport: {safe(result.report)}\nNext: visionops serve {safe(result.run_dir)}  "
         "(then open http://127.0.0.1:8000/)"
     )
 

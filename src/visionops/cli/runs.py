@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import JsonOutput, Quiet, Verbose, console, out, print_json, setup
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 
 runs_app = typer.Typer(help="The training runs of this project.", no_args_is_help=True)
 
@@ -57,9 +58,14 @@ def list_command(
         console.print("no runs yet — train one with `visionops train`")
         return
     table = Table(title="runs")
-    for column in ("name", "task", "dataset", "model", "epochs", "best metric", "bundle"):
-        table.add_column(column, justify="right" if column == "epochs" else "left")
-    table.add_column("created")
+    # The first four say which run is which; the rest give way on a narrow terminal.
+    for column in ("name", "task", "dataset", "best metric", "model", "epochs", "bundle"):
+        table.add_column(
+            column,
+            justify="right" if column == "epochs" else "left",
+            optional=column in {"model", "epochs", "bundle"},
+        )
+    table.add_column("created", optional=True)
     for summary in summaries:
         name = f"{summary.name} (latest)" if summary.latest else summary.name
         if summary.status != "completed":
@@ -73,9 +79,9 @@ def list_command(
             name,
             summary.task,
             summary.dataset,
+            best,
             summary.model,
             str(summary.epochs),
-            best,
             summary.bundle,
             summary.created_at[:19].replace("T", " "),
             style="bold" if summary.latest else None,
@@ -85,12 +91,16 @@ def list_command(
 
 @runs_app.command("compare")
 def compare_command(
-    run_a: Annotated[str, typer.Argument(help="First run (a name under runs/ or a folder).")],
-    run_b: Annotated[str, typer.Argument(help="Second run.")],
+    run_a: Annotated[
+        str, typer.Argument(help="First run (a name under runs/ or a folder).", metavar="RUN_A")
+    ],
+    run_b: Annotated[str, typer.Argument(help="Second run.", metavar="RUN_B")],
     curves: Annotated[
         Path | None,
         typer.Option(
-            "--curves", help="PNG of both runs' curves (default: runs/compare-A-vs-B.png)."
+            "--curves",
+            help="PNG of both runs' curves (default: runs/compare-A-vs-B.png).",
+            dir_okay=False,
         ),
     ] = None,
     runs_root: RunsRoot = None,
@@ -143,16 +153,19 @@ def compare_command(
         )
     out.print(metrics)
     if comparison.curves is not None:
-        console.print(f"curves: {comparison.curves}")
+        console.print(f"curves: {safe(comparison.curves)}")
 
 
 @runs_app.command("history")
 def history_command(
-    run: Annotated[str, typer.Argument(help="A run name under runs/ or a run folder.")],
+    run: Annotated[
+        str, typer.Argument(help="A run name under runs/ or a run folder.", metavar="RUN")
+    ],
     csv_path: Annotated[
         Path, typer.Option("--csv", help="Where to write the CSV (e.g. for `dvc plots`).")
     ],
     runs_root: RunsRoot = None,
+    json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -163,7 +176,11 @@ def history_command(
     setup(verbose, quiet)
     from visionops.compare import write_history_csv
 
-    console.print(f"wrote {write_history_csv(run, _runs_root(runs_root), csv_path)}")
+    written = write_history_csv(run, _runs_root(runs_root), csv_path)
+    if json_output:
+        print_json({"csv": str(written)})
+        return
+    console.print(f"wrote {safe(written)}")
 
 
 def register(app: typer.Typer) -> None:

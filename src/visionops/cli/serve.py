@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -12,7 +12,9 @@ from visionops.cli._common import (
     Device,
     PrintConfig,
     Quiet,
+    Recipe,
     Verbose,
+    from_setting,
     one_positional,
     resolve_settings,
     setup,
@@ -24,6 +26,7 @@ Args = Annotated[
         help="A bundle folder or a run (folder or name; default runs/latest), then setting"
         " overrides as key=value (e.g. serve.queue_size=64).",
         show_default=False,
+        metavar="RUN KEY=VALUE",
     ),
 ]
 
@@ -32,35 +35,67 @@ def serve(
     args: Args = None,
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 = all)."),
+        typer.Option(
+            "--host", help=from_setting("serve.host", "Address to listen on (0.0.0.0 = all).")
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", help="Port (default 8000).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help=from_setting("serve.port", "Port."))
+    ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-w", help="Server processes, each with its own model."),
+        typer.Option(
+            "--workers",
+            "-j",
+            help=from_setting("serve.workers", "Server processes, each with its own model."),
+        ),
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", help="ONNX Runtime threads per worker; 0 = cores / workers."),
+        typer.Option(
+            "--threads",
+            help=from_setting(
+                "serve.threads", "ONNX Runtime threads per worker; 0 = cores / workers."
+            ),
+        ),
     ] = None,
     max_batch: Annotated[
-        int | None, typer.Option("--max-batch", help="Most images per model call.")
+        int | None,
+        typer.Option(
+            "--max-batch", help=from_setting("serve.max_batch", "Most images per model call.")
+        ),
     ] = None,
     max_wait_ms: Annotated[
         float | None,
-        typer.Option("--max-wait-ms", help="Longest wait for a batch to fill, milliseconds."),
+        typer.Option(
+            "--max-wait-ms",
+            help=from_setting(
+                "serve.max_wait_ms", "Longest wait for a batch to fill, milliseconds."
+            ),
+        ),
     ] = None,
     queue_size: Annotated[
         int | None,
-        typer.Option("--queue-size", help="Images allowed to wait; beyond it requests get 503."),
+        typer.Option(
+            "--queue-size",
+            help=from_setting(
+                "serve.queue_size", "Images allowed to wait; beyond it requests get 503."
+            ),
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", help="Per-request deadline in seconds (then 504)."),
+        typer.Option(
+            "--timeout",
+            help=from_setting("serve.timeout_s", "Per-request deadline in seconds (then 504)."),
+        ),
     ] = None,
     max_upload_mb: Annotated[
         float | None,
-        typer.Option("--max-upload-mb", help="Largest request body in MB (then 413)."),
+        typer.Option(
+            "--max-upload-mb",
+            help=from_setting("serve.max_upload_mb", "Largest request body in MB (then 413)."),
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
@@ -68,7 +103,7 @@ def serve(
             "--api-key",
             envvar="VISIONOPS_API_KEY",
             help="Require this key in X-API-Key (or Authorization: Bearer) for /predict and"
-            " /metadata.",
+            " /metadata (default: none, no key asked).",
             show_envvar=True,
         ),
     ] = None,
@@ -81,10 +116,10 @@ def serve(
         typer.Option("--log-images", help="Also keep every uploaded image in the prediction log."),
     ] = None,
     precision: Annotated[
-        str | None,
+        Literal["auto", "fp32", "int8"] | None,
         typer.Option(
             "--precision",
-            help="auto (int8 when export kept one, else fp32) | fp32 | int8.",
+            help=from_setting("serve.precision", "auto: int8 when export kept one, else fp32."),
         ),
     ] = None,
     device: Device = None,
@@ -95,6 +130,7 @@ def serve(
         ),
     ] = None,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -108,10 +144,11 @@ def serve(
     Example: visionops serve runs/run-001 --port 8000 --workers 2
     """
     setup(verbose, quiet)
-    target_arg, overrides = one_positional(args, "BUNDLE|RUN")
+    target_arg, overrides = one_positional(args, "RUN")
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
+        recipe=recipe,
         print_config=print_config,
         device=device,
         serve__host=host,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from visionops.cli._common import (
+    OVERRIDES,
     ConfigFile,
     Device,
     JsonOutput,
@@ -19,6 +19,8 @@ from visionops.cli._common import (
     Recipe,
     Verbose,
     console,
+    flag_errors,
+    from_setting,
     one_positional,
     out,
     print_json,
@@ -27,6 +29,8 @@ from visionops.cli._common import (
     resolve_settings,
     setup,
 )
+from visionops.cli._text import DataTable as Table
+from visionops.cli._text import safe
 from visionops.errors import VisionOpsError
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ Args = Annotated[
             " prepared dataset, else demo:shapes), then key=value overrides."
         ),
         show_default=False,
+        metavar=f"DATASET {OVERRIDES}",
     ),
 ]
 _EXIT_INTERRUPTED = 130
@@ -77,33 +82,45 @@ def _render(result: TrainResult, json_output: bool) -> None:
     if result.status == "interrupted":
         console.print(
             f"[yellow]interrupted[/] after epoch {result.epochs_completed}/{result.epochs};"
-            f" continue with:\n  {result.resume_command}"
+            f" continue with:\n  {safe(result.resume_command)}"
         )
         return
     out.print(_metrics_table(result))
     stopped = "  (stopped early)" if result.stopped_early else ""
     console.print(
-        f"run {result.run_dir} · {result.device} {result.precision} ·"
+        f"run {safe(result.run_dir)} · {safe(result.device)} {safe(result.precision)} ·"
         f" {result.seconds:.0f} s · {result.images_per_s:.0f} img/s{stopped}"
     )
-    console.print(f"next:\n  visionops eval {result.run_dir}\n  visionops export {result.run_dir}")
+    run_dir = safe(result.run_dir)
+    console.print(f"next:\n  visionops eval {run_dir}\n  visionops export {run_dir}")
 
 
 def train(
     args: Args = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", "-e", min=1, help="Epochs (train.epochs).")
+        int | None,
+        typer.Option("--epochs", "-e", min=1, help=from_setting("train.epochs", "Epochs.")),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Images per batch per process."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help=from_setting("train.batch_size", "Images per batch per process."),
+        ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")
+        float | None,
+        typer.Option("--lr", min=0.0, help=from_setting("train.lr", "Peak AdamW learning rate.")),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Backbone (`visionops models` lists them)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help=from_setting("model.name", "Backbone (`visionops models` lists them)."),
+        ),
     ] = None,
     pretrained: Annotated[
         bool | None,
@@ -119,12 +136,14 @@ def train(
     ] = None,
     device: Device = None,
     task: Annotated[
-        str | None,
+        Literal["classification", "multilabel", "regression", "anomaly"] | None,
         typer.Option(
-            "--task", help="classification | multilabel | regression (must fit the data)."
+            "--task", "-t", help="The task; it must fit the data (default: the dataset's)."
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help=from_setting("train.seed", "Random seed."))
+    ] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option(
@@ -137,11 +156,15 @@ def train(
         str | None, typer.Option("--name", "-n", help="Run folder name (default run-NNN).")
     ] = None,
     exist_ok: Annotated[
-        bool, typer.Option("--exist-ok", help="Replace an existing run of that --name.")
+        bool,
+        typer.Option("--force", "-f", "--exist-ok", help="Replace an existing run of that --name."),
     ] = False,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", help="Continue RUN (a run folder or name) from last.pt."),
+        typer.Option(
+            "--resume",
+            help="Continue RUN (a run folder or name) from last.pt (default: a new run).",
+        ),
     ] = None,
     resume_latest: Annotated[
         bool, typer.Option("--resume-latest", help="Continue runs/latest from last.pt.")
@@ -162,7 +185,8 @@ def train(
         typer.Option(
             "--nproc-per-node",
             min=1,
-            help="Data-parallel processes on this machine (one per GPU), e.g. 4.",
+            help="Data-parallel processes on this machine (one per GPU), via torchrun"
+            " (default: 1, no torchrun).",
         ),
     ] = None,
     nnodes: Annotated[
@@ -286,10 +310,11 @@ def train(
         quiet=quiet,
     )
     if print_config:
-        print_settings(resolve_train_settings(request))
+        with flag_errors(flags):
+            print_settings(resolve_train_settings(request))
         raise typer.Exit(0)
     try:
-        with progress() as reporter:
+        with flag_errors(flags), progress() as reporter:
             result = run_training(request, reporter)
     except VisionOpsError as exc:
         if not worker:
@@ -326,7 +351,7 @@ def models(
     table.add_column("params (M)", justify="right")
     table.add_column("GFLOPs @224", justify="right")
     table.add_column("ImageNet top-1", justify="right")
-    table.add_column("--pretrained weights", overflow="fold")
+    table.add_column("--pretrained weights", optional=True)
     for row in rows:
         table.add_row(
             row.name,
@@ -344,24 +369,34 @@ def sweep(
         typer.Argument(
             help="Sweep YAML: method, parameters (setting keys), optional metric and dataset.",
             dir_okay=False,
+            metavar="SWEEP_FILE",
         ),
     ],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="key=value overrides (tracking.project=...).", show_default=False),
+        typer.Argument(
+            help="key=value overrides (tracking.project=...).",
+            show_default=False,
+            metavar=OVERRIDES,
+        ),
     ] = None,
     count: Annotated[
-        int | None, typer.Option("--count", min=1, help="Runs the local agent does.")
+        int | None,
+        typer.Option("--count", min=1, help="Runs the local agent does (default: until stopped)."),
     ] = None,
     create_only: Annotated[
         bool,
         typer.Option("--create-only", help="Only create the sweep; print the agent command."),
     ] = False,
     dataset: Annotated[
-        str | None, typer.Option("--dataset", help="DATASET argument of every run.")
+        str | None,
+        typer.Option(
+            "--dataset", help="DATASET argument of every run (default: the sweep file's)."
+        ),
     ] = None,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
+    recipe: Recipe = None,
     print_config: PrintConfig = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -376,7 +411,7 @@ def sweep(
     """
     setup(verbose, quiet)
     settings = resolve_settings(
-        config_file=config, overrides=overrides or [], print_config=print_config
+        config_file=config, overrides=overrides or [], recipe=recipe, print_config=print_config
     )
     from visionops.tracking.sweeps import create_sweep
 
@@ -392,8 +427,8 @@ def sweep(
             }
         )
         return
-    console.print(f"sweep {result.sweep_id} created; start agents anywhere with:")
-    out.print(f"  {result.agent_command}")
+    console.print(f"sweep {safe(result.sweep_id)} created; start agents anywhere with:")
+    out.print(f"  {safe(result.agent_command)}")
 
 
 def register(app: typer.Typer) -> None:

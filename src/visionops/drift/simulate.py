@@ -190,7 +190,7 @@ def simulate_folder(
         raise DriftError(str(exc)) from None
     root = source if source.is_dir() else source.parent
     if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
-        raise DriftError(f"--out {out_dir} is inside {source} — write the copies elsewhere")
+        raise DriftError(f"--out-dir {out_dir} is inside {source} — write the copies elsewhere")
     as_jpeg = any(s.name == "jpeg" for s in shifts)
     rng = np.random.default_rng(seed)
     written = 0
