@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+# pytest-xdist starts its workers with COLUMNS=80, and rich fixes a console's width from COLUMNS
+# when it is built (at import): the CLI's consoles would then ignore the width a test asks for.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 from visionops.artifacts import (
     DatasetRef,
     ModelSpec,

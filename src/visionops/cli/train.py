@@ -194,7 +194,8 @@ def train(
         typer.Option(
             "--nnodes",
             help="Machines taking part: N, or MIN:MAX for elastic membership, e.g. 2."
-            " Needs --rdzv-endpoint.",
+            " Needs --rdzv-endpoint (default: this machine alone, or what a launcher's"
+            " environment says).",
             rich_help_panel="Several machines",
         ),
     ] = None,
@@ -203,7 +204,7 @@ def train(
         typer.Option(
             "--node-rank",
             help="This machine's number, 0..N-1; node 0 hosts the rendezvous and writes the"
-            " run, e.g. 1.",
+            " run, e.g. 1 (default: 0 on one machine; required with a fixed --nnodes).",
             rich_help_panel="Several machines",
         ),
     ] = None,
@@ -211,7 +212,8 @@ def train(
         str | None,
         typer.Option(
             "--rdzv-endpoint",
-            help="HOST:PORT of node 0, where the machines meet, e.g. 10.0.0.1:29500.",
+            help="HOST:PORT of node 0, where the machines meet, e.g. 10.0.0.1:29500"
+            " (default: none; needed with --nnodes).",
             rich_help_panel="Several machines",
         ),
     ] = None,
