@@ -92,9 +92,10 @@ def _start(project: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _two_nodes(nodes: list[Path], *extra: str, timeout: float = 240) -> list[tuple[int, str, str]]:
+def _launch_two_nodes(nodes: list[Path], *extra: str) -> list[subprocess.Popen[str]]:
+    """``visionops train --nnodes 2`` in each project folder, node ``i`` in ``nodes[i]``."""
     endpoint = f"127.0.0.1:{_free_port()}"
-    processes = [
+    return [
         _start(
             project,
             *COMMON,
@@ -110,8 +111,11 @@ def _two_nodes(nodes: list[Path], *extra: str, timeout: float = 240) -> list[tup
         )
         for rank, project in enumerate(nodes)
     ]
+
+
+def _two_nodes(nodes: list[Path], *extra: str, timeout: float = 240) -> list[tuple[int, str, str]]:
     results = []
-    for process in processes:
+    for process in _launch_two_nodes(nodes, *extra):
         stdout, stderr = process.communicate(timeout=timeout)
         results.append((process.returncode, stdout, stderr))
     return results
@@ -211,24 +215,7 @@ def test_a_killed_worker_restarts_the_group_which_resumes(
     tiny_shapes: Path, tmp_path: Path
 ) -> None:
     nodes = [_project(tmp_path / f"node{rank}", tiny_shapes) for rank in range(2)]
-    endpoint = f"127.0.0.1:{_free_port()}"
-    launchers = [
-        _start(
-            project,
-            *COMMON,
-            "--batch-size",
-            str(PER_NODE_BATCH),
-            "--nnodes",
-            "2",
-            "--node-rank",
-            str(rank),
-            "--rdzv-endpoint",
-            endpoint,
-            "--name",
-            "killed",
-        )
-        for rank, project in enumerate(nodes)
-    ]
+    launchers = _launch_two_nodes(nodes, "--name", "killed")
     run = nodes[0] / "runs" / "killed"
     history = run / "history.jsonl"
     deadline = time.monotonic() + 180
