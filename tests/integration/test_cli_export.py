@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from visionops.cli.app import app, main
+from cli_helpers import run_main as _main
+from visionops.cli.app import app
 
 runner = CliRunner()
 
@@ -45,18 +45,6 @@ def exported(project: Path) -> dict[str, object]:
 def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(project)
     return project
-
-
-def _main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    """Run the installed entry point in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["visionops", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), captured.out, captured.err
 
 
 def test_export_writes_a_verified_bundle(exported: dict[str, object], project: Path) -> None:

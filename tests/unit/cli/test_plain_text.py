@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli_helpers import run_main as _main
 from visionops.cli._common import setup
 from visionops.cli._text import DataTable, safe
-from visionops.cli.app import app, main
-
-
-def _main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["visionops", *args])
-    code: object = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return (code if isinstance(code, int) else 0), captured.out, captured.err
+from visionops.cli.app import app
 
 
 def test_help_keeps_brackets() -> None:
