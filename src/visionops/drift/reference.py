@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visionops.config import Settings
-from visionops.errors import DriftError, VisionOpsError
+from visionops.errors import DatasetNotFoundError, DriftError, VisionOpsError
 from visionops.imaging import image_statistics
 from visionops.inference.bundle import find_bundle, load_bundle, write_bundle_manifest
 from visionops.progress import NULL_PROGRESS, ProgressReporter
@@ -142,20 +142,17 @@ class ReferenceResult:
 
 def _run_dataset(bundle_dir: Path) -> Path:
     """The prepared dataset recorded in the run that holds the bundle."""
-    from visionops.runs import read_run_manifest
+    from visionops.runs import find_run_dataset, read_run_manifest
 
     run_dir = bundle_dir.resolve().parent
-    manifest = read_run_manifest(run_dir)
-    recorded = manifest.dataset.path
-    path = Path(recorded)
-    candidates = [path] if path.is_absolute() else [path, run_dir.parent.parent / path]
-    for candidate in candidates:
-        if recorded and (candidate / "manifest.json").is_file():
-            return candidate
-    raise DriftError(
-        f"the prepared dataset {recorded or '?'} of run {run_dir.name} is gone — pass the"
-        " DATASET to draw the reference from"
-    )
+    run = read_run_manifest(run_dir)
+    try:
+        return find_run_dataset(run_dir, run)
+    except DatasetNotFoundError:
+        raise DriftError(
+            f"the prepared dataset {run.dataset.path or '?'} of run {run_dir.name} is gone —"
+            " pass the DATASET to draw the reference from"
+        ) from None
 
 
 def _write_npz(path: Path, arrays: dict[str, NDArray[Any]]) -> None:
