@@ -329,7 +329,7 @@ def ddp_main(args: argparse.Namespace, workdir: Path, prepared: Path, n_train: i
     )
     print(f"{'model':<20}{'1x2 s/epoch':>12}{'2x1 s/epoch':>12}{'ratio':>8}{'all-reduce':>16}")
     print(
-        f"{model:<20}{statistics.median(single):>12.2f}{statistics.median(double):>12.2f}"
+        f"{model:<20}{statistics.median(single):>12.3f}{statistics.median(double):>12.3f}"
         f"{ratio:>7.2f}x{1000 * reduce_s:>10.1f} ms/step  ({numel / 1e6:.1f} M floats)"
     )
 

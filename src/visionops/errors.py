@@ -42,6 +42,7 @@ __all__ = [
     "ServeError",
     "SkewError",
     "SourceError",
+    "StorageError",
     "TrackingError",
     "TrainingError",
     "VisionOpsError",
@@ -129,6 +130,12 @@ class ServeError(VisionOpsError):
 
 class SkewError(ServeError):
     """Serving disagreed with the exported model on the same images."""
+
+
+class StorageError(VisionOpsError):
+    """A bucket or remote URL cannot be used: no driver, no credentials, unreachable."""
+
+    exit_code = 2
 
 
 class DriftError(VisionOpsError):
