@@ -1,0 +1,128 @@
+"""The names ``model.name`` accepts, from both families, and what is known of each."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+
+import visionops.models.timm_family as timm_family
+import visionops.models.torchvision_family as torchvision_family
+from visionops.errors import ConfigError
+
+__all__ = [
+    "BackboneFacts",
+    "check_model_name",
+    "describe_backbones",
+    "list_backbones",
+    "pretrained_normalization",
+]
+
+_PARAMS_UP_TO = 60
+"""Counting a timm model's parameters builds it (on the meta device): only for short lists."""
+
+
+def list_backbones(family: str = "all") -> list[str]:
+    """Names accepted by ``model.name``: torchvision classifiers, then ``timm:<name>``.
+
+    Args:
+        family: ``all``, ``torchvision`` or ``timm``.
+    """
+    listed: list[str] = []
+    if family in ("all", "torchvision"):
+        listed += torchvision_family.names()
+    if family in ("all", "timm"):
+        listed += timm_family.names()
+    return listed
+
+
+@dataclass(frozen=True)
+class BackboneFacts:
+    """One backbone and what its family's metadata says of it.
+
+    Attributes:
+        name: The ``model.name``.
+        family: ``torchvision`` or ``timm``.
+        params_m: Parameters in millions, with the ImageNet head.
+        gflops: GFLOPs at 224 px (torchvision only).
+        imagenet_top1: ImageNet-1K top-1 accuracy (%) of the default weights (torchvision).
+        weights: The default weights' name (what ``--pretrained`` loads; torchvision).
+        pretrained_tags: timm's pretrained tags (``model.name=timm:<name>.<tag>``).
+    """
+
+    name: str
+    family: str = "torchvision"
+    params_m: float | None = None
+    gflops: float | None = None
+    imagenet_top1: float | None = None
+    weights: str | None = None
+    pretrained_tags: list[str] = field(default_factory=list)
+
+
+def describe_backbones(pattern: str = "*", family: str = "all") -> list[BackboneFacts]:
+    """Every backbone matching ``pattern`` with what is known of it (nothing is downloaded).
+
+    timm parameter counts need the model built on the meta device, so they are given only
+    when at most 60 timm models match.
+
+    Args:
+        pattern: Shell-style pattern on the name (``*vit*``, ``timm:convnext*``).
+        family: ``all``, ``torchvision`` or ``timm``.
+    """
+    matching = [n for n in list_backbones(family) if fnmatch.fnmatchcase(n, pattern)]
+    tags = timm_family.pretrained_tags()
+    timm_count = sum(1 for n in matching if timm_family.is_timm(n))
+    described: list[BackboneFacts] = []
+    for name in matching:
+        if not timm_family.is_timm(name):
+            facts = torchvision_family.describe(name)
+            described.append(
+                BackboneFacts(
+                    name,
+                    params_m=facts.params_m,
+                    gflops=facts.gflops,
+                    imagenet_top1=facts.imagenet_top1,
+                    weights=facts.weights,
+                )
+            )
+            continue
+        arch = timm_family.arch_of(name)
+        described.append(
+            BackboneFacts(
+                name,
+                family="timm",
+                params_m=timm_family.param_count(name) if timm_count <= _PARAMS_UP_TO else None,
+                pretrained_tags=list(tags.get(arch, ())),
+            )
+        )
+    return described
+
+
+def check_model_name(name: str) -> None:
+    """Raise a :class:`ConfigError` with close suggestions if ``name`` is not a backbone."""
+    if timm_family.is_timm(name):
+        problem = timm_family.check(name)
+        if problem is None:
+            return
+        known = [n.removeprefix("timm:") for n in timm_family.names()]
+        matches = difflib.get_close_matches(timm_family.arch_of(name), known, n=3, cutoff=0.6)
+        close = [f"timm:{c}" for c in matches]
+    else:
+        known_tv = torchvision_family.names()
+        if name in known_tv:
+            return
+        problem = f"unknown model '{name}'"
+        close = difflib.get_close_matches(name, known_tv, n=3, cutoff=0.5)
+        timm_close = difflib.get_close_matches(
+            name, [n.removeprefix("timm:") for n in timm_family.names()], n=3, cutoff=0.75
+        )
+        close += [f"timm:{c}" for c in timm_close if f"timm:{c}" not in close][: 3 - len(close)]
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise ConfigError(f"{problem} — {hint}`visionops models` lists the choices")
+
+
+def pretrained_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std the pretrained weights of ``name`` expect (its family's pretrained config)."""
+    if timm_family.is_timm(name):
+        return timm_family.normalization(name)
+    return torchvision_family.normalization(name)
