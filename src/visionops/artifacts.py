@@ -250,6 +250,7 @@ class ModelSpec(ArtifactModel):
     feature_dim: int | None = None
     dropout: float = 0.0
     pretrained: bool = False
+    weights: str | None = None
     freeze_backbone: bool = False
 
 

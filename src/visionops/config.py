@@ -23,10 +23,18 @@ import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from visionops.errors import ConfigError
 
@@ -56,7 +64,9 @@ __all__ = [
 
 Task = Literal["classification", "multilabel", "regression", "anomaly"]
 ResizePolicy = Literal["crop", "letterbox"]
-BackboneLayer = Literal["layer1", "layer2", "layer3", "layer4"]
+BackboneLayer = Annotated[str, StringConstraints(pattern=r"^(layer[1-4]|block[0-9]{1,3})$")]
+"""``layer1``..``layer4`` (a CNN's stage at stride 4..32, a ViT's block ending that quarter of
+its depth) or ``block<i>`` (a ViT's block ``i``)."""
 PROJECT_FILE = "visionops.yaml"
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -139,8 +149,20 @@ class AugmentSettings(_Section):
 class ModelSettings(_Section):
     """Which network to build."""
 
-    name: str = Field("resnet18", description="A torchvision model name (`visionops models`).")
-    pretrained: bool = Field(False, description="Start from torchvision's default weights.")
+    name: str = Field(
+        "resnet18",
+        description="A torchvision name or timm:<name>[.<tag>] (`visionops models`).",
+    )
+    pretrained: bool = Field(
+        False,
+        description="Start from pretrained weights in the local cache (TORCH_HOME for"
+        " torchvision, the Hugging Face cache for timm; HF_HUB_OFFLINE honoured).",
+    )
+    weights: str | None = Field(
+        None,
+        description="Start from this state dict (.pth, .pt or .safetensors) instead; its old"
+        " classifier is dropped and every other shape checked.",
+    )
     freeze_backbone: bool = Field(False, description="Train only the new head.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
 
@@ -170,9 +192,10 @@ class AnomalySettings(_Section):
     """The memory-bank anomaly detector (PatchCore), trained in one pass over good images."""
 
     layers: list[BackboneLayer] = Field(
-        default_factory=lambda: list[BackboneLayer](["layer2", "layer3"]),
+        default_factory=lambda: ["layer2", "layer3"],
         min_length=1,
-        description="Backbone layers whose 3x3-averaged features are concatenated.",
+        description="Backbone layers whose 3x3-averaged features are concatenated: layer1..4"
+        " (a ViT: the block ending that quarter of its depth) or block<i> (a ViT's block i).",
     )
     coreset_ratio: float = Field(
         0.01,

@@ -249,6 +249,7 @@ def load_trained_model(run_dir: Path, which: str = "best") -> tuple[Any, RunReco
         channels=spec.channels,
         pretrained=False,
         dropout=spec.dropout,
+        image_size=spec.image_size,
     )
     state = checkpoint.get("ema") or checkpoint["model"]
     try:

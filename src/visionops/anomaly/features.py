@@ -1,9 +1,13 @@
 """Locally aware patch features from a frozen backbone (PatchCore's feature extractor).
 
-The intermediate maps of a ResNet-family network (``layer2`` and ``layer3`` by default) are
-each averaged over a 3×3 neighbourhood, so every patch feature sees its surroundings; the
-deeper, coarser maps are upsampled to the first one's grid and concatenated along channels.
-An optional seeded Gaussian random projection then shortens the feature vectors.
+The intermediate maps of a backbone (``layer2`` and ``layer3`` by default) are each averaged
+over a 3×3 neighbourhood, so every patch feature sees its surroundings; the deeper, coarser
+maps are upsampled to the first one's grid and concatenated along channels. An optional
+seeded Gaussian random projection then shortens the feature vectors.
+
+Three kinds of trunk give the maps (:mod:`visionops.anomaly.trunks`): a torchvision
+ResNet's children, a timm CNN's ``features_only`` stages, and a timm ViT's patch tokens of
+chosen blocks (the DINOv2 family included).
 
 Examples:
     >>> extractor = PatchFeatureExtractor.build("resnet18", channels=3)
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,8 +27,8 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional
 
-from visionops.errors import ConfigError
-from visionops.models import build_model
+from visionops.anomaly.trunks import build_trunk
+from visionops.models import build_backbone
 
 __all__ = [
     "PatchFeatureExtractor",
@@ -63,9 +68,10 @@ class PatchFeatureExtractor(nn.Module):
     """Frozen trunk of a backbone returning ``(B, D, h, w)`` patch features.
 
     Args:
-        stages: The backbone's children in order, up to the deepest requested layer.
-        layers: Names of the children whose outputs are used (e.g. ``layer2``, ``layer3``).
+        stages: The trunk: maps images to the requested layers' maps, in order.
+        layers: The layers' names (``layer2``, ``block8``, ...).
         channels: Input channels.
+        probe_size: Input side used once to count the maps' channels.
 
     Attributes:
         full_dim: Channels of the concatenated features before any projection.
@@ -75,16 +81,16 @@ class PatchFeatureExtractor(nn.Module):
     projection: torch.Tensor | None
 
     def __init__(
-        self, stages: Sequence[tuple[str, nn.Module]], layers: Sequence[str], channels: int
+        self, stages: nn.Module, layers: Sequence[str], channels: int, probe_size: int = 32
     ) -> None:
         super().__init__()
-        self.stages = nn.ModuleDict(dict(stages))
+        self.stages = stages
         self.layers = tuple(layers)
         self.register_buffer("projection", None)
         self.requires_grad_(False)
         self.eval()
         with torch.no_grad():
-            maps = self._layer_maps(torch.zeros(1, channels, 32, 32))
+            maps = self._layer_maps(torch.zeros(1, channels, probe_size, probe_size))
         self.full_dim = sum(int(m.shape[1]) for m in maps)
 
     @classmethod
@@ -95,16 +101,23 @@ class PatchFeatureExtractor(nn.Module):
         channels: int,
         layers: Sequence[str] = ("layer2", "layer3"),
         pretrained: bool = False,
+        weights: Path | None = None,
+        image_size: int = 224,
         projection_dim: int | None = None,
         seed: int = 0,
     ) -> PatchFeatureExtractor:
-        """Build the extractor from a torchvision backbone name.
+        """Build the extractor from a ``model.name``.
 
         Args:
-            name: A ResNet-family backbone (``resnet18``, ``wide_resnet50_2``, ...).
+            name: A ResNet-family torchvision backbone (``resnet18``, ``wide_resnet50_2``) or a
+                timm CNN or ViT (``timm:convnext_atto``, ``timm:vit_small_patch14_dinov2``).
             channels: Input channels (1 or 3).
-            layers: Intermediate layers whose features are concatenated.
-            pretrained: Load torchvision's ImageNet weights.
+            layers: Layers whose features are concatenated: ``layer1``..``layer4`` (the CNN
+                stage at stride 4..32; a ViT's block ending that quarter of its depth), or
+                ``block<i>`` (a ViT's block ``i``, from 0).
+            pretrained: Load the family's pretrained weights from the local cache.
+            weights: Load this state dict file instead.
+            image_size: Input side (a ViT's position embeddings are resampled to it).
             projection_dim: Project the concatenated features to this many dimensions.
             seed: Seeds the random initialisation and the projection.
 
@@ -112,19 +125,15 @@ class PatchFeatureExtractor(nn.Module):
             ConfigError: A backbone without the requested layers, or an unknown name.
         """
         torch.manual_seed(seed)
-        network = build_model(name, num_outputs=1, channels=channels, pretrained=pretrained)
-        children = list(network.backbone.named_children())
-        names = [child for child, _ in children]
-        missing = [layer for layer in layers if layer not in names]
-        if missing or not layers:
-            raise ConfigError(
-                f"backbone '{name}' has no layer {', '.join(missing) or '(none asked)'} — anomaly"
-                " detection needs a ResNet-family backbone (resnet18, wide_resnet50_2, ...) and"
-                " anomaly.layers from layer1..layer4"
-            )
-        deepest = max(names.index(layer) for layer in layers)
-        stages = children[: deepest + 1]
-        extractor = cls(stages, layers, channels)
+        network, _ = build_backbone(
+            name,
+            channels=channels,
+            pretrained=pretrained,
+            weights=weights,
+            image_size=image_size,
+        )
+        trunk = build_trunk(name, network, layers)
+        extractor = cls(trunk, layers, channels, probe_size=image_size)
         if projection_dim is not None and projection_dim < extractor.full_dim:
             extractor.set_projection(
                 random_projection(extractor.full_dim, projection_dim, seed + 1)
@@ -141,12 +150,7 @@ class PatchFeatureExtractor(nn.Module):
         return int(self.projection.shape[1]) if self.projection is not None else self.full_dim
 
     def _layer_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        maps: list[torch.Tensor] = []
-        x = images
-        for stage_name, stage in self.stages.items():
-            x = stage(x)
-            if stage_name in self.layers:
-                maps.append(x)
+        maps: list[torch.Tensor] = self.stages(images)
         return maps
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

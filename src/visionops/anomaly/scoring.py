@@ -137,7 +137,9 @@ def build_patchcore(name: str, channels: int, record: AnomalyModelRecord) -> Pat
     """
     if record.image_size is None or record.sigma is None or record.chunk is None:
         raise ValueError("the anomaly record has no image_size, sigma or chunk")
-    extractor = PatchFeatureExtractor.build(name, channels=channels, layers=record.layers)
+    extractor = PatchFeatureExtractor.build(
+        name, channels=channels, layers=record.layers, image_size=record.image_size
+    )
     if record.projection_dim is not None:
         extractor.set_projection(torch.zeros(extractor.full_dim, record.projection_dim))
     return PatchCoreModel(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import numpy as np
@@ -28,8 +29,6 @@ from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, meta_field
 from visionops.tasks._results import Outputs, Plot, TaskMetrics, finite
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import torch
     from torch import nn
 
@@ -372,6 +371,8 @@ class AnomalyTask(Task):
             channels=channels,
             layers=options.layers,
             pretrained=settings.model.pretrained,
+            weights=Path(settings.model.weights) if settings.model.weights else None,
+            image_size=image_size,
             projection_dim=options.projection_dim,
             seed=settings.train.seed,
         )
@@ -385,7 +386,8 @@ class AnomalyTask(Task):
             image_size,
             plan.describe(),
         )
-        self._fit = (options, settings.train.seed, extractor, plan, settings.model.pretrained)
+        starts_trained = settings.model.pretrained or settings.model.weights is not None
+        self._fit = (options, settings.train.seed, extractor, plan, starts_trained)
         return plan.dim
 
     def fit(

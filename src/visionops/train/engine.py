@@ -136,7 +136,7 @@ def training_versions() -> dict[str, str]:
 
 def normalisation(settings: Settings, dataset: PreparedDataset) -> tuple[list[float], list[float]]:
     """The run's per-channel mean and std: the backbone's when pretrained, else the data's."""
-    if settings.model.pretrained:
+    if settings.model.pretrained or settings.model.weights is not None:
         mean, std = pretrained_normalization(settings.model.name)
         if dataset.channels == 1:
             # The first convolution sums the RGB weights: feed it a grey level normalised
@@ -242,6 +242,8 @@ class Engine:
             channels=dataset.channels,
             pretrained=settings.model.pretrained,
             dropout=settings.model.dropout,
+            weights=Path(settings.model.weights) if settings.model.weights else None,
+            image_size=dataset.image_size,
         )
         if settings.model.freeze_backbone:
             for parameter in model.backbone.parameters():

@@ -72,6 +72,7 @@ def new_run_record(
             feature_dim=feature_dim,
             dropout=settings.model.dropout,
             pretrained=settings.model.pretrained,
+            weights=settings.model.weights,
             freeze_backbone=freeze_backbone,
         ),
         normalization=Normalization(mean=list(mean), std=list(std)),
