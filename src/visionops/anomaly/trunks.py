@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ class TimmIntermediates(nn.Module):
         self.indices = [int(i) for i in indices]
         self.vit = vit
         # What comes after the deepest map (blocks, the classifier) is never run: drop it.
-        prune = network.prune_intermediate_layers  # type: ignore[operator]
+        prune: Any = network.prune_intermediate_layers
         prune(self.indices, prune_norm=not vit, prune_head=True)
         self.network = network
 

@@ -331,20 +331,34 @@ def train(
 
 
 def models(
+    pattern: Annotated[
+        str,
+        typer.Argument(
+            help="Shell-style pattern on the name, e.g. 'timm:vit_*' or '*convnext*'.",
+            metavar="PATTERN",
+        ),
+    ] = "*",
+    family: Annotated[
+        Literal["all", "torchvision", "timm"],
+        typer.Option("--family", help="Which family to list."),
+    ] = "all",
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
-    """List the backbones `--model` accepts, with size and ImageNet facts.
+    """List the backbones `--model` accepts: torchvision's, then timm's (`timm:<name>`).
 
-    Parameters include torchvision's 1000-class ImageNet head, which training replaces.
+    Parameters include the model's own ImageNet head, which training replaces. timm's
+    parameters are counted when a pattern leaves at most 60 timm models; its pretrained
+    tags go after the name as `timm:<name>.<tag>` (`--pretrained` reads them from the local
+    Hugging Face cache).
 
-    Example: visionops models --json
+    Example: visionops models 'timm:vit_*dinov2*'
     """
     setup(verbose, quiet)
     from visionops.models import describe_backbones
 
-    rows = describe_backbones()
+    rows = describe_backbones(pattern, family)
     if json_output:
         print_json([dataclasses.asdict(row) for row in rows])
         return
@@ -355,12 +369,18 @@ def models(
     table.add_column("ImageNet top-1", justify="right")
     table.add_column("--pretrained weights", optional=True)
     for row in rows:
+        if row.family == "timm":
+            shown = ", ".join(row.pretrained_tags[:4])
+            more = len(row.pretrained_tags) - 4
+            weights = f"tags: {shown}" + (f" (+{more})" if more > 0 else "") if shown else "-"
+        else:
+            weights = row.weights or "-"
         table.add_row(
             row.name,
             f"{row.params_m:.1f}" if row.params_m is not None else "-",
             f"{row.gflops:.2f}" if row.gflops is not None else "-",
             f"{row.imagenet_top1:.1f}" if row.imagenet_top1 is not None else "-",
-            row.weights or "-",
+            weights,
         )
     out.print(table)
 

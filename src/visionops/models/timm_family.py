@@ -124,7 +124,8 @@ def new_network(name: str) -> tuple[nn.Module, list[str]]:
         raise ConfigError(
             f"{name} has no classifier to replace — pick a classifier from `visionops models`"
         )
-    classifier = network.pretrained_cfg.get("classifier") or ()
+    config: dict[str, Any] = dict(getattr(network, "pretrained_cfg", None) or {})
+    classifier = config.get("classifier") or ()
     head = [classifier] if isinstance(classifier, str) else list(classifier)
     return network, head
 
