@@ -112,11 +112,13 @@ def check_model_name(name: str) -> None:
         if name in known_tv:
             return
         problem = f"unknown model '{name}'"
-        close = difflib.get_close_matches(name, known_tv, n=3, cutoff=0.5)
-        timm_close = difflib.get_close_matches(
-            name, [n.removeprefix("timm:") for n in timm_family.names()], n=3, cutoff=0.75
-        )
-        close += [f"timm:{c}" for c in timm_close if f"timm:{c}" not in close][: 3 - len(close)]
+        timm_names = [n.removeprefix("timm:") for n in timm_family.names()]
+        # A timm name given without its prefix is the likeliest meaning.
+        close = [f"timm:{name}"] if name in timm_names else []
+        close += difflib.get_close_matches(name, known_tv, n=3, cutoff=0.5)
+        timm_close = difflib.get_close_matches(name, timm_names, n=3, cutoff=0.75)
+        close += [f"timm:{c}" for c in timm_close if f"timm:{c}" not in close]
+        close = close[:3]
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     raise ConfigError(f"{problem} — {hint}`visionops models` lists the choices")
 
