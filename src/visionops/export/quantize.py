@@ -125,6 +125,32 @@ def quantize_int8(
             logger.debug(f"quantiser output: {noise.getvalue().strip()}")
 
 
+ATTENTION_INT8_OPS = ("Conv", "MatMul", "Gemm")
+"""What int8 touches in a graph with attention: the operators with weights. A transformer's
+residual additions, softmax and layer norms lose too much at 8 bits (the whole-graph int8 of a
+ViT-Tiny drops several points of accuracy), while its MatMuls hold nearly all its work."""
+
+_ATTENTION_OPS = frozenset({"Softmax", "LayerNormalization"})
+
+
+def int8_op_types(task: Task, graph: Path) -> tuple[str, ...] | None:
+    """The operators int8 quantises: the task's choice, else the weighted ones of a transformer.
+
+    Args:
+        task: The run's task (its ``int8_op_types`` wins when it has one).
+        graph: The fp32 ONNX graph.
+
+    Returns:
+        Operator types, or None for every one ONNX Runtime can quantise.
+    """
+    if task.int8_op_types:
+        return tuple(task.int8_op_types)
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(graph), load_external_data=False).graph.node}
+    return ATTENTION_INT8_OPS if ops & _ATTENTION_OPS else None
+
+
 def quantize_and_judge(
     tmp: Path,
     dataset: PreparedDataset,
@@ -166,13 +192,14 @@ def quantize_and_judge(
         )
     fp32_path, int8_path = tmp / "model.onnx", tmp / "model.int8.onnx"
     started = time.perf_counter()
+    op_types = int8_op_types(task, fp32_path)
     try:
         quantize_int8(
             fp32_path,
             int8_path,
             np.asarray(dataset.images[calibration]),
             layout=layout,
-            op_types=task.int8_op_types,
+            op_types=op_types,
             symbolic_shapes=task.int8_symbolic_shapes,
         )
     except ExportError as exc:
@@ -212,7 +239,7 @@ def quantize_and_judge(
         format="QDQ",
         activations="uint8",
         weights="int8, per channel",
-        quantized_ops=list(task.int8_op_types) if task.int8_op_types else None,
+        quantized_ops=list(op_types) if op_types else None,
         calibration=Calibration(split="train", images=len(calibration), method="minmax"),
         split=eval_split,
         images=len(eval_indices),
