@@ -100,3 +100,36 @@ def test_vit_at_its_own_224px_trains_evaluates_exports_and_serves(
     prepared_shapes_224: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _lifecycle(tmp_path, prepared_shapes_224, "timm:vit_tiny_patch16_224", monkeypatch)
+
+
+def test_demo_anomaly_with_a_vit_backbone_end_to_end(
+    prepared_anomaly: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory bank on a random-init ViT's patch tokens: fit, eval, export, serve."""
+    monkeypatch.chdir(tmp_path)
+    model = "timm:vit_tiny_patch16_224"
+    _invoke(
+        "train", str(prepared_anomaly), "--name", "vit-bank", "--recipe", "demo-anomaly",
+        "--model", model, "--device", "cpu",
+    )  # fmt: skip
+    run = Path("runs") / "vit-bank"
+    record = RunRecord.read(run / "run.json")
+    assert record.model.name == model and record.anomaly is not None
+    assert record.anomaly.layers == ["layer1", "layer2"]
+    assert record.anomaly.patches_per_image == 4 * 4  # 64 px / 16 px patches
+
+    evaluated = json.dumps(_invoke("eval", str(run), "--device", "cpu"))
+    assert "image_auroc" in evaluated and "pixel_auroc" in evaluated
+
+    _invoke("export", str(run))
+    parity = ParityRecord.model_validate_json((run / "bundle" / "parity.json").read_text())
+    assert parity.passed, parity.failures
+    assert max(parity.max_abs_diff.values()) <= PARITY_ATOL
+
+    with serving(run / "bundle", tmp_path / "predlogs") as client:
+        response = client.post(
+            "/predict", files={"file": ("carpet.png", colour_image("red", (64, 64)), "image/png")}
+        )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert "score" in json.dumps(answer) and "heatmap" in json.dumps(answer)
