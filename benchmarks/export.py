@@ -1,6 +1,8 @@
 """Export speed: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8 on the CPU.
 
-Part 1 — ResNet-18 at 224 px with random weights (nothing is downloaded), 1000 classes,
+Part 1 — ``--model`` (ResNet-18 by default; ``timm:vit_tiny_patch16_224`` for a ViT-Tiny, whose
+int8 graph quantises its MatMuls as well as its Conv) at 224 px with random weights (nothing is
+downloaded), 1000 classes,
 exported with visionops' own path (``ExportWrapper`` + ``export_onnx``: uint8 input,
 normalisation and softmax inside the graph) and quantised with ``quantize_int8`` (static
 QDQ, calibrated on synthetic photo-like images). All three engines run the same
@@ -12,9 +14,11 @@ throughput at batch 1 is 1000 / median latency.
 Part 2 — the int8 accuracy cost on the demo task: a real ``visionops train`` run on the
 embedded ``demo:shapes`` data (CPU, a few epochs), then ``visionops export --quantize int8``
 (its test-split accuracy for fp32 and int8, the refusal rule and the speed-up at the
-trained size). ``--run PATH`` uses an existing run instead; ``--skip-demo`` skips it.
+trained size), with the same ``--model``. ``--run PATH`` uses an existing run instead;
+``--skip-demo`` skips it.
 
 Run: python benchmarks/export.py --threads 1 2
+     python benchmarks/export.py --model timm:vit_tiny_patch16_224
 """
 
 from __future__ import annotations
@@ -73,21 +77,23 @@ def photo_like(count: int, size: int, seed: int = 0) -> np.ndarray:
     return images
 
 
-def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int) -> dict[str, Any]:
+def model_part(
+    name: str, size: int, threads: list[int], seconds: float, min_calls: int
+) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
     from visionops.export.graph import ExportWrapper, export_onnx
-    from visionops.export.quantize import quantize_int8
+    from visionops.export.quantize import ATTENTION_INT8_OPS, quantize_int8
     from visionops.export.timing import time_interleaved
-    from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from visionops.models import IMAGENET_MEAN, IMAGENET_STD, build_model, is_vit
     from visionops.tasks import ClassificationTask
 
     torch.manual_seed(0)
-    model = build_model("resnet18", num_outputs=1000).eval()
+    model = build_model(name, num_outputs=1000, image_size=size).eval()
     task = ClassificationTask([f"class{i}" for i in range(1000)])
     wrapper = ExportWrapper(model, task=task, mean=IMAGENET_MEAN, std=IMAGENET_STD).eval()
-    results: dict[str, Any] = {"size": size, "threads": {}}
+    results: dict[str, Any] = {"model": name, "size": size, "threads": {}}
     with tempfile.TemporaryDirectory(prefix="visionops-bench-export-") as scratch:
         fp32_path, int8_path = Path(scratch) / "model.onnx", Path(scratch) / "model.int8.onnx"
         started = time.perf_counter()
@@ -95,7 +101,10 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
         results["export_seconds"] = round(time.perf_counter() - started, 1)
         calibration = photo_like(64, size)
         started = time.perf_counter()
-        quantize_int8(fp32_path, int8_path, calibration, layout="NCHW")
+        # What `visionops export --quantize int8` picks for a classifier (export.quantize).
+        op_types = ATTENTION_INT8_OPS if is_vit(model.backbone) else None
+        quantize_int8(fp32_path, int8_path, calibration, layout="NCHW", op_types=op_types)
+        results["int8_ops"] = list(op_types) if op_types else "all"
         results["quantize_seconds"] = round(time.perf_counter() - started, 1)
         results["size_mb"] = {
             "fp32": round(fp32_path.stat().st_size / 2**20, 1),
@@ -141,7 +150,7 @@ def resnet18_part(size: int, threads: list[int], seconds: float, min_calls: int)
     return results
 
 
-def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]:
+def demo_part(run: str | None, epochs: int, keep: Path | None, model: str) -> dict[str, Any]:
     from visionops.config import load_settings
     from visionops.export.stage import export_run
     from visionops.train import train
@@ -153,6 +162,7 @@ def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]
             f"data.raw_root={workdir / 'data' / 'raw'}",
             f"data.prepared_root={workdir / 'data' / 'prepared'}",
             "device=cpu",
+            f"model.name={model}",
             f"train.epochs={epochs}",
             "tracking.mode=disabled",
         ]
@@ -193,7 +203,8 @@ def demo_part(run: str | None, epochs: int, keep: Path | None) -> dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=224, help="ResNet-18 input side (px).")
+    parser.add_argument("--model", default="resnet18", help="model.name of both parts.")
+    parser.add_argument("--size", type=int, default=224, help="Part 1 input side (px).")
     parser.add_argument(
         "--threads",
         type=int,
@@ -224,18 +235,19 @@ def main() -> None:
     )
     print(f"machine: {machine}; load average {load_average()}", file=sys.stderr)
     report: dict[str, Any] = {"machine": machine}
-    report["resnet18"] = resnet18_part(args.size, args.threads, args.seconds, args.min_calls)
+    report["model"] = model_part(args.model, args.size, args.threads, args.seconds, args.min_calls)
     if not args.skip_demo:
-        report["demo"] = demo_part(args.run, args.epochs, args.keep)
+        report["demo"] = demo_part(args.run, args.epochs, args.keep, args.model)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return
 
-    part = report["resnet18"]
+    part = report["model"]
     print(
-        f"\nResNet-18 {part['size']}px, random weights, batch 1 (export {part['export_seconds']}s,"
-        f" quantise {part['quantize_seconds']}s; fp32 {part['size_mb']['fp32']} MB,"
-        f" int8 {part['size_mb']['int8']} MB)"
+        f"\n{part['model']} {part['size']}px, random weights, batch 1 (export"
+        f" {part['export_seconds']}s, quantise {part['quantize_seconds']}s; fp32"
+        f" {part['size_mb']['fp32']} MB, int8 {part['size_mb']['int8']} MB, int8 ops"
+        f" {part['int8_ops']})"
     )
     print(f"{'threads':>7} {'engine':<18}{'p50 ms':>9}{'p95 ms':>9}{'img/s':>9}")
     for count, row in part["threads"].items():
@@ -251,7 +263,7 @@ def main() -> None:
     if "demo" in report:
         demo = report["demo"]
         print(
-            f"\ndemo:shapes ({demo['image_size']}px, {demo['epochs']} epochs,"
+            f"\ndemo:shapes, {args.model} ({demo['image_size']}px, {demo['epochs']} epochs,"
             f" trained in {demo['train_seconds']}s): {demo['metric']} on {demo['images']}"
             f" {demo['split']} images fp32 {demo['fp32']:.4f} → int8 {demo['int8']:.4f}"
             f" (drop {demo['drop_pp']:.2f} pp),"
