@@ -32,4 +32,4 @@ def test_every_recipe_has_a_current_page_in_the_nav() -> None:
 
 def test_the_recipe_table_shows_a_list_value_whole() -> None:
     page = (ROOT / "docs" / "recipes" / "mvtec.md").read_text(encoding="utf-8")
-    assert "| `anomaly.layers` | `[layer2, layer3]` |" in page
+    assert "| `anomaly.layers` | `[block8, block11]` | `[layer2, layer3]` |" in page

@@ -362,27 +362,50 @@ def models(
     if json_output:
         print_json([dataclasses.asdict(row) for row in rows])
         return
-    table = Table(title=f"{len(rows)} backbones (model.name)")
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("params (M)", justify="right")
-    table.add_column("GFLOPs @224", justify="right")
-    table.add_column("ImageNet top-1", justify="right")
-    table.add_column("--pretrained weights", optional=True)
-    for row in rows:
-        if row.family == "timm":
-            shown = ", ".join(row.pretrained_tags[:4])
-            more = len(row.pretrained_tags) - 4
-            weights = f"tags: {shown}" + (f" (+{more})" if more > 0 else "") if shown else "-"
-        else:
-            weights = row.weights or "-"
-        table.add_row(
-            row.name,
-            f"{row.params_m:.1f}" if row.params_m is not None else "-",
-            f"{row.gflops:.2f}" if row.gflops is not None else "-",
-            f"{row.imagenet_top1:.1f}" if row.imagenet_top1 is not None else "-",
-            weights,
+    torchvision_rows = [row for row in rows if row.family == "torchvision"]
+    timm_rows = [row for row in rows if row.family == "timm"]
+    if torchvision_rows or not timm_rows:
+        table = Table(title=_count(len(torchvision_rows), "torchvision backbone") + " (model.name)")
+        table.add_column("name", style="bold", no_wrap=True)
+        table.add_column("params (M)", justify="right")
+        table.add_column("GFLOPs @224", justify="right")
+        table.add_column("ImageNet top-1", justify="right")
+        table.add_column("--pretrained weights", optional=True)
+        for row in torchvision_rows:
+            table.add_row(
+                row.name,
+                _number(row.params_m, ".1f"),
+                _number(row.gflops, ".2f"),
+                _number(row.imagenet_top1, ".1f"),
+                row.weights or "-",
+            )
+        out.print(table)
+    if timm_rows:
+        table = Table(
+            title=_count(len(timm_rows), "timm backbone") + " (model.name=timm:<name>[.<tag>])"
         )
-    out.print(table)
+        table.add_column("name", style="bold", no_wrap=True)
+        table.add_column("params (M)", justify="right")
+        table.add_column("pretrained tags", optional=True)
+        for row in timm_rows:
+            tags = ", ".join(row.pretrained_tags[:3])
+            more = len(row.pretrained_tags) - 3
+            table.add_row(
+                row.name,
+                _number(row.params_m, ".1f"),
+                (tags + (f" (+{more})" if more > 0 else "")) or "-",
+            )
+        out.print(table)
+        if any(row.params_m is None for row in timm_rows):
+            console.print("timm parameters are counted for at most 60 models: give a PATTERN")
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "-"
 
 
 def sweep(

@@ -67,4 +67,4 @@ def test_recipes_show_mvtec_fits(width: int) -> None:
     text = _run(["recipes", "show", "mvtec"], width)
     assert "…" not in text
     assert "kaggle:ipythonx/mvtec-ad" in text  # a data source is never cut
-    assert "[layer2, layer3]" in text
+    assert "[block8, block11]" in text
