@@ -6,7 +6,7 @@ maps are upsampled to the first one's grid and concatenated along channels. An o
 seeded Gaussian random projection then shortens the feature vectors.
 
 Three kinds of trunk give the maps (:mod:`visionops.anomaly.trunks`): a torchvision
-ResNet's children, a timm CNN's ``features_only`` stages, and a timm ViT's patch tokens of
+ResNet's children, a timm CNN's stages at stride 4..32, and a timm ViT's patch tokens of
 chosen blocks (the DINOv2 family included).
 
 Examples:
