@@ -89,6 +89,8 @@ def _shown(fs: AbstractFileSystem, path: str, location: str) -> str:
 def _expand(location: str) -> tuple[list[Segment], bool]:
     """The segments under a location, and whether anything is there at all."""
     fs, path = filesystem(location)
+    # Drivers cache listings for the life of the process; replicas keep adding segments.
+    fs.invalidate_cache()
     matches = fs.glob(path) if _GLOB_CHARS & set(location) else [path]
     exists = bool(matches) and any(fs.exists(match) for match in matches)
     segments: list[Segment] = []
