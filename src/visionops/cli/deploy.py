@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -85,10 +85,10 @@ Force = Annotated[bool, typer.Option("--force", "-f", help="Replace manifests th
 def _run(
     platform: Platform,
     args: list[str] | None,
-    options: dict[str, object],
     config: Path | None,
     recipe: str | None,
     print_config: bool,
+    **options: Any,
 ) -> DeployResult:
     target_arg, overrides = one_positional(args, "RUN")
     settings = resolve_settings(
@@ -101,7 +101,7 @@ def _run(
             settings,
             Path(target_arg) if target_arg else None,
             platform=platform,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
 
@@ -171,12 +171,12 @@ def k8s(
     Example: visionops deploy k8s runs/run-001 --image REGISTRY/visionops-serve:v1 --log-dir s3://my-bucket/predictions
     """
     setup(verbose, quiet)
-    options = {
+    options: dict[str, Any] = {
         "out_dir": out_dir, "image": image, "log_dir": log_dir, "name": name,
         "min_replicas": min_replicas, "max_replicas": max_replicas, "cpu_target": cpu_target,
         "service_account": service_account, "force": force,
     }  # fmt: skip
-    _render(_run("k8s", args, options, config, recipe, print_config), json_output)
+    _render(_run("k8s", args, config, recipe, print_config, **options), json_output)
 
 
 def cloudrun(
@@ -212,12 +212,12 @@ def cloudrun(
     Example: visionops deploy cloudrun runs/run-001 --image REGISTRY/visionops-serve:v1 --log-dir gs://my-bucket/predictions
     """
     setup(verbose, quiet)
-    options = {
+    options: dict[str, Any] = {
         "out_dir": out_dir, "image": image, "log_dir": log_dir, "name": name,
         "min_replicas": min_replicas, "max_replicas": max_replicas,
         "concurrency": concurrency, "service_account": service_account, "force": force,
     }  # fmt: skip
-    _render(_run("cloudrun", args, options, config, recipe, print_config), json_output)
+    _render(_run("cloudrun", args, config, recipe, print_config, **options), json_output)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from visionops.errors import ArtifactError
 
-__all__ = ["ServingNeeds", "measure_needs"]
+__all__ = ["ServingNeeds", "measure_needs", "needs_from_measurement"]
 
 MEMORY_HEADROOM = 1.5
 """Request = measured peak RSS x this: decoding buffers and request bodies come on top."""
@@ -84,7 +84,9 @@ def _mib(value: float) -> str:
     return f"{max(64, math.ceil(value / 64) * 64)}Mi"
 
 
-def needs_from_measurement(peak_rss_mib: float, cpu_cores: float, ms_per_image: float) -> ServingNeeds:
+def needs_from_measurement(
+    peak_rss_mib: float, cpu_cores: float, ms_per_image: float
+) -> ServingNeeds:
     """Turn measured figures into requests and limits.
 
     Examples:

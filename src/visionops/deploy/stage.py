@@ -31,7 +31,7 @@ from visionops.inference.bundle import find_bundle, load_bundle
 from visionops.inference.predlog import DEFAULT_DRAIN_S
 from visionops.storage import is_url
 
-__all__ = ["Platform", "DeployResult", "write_manifests"]
+__all__ = ["DeployResult", "Platform", "write_manifests"]
 
 Platform = Literal["k8s", "cloudrun"]
 _FILES: dict[str, str] = {
@@ -105,8 +105,7 @@ def write_manifests(
     """
     if not 1 <= min_replicas <= max_replicas:
         raise ConfigError(
-            f"--min-replicas {min_replicas} and --max-replicas {max_replicas}: pass"
-            " 1 <= min <= max"
+            f"--min-replicas {min_replicas} and --max-replicas {max_replicas}: pass 1 <= min <= max"
         )
     bundle = load_bundle(find_bundle(target, settings.runs_root))
     serve = settings.serve
