@@ -95,7 +95,7 @@ def _expand(location: str) -> tuple[list[Segment], bool]:
     exists = bool(matches) and any(fs.exists(match) for match in matches)
     segments: list[Segment] = []
     for match in sorted(matches):
-        if SEGMENT_PATTERN.match(match.rsplit("/", 1)[-1]):
+        if match.endswith(".jsonl"):  # one segment, named as the user likes
             if fs.isfile(match):
                 segments.append(Segment(fs, match, _shown(fs, match, location)))
             continue

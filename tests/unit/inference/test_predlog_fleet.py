@@ -74,6 +74,14 @@ def test_replicas_are_merged_by_time_with_their_own_embeddings(
     assert [r.request_id for r in both.records] == [r.request_id for r in data.records]
     with pytest.raises(ArtifactError, match="no prediction log at"):
         read_prediction_log(str(tmp_path / "fleet" / "nobody-*"))
+    # One segment under any name is read as it is.
+    renamed = tmp_path / "kept.jsonl"
+    renamed.write_bytes(next((tmp_path / "fleet" / "web-b").glob("*.jsonl")).read_bytes())
+    assert [r.request_id for r in read_prediction_log(renamed).records] == [
+        "web-b2",
+        "web-b3",
+        "web-b9",
+    ]
 
 
 def test_instance_ids_follow_the_platform() -> None:
