@@ -333,6 +333,15 @@ def naive_server(run_dir: Path, work: Path, threads: int) -> Process:
     return Process(command, f"http://127.0.0.1:{port}", "/health", work / f"naive{threads}.log")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------- in-process limit
 
 
@@ -532,6 +541,7 @@ def main() -> None:
                 drift_ab[mode].append(result.throughput)
     upload_ab: dict[str, list[float]] = {"off": [], "on": []}
     uploaded = 0
+    storage_cpu: float | None = None
     if args.upload_ab:
         sys.path.insert(0, str(HERE.parent / "tests"))
         from s3_helpers import s3_server
@@ -539,7 +549,8 @@ def main() -> None:
         with s3_server() as s3:  # sets AWS_ENDPOINT_URL etc. for the servers it outlives
             s3.make_bucket("benchmark-logs")
             for round_ in range(args.rounds):
-                for mode in ("off", "on"):
+                # Alternate which goes first, so a drift in background load favours neither.
+                for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
                     flags: tuple[str, ...] = ()
                     if mode == "on":
                         url = f"s3://benchmark-logs/r{round_}"
@@ -550,6 +561,7 @@ def main() -> None:
                     )
                     upload_ab[mode].append(result.throughput)
             uploaded = sum(key.endswith(".jsonl") for key in s3.keys("benchmark-logs"))
+            storage_cpu = _cpu_seconds(s3.process.pid) if s3.process else None
     fp32 = None
     if len(models) > 1:
         fp32 = measure(
@@ -600,6 +612,11 @@ def main() -> None:
             f" {len(upload_ab['on'])} interleaved rounds; {uploaded} segments uploaded) ="
             f" uploads on / off = {on / off:.3f}x (goal >= 0.97x)"
         )
+        if storage_cpu is not None:
+            print(
+                f"    the local S3 server, on the same cores, used {storage_cpu:.1f} CPU-seconds"
+                " receiving them (a real bucket is elsewhere)"
+            )
         report["upload_ab"] = {**upload_ab, "segments_uploaded": uploaded}
     if naive is not None:
         print(
