@@ -266,6 +266,14 @@ class ServeSettings(_Section):
     api_key: SecretStr | None = Field(None, description="Never printed, logged or saved.")
     allow_unverified: bool = False
     log_images: bool = False
+    log_dir: str | None = Field(
+        None,
+        description="Prediction log folder or URL (s3://, gs://, any fsspec URL); null ="
+        " <run>/predictions.",
+    )
+    log_upload_seconds: float = Field(
+        60.0, gt=0, description="With a log URL: upload the open segment this often (seconds)."
+    )
     top_k: int = Field(5, ge=1)
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="Model run: auto = the int8 model when export kept one, else fp32."
