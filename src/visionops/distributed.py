@@ -27,6 +27,7 @@ __all__ = [
     "broadcast_from_main",
     "check_same_data",
     "cleanup_distributed",
+    "gather_objects",
     "in_torchrun",
     "init_distributed",
 ]
@@ -181,6 +182,15 @@ def broadcast_from_main(value: T, context: DistContext) -> T:
     box: list[object] = [value if context.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return cast("T", box[0])
+
+
+def gather_objects(value: T, context: DistContext) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` for one process)."""
+    if not context.enabled:
+        return [value]
+    gathered: list[T | None] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return cast("list[T]", gathered)
 
 
 def broadcast_flag(flag: bool, context: DistContext, device: torch.device) -> bool:
