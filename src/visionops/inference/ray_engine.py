@@ -196,10 +196,10 @@ def predict_with_ray(
     try:
         import ray.data
 
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         cluster = ray.cluster_resources()
         if actors <= 0:
             pool = cluster.get("GPU", 0) if gpu else cluster.get("CPU", 1) // threads
@@ -209,15 +209,17 @@ def predict_with_ray(
         out_fs = _arrow_filesystem(out) if is_url(out) else None
         out_path = filesystem(out)[1] if is_url(out) else str(Path(out).resolve())
         before = set(_new_shards(out, set())) if out_exists(out) else set()
+        # Reads take no CPU slot: the actors hold them all, and a read waiting for a slot
+        # would wait for ever.
         dataset = ray.data.read_binary_files(
-            paths, include_paths=True, filesystem=filesystem_arg, num_cpus=0.25
+            paths, include_paths=True, filesystem=filesystem_arg, num_cpus=0
         )
         rows = dataset.map_batches(
             RayPredictor,
             fn_constructor_args=(str(bundle.path), protocol, options),
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=0 if gpu else threads,
             num_gpus=1 if gpu else 0,
         )

@@ -53,6 +53,7 @@ def require_pyarrow(what: str = "--out *.parquet") -> Any:
     """
     try:
         import pyarrow
+        import pyarrow.parquet  # noqa: F401  (pyarrow.parquet is a submodule to import)
     except ImportError:
         raise ConfigError(
             f"{what} needs pyarrow — pip install 'visionops[parquet]' (or write .csv/.jsonl)"
