@@ -62,9 +62,7 @@ def predict(
     ] = None,
     resume: Annotated[
         bool,
-        typer.Option(
-            "--resume", help="Continue --out: skip the images it already has a row for."
-        ),
+        typer.Option("--resume", help="Continue --out: skip the images it already has a row for."),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Replace an --out that exists.")

@@ -116,9 +116,7 @@ def predict_files(
             if outcome.embeddings is not None:
                 embeddings.append(outcome.embeddings)
 
-    summary = stream_predictions(
-        predictor, files, [keep], batch_size=batch_size, progress=progress
-    )
+    summary = stream_predictions(predictor, files, [keep], batch_size=batch_size, progress=progress)
     failures = [(Path(path), reason) for path, reason in summary.failures]
     if not records:
         raise DataError(

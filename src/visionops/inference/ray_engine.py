@@ -43,7 +43,7 @@ def require_ray() -> Any:
     """
     try:
         import ray
-        import ray.data  # noqa: F401  (Ray without its data extra has no ray.data)
+        import ray.data  # Ray without its data extra has no ray.data
     except ImportError:
         raise ConfigError(
             "--engine ray needs Ray Data — pip install 'visionops[ray]' (or use --engine local)"
@@ -233,4 +233,3 @@ def predict_with_ray(
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary, precision_used
-

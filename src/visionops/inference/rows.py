@@ -53,7 +53,7 @@ def require_pyarrow(what: str = "--out *.parquet") -> Any:
     """
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401  (pyarrow.parquet is a submodule to import)
+        import pyarrow.parquet  # a submodule: `import pyarrow` alone does not bring it
     except ImportError:
         raise ConfigError(
             f"{what} needs pyarrow — pip install 'visionops[parquet]' (or write .csv/.jsonl)"
@@ -112,7 +112,9 @@ class RowFormat:
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of a parquet row."""
         pa = require_pyarrow()
-        example = pa.Table.from_pylist([dict(zip(self.flat_columns, self.flat_example, strict=True))])
+        example = pa.Table.from_pylist(
+            [dict(zip(self.flat_columns, self.flat_example, strict=True))]
+        )
         fields = [pa.field("path", pa.string())]
         for column in self.flat_columns:
             kind = example.schema.field(column).type

@@ -45,7 +45,6 @@ class StreamSummary:
     seconds: float = 0.0
 
 
-
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -33,8 +33,8 @@ __all__ = [
     "PredictionWriter",
     "done_inputs",
     "open_writer",
-    "out_format",
     "out_exists",
+    "out_format",
 ]
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -113,7 +113,7 @@ def _text_lines(out: str) -> list[str] | None:
     try:
         if not fs.exists(path_in):
             return None
-        text = fs.cat_file(path_in).decode("utf-8")
+        text: str = fs.cat_file(path_in).decode("utf-8")
     except Exception as error:
         raise storage_error(out, error, "read") from None
     whole = text[: text.rfind("\n") + 1]
@@ -239,10 +239,7 @@ class _ShardWriter:
 
     def write(self, predictions: Sequence[Prediction]) -> None:
         self.pending.extend(predictions)
-        if (
-            len(self.pending) >= SHARD_ROWS
-            or time.monotonic() - self.flushed >= SHARD_SECONDS
-        ):
+        if len(self.pending) >= SHARD_ROWS or time.monotonic() - self.flushed >= SHARD_SECONDS:
             self._flush()
 
     def _flush(self) -> None:

@@ -57,7 +57,7 @@ def test_the_reader_reads_local_files_and_raises_oserror_for_missing(tmp_path: P
     image = _png(tmp_path / "x.png")
     reader = InputReader()
     assert reader.read(str(image)) == image.read_bytes()
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         reader.read(str(tmp_path / "gone.png"))
 
 
