@@ -108,16 +108,17 @@ def predict_files(
     records: list[PredictionRecord] = []
     embeddings: list[NDArray[np.float32]] = []
     outputs: list[NDArray[np.float32]] = []
+    failures: list[tuple[Path, str]] = []
 
     def keep(outcome: BatchOutcome) -> None:
         records.extend(outcome.records)
+        failures.extend((Path(p.path), p.error) for p in outcome.predictions if p.error)
         if outcome.records:
             outputs.append(outcome.outputs)
             if outcome.embeddings is not None:
                 embeddings.append(outcome.embeddings)
 
     summary = stream_predictions(predictor, files, [keep], batch_size=batch_size, progress=progress)
-    failures = [(Path(path), reason) for path, reason in summary.failures]
     if not records:
         raise DataError(
             f"none of the {len(files)} files could be decoded (first: {failures[0][0]}:"

@@ -219,7 +219,7 @@ def predict_with_ray(
         )
         rows = dataset.map_batches(
             RayPredictor,
-            fn_constructor_args=(str(bundle.path), protocol, options),
+            fn_constructor_args=(str(bundle.path.resolve()), protocol, options),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),

@@ -79,7 +79,7 @@ class RowFormat:
     def probe(cls, session: ModelSession, postprocess: Postprocessor, task: str) -> RowFormat:
         """The columns of ``task``'s answers, read from the answer to one grey image."""
         grey = np.full((1, session.size, session.size, session.channels), 128, np.uint8)
-        answer = postprocess(session.run(grey), 0, PredictOptions(), grey[0])
+        answer = postprocess(session.run(grey), 0, PredictOptions())
         flat = get_task(task).flat_answer(answer)
         return cls(task=task, flat_columns=tuple(flat), flat_example=tuple(flat.values()))
 
