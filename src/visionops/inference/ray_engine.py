@@ -15,7 +15,9 @@ visionops installed and the inputs reachable (a bucket, or a shared file system)
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -192,44 +194,65 @@ def predict_with_ray(
     summary = StreamSummary()
     if not inputs:
         return summary, precision_used
+    before = set(_new_shards(out, set())) if out_exists(out) else set()
     own = _start(ray, address, local_cpus or available_cores())
     # Timed from here: a running cluster is the steady state; a local Ray's start (seconds)
     # is paid once per job, whatever its size.
     started = time.perf_counter()
     try:
-        import ray.data
-
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        cluster = ray.cluster_resources()
-        if actors <= 0:
-            pool = cluster.get("GPU", 0) if gpu else cluster.get("CPU", 1) // threads
-            actors = max(1, int(pool))
-        filesystem_arg = _arrow_filesystem(inputs[0]) if protocol else None
-        paths = [path.partition("://")[2] if protocol else path for path in inputs]
-        out_fs = _arrow_filesystem(out) if is_url(out) else None
-        out_path = filesystem(out)[1] if is_url(out) else str(Path(out).resolve())
-        before = set(_new_shards(out, set())) if out_exists(out) else set()
-        # Reads take no CPU slot: the actors hold them all, and a read waiting for a slot
-        # would wait for ever.
-        dataset = ray.data.read_binary_files(
-            paths, include_paths=True, filesystem=filesystem_arg, num_cpus=0
-        )
-        rows = dataset.map_batches(
-            RayPredictor,
-            fn_constructor_args=(str(bundle.path.resolve()), protocol, options),
-            batch_size=batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=0 if gpu else threads,
-            num_gpus=1 if gpu else 0,
-        )
-        rows.write_parquet(out_path, filesystem=out_fs, min_rows_per_file=SHARD_ROWS)
+        # Ray may print to stdout, which belongs to the command's result (`--json`).
+        with contextlib.redirect_stdout(sys.stderr):
+            _pipeline(ray, bundle, inputs, out, protocol, options, actors, gpu, batch_size)
         _summarise(out, _new_shards(out, before), summary)
     finally:
         if own:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary, precision_used
+
+
+def _pipeline(
+    ray: Any,
+    bundle: Bundle,
+    inputs: Sequence[str],
+    out: str,
+    protocol: str | None,
+    options: dict[str, Any],
+    actors: int,
+    gpu: bool,
+    batch_size: int,
+) -> None:
+    """Read, predict and write with Ray Data (see :func:`predict_with_ray`)."""
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    threads = options["threads"]
+    if actors <= 0:
+        cluster = ray.cluster_resources()
+        pool = cluster.get("GPU", 0) if gpu else cluster.get("CPU", 1) // threads
+        actors = max(1, int(pool))
+    filesystem_arg = _arrow_filesystem(inputs[0]) if protocol else None
+    paths = [path.partition("://")[2] if protocol else path for path in inputs]
+    # Reads and writes take no CPU slot: the actors hold them all, and a read waiting for a
+    # slot would wait for ever (a write, until every batch sat in memory).
+    dataset = ray.data.read_binary_files(
+        paths, include_paths=True, filesystem=filesystem_arg, num_cpus=0
+    )
+    rows = dataset.map_batches(
+        RayPredictor,
+        fn_constructor_args=(str(bundle.path.resolve()), protocol, options),
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0 if gpu else threads,
+        num_gpus=1 if gpu else 0,
+    )
+    rows.write_parquet(
+        str(Path(out).resolve()) if not is_url(out) else filesystem(out)[1],
+        filesystem=_arrow_filesystem(out) if is_url(out) else None,
+        min_rows_per_file=SHARD_ROWS,
+        ray_remote_args={"num_cpus": 0},
+    )
