@@ -46,7 +46,7 @@ RUNS: dict[str, tuple[list[str], str]] = {
     ),
     "predict.py": (
         ["--size", "32", "--images", "16", "--big", "40", *SMALL_PHOTOS,
-         "--in-process-seconds", "0.2"],
+         "--in-process-seconds", "0.2", "--rounds", "1"],
         "ratio ray / local",
     ),
     "drift.py": (

@@ -195,18 +195,18 @@ def predict_with_ray(
     if not inputs:
         return summary, precision_used
     before = set(_new_shards(out, set())) if out_exists(out) else set()
-    own = _start(ray, address, local_cpus or available_cores())
-    # Timed from here: a running cluster is the steady state; a local Ray's start (seconds)
-    # is paid once per job, whatever its size.
-    started = time.perf_counter()
-    try:
-        # Ray may print to stdout, which belongs to the command's result (`--json`).
-        with contextlib.redirect_stdout(sys.stderr):
+    # Ray's log monitor prints to stdout, which belongs to the command's result (`--json`).
+    with contextlib.redirect_stdout(sys.stderr):
+        own = _start(ray, address, local_cpus or available_cores())
+        # Timed from here: a running cluster is the steady state; a local Ray's start
+        # (seconds) is paid once per job, whatever its size.
+        started = time.perf_counter()
+        try:
             _pipeline(ray, bundle, inputs, out, protocol, options, actors, gpu, batch_size)
-        _summarise(out, _new_shards(out, before), summary)
-    finally:
-        if own:
-            ray.shutdown()
+            _summarise(out, _new_shards(out, before), summary)
+        finally:
+            if own:
+                ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary, precision_used
 
@@ -237,9 +237,10 @@ def _pipeline(
     filesystem_arg = _arrow_filesystem(inputs[0]) if protocol else None
     paths = [path.partition("://")[2] if protocol else path for path in inputs]
     # Reads and writes take no CPU slot: the actors hold them all, and a read waiting for a
-    # slot would wait for ever (a write, until every batch sat in memory).
+    # slot would wait for ever (a write, until every batch sat in memory). Without a slot
+    # to wait for, their concurrency is capped instead: one worker process each.
     dataset = ray.data.read_binary_files(
-        paths, include_paths=True, filesystem=filesystem_arg, num_cpus=0
+        paths, include_paths=True, filesystem=filesystem_arg, num_cpus=0, concurrency=actors
     )
     rows = dataset.map_batches(
         RayPredictor,
@@ -255,4 +256,5 @@ def _pipeline(
         filesystem=_arrow_filesystem(out) if is_url(out) else None,
         min_rows_per_file=SHARD_ROWS,
         ray_remote_args={"num_cpus": 0},
+        concurrency=actors,
     )

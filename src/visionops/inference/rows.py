@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,6 +110,7 @@ class RowFormat:
         output = None if prediction.output is None else prediction.output.tolist()
         return {"path": prediction.path, **answer, "output": output, "error": prediction.error}
 
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of a parquet row."""
         pa = require_pyarrow()
@@ -123,11 +125,20 @@ class RowFormat:
         return pa.schema(fields)
 
     def arrow_table(self, predictions: Sequence[Prediction]) -> pa.Table:
-        """Parquet rows for ``predictions``, in the :meth:`arrow_schema`."""
+        """Parquet rows for ``predictions``, in the :attr:`arrow_schema`."""
         pa = require_pyarrow()
-        rows = []
-        for prediction in predictions:
-            row = self.flat_row(prediction)
-            row["output"] = None if prediction.output is None else prediction.output.tolist()
-            rows.append(row)
-        return pa.Table.from_pylist(rows, schema=self.arrow_schema())
+        flat = [self.flat_row(p) for p in predictions]
+        columns: dict[str, Any] = {
+            c: [row[c] for row in flat] for c in ("path", *self.flat_columns)
+        }
+        # The outputs go in as one float32 buffer with offsets: no Python float per value.
+        lengths = [0 if p.output is None else len(p.output) for p in predictions]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        present = [p.output for p in predictions if p.output is not None]
+        values = np.concatenate(present).astype(np.float32) if present else np.zeros(0, np.float32)
+        missing = pa.array([p.output is None for p in predictions])
+        columns["output"] = pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(values), mask=missing
+        )
+        columns["error"] = [row["error"] for row in flat]
+        return pa.Table.from_pydict(columns, schema=self.arrow_schema)
