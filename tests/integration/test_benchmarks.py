@@ -44,6 +44,11 @@ RUNS: dict[str, tuple[list[str], str]] = {
          "--seconds", "0.1", "--min-calls", "2", "--epochs", "1"],
         "int8 / ORT fp32",
     ),
+    "predict.py": (
+        ["--size", "32", "--images", "16", "--big", "40", *SMALL_PHOTOS,
+         "--in-process-seconds", "0.2", "--rounds", "1"],
+        "ratio ray / local",
+    ),
     "drift.py": (
         ["--model", "shufflenet_v2_x0_5", "--trials", "2", "--sizes", "30",
          "--permutations", "20", "--images-per-class", "50", "--epochs", "1",
