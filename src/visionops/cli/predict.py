@@ -75,7 +75,9 @@ def predict(
     ] = False,
     log_dir: Annotated[
         str | None,
-        typer.Option("--log-dir", help="Prediction log folder or bucket URL (default <run>/predictions)."),
+        typer.Option(
+            "--log-dir", help="Prediction log folder or bucket URL (default <run>/predictions)."
+        ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")
