@@ -149,8 +149,8 @@ class _Preloaded:
     def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.batches = batches
 
-    def set_epoch(self, epoch: int) -> None:
-        del epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        del epoch, start_batch
 
     def __len__(self) -> int:
         return len(self.batches)

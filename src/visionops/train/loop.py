@@ -543,7 +543,10 @@ def _lead(
     except KeyboardInterrupt:
         status = "interrupted"
         if not writer.trusted:
-            raise
+            # Ctrl-C between writing last.pt and recording it: the checkpoint is what counts.
+            if not (writer.checkpoints / "last.pt").is_file():
+                raise
+            writer.first_epoch_done(settings.runs_root)
         logger.warning(
             "interrupted — {} holds epoch {}", writer.checkpoints / "last.pt", epochs_done
         )
