@@ -184,6 +184,14 @@ class TrainSettings(_Section):
     ema: bool = Field(False, description="Keep an exponential moving average of weights.")
     ema_decay: float = Field(0.998, gt=0, lt=1)
     patience: int | None = Field(None, ge=1, description="Early-stopping patience in epochs.")
+    val_every: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Validate (and re-calibrate BatchNorm) every N epochs and at the last; best.pt and"
+            " early stopping see validated epochs only."
+        ),
+    )
     amp: bool = Field(True, description="Mixed precision where the device supports it.")
     channels_last: bool = True
     deterministic: bool = False

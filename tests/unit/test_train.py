@@ -306,6 +306,17 @@ def test_checkpoint_every_epochs_writes_at_the_interval_on_improvement_and_at_th
     assert epoch_checkpoint_due(steps, 1, improved=False)
 
 
+def test_val_every_scores_every_nth_epoch_and_the_last(colours: Path) -> None:
+    result = train(_settings("train.epochs=3", "train.val_every=2"), colours, name="sparse")
+    rows = _history(result.run_dir)
+    assert ["val_accuracy" in row for row in rows] == [False, True, True]
+    assert result.best_epoch in (2, 3)
+    log = (result.run_dir / "train.log").read_text()
+    assert "epoch 1/3  train loss" in log and "not validated (train.val_every=2)" in log
+    assert (result.run_dir / "checkpoints" / "best.pt").is_file()
+    assert (result.run_dir / "plots" / "metrics.png").is_file()
+
+
 def test_checkpoint_every_refuses_what_is_not_an_interval() -> None:
     with pytest.raises(ConfigError, match=r"`1epoch`, `500steps` or `10min`"):
         _settings("train.checkpoint_every=5h")

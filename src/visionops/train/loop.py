@@ -463,21 +463,26 @@ def _lead(
             images_trained += result.images * context.world_size
             train_seconds += result.seconds
             phase_started = time.perf_counter()
-            engine.recalibrate_batchnorm(engine.eval_model())
+            # Calibration and validation only serve the epochs that are scored
+            # (train.val_every); the last epoch always is.
+            validating = epoch % cfg.val_every == 0 or epoch == cfg.epochs
+            val: dict[str, float] = {}
+            if validating:
+                engine.recalibrate_batchnorm(engine.eval_model())
             calibrated = time.perf_counter()
-            val = engine.evaluate(engine.val_split)
+            if validating:
+                val = engine.evaluate(engine.val_split)
+                engine.check_finite(val["loss"], epoch, len(engine.train_loader), "validation")
             validated = time.perf_counter()
-            engine.check_finite(val["loss"], epoch, len(engine.train_loader), "validation")
             value = val.get(task.monitor, float("nan"))
-            improved = task.better(value, best)
+            improved = validating and task.better(value, best)
             if improved:
                 best, best_epoch = value, epoch
             epochs_done = epoch
             row = {
                 "epoch": epoch,
                 "train_loss": result.loss,
-                "val_loss": val["loss"],
-                **{f"val_{key}": v for key, v in val.items() if key != "loss"},
+                **{f"val_{key}": v for key, v in val.items()},
                 "lr": engine.optimizer.param_groups[0]["lr"],
                 "seconds": round(result.seconds, 3),
                 "images_per_s": round(result.images * context.world_size / result.seconds, 1),
@@ -500,16 +505,18 @@ def _lead(
                 validated - calibrated,
                 time.perf_counter() - validated,
             )
+            scored = (
+                f"val loss {val['loss']:.4f}  {task.monitor} {value:.4f}"
+                + ("  (best)" if improved else "")
+                if validating
+                else f"not validated (train.val_every={cfg.val_every})"
+            )
             logger.info(
-                "epoch {}/{}  train loss {:.4f}  val loss {:.4f}  {} {:.4f}{}  {:.1f} s"
-                "  {:.0f} img/s",
+                "epoch {}/{}  train loss {:.4f}  {}  {:.1f} s  {:.0f} img/s",
                 epoch,
                 cfg.epochs,
                 result.loss,
-                val["loss"],
-                task.monitor,
-                value,
-                "  (best)" if improved else "",
+                scored,
                 result.seconds,
                 row["images_per_s"],
             )
@@ -523,7 +530,8 @@ def _lead(
                 best=best,
             )
             stop = (
-                cfg.patience is not None
+                validating
+                and cfg.patience is not None
                 and best_epoch is not None
                 and epoch - best_epoch >= cfg.patience
                 and epoch < cfg.epochs
