@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
@@ -51,14 +52,17 @@ _MAD_TO_SD = 1.0 / 0.6745
 """Median absolute deviation of a normal variable → its standard deviation."""
 
 # The IJG (libjpeg) luminance table at quality 50: a file's table is this one scaled.
-_IJG_LUMINANCE_SUM = float(
-    sum(
-        [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55]
-        + [14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62]
-        + [18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92]
-        + [49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-    )
+_IJG_LUMINANCE = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
 )
+_IJG_LUMINANCE_SUM = float(sum(map(sum, _IJG_LUMINANCE)))
 
 
 def jpeg_quality(data: bytes) -> float | None:
@@ -103,8 +107,10 @@ def _grid_crop(image: Image.Image, period: int) -> Image.Image:
 
 
 def _median(counts: NDArray[np.int64]) -> float:
-    """The median of integer values ``0..len(counts)-1`` given by their counts, interpolated
-    inside its bin (an integer v stands for the interval [v - 0.5, v + 0.5))."""
+    """The median of integers ``0..len(counts)-1`` given by their counts, within its bin.
+
+    An integer v stands for the interval [v - 0.5, v + 0.5) of the continuous value.
+    """
     cumulative = np.cumsum(counts)
     half = cumulative[-1] / 2.0
     index = int(np.searchsorted(cumulative, half))
