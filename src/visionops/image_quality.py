@@ -43,6 +43,7 @@ _MAX_SIDE = 256
 """Longest side of the central crop the source statistics read: bounds their cost on big
 uploads (65,536 pixels still hold 1,024 JPEG blocks)."""
 _JPEG_BLOCK = 8
+_STEP_FLOOR = 0.05
 
 # Immerkær's noise mask [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] is the outer product of two
 # second differences, so it runs as one along each axis. It cancels the image's own smooth
@@ -91,7 +92,9 @@ def jpeg_quality(data: bytes) -> float | None:
         return None
     scale = 100.0 * float(sum(luminance)) / _IJG_LUMINANCE_SUM
     quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
-    return float(min(100.0, max(1.0, quality)))
+    # A whole number: the reference keeps it as float32 and the log as float64, and a
+    # constant column must compare equal on both sides.
+    return float(min(100, max(1, round(quality))))
 
 
 def _grid_crop(image: Image.Image, period: int) -> Image.Image:
@@ -146,12 +149,15 @@ def _blockiness(grey: NDArray[np.int16], period: int) -> float | None:
     ratios = []
     for axis in (1, 0):
         steps = np.abs(np.diff(grey, axis=axis))
-        profile = steps.sum(axis=1 - axis, dtype=np.int64).astype(np.float64)
+        # Mean step in grey levels at each position across the image.
+        profile = steps.sum(axis=1 - axis, dtype=np.int64) / steps.shape[1 - axis]
         usable = len(profile) // period * period
         phases = profile[:usable].reshape(-1, period).mean(axis=0)
         strongest = int(np.argmax(phases))
         others = float(np.delete(phases, strongest).mean())
-        ratios.append(float(phases[strongest]) / others if others > 0 else 1.0)
+        # Flat blocks (heavy compression) leave no step inside them: a floor of a twentieth
+        # of a grey level keeps the ratio finite and large there.
+        ratios.append((float(phases[strongest]) + _STEP_FLOOR) / (others + _STEP_FLOOR))
     return float(np.mean(ratios))
 
 
