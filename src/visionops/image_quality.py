@@ -18,7 +18,6 @@ under a millisecond per image at 640x480 (``benchmarks/drift.py`` measures it).
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -66,6 +65,38 @@ _IJG_LUMINANCE = (
 _IJG_LUMINANCE_SUM = float(sum(map(sum, _IJG_LUMINANCE)))
 
 
+def _luminance_table(data: bytes) -> list[int] | None:
+    """Table 0 of the first DQT segment, read from the markers before the scan (no decode)."""
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xDA:  # start of scan: no table before the image data
+            return None
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        segment = data[position + 4 : position + 2 + length]
+        if marker == 0xDB:
+            offset = 0
+            while offset < len(segment):
+                precision, table = segment[offset] >> 4, segment[offset] & 0x0F
+                width = 2 if precision else 1
+                values = segment[offset + 1 : offset + 1 + 64 * width]
+                if len(values) < 64 * width:
+                    return None
+                if table == 0:
+                    return [
+                        int.from_bytes(values[i : i + width], "big")
+                        for i in range(0, 64 * width, width)
+                    ]
+                offset += 1 + 64 * width
+        position += 2 + length
+    return None
+
+
 def jpeg_quality(data: bytes) -> float | None:
     """Estimate the quality (1..100) a JPEG was saved at, from its luminance table alone.
 
@@ -75,20 +106,16 @@ def jpeg_quality(data: bytes) -> float | None:
     from heavily to lightly compressed.
 
     Args:
-        data: The file's bytes (only the header is read).
+        data: The file's bytes (only the markers before the image data are read).
 
     Returns:
-        The estimated quality, or None when the bytes are not a baseline JPEG with tables.
+        The estimated quality, a whole number, or None when the bytes are not a JPEG with a
+        luminance table.
     """
-    if not data.startswith(b"\xff\xd8\xff"):
+    if not data.startswith(b"\xff\xd8"):
         return None
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            tables = getattr(opened, "quantization", None) or {}
-    except Exception:  # the decoder reports broken files; quality is only a statistic
-        return None
-    luminance = tables.get(0)
-    if not luminance or len(luminance) != 64:
+    luminance = _luminance_table(data)
+    if luminance is None:
         return None
     scale = 100.0 * float(sum(luminance)) / _IJG_LUMINANCE_SUM
     quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
@@ -201,7 +228,7 @@ def colour_statistics(pixels: NDArray[np.uint8]) -> dict[str, float | None]:
     Returns:
         ``colourfulness`` (Hasler and Süsstrunk, 2003, on the 0..1 scale; 0 for grey images)
         and ``hue``: the hue angle of the average colour in degrees (0 red, 120 green,
-        240 blue; None for grey images).
+        240 blue; None when the average colour is grey).
     """
     if pixels.ndim != 3 or pixels.shape[-1] < 3:
         return {"colourfulness": 0.0, "hue": None}
@@ -222,7 +249,7 @@ def colour_statistics(pixels: NDArray[np.uint8]) -> dict[str, float | None]:
     mean_r, mean_g, mean_b = (float(plane.sum()) / count for plane in planes)
     a = mean_r - 0.5 * (mean_g + mean_b)
     b = math.sqrt(3.0) / 2.0 * (mean_g - mean_b)
-    hue = math.degrees(math.atan2(b, a)) % 360.0 if math.hypot(a, b) > 1e-6 else 0.0
+    hue = math.degrees(math.atan2(b, a)) % 360.0 if math.hypot(a, b) > 1e-6 else None
     return {"colourfulness": colourfulness / 255.0, "hue": hue}
 
 
