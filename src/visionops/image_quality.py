@@ -12,8 +12,10 @@ embeddings. These statistics look at the image itself:
 - :func:`colour_statistics`, on the model-sized pixels: ``colourfulness`` (Hasler and
   Süsstrunk's metric) and ``hue`` (the hue of the image's average colour).
 
-Every upload pays for these, so they run in Pillow's C filters and on bounded crops: well
-under a millisecond per image at 640x480 (``benchmarks/drift.py`` measures it).
+Every upload pays for these, so they read a bounded central crop as int16 planes (the noise
+mask runs as two separable second differences) and the JPEG quality comes from the file's DQT
+marker without a decode: about half a millisecond per upload at 224 px and at 640x480
+(``benchmarks/drift.py --parts cost`` measures it).
 """
 
 from __future__ import annotations
