@@ -7,7 +7,10 @@
 #   docker run --rm -p 8000:8000 -v "$PWD/predictions:/predictions" visionops-serve
 #
 # Settings come from flags appended to `docker run ... visionops-serve --workers 2`, or from
-# VISIONOPS_API_KEY. Mount /predictions to keep the prediction log for `visionops drift`.
+# VISIONOPS_API_KEY. Mount /predictions to keep the prediction log for `visionops drift`, or
+# append `--log-dir s3://bucket/predictions` (gs://... too) so every replica uploads its log
+# there. It listens on $PORT when set (Cloud Run sets it), else 8000.
+# `visionops deploy k8s|cloudrun RUN` writes the manifests (docs/serving-at-scale.md).
 #
 # The `train` stage: torch and every training dependency at requirements.lock's versions, for
 # Vertex AI custom jobs, SLURM (through a container runtime) and Kubernetes PyTorchJobs. Its
@@ -51,10 +54,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # Only what serving imports, at the versions of requirements.lock (used as constraints), then
 # visionops itself without its training dependencies: torch never enters the image.
+# LOG_DRIVERS: the fsspec drivers of `--log-dir s3://...` / `gs://...` (empty: local logs only).
+ARG LOG_DRIVERS="fsspec s3fs gcsfs"
 COPY requirements.lock /tmp/requirements.lock
+# hadolint ignore=SC2086
 RUN pip install --no-cache-dir -c /tmp/requirements.lock \
         onnxruntime fastapi uvicorn httptools uvloop python-multipart prometheus-client pillow \
-        numpy pydantic pyyaml loguru typer rich \
+        numpy pydantic pyyaml loguru typer rich $LOG_DRIVERS \
     && rm /tmp/requirements.lock
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels \
@@ -68,8 +74,10 @@ USER 10001
 EXPOSE 8000
 # Orchestrators should probe /health (liveness) and /ready (model loaded and warmed up).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('PORT', '8000'), timeout=2).status != 200)"]
 # SIGTERM (docker stop) drains in-flight requests and flushes the prediction log.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["visionops", "serve", "/bundle", "--host", "0.0.0.0", "--port", "8000", "--log-dir", "/predictions"]
+# exec: the server is PID 1 and gets the SIGTERM itself. Arguments after the image name
+# follow (a later --log-dir replaces /predictions).
+ENTRYPOINT ["/bin/sh", "-c", "exec visionops serve /bundle --host 0.0.0.0 --port \"${PORT:-8000}\" --log-dir /predictions \"$@\"", "visionops-serve"]
 CMD []

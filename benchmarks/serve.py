@@ -15,6 +15,10 @@ The load generator is one asyncio process with httpx: keep-alive connections (on
 client), multipart bodies encoded once up front, no per-request logging; its own CPU use is
 measured and printed, since it shares the cores with the server.
 
+With ``--upload-ab``: defaults with the prediction log kept locally vs uploaded to a bucket
+(``--log-dir s3://...`` on a local S3-compatible server, moto's server mode, uploading every
+second), interleaved rounds, and the ratio (goal: uploads on >= 0.97x uploads off).
+
 Run: python benchmarks/serve.py --concurrency 32 --duration 20
 Load-test any running server: python benchmarks/serve.py --url http://127.0.0.1:8000 -c 64
 """
@@ -329,6 +333,15 @@ def naive_server(run_dir: Path, work: Path, threads: int) -> Process:
     return Process(command, f"http://127.0.0.1:{port}", "/health", work / f"naive{threads}.log")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------- in-process limit
 
 
@@ -420,6 +433,12 @@ def main() -> None:
         "--drift-ab",
         action="store_true",
         help="Also measure defaults with online drift off vs on (interleaved --rounds).",
+    )
+    parser.add_argument(
+        "--upload-ab",
+        action="store_true",
+        help="Also measure defaults with the log local vs uploaded to a local S3 server"
+        " every second (interleaved --rounds).",
     )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--size", type=int, default=224, help="The bundle's input side (px).")
@@ -520,6 +539,29 @@ def main() -> None:
                     server, f"defaults, online drift {mode}", args.concurrency, args.duration
                 )
                 drift_ab[mode].append(result.throughput)
+    upload_ab: dict[str, list[float]] = {"off": [], "on": []}
+    uploaded = 0
+    storage_cpu: float | None = None
+    if args.upload_ab:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from s3_helpers import s3_server
+
+        with s3_server() as s3:  # sets AWS_ENDPOINT_URL etc. for the servers it outlives
+            s3.make_bucket("benchmark-logs")
+            for round_ in range(args.rounds):
+                # Alternate which goes first, so a drift in background load favours neither.
+                for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+                    flags: tuple[str, ...] = ()
+                    if mode == "on":
+                        url = f"s3://benchmark-logs/r{round_}"
+                        flags = ("--log-dir", url, "serve.log_upload_seconds=1")
+                    server = visionops_server(bundle, scratch, *flags, tag=f"upload-{mode}{round_}")
+                    result = measure(
+                        server, f"defaults, log uploads {mode}", args.concurrency, args.duration
+                    )
+                    upload_ab[mode].append(result.throughput)
+            uploaded = sum(key.endswith(".jsonl") for key in s3.keys("benchmark-logs"))
+            storage_cpu = _cpu_seconds(s3.process.pid) if s3.process else None
     fp32 = None
     if len(models) > 1:
         fp32 = measure(
@@ -563,6 +605,19 @@ def main() -> None:
             f" {max(0.0, 1 - on / off):.1%} slowdown (goal <= 5 %)"
         )
         report["drift_ab"] = drift_ab
+    if upload_ab["on"]:
+        off, on = np.mean(upload_ab["off"]), np.mean(upload_ab["on"])
+        print(
+            f"  log uploads @ {args.concurrency}: off {off:.1f} req/s, on {on:.1f} req/s (mean of"
+            f" {len(upload_ab['on'])} interleaved rounds; {uploaded} segments uploaded) ="
+            f" uploads on / off = {on / off:.3f}x (goal >= 0.97x)"
+        )
+        if storage_cpu is not None:
+            print(
+                f"    the local S3 server, on the same cores, used {storage_cpu:.1f} CPU-seconds"
+                " receiving them (a real bucket is elsewhere)"
+            )
+        report["upload_ab"] = {**upload_ab, "segments_uploaded": uploaded}
     if naive is not None:
         print(
             f"  best naive @ {args.concurrency}: {naive.throughput:.1f} req/s; visionops is"

@@ -81,6 +81,14 @@ class S3Server:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
+def _forget_s3_clients() -> None:
+    """Drop fsspec's cached S3 filesystems: they keep the endpoint of the server they met first,
+    and each server here listens on a new port."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @contextmanager
 def s3_server() -> Iterator[S3Server]:
     """A running moto server, with os.environ pointing S3 drivers at it while it runs."""
@@ -93,11 +101,13 @@ def s3_server() -> Iterator[S3Server]:
     }
     saved = {key: os.environ.get(key) for key in server.env}
     os.environ.update(server.env)
+    _forget_s3_clients()
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        _forget_s3_clients()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -167,6 +167,9 @@ class ModelSettings(_Section):
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
 
 
+_INTERVAL = re.compile(r"(?P<count>\d+)\s*(?P<unit>epochs?|steps?|mins?|minutes?)")
+
+
 class TrainSettings(_Section):
     """The training engine."""
 
@@ -185,7 +188,33 @@ class TrainSettings(_Section):
     channels_last: bool = True
     deterministic: bool = False
     seed: int = 0
+    checkpoint_every: str = Field(
+        "1epoch",
+        description=(
+            "How often last.pt is written: `1epoch`, `500steps` or `10min`; a mid-epoch"
+            " checkpoint resumes at the exact batch."
+        ),
+    )
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        match = _INTERVAL.fullmatch(value.strip())
+        if match is None or int(match["count"]) < 1:
+            raise ValueError(
+                f"{value!r} is not an interval — write a positive count and a unit:"
+                " `1epoch`, `500steps` or `10min`"
+            )
+        return value.strip()
+
+    @property
+    def checkpoint_interval(self) -> tuple[int, Literal["epoch", "step", "min"]]:
+        """``checkpoint_every`` as (count, unit): ``"500steps"`` is ``(500, "step")``."""
+        match = _INTERVAL.fullmatch(self.checkpoint_every)
+        assert match is not None  # checked by the validator
+        unit = match["unit"].rstrip("s")
+        return int(match["count"]), "min" if unit.startswith("min") else unit  # type: ignore[return-value]
 
 
 class AnomalySettings(_Section):
@@ -266,6 +295,14 @@ class ServeSettings(_Section):
     api_key: SecretStr | None = Field(None, description="Never printed, logged or saved.")
     allow_unverified: bool = False
     log_images: bool = False
+    log_dir: str | None = Field(
+        None,
+        description="Prediction log folder or URL (s3://, gs://, any fsspec URL); null ="
+        " <run>/predictions.",
+    )
+    log_upload_seconds: float = Field(
+        60.0, gt=0, description="With a log URL: upload the open segment this often (seconds)."
+    )
     top_k: int = Field(5, ge=1)
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="Model run: auto = the int8 model when export kept one, else fp32."

@@ -16,6 +16,7 @@ from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
+from torch.distributed import PrefixStore, Store  # type: ignore[attr-defined]
 
 from visionops.errors import ConfigError
 
@@ -26,7 +27,9 @@ __all__ = [
     "broadcast_flag",
     "broadcast_from_main",
     "check_same_data",
+    "check_same_device",
     "cleanup_distributed",
+    "gather_objects",
     "in_torchrun",
     "init_distributed",
 ]
@@ -122,19 +125,67 @@ def init_distributed(device: torch.device) -> DistContext:
         world_size=int(os.environ["WORLD_SIZE"]),
         local_rank=int(os.environ["LOCAL_RANK"]),
     )
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            gpus = torch.cuda.device_count()
-            if context.local_rank >= gpus:
-                raise ConfigError(
-                    f"{context.world_size} processes per node but only {gpus} CUDA device(s)"
-                    f" are visible — use --nproc-per-node {gpus}"
-                )
-            torch.cuda.set_device(context.local_rank)
-            dist.init_process_group("nccl", device_id=torch.device("cuda", context.local_rank))
-        else:
-            dist.init_process_group("gloo")
+    if dist.is_initialized():
+        return context
+    # The launcher's store first (as init_process_group would build it): every rank states
+    # its device there, so a mix of CUDA and CPU nodes is one clear error instead of NCCL
+    # and gloo process groups that wait for each other forever.
+    timeout = dist.constants.default_pg_timeout
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))  # type: ignore[attr-defined]
+    store.set_timeout(timeout)
+    check_same_device(PrefixStore("visionops", store), context, device.type)
+    store = PrefixStore("default_pg", store)
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if context.local_rank >= gpus:
+            raise ConfigError(
+                f"{context.world_size} processes per node but only {gpus} CUDA device(s)"
+                f" are visible — use --nproc-per-node {gpus}"
+            )
+        torch.cuda.set_device(context.local_rank)
+        dist.init_process_group(
+            "nccl",
+            store=store,
+            rank=context.rank,
+            world_size=context.world_size,
+            device_id=torch.device("cuda", context.local_rank),
+        )
+    else:
+        dist.init_process_group(
+            "gloo", store=store, rank=context.rank, world_size=context.world_size
+        )
     return context
+
+
+def check_same_device(store: Store, context: DistContext, device_type: str) -> None:
+    """Refuse to train when ranks chose different device types (CUDA on some nodes only).
+
+    Every rank writes its device type to the launcher's store and reads every other rank's,
+    so each one raises the same error before any process group exists.
+
+    Raises:
+        ConfigError: A rank's device type is not rank 0's.
+    """
+    store.set(f"device/{context.rank}", f"{device_type}|{_node_label(context)}")
+    keys = [f"device/{rank}" for rank in range(context.world_size)]
+    store.wait(keys)
+    entries = [store.get(key).decode().split("|", 1) for key in keys]
+    # Rank 0 may host the store (env:// launchers): it leaves only after everyone has read.
+    store.set(f"device-read/{context.rank}", "1")
+    if context.rank == 0:
+        store.wait([f"device-read/{rank}" for rank in range(context.world_size)])
+    reference_type, reference_node = entries[0]
+    for other_type, other_node in entries[1:]:
+        if other_type != reference_type:
+            cuda_node, cpu_node = (
+                (reference_node, other_node)
+                if reference_type == "cuda"
+                else (other_node, reference_node)
+            )
+            raise ConfigError(
+                f"{cuda_node} trains on CUDA but {cpu_node} on the CPU — every node must use"
+                " the same device: give every node a GPU, or pass --device cpu on all of them"
+            )
 
 
 def cleanup_distributed() -> None:
@@ -181,6 +232,15 @@ def broadcast_from_main(value: T, context: DistContext) -> T:
     box: list[object] = [value if context.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return cast("T", box[0])
+
+
+def gather_objects(value: T, context: DistContext) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` for one process)."""
+    if not context.enabled:
+        return [value]
+    gathered: list[T | None] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return cast("list[T]", gathered)
 
 
 def broadcast_flag(flag: bool, context: DistContext, device: torch.device) -> bool:

@@ -44,6 +44,11 @@ RUNS: dict[str, tuple[list[str], str]] = {
          "--seconds", "0.1", "--min-calls", "2", "--epochs", "1"],
         "int8 / ORT fp32",
     ),
+    "predict.py": (
+        ["--size", "32", "--images", "16", "--big", "40", *SMALL_PHOTOS,
+         "--in-process-seconds", "0.2", "--rounds", "1"],
+        "ratio ray / local",
+    ),
     "drift.py": (
         ["--model", "shufflenet_v2_x0_5", "--trials", "2", "--sizes", "30",
          "--permutations", "20", "--images-per-class", "50", "--epochs", "1",
@@ -103,8 +108,9 @@ def test_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_then_its_profile(tmp_path: Path) -> None:
-    out = _run("serve.py", ["--project", "p", *SERVE], tmp_path)
+    out = _run("serve.py", ["--project", "p", *SERVE, "--upload-ab"], tmp_path)
     assert "best naive @ 2" in out  # the naive baseline server ran too
+    assert "uploads on / off" in out  # and the local-log vs bucket-log comparison
     profile = _run(
         "serve_profile.py", ["--project", "p", "-c", "2", "-d", "1", "--ramp-up", "0.2"], tmp_path
     )

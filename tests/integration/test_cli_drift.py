@@ -136,7 +136,7 @@ def test_predict_log_then_report_on_the_log(
     )  # fmt: skip
     assert code == 0, err
     rows = csv_file.read_text().splitlines()
-    assert rows[0] == "path,label,probability"
+    assert rows[0] == "path,label,probability,error"
     right = sum(Path(row.split(",")[0]).parent.name == row.split(",")[1] for row in rows[1:])
     assert right / (len(rows) - 1) >= 0.9  # the demo model reads its own test images
 

@@ -71,10 +71,15 @@ class Server:
         return output
 
 
-def start_server(project: Path, *args: str, ready_within: float = 120.0) -> Server:
-    """Start `visionops serve` in ``project`` and wait (bounded) until /ready says 200."""
+def start_server(
+    project: Path, *args: str, ready_within: float = 120.0, env: dict[str, str] | None = None
+) -> Server:
+    """Start `visionops serve` in ``project`` and wait (bounded) until /ready says 200.
+
+    ``env`` adds to (or replaces) variables of this process's environment.
+    """
     port = free_port()
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "visionops", "serve", *args, "--port", str(port)],
         cwd=project,

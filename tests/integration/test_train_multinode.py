@@ -211,19 +211,26 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
-def test_a_killed_worker_restarts_the_group_which_resumes(
+def _checkpoints(log: str) -> list[tuple[int, int]]:
+    """(epoch, batch) of every checkpoint in a train.log, in order; an epoch's end is (E+1, 0)."""
+    events = re.finditer(r"checkpoint: epoch (\d+) batch (\d+)/|epoch (\d)/4  train loss", log)
+    return [(int(m[1]), int(m[2])) if m[1] else (int(m[3]) + 1, 0) for m in events]
+
+
+def test_a_killed_worker_restarts_the_group_which_resumes_at_the_newest_checkpoint(
     tiny_shapes: Path, tmp_path: Path
 ) -> None:
     nodes = [_project(tmp_path / f"node{rank}", tiny_shapes) for rank in range(2)]
-    launchers = _launch_two_nodes(nodes, "--name", "killed")
+    # 112 images per node in batches of 16: 7 steps per epoch, a checkpoint every 3 steps.
+    launchers = _launch_two_nodes(nodes, "--name", "killed", "train.checkpoint_every=3steps")
     run = nodes[0] / "runs" / "killed"
-    history = run / "history.jsonl"
+    log_file = run / "train.log"
     deadline = time.monotonic() + 180
-    done = 0
-    while done < 2 and time.monotonic() < deadline and launchers[0].poll() is None:
-        done = len(history.read_text().splitlines()) if history.exists() else 0
+    seen: list[tuple[int, int]] = []
+    while len(seen) < 2 and time.monotonic() < deadline and launchers[0].poll() is None:
+        seen = _checkpoints(log_file.read_text()) if log_file.exists() else []
         time.sleep(0.05)
-    assert done >= 2, launchers[0].communicate(timeout=30)
+    assert len(seen) >= 2, launchers[0].communicate(timeout=30)
     workers = _children(launchers[1].pid)
     assert len(workers) == 1, workers  # node 1's one training process
     os.kill(workers[0], signal.SIGKILL)
@@ -231,15 +238,16 @@ def test_a_killed_worker_restarts_the_group_which_resumes(
     for launcher, (_, stderr) in zip(launchers, results, strict=True):
         assert launcher.returncode == 0, stderr[-3000:]
 
-    rows = [json.loads(line) for line in history.read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]  # every epoch once
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
-    log = (run / "train.log").read_text()
-    resumed = [int(m) for m in re.findall(r"resuming .* after epoch (\d+)", log)]
-    assert len(resumed) == 1, log[-3000:]
-    # Killed after checkpoint `done`: the group continued from it (or a later one), so at most
-    # the one epoch in flight (one checkpoint interval) was trained twice.
-    assert resumed[0] >= done, (resumed, done)
-    finished = re.findall(r"epoch (\d)/4  train loss", log)
-    assert sorted(finished) == ["1", "2", "3", "4"], finished
+    log = log_file.read_text()
+    before, resumed, _ = re.split(r"resuming \S+ (at epoch \d+ batch \d+|after epoch \d+)", log)
+    # The group continued from the newest checkpoint written before the kill, so no more than
+    # one checkpoint interval (3 steps) was trained twice.
+    newest = _checkpoints(before)[-1]
+    position = re.findall(r"\d+", resumed)
+    at = (int(position[0]), int(position[1])) if "batch" in resumed else (int(position[0]) + 1, 0)
+    assert at == newest, (at, newest)
+    assert at >= seen[1]
     assert not (nodes[1] / "runs").exists()

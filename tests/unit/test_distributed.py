@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from tests.s3_helpers import free_port as _free_port
 
 from visionops.distributed import (
     NODE_RANK_ENV,
     DistContext,
     adopt_launcher_environment,
     broadcast_flag,
+    check_same_device,
     in_torchrun,
     init_distributed,
 )
@@ -236,3 +241,42 @@ def test_an_unknown_error_type_is_still_a_visionops_error(tmp_path: Path) -> Non
     error = _recorded_error(tmp_path)
     assert type(error) is VisionOpsError
     assert error is not None and error.exit_code == 3
+
+
+def _state_device(port: int, rank: int, device_type: str, errors: dict[int, str]) -> None:
+    store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0, timeout=timedelta(seconds=30))
+    try:
+        check_same_device(store, DistContext(rank=rank, world_size=2), device_type)
+    except ConfigError as error:
+        errors[rank] = str(error)
+
+
+def test_cuda_on_one_node_and_the_cpu_on_another_is_refused_on_both() -> None:
+    port = _free_port()
+    errors: dict[int, str] = {}
+    threads = [
+        threading.Thread(target=_state_device, args=(port, rank, kind, errors))
+        for rank, kind in enumerate(("cuda", "cpu"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(errors) == [0, 1]
+    for message in errors.values():
+        assert "rank 0" in message and "trains on CUDA" in message and "--device cpu" in message
+        assert "\n" not in message
+
+
+def test_the_same_device_everywhere_passes() -> None:
+    port = _free_port()
+    errors: dict[int, str] = {}
+    threads = [
+        threading.Thread(target=_state_device, args=(port, rank, "cpu", errors))
+        for rank in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == {}

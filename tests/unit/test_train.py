@@ -29,6 +29,7 @@ from visionops.models import IMAGENET_MEAN
 from visionops.progress import ProgressReporter, ProgressTask
 from visionops.runs import latest_run, load_checkpoint, load_trained_model, read_run_manifest
 from visionops.train import ModelEma, resolve_prepared, train, warmup_cosine
+from visionops.train.checkpoints import epoch_checkpoint_due
 
 MODEL = "mobilenet_v3_small"  # 1.5 M parameters: fast on a shared CPU, small checkpoints
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [230, 230, 40]])
@@ -213,17 +214,26 @@ def test_run_names_count_up_and_taken_name_is_refused(colours: Path) -> None:
 
 
 class _InterruptAt:
-    """A progress reporter whose bar raises KeyboardInterrupt in the given epoch (Ctrl-C)."""
+    """A progress reporter whose bar raises KeyboardInterrupt in the given epoch (Ctrl-C).
 
-    def __init__(self, epoch: int) -> None:
+    The bar advances once per batch, after the batch's step (and any checkpoint): the
+    interrupt comes at the ``batch``-th advance of that epoch.
+    """
+
+    def __init__(self, epoch: int, batch: int = 1) -> None:
         self.epoch = epoch
+        self.batch = batch
 
     def start(self, description: str, total: float | None = None) -> ProgressTask:
         interrupt = description.startswith(f"epoch {self.epoch}/")
+        batch = self.batch
 
         class _Task:
+            advanced = 0
+
             def advance(self, amount: float = 1, **fields: Any) -> None:
-                if interrupt:
+                self.advanced += 1
+                if interrupt and self.advanced >= batch:
                     raise KeyboardInterrupt
 
             def close(self) -> None:
@@ -255,6 +265,50 @@ def test_resume_continues_exactly(colours: Path) -> None:
     b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_a_mid_epoch_checkpoint_resumes_at_the_exact_batch(colours: Path) -> None:
+    overrides = (
+        "train.epochs=2",
+        "train.augment.rotate_degrees=10",
+        "model.dropout=0.2",
+        "train.ema=true",
+        "train.checkpoint_every=1steps",
+    )
+    straight = train(_settings(*overrides), colours, name="straight")
+    # Ctrl-C after the second batch of epoch 2: last.pt holds the checkpoint written after it.
+    stopped = train(_settings(*overrides), colours, name="split", progress=_InterruptAt(2, 2))
+    assert stopped.status == "interrupted"
+    last = load_checkpoint(stopped.run_dir / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1
+    assert (last["position"]["epoch"], last["position"]["batch"]) == (2, 2)
+    resumed = train(load_settings(config_file=Path("runs/split/config.yaml")), resume="split")
+    assert "resuming runs/split at epoch 2 batch 2/" in (resumed.run_dir / "train.log").read_text()
+    expected, got = _history(straight.run_dir), _history(resumed.run_dir)
+    assert [row["epoch"] for row in got] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        # The epoch's mean loss carries the batches before the checkpoint.
+        assert got[1][key] == pytest.approx(expected[1][key], rel=1e-5, abs=1e-7)
+    a = torch.load(straight.run_dir / "checkpoints/last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)
+    for part in ("model", "ema"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key].float(), b[part][key].float(), atol=1e-6), key
+
+
+def test_checkpoint_every_epochs_writes_at_the_interval_on_improvement_and_at_the_end() -> None:
+    settings = _settings("train.epochs=5", "train.checkpoint_every=2epochs")
+    due = [epoch_checkpoint_due(settings, epoch, improved=False) for epoch in range(1, 6)]
+    assert due == [False, True, False, True, True]
+    assert epoch_checkpoint_due(settings, 3, improved=True)
+    steps = _settings("train.checkpoint_every=500steps")
+    assert steps.train.checkpoint_interval == (500, "step")
+    assert epoch_checkpoint_due(steps, 1, improved=False)
+
+
+def test_checkpoint_every_refuses_what_is_not_an_interval() -> None:
+    with pytest.raises(ConfigError, match=r"`1epoch`, `500steps` or `10min`"):
+        _settings("train.checkpoint_every=5h")
 
 
 def test_resume_can_train_longer(colours: Path) -> None:

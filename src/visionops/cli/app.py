@@ -14,6 +14,7 @@ import typer
 from visionops import __version__
 from visionops.cli import config as config_cli
 from visionops.cli import data as data_cli
+from visionops.cli import deploy as deploy_cli
 from visionops.cli import doctor as doctor_cli
 from visionops.cli import drift as drift_cli
 from visionops.cli import evaluate as evaluate_cli
@@ -74,6 +75,7 @@ for module in (
     export_cli,
     runs_cli,
     serve_cli,
+    deploy_cli,
     predict_cli,
     drift_cli,
     config_cli,

@@ -100,11 +100,13 @@ def _summary(report: DriftReport) -> None:
 def report(
     args: Args = None,
     current: Annotated[
-        Path | None,
+        list[str] | None,
         typer.Option(
             "--current",
-            help="A prediction-log folder, or a folder of images to run through the bundle"
-            " (default: the bundle's own log, <run>/predictions).",
+            help="A prediction-log folder or URL (s3://bucket/logs reads every replica under"
+            " it), a quoted glob, or a folder of images to run through the bundle; repeat it"
+            " to merge several logs by time (default: the bundle's own log, <run>/predictions).",
+            metavar="DIR|URL",
         ),
     ] = None,
     last: Annotated[
@@ -144,6 +146,8 @@ def report(
     statistics (KS) — give one verdict whose false-alarm rate is α.
 
     Example: visionops drift report --last 500 --fail-on-drift
+
+    Example: visionops drift report runs/run-001 --current s3://my-bucket/predictions --since 24h
     """
     setup(verbose, quiet)
     with _input_errors():
@@ -158,7 +162,7 @@ def report(
             result = drift_report(
                 settings,
                 Path(target_arg) if target_arg else None,
-                current=current,
+                current=current or None,
                 last=last,
                 since=parse_since(since) if since else None,
                 out=out_dir,

@@ -1,20 +1,22 @@
-"""``visionops predict``: batch inference over files and folders (never imports torch)."""
+"""``visionops predict``: batch prediction over files, folders and buckets (never imports torch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from visionops.cli._common import (
     ConfigFile,
+    Device,
     JsonOutput,
     PrintConfig,
     Quiet,
     Recipe,
     Verbose,
     console,
+    from_setting,
     out,
     print_json,
     progress,
@@ -26,6 +28,7 @@ from visionops.cli._text import DataTable as Table
 from visionops.cli._text import safe
 
 _SHOWN = 20
+_FAILURES_SHOWN = 5
 
 
 def _is_model(path: str, runs_root: Path) -> bool:
@@ -39,23 +42,31 @@ def predict(
     paths: Annotated[
         list[str],
         typer.Argument(
-            help="An optional bundle or run first, then image files and folders (searched"
-            " recursively), then key=value overrides. Without a bundle or run first,"
-            " runs/latest's bundle predicts.",
+            help="An optional bundle or run first, then images: files, folders (searched"
+            " recursively), bucket prefixes (s3://bucket/prefix, gs://..., any fsspec URL) or"
+            " .txt files with one path or URL per line; then key=value overrides. Without a"
+            " bundle or run first, runs/latest's bundle predicts.",
             show_default=False,
             metavar="[RUN] IMAGE KEY=VALUE",
         ),
     ],
     out_file: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--out",
             "-o",
-            help="Write every prediction to FILE.csv or FILE.jsonl (default: a table of the"
-            f" first {_SHOWN} on screen).",
-            dir_okay=False,
+            help="Write every prediction, batch by batch, to FILE.csv, FILE.jsonl or"
+            " FILE.parquet (a folder of parquet shards); a path or a URL (default: a table of"
+            f" the first {_SHOWN} on screen).",
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue --out: skip the images it already has a row for."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an --out that exists.")
+    ] = False,
     log: Annotated[
         bool,
         typer.Option(
@@ -63,14 +74,57 @@ def predict(
         ),
     ] = False,
     log_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--log-dir", help="Prediction log folder (default <run>/predictions).", file_okay=False
+            "--log-dir", help="Prediction log folder or bucket URL (default <run>/predictions)."
         ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")
     ] = 16,
+    precision: Annotated[
+        Literal["auto", "fp32", "int8"] | None,
+        typer.Option(
+            "--precision",
+            help=from_setting("serve.precision", "auto: int8 when export kept one, else fp32."),
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=0,
+            help=from_setting(
+                "serve.threads", "ONNX Runtime threads (per Ray actor); 0 = every core (Ray: 1)."
+            ),
+        ),
+    ] = None,
+    device: Device = None,
+    engine: Annotated[
+        Literal["local", "ray"],
+        typer.Option(
+            "--engine",
+            help="local: stream in this process; ray: a Ray Data actor pool writing parquet"
+            " shards (pip install 'visionops[ray]').",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Join this Ray cluster (ray://head:10001, auto) (default: a local Ray for"
+            " the job).",
+        ),
+    ] = None,
+    actors: Annotated[
+        int,
+        typer.Option(
+            "--actors",
+            min=0,
+            help="Ray actors, each with one ONNX Runtime session; 0 = one per --threads CPUs"
+            " of the cluster, or one per GPU.",
+        ),
+    ] = 0,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
     recipe: Recipe = None,
@@ -80,68 +134,112 @@ def predict(
 ) -> None:
     """Predict images without a server, exactly as `visionops serve` would answer.
 
+    Rows are written as each batch finishes; a killed job continues with --resume. An image
+    that cannot be read or decoded is a row with an error, never an abort.
+
     Example: visionops predict runs/run-001 photos/ --out predictions.csv --log
+
+    Example: visionops predict s3://archive/2026-11/ --out s3://archive/scores.parquet --resume
+
+    Example: visionops predict images.txt --engine ray --ray-address auto --out scores.parquet
     """
     setup(verbose, quiet)
     inputs, overrides = split_args(paths)
     settings = resolve_settings(
-        config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
+        config_file=config,
+        overrides=overrides,
+        recipe=recipe,
+        print_config=print_config,
+        device=device,
+        serve__precision=precision,
+        serve__threads=threads,
     )
     from visionops.drift.report import default_log_dir
     from visionops.inference.bundle import find_bundle, load_bundle
-    from visionops.inference.predict import append_to_log, predict_files, write_predictions
+    from visionops.inference.predict import PredictJob, run_predict_job
     from visionops.tasks import get_task
 
     target: Path | None = None
     if inputs and _is_model(inputs[0], settings.runs_root):
         target = Path(inputs.pop(0))
     if not inputs:
-        raise typer.BadParameter("name at least one image file or folder", param_hint="IMAGE")
-    if out_file is not None and out_file.suffix.lower() not in {".csv", ".jsonl"}:
-        raise typer.BadParameter("write .csv or .jsonl", param_hint="--out")
+        raise typer.BadParameter("name at least one image file, folder or URL", param_hint="IMAGE")
+    if resume and force:
+        raise typer.BadParameter("--resume keeps --out, --force replaces it: pick one")
     bundle = load_bundle(find_bundle(target, settings.runs_root))
+    job = PredictJob(
+        locations=inputs,
+        out=out_file,
+        resume=resume,
+        force=force,
+        log_dir=(log_dir or str(default_log_dir(bundle))) if log else None,
+        engine=engine,
+        batch_size=batch_size,
+        threads=settings.serve.threads,
+        precision=settings.serve.precision,
+        device=settings.device,
+        top_k=settings.serve.top_k,
+        ray_address=ray_address,
+        actors=actors,
+        keep=None if json_output else _SHOWN,
+    )
     with progress() as reporter:
-        result = predict_files(
-            bundle,
-            [Path(p) for p in inputs],
-            batch_size=batch_size,
-            top_k=settings.serve.top_k,
-            progress=reporter,
+        result = run_predict_job(bundle, job, progress=reporter)
+    summary = result.summary
+    for path, reason in summary.failures[:_FAILURES_SHOWN]:
+        console.print(f"[yellow]unreadable[/] {safe(path)}: {safe(reason)}")
+    if summary.failed > _FAILURES_SHOWN:
+        console.print(f"[yellow]{summary.failed - _FAILURES_SHOWN} more unreadable files[/]")
+    if result.skipped:
+        console.print(f"{result.skipped} of {result.listed} images already in {safe(out_file)}")
+    if job.log_dir is not None:
+        console.print(
+            f"{result.logged} records appended to the prediction log in {safe(job.log_dir)}"
         )
-    for path, reason in result.failures:
-        console.print(f"[yellow]skipped[/] {safe(path)}: {safe(reason)}")
-    if out_file is not None:
-        write_predictions(result, bundle.task, out_file)
-    if log:
-        directory = log_dir or default_log_dir(bundle)
-        written = append_to_log(result, directory)
-        console.print(f"{written} records appended to the prediction log in {safe(directory)}")
-    count = len(result.records)
-    rate = count / result.seconds if result.seconds > 0 else 0.0
+    rate = result.images_per_s
     if json_output:
         print_json(
             {
                 "bundle": str(bundle.path),
                 "model_version": bundle.model_version,
-                "predictions": [r.model_dump(mode="json") for r in result.records],
-                "skipped": [{"image": str(p), "reason": why} for p, why in result.failures],
-                "out": str(out_file) if out_file is not None else None,
+                "precision": result.precision,
+                "engine": engine,
+                "images": result.listed,
+                "skipped": result.skipped,
+                "predicted": summary.predicted,
+                "failed": summary.failed,
+                "failures": [{"image": p, "reason": why} for p, why in summary.failures],
+                "out": out_file,
+                "log_dir": job.log_dir,
                 "images_per_s": round(rate, 2),
+                "predictions": [
+                    {"path": p.path, **(p.answer or {}), "error": p.error} for p in result.shown
+                ],
             }
         )
     elif out_file is None:
-        table = Table(title=f"{bundle.model_version} · {count} images · {rate:.1f} images/s")
+        count = summary.inputs
+        table = Table(
+            title=f"{bundle.model_version} · {result.precision} · {count} images ·"
+            f" {rate:.1f} images/s"
+        )
         table.add_column("image")
         table.add_column("prediction")
-        for record in result.records[:_SHOWN]:
-            table.add_row(
-                safe(record.source), safe(get_task(bundle.task).answer_text(record.prediction))
+        for prediction in result.shown:
+            text = (
+                get_task(bundle.task).answer_text(prediction.answer)
+                if prediction.answer is not None
+                else f"error: {prediction.error}"
             )
+            table.add_row(safe(prediction.path), safe(text))
         if count > _SHOWN:
             table.caption = f"first {_SHOWN} of {count} — --out FILE.csv writes all"
         out.print(table)
     else:
-        out.print(f"{count} predictions written to {safe(out_file)} ({rate:.1f} images/s)")
+        out.print(
+            f"{summary.inputs} predictions written to {safe(out_file)} ({result.precision},"
+            f" {rate:.1f} images/s)"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -124,9 +124,13 @@ def serve(
     ] = None,
     device: Device = None,
     log_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--log-dir", help="Prediction log folder (default: <run>/predictions).", file_okay=False
+            "--log-dir",
+            help="Prediction log folder, or a URL (s3://bucket/logs, gs://..., any fsspec URL)"
+            " each replica uploads its segments to, under its instance id (default:"
+            " <run>/predictions, the serve.log_dir setting).",
+            metavar="DIR|URL",
         ),
     ] = None,
     config: ConfigFile = None,
@@ -139,9 +143,13 @@ def serve(
 
     Serves runs/latest's bundle by default, exporting the run first if it has none. Requests
     are micro-batched into ONNX Runtime; overload is refused politely (503 + Retry-After).
-    Every prediction is appended to a JSONL log for `visionops drift`.
+    Every prediction is appended to a JSONL log for `visionops drift`; with a URL as
+    --log-dir, each replica uploads its closed segments there (credentials from the driver's
+    usual environment, e.g. AWS_* or GOOGLE_APPLICATION_CREDENTIALS).
 
     Example: visionops serve runs/run-001 --port 8000 --workers 2
+
+    Example: visionops serve runs/run-001 --log-dir s3://my-bucket/predictions
     """
     setup(verbose, quiet)
     target_arg, overrides = one_positional(args, "RUN")
@@ -164,11 +172,12 @@ def serve(
         serve__allow_unverified=allow_unverified,
         serve__log_images=log_images,
         serve__precision=precision,
+        serve__log_dir=log_dir,
     )
     from visionops.serve.runner import run_server
 
     target = Path(target_arg) if target_arg else None
-    run_server(target, settings, log_dir=log_dir)
+    run_server(target, settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -122,11 +122,19 @@ class BatchLoader:
         self.prefetch = prefetch
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.epoch = 0
+        self.start_batch = 0
         self.split_indices = dataset.indices(split)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle the next iteration uses (call before each epoch)."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch whose shuffle the next iteration uses (call before each epoch).
+
+        Args:
+            epoch: The epoch number (seeds the shuffle).
+            start_batch: Batches of that epoch to skip (a resume in the middle of an epoch):
+                the next iteration yields batch ``start_batch`` onwards, in the same order.
+        """
         self.epoch = epoch
+        self.start_batch = start_batch
 
     @property
     def num_samples(self) -> int:
@@ -152,7 +160,8 @@ class BatchLoader:
 
     def _batches(self) -> Iterator[NDArray[np.int64]]:
         order = self.epoch_indices()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        first = self.start_batch * self.batch_size
+        for start in range(first, len(self) * self.batch_size, self.batch_size):
             yield np.sort(order[start : start + self.batch_size])
 
     def _gather(self, rows: NDArray[np.int64]) -> Batch:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from visionops.drift.samples import (
 from visionops.errors import DriftError, VisionOpsError
 from visionops.inference.bundle import Bundle, find_bundle, load_bundle
 from visionops.progress import NULL_PROGRESS, ProgressReporter
+from visionops.storage import is_url
 from visionops.tasks import task_for
 
 __all__ = ["REPORT_KIND", "DriftReport", "default_log_dir", "drift_report", "render_html"]
@@ -88,26 +90,49 @@ def _open_bundle(settings: Settings, target: Path | None) -> Bundle:
         raise DriftError(str(exc)) from None
 
 
+def _image_folder(location: str | Path) -> Path | None:
+    """The local folder of images ``location`` names, or None when it is (or may be) a log."""
+    text = str(location)
+    if is_url(text) or any(char in text for char in "*?["):
+        return None
+    path = Path(text)
+    if not path.exists():
+        raise DriftError(
+            f"--current {path} does not exist — pass a prediction-log folder or URL, or a folder"
+            " of images"
+        )
+    if path.suffix == ".jsonl" or not path.is_dir():
+        return None
+    is_log = any(path.glob("predictions-*.jsonl")) or any(path.glob("*/predictions-*.jsonl"))
+    return None if is_log else path
+
+
 def _current(
     bundle: Bundle,
-    current: Path | None,
+    current: Sequence[str | Path] | str | Path | None,
     last: int | None,
     since: datetime | None,
     progress: ProgressReporter,
 ) -> Sample:
     if current is None:
         return log_sample(bundle, default_log_dir(bundle), last=last, since=since)
-    if not current.exists():
+    locations = [current] if isinstance(current, str | Path) else list(current)
+    if not locations:
+        return log_sample(bundle, default_log_dir(bundle), last=last, since=since)
+    folders = [_image_folder(location) for location in locations]
+    if len(locations) == 1 and folders[0] is not None:
+        if last is not None or since is not None:
+            raise DriftError(
+                "--last and --since select log records; --current is a folder of images"
+            )
+        return images_sample(bundle, [folders[0]], progress)
+    mixed = [str(location) for location, folder in zip(locations, folders, strict=True) if folder]
+    if mixed:
         raise DriftError(
-            f"--current {current} does not exist — pass a prediction-log folder or a folder"
-            " of images"
+            f"--current {mixed[0]} is a folder of images, which cannot be merged with prediction"
+            " logs — pass either one folder of images or only logs"
         )
-    is_log = current.is_dir() and any(current.glob("predictions-*.jsonl"))
-    if is_log or current.suffix == ".jsonl":
-        return log_sample(bundle, current, last=last, since=since)
-    if last is not None or since is not None:
-        raise DriftError("--last and --since select log records; --current is a folder of images")
-    return images_sample(bundle, [current], progress)
+    return log_sample(bundle, locations, last=last, since=since)
 
 
 def _windows(
@@ -217,7 +242,7 @@ def drift_report(
     settings: Settings,
     target: Path | None,
     *,
-    current: Path | None = None,
+    current: Sequence[str | Path] | str | Path | None = None,
     last: int | None = None,
     since: datetime | None = None,
     out: Path | None = None,
@@ -228,8 +253,9 @@ def drift_report(
     Args:
         settings: Resolved settings (``drift.*``, ``runs_root``).
         target: A bundle, a run folder or name; None for ``runs/latest``.
-        current: A prediction-log folder (or segment) or a folder of images; None for the
-            bundle's own log (``<run>/predictions``).
+        current: Prediction-log locations — folders, segments, URLs (``s3://bucket/logs``
+            reads every replica under it), globs — merged by time; or one folder of images;
+            None for the bundle's own log (``<run>/predictions``).
         last: Only the last N log records of this bundle.
         since: Only log records at or after this time.
         out: Output folder (default ``<run>/drift``).

@@ -176,24 +176,33 @@ def _output_rows(rows: Sequence[list[float] | None]) -> NDArray[np.float64] | No
 
 def log_sample(
     bundle: Bundle,
-    log_dir: Path,
+    log_dir: str | Path | Sequence[str | Path],
     *,
     last: int | None = None,
     since: datetime | None = None,
 ) -> Sample:
-    """The bundle's records from a prediction log, optionally the last N or those since a time.
+    """The bundle's records from prediction logs, optionally the last N or those since a time.
 
-    Records of other model versions are left out (and the report says so); lines that are
-    not valid records are skipped and counted.
+    Several folders, URLs and globs (a whole fleet's replicas) are merged by time, so
+    ``last`` and ``since`` select across every replica. Records of other model versions are
+    left out (and the report says so); lines that are not valid records are skipped and
+    counted.
+
+    Args:
+        bundle: The bundle whose records are wanted.
+        log_dir: One log location or several (folders, segments, URLs, globs).
+        last: Only the last N records of this bundle.
+        since: Only records at or after this time.
 
     Raises:
-        DriftError: No log, an empty log, no record of this bundle, or embeddings of another
-            size than the reference's.
+        DriftError: No log, an unreachable URL, an empty log, no record of this bundle.
     """
     from visionops.inference.predlog import read_prediction_log
 
+    locations = [log_dir] if isinstance(log_dir, str | Path) else list(log_dir)
+    log_dir = ", ".join(str(location) for location in locations)
     try:
-        log = read_prediction_log(log_dir)
+        log = read_prediction_log(locations)
     except VisionOpsError as exc:
         raise DriftError(str(exc)) from None
     notes: list[str] = []
@@ -240,6 +249,8 @@ def log_sample(
     if log.embeddings is not None:
         embeddings = log.embeddings[np.asarray(chosen, dtype=np.int64)]
     sample = records_sample(bundle, records, embeddings, f"prediction log {log_dir}")
+    if len(log.files) > 1:
+        notes.append(f"merged by time from {len(log.files)} log segments")
     sample.notes = notes
     return sample
 

@@ -1,8 +1,11 @@
-"""``visionops predict``: batch inference over files and folders, without a server.
+"""``visionops predict``: batch prediction over files, folders, buckets and list files.
 
-Decoding, the model call and the answer are exactly ``serve``'s (:class:`ModelSession` and
-:class:`Postprocessor` on the bundle's ONNX graph; never torch). Each image yields a record in
-the prediction-log format, so ``--log`` appends batch jobs to the log ``drift report`` reads.
+Decoding, the model call and the answer are exactly ``serve``'s, at ``serve``'s precision
+(:mod:`visionops.inference.batch`). The local engine streams (:mod:`~visionops.inference.stream`):
+rows reach ``--out`` as each batch finishes (:mod:`~visionops.inference.writers`), so memory
+stays flat and ``--resume`` continues a job that was killed. ``--engine ray`` runs the same
+batches on a Ray cluster (:mod:`~visionops.inference.ray_engine`). Each decoded image can also
+be appended to the prediction log ``drift report`` reads (``--log``).
 
 Examples:
     >>> result = predict_files(load_bundle(Path("runs/run-001/bundle")), [Path("photos")])
@@ -12,26 +15,41 @@ Examples:
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from loguru import logger
 from numpy.typing import NDArray
 
 from visionops.artifacts import PredictionRecord
-from visionops.errors import DataError, ImageError
-from visionops.imaging import IMAGE_SUFFIXES
+from visionops.errors import DataError
+from visionops.inference.batch import BatchOutcome, BatchPredictor
 from visionops.inference.bundle import Bundle
+from visionops.inference.inputs import find_images, list_inputs
+from visionops.inference.rows import Prediction
+from visionops.inference.stream import StreamSummary, stream_predictions
+from visionops.inference.writers import done_inputs, open_writer, out_exists, out_format
 from visionops.progress import NULL_PROGRESS, ProgressReporter
-from visionops.tasks import get_task
+from visionops.storage import filesystem, storage_error
 
-__all__ = ["PredictResult", "append_to_log", "find_images", "predict_files", "write_predictions"]
+__all__ = [
+    "PredictJob",
+    "PredictJobResult",
+    "PredictResult",
+    "find_images",
+    "predict_files",
+    "run_predict_job",
+]
 
 DEFAULT_BATCH = 16
+Engine = Literal["local", "ray"]
+
+
+# ---------------------------------------------------------------------------- library call
 
 
 @dataclass
@@ -53,37 +71,6 @@ class PredictResult:
     seconds: float = 0.0
 
 
-def find_images(paths: Sequence[Path]) -> list[Path]:
-    """Every image file named or inside a named folder (recursive, sorted, by suffix).
-
-    Raises:
-        DataError: A path that does not exist, or no image at all.
-    """
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(
-                sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
-            )
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{path} does not exist — pass image files or folders of images")
-    if not found:
-        shown = ", ".join(str(p) for p in paths[:3])
-        raise DataError(
-            f"no image files in {shown} — pass JPEG, PNG, BMP, GIF, TIFF, WebP or PNM files"
-        )
-    return found
-
-
-def _batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def predict_files(
     bundle: Bundle,
     paths: Sequence[Path],
@@ -91,9 +78,13 @@ def predict_files(
     batch_size: int = DEFAULT_BATCH,
     threads: int = 0,
     top_k: int = 5,
+    precision: str = "fp32",
     progress: ProgressReporter = NULL_PROGRESS,
 ) -> PredictResult:
-    """Run the bundle over image files and folders, as ``serve`` would answer each.
+    """Run the bundle over image files and folders, keeping every record in memory.
+
+    For a sample that fits in memory (``drift report --current FOLDER``); a job of any size
+    streams through :func:`run_predict_job` instead.
 
     Args:
         bundle: A verified bundle.
@@ -101,6 +92,7 @@ def predict_files(
         batch_size: Images per model call.
         threads: ONNX Runtime threads (0 = every core).
         top_k: Labels in a classification answer.
+        precision: ``fp32`` (what drift references hold), ``int8`` or ``auto``.
         progress: Progress reporter (one step per image).
 
     Returns:
@@ -110,60 +102,24 @@ def predict_files(
     Raises:
         DataError: No image to read, or none of them could be decoded.
     """
-    from visionops.inference.predlog import prediction_record
-    from visionops.inference.session import ModelSession, Postprocessor, PredictOptions
-
-    started = time.perf_counter()
-    files = find_images(paths)
-    session = ModelSession(bundle, threads=threads, precision="fp32")
-    postprocess = Postprocessor(bundle, default_top_k=top_k)
-    options = PredictOptions()
-    request_id = f"predict-{uuid.uuid4().hex[:12]}"
+    files = [str(path) for path in find_images(paths)]
+    predictor = BatchPredictor(
+        bundle, threads=threads, precision=precision, top_k=top_k, request_id=_job_id()
+    )
     records: list[PredictionRecord] = []
     embeddings: list[NDArray[np.float32]] = []
     outputs: list[NDArray[np.float32]] = []
     failures: list[tuple[Path, str]] = []
-    bar = progress.start(f"predict {len(files)} images", total=len(files))
-    try:
-        for chunk in _batches(files, batch_size):
-            decoded = []
-            for path in chunk:
-                try:
-                    decoded.append((path, session.decode(path.read_bytes())))
-                except (ImageError, OSError) as exc:
-                    failures.append((path, str(exc)))
-            if not decoded:
-                bar.advance(len(chunk))
-                continue
-            compute_started = time.perf_counter()
-            result = session.run(np.stack([image.pixels for _, image in decoded]))
-            compute_ms = (time.perf_counter() - compute_started) * 1000
-            now = datetime.now(UTC).isoformat()
-            for row, (path, image) in enumerate(decoded):
-                records.append(
-                    prediction_record(
-                        postprocess(result, row, options),
-                        result.main[row],
-                        image.info,
-                        time=now,
-                        request_id=request_id,
-                        index=len(records),
-                        model_version=bundle.model_version,
-                        task=bundle.meta.task,
-                        precision=session.precision,
-                        latency_ms=compute_ms,
-                        queue_ms=0.0,
-                        compute_ms=compute_ms,
-                        batch_size=len(decoded),
-                        source=str(path),
-                    )
-                )
-            outputs.append(result.main.reshape(len(decoded), -1))
-            if result.embedding is not None:
-                embeddings.append(result.embedding)
-            bar.advance(len(chunk))
-    finally:
-        bar.close()
+
+    def keep(outcome: BatchOutcome) -> None:
+        records.extend(outcome.records)
+        failures.extend((Path(p.path), p.error) for p in outcome.predictions if p.error)
+        if outcome.records:
+            outputs.append(outcome.outputs)
+            if outcome.embeddings is not None:
+                embeddings.append(outcome.embeddings)
+
+    summary = stream_predictions(predictor, files, [keep], batch_size=batch_size, progress=progress)
     if not records:
         raise DataError(
             f"none of the {len(files)} files could be decoded (first: {failures[0][0]}:"
@@ -174,69 +130,233 @@ def predict_files(
         embeddings=np.concatenate(embeddings) if len(embeddings) == len(outputs) else None,
         outputs=np.concatenate(outputs),
         failures=failures,
-        seconds=time.perf_counter() - started,
+        seconds=summary.seconds,
     )
 
 
-def append_to_log(result: PredictResult, directory: Path) -> int:
-    """Append the records (and embeddings) to a prediction log in ``serve``'s format.
+# ---------------------------------------------------------------------------- the command
+
+
+@dataclass
+class PredictJob:
+    """One ``visionops predict`` job.
+
+    Attributes:
+        locations: Images, folders, bucket prefixes and list files (see ``list_inputs``).
+        out: ``FILE.csv``, ``FILE.jsonl`` or ``FOLDER.parquet``, local or a URL; None keeps
+            the predictions for the screen.
+        resume: Skip inputs ``out`` already has a row for, and append.
+        force: Replace an ``out`` that exists.
+        log_dir: Append each decoded image to the prediction log in this folder.
+        engine: ``local`` (streaming, this process) or ``ray`` (Ray Data actors).
+        batch_size: Images per model call.
+        threads: ONNX Runtime threads (per Ray actor with ``ray``); 0: every core.
+        precision: ``auto`` (``serve``'s default: int8 when the bundle has it), ``fp32``,
+            ``int8``.
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (one GPU per actor with ``ray``).
+        top_k: Labels in a classification answer.
+        ray_address: A running Ray cluster to join (None: a local Ray for this job).
+        actors: Ray actors (0: one per ``threads`` CPUs of the cluster, or one per GPU).
+        keep: Predictions kept for the screen when there is no ``out`` (None: all).
+    """
+
+    locations: list[str]
+    out: str | None = None
+    resume: bool = False
+    force: bool = False
+    log_dir: str | None = None
+    engine: Engine = "local"
+    batch_size: int = DEFAULT_BATCH
+    threads: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    top_k: int = 5
+    ray_address: str | None = None
+    actors: int = 0
+    keep: int | None = 20
+
+
+@dataclass
+class PredictJobResult:
+    """What a job did (the CLI prints it).
+
+    Attributes:
+        listed: Inputs the locations named.
+        skipped: Inputs ``--resume`` found in ``out`` already.
+        summary: What this run predicted and what failed.
+        precision: ``fp32`` or ``int8``.
+        shown: Predictions kept for the screen (only without ``out``).
+        logged: Records appended to the prediction log.
+    """
+
+    listed: int
+    skipped: int
+    summary: StreamSummary
+    precision: str
+    shown: list[Prediction] = field(default_factory=list)
+    logged: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        """Inputs per second of this run."""
+        seconds = self.summary.seconds
+        return self.summary.inputs / seconds if seconds > 0 else 0.0
+
+
+def _job_id() -> str:
+    return f"predict-{uuid.uuid4().hex[:12]}"
+
+
+def _prepare_out(job: PredictJob) -> set[str]:
+    """Check ``--out`` against ``--resume``/``--force``; the inputs it already has."""
+    if job.out is None:
+        if job.resume:
+            raise DataError("--resume continues an --out file — pass --out FILE as before")
+        return set()
+    suffix = out_format(job.out)
+    if job.engine == "ray" and suffix != ".parquet":
+        raise DataError(
+            f"--engine ray writes parquet shards: pass --out FOLDER.parquet (got {job.out})"
+        )
+    if not out_exists(job.out):
+        return set()
+    if job.resume:
+        return done_inputs(job.out)
+    if not job.force:
+        raise DataError(
+            f"--out {job.out} exists — pass --resume to continue it or --force to replace it"
+        )
+    if suffix == ".parquet":
+        fs, path = filesystem(job.out)
+        try:
+            fs.rm(path, recursive=True)
+        except Exception as error:
+            raise storage_error(job.out, error, "replace") from None
+    return set()
+
+
+class _LogSink:
+    """Each batch's records and embeddings into the prediction log ``drift`` reads."""
+
+    def __init__(self, location: str) -> None:
+        from visionops.inference.predlog import PredictionLog
+
+        # A URL stays a string: Path("s3://b/x") would collapse its "//".
+        self.log = PredictionLog(location)
+
+    def __call__(self, outcome: BatchOutcome) -> None:
+        from visionops.inference.predlog import LogEntry
+
+        self.log.write(
+            [
+                LogEntry(
+                    record=record,
+                    embedding=None if outcome.embeddings is None else outcome.embeddings[row],
+                )
+                for row, record in enumerate(outcome.records)
+            ]
+        )
+
+    def close(self) -> int:
+        if not self.log.close():
+            logger.warning(
+                "some prediction-log segments for {} are still in the local spool; the next"
+                " `visionops predict --log` or `serve` with the same --log-dir uploads them",
+                self.log.location,
+            )
+        return self.log.records_written
+
+
+def run_predict_job(
+    bundle: Bundle,
+    job: PredictJob,
+    *,
+    providers: Sequence[str] | None = None,
+    progress: ProgressReporter = NULL_PROGRESS,
+) -> PredictJobResult:
+    """List the inputs, skip what ``--resume`` finds done, predict the rest, write as it goes.
+
+    Every check that can refuse the job (inputs, ``--out``, the bundle's precision, the
+    device, Ray) runs before the first row is written.
 
     Args:
-        result: What :func:`predict_files` returned.
-        directory: The log folder (default in the CLI: ``<run>/predictions``).
+        bundle: A verified bundle.
+        job: What to predict and where the rows go.
+        providers: ONNX Runtime providers (None: those ``job.device`` names).
+        progress: Progress reporter.
 
     Returns:
-        Records written.
-    """
-    from visionops.inference.predlog import LogEntry, PredictionLog
-
-    log = PredictionLog(directory)
-    try:
-        entries = [
-            LogEntry(
-                record=record,
-                embedding=None if result.embeddings is None else result.embeddings[row],
-            )
-            for row, record in enumerate(result.records)
-        ]
-        for start in range(0, len(entries), 256):
-            log.write(entries[start : start + 256])
-    finally:
-        log.close()
-    return len(result.records)
-
-
-def write_predictions(result: PredictResult, task: str, out: Path) -> Path:
-    """Write one row per image to ``out``: ``.csv`` (flat columns) or ``.jsonl`` (records).
+        Counts, timing and (without ``out``) the predictions to show.
 
     Raises:
-        DataError: Another suffix.
+        DataError: No inputs, an unknown ``--out`` suffix, an ``--out`` that exists without
+            ``--resume``/``--force``, or Ray/pyarrow missing.
+        StorageError: A bucket that cannot be reached.
+        ArtifactError: ``int8`` asked of a bundle without one.
+        DeviceError: A device that cannot run the bundle.
     """
-    import csv
-    import io
-    import json
+    from visionops.inference.runtime import execution_providers
 
-    from visionops._io import atomic_write_text
-
-    suffix = out.suffix.lower()
-    if suffix == ".jsonl":
-        text = "".join(
-            json.dumps({"path": record.source, **record.prediction}, default=str) + "\n"
-            for record in result.records
+    if job.engine == "ray" and job.log_dir is not None:
+        raise DataError(
+            "--log with --engine ray is not supported — run `drift report` on a local"
+            " --engine local --log job, or drop --log"
         )
-    elif suffix == ".csv":
-        rows = [
-            {"path": record.source, **get_task(task).flat_answer(record.prediction)}
-            for record in result.records
-        ]
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
+    inputs = list_inputs(job.locations)
+    done = _prepare_out(job)
+    todo = [path for path in inputs if path not in done] if done else inputs
+    if providers is None:
+        providers, _ = execution_providers(job.device)
+    if job.engine == "ray":
+        from visionops.inference.ray_engine import predict_with_ray
+
+        assert job.out is not None  # _prepare_out refuses ray without --out
+        summary, precision = predict_with_ray(
+            bundle,
+            todo,
+            job.out,
+            address=job.ray_address,
+            actors=job.actors,
+            threads=job.threads,
+            providers=providers,
+            precision=job.precision,
+            batch_size=job.batch_size,
+            top_k=job.top_k,
+        )
+        return PredictJobResult(len(inputs), len(inputs) - len(todo), summary, precision)
+    predictor = BatchPredictor(
+        bundle,
+        threads=job.threads,
+        precision=job.precision,
+        providers=providers,
+        top_k=job.top_k,
+        request_id=_job_id(),
+    )
+    shown: list[Prediction] = []
+
+    def show(outcome: BatchOutcome) -> None:
+        room = len(outcome.predictions) if job.keep is None else job.keep - len(shown)
+        shown.extend(outcome.predictions[: max(0, room)])
+
+    sinks: list[Callable[[BatchOutcome], None]] = []
+    log = _LogSink(job.log_dir) if job.log_dir is not None else None
+    writer = open_writer(job.out, predictor.rows, resume=job.resume) if job.out else None
+    if writer is not None:
+        sinks.append(lambda outcome: writer.write(outcome.predictions))
     else:
-        raise DataError(f"--out {out}: write .csv or .jsonl (got '{suffix or 'no suffix'}')")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, text)
-    return out
+        sinks.append(show)
+    if log is not None:
+        sinks.append(log)
+    logged = 0
+    try:
+        summary = stream_predictions(
+            predictor, todo, sinks, batch_size=job.batch_size, progress=progress
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+        if log is not None:
+            logged = log.close()
+    return PredictJobResult(
+        len(inputs), len(inputs) - len(todo), summary, predictor.precision, shown, logged
+    )

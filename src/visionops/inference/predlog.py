@@ -17,6 +17,13 @@ A record looks like::
      "embedding": {"file": "predictions-...-0001.embeddings.npy", "row": 17},
      "image_file": "images/<request_id>-0.jpg"}
 
+The folder may also be a URL (``s3://bucket/logs``, ``gs://...``, any fsspec URL): segments
+are then written the same way into a local spool and uploaded to ``<url>/<instance-id>/`` when
+they close — by size, every ``upload_seconds``, and on :meth:`PredictionLog.close` — by
+:mod:`visionops.inference.predlog_upload`, off the caller's thread. :func:`read_prediction_log`
+reads any number of folders, URLs and globs, merged by time
+(:mod:`visionops.inference.predlog_read`).
+
 Durability: each batch's embedding rows are written first, then the ``.npy`` header is updated
 to count them, then the batch's JSONL lines are written in one ``write`` — all before any client
 gets its answer. So a record a client was told about is already in the file (a clean shutdown
@@ -28,9 +35,9 @@ uvicorn worker) writes its own segments, and a segment rotates when it passes ``
 from __future__ import annotations
 
 import os
-import re
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,25 +45,37 @@ from typing import Any, BinaryIO
 import numpy as np
 from loguru import logger
 from numpy.typing import NDArray
-from pydantic import ValidationError
 
 from visionops._io import atomic_write_bytes, clean_stale_temps
 from visionops.artifacts import EmbeddingRef, LoggedImage, PredictionRecord, TaskName
 from visionops.errors import ArtifactError
+from visionops.inference.predlog_read import PredictionLogData, read_prediction_logs
+from visionops.inference.predlog_upload import (
+    SegmentUploader,
+    UploadStatus,
+    instance_id,
+    spool_root,
+)
+from visionops.storage import is_url
 
 __all__ = [
+    "DEFAULT_DRAIN_S",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_UPLOAD_S",
     "LogEntry",
     "PredictionLog",
     "PredictionLogData",
+    "UploadStatus",
     "prediction_record",
     "read_prediction_log",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_UPLOAD_S = 60.0
+DEFAULT_DRAIN_S = 20.0
+"""Longest time :meth:`PredictionLog.close` spends uploading what is pending to a URL."""
 _NPY_HEADER_BYTES = 128
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
-_SEGMENT = re.compile(r"^predictions-.+\.jsonl$")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "tiff": "tif",
                "webp": "webp", "pnm": "pnm"}  # fmt: skip
 
@@ -194,19 +213,55 @@ class _Segment:
 
 
 class PredictionLog:
-    """Append prediction records (and embeddings, and optionally images) to a folder.
+    """Append prediction records (and embeddings, and optionally images) to a folder or URL.
 
-    Thread-safe: the server writes from its inference thread and closes from the event loop.
+    Thread-safe: the server writes from its log thread and closes from the event loop.
 
     Args:
-        directory: The log folder (created).
+        location: The log folder (created), or a URL whose segments are uploaded under
+            ``<url>/<instance-id>/`` from a local spool (see the module docstring).
         max_bytes: Rotate to a new segment when a segment's JSONL or embeddings pass this.
         log_images: Keep every raw upload under ``images/``.
+        upload_seconds: With a URL: close and upload the open segment this often.
+        spool: With a URL: the local spool root (default
+            :func:`~visionops.inference.predlog_upload.spool_root`).
+
+    Raises:
+        ArtifactError: The local folder cannot be created.
+        StorageError: A URL scheme whose driver is not installed (the message is the
+            ``pip install`` that brings it).
+
+    Examples:
+        >>> log = PredictionLog("s3://bucket/logs", upload_seconds=60)  # doctest: +SKIP
+        >>> log.write(entries)  # doctest: +SKIP
+        >>> log.close()  # uploads what is pending, for up to DEFAULT_DRAIN_S  # doctest: +SKIP
     """
 
     def __init__(
-        self, directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, log_images: bool = False
+        self,
+        location: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        log_images: bool = False,
+        upload_seconds: float = DEFAULT_UPLOAD_S,
+        spool: Path | None = None,
     ) -> None:
+        text = os.fspath(location)
+        self.url: str | None = text.rstrip("/") if is_url(text) else None
+        self.uploader: SegmentUploader | None = None
+        if self.url is not None:
+            root = spool or spool_root(self.url)
+            directory = root / instance_id()
+            self.uploader = SegmentUploader(
+                self.url,
+                root,
+                is_open=self._is_open,
+                rotate=self.rotate,
+                every_s=upload_seconds,
+            )
+        else:
+            directory = Path(text)
+        self.location = self.url or str(directory)
         self.directory = directory
         self.max_bytes = max_bytes
         self.log_images = log_images
@@ -220,12 +275,15 @@ class PredictionLog:
             raise ArtifactError(
                 f"cannot create the prediction log folder {directory} ({exc.strerror}) — pass"
                 " a writable --log-dir"
+                + (" (or set XDG_CACHE_HOME to a writable folder)" if self.url else "")
             ) from None
         self._lock = threading.Lock()
         self._segment: _Segment | None = None
         self._sequence = 0
         self._started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.records_written = 0
+        if self.uploader is not None:
+            self.uploader.start()
 
     @property
     def current_file(self) -> Path | None:
@@ -278,127 +336,73 @@ class PredictionLog:
             if segment.size() >= self.max_bytes:
                 segment.close()
                 self._segment = None
+                if self.uploader is not None:
+                    self.uploader.wake()
 
-    def close(self) -> None:
-        """Flush and fsync everything written; later writes start a new segment."""
+    def _is_open(self, path: Path) -> bool:
         with self._lock:
-            if self._segment is not None:
-                self._segment.close()
-                self._segment = None
-        logger.debug(
-            "prediction log closed: {} records in {}", self.records_written, self.directory
-        )
+            return self._segment is not None and self._segment.jsonl_path == path
+
+    def rotate(self) -> None:
+        """Close the open segment if it holds records (the next write starts a new one)."""
+        with self._lock:
+            if self._segment is None:
+                return
+            self._segment.close()
+            self._segment = None
+
+    def upload_status(self) -> UploadStatus | None:
+        """Upload counters when the log goes to a URL, else None."""
+        return None if self.uploader is None else self.uploader.status()
+
+    def close(self, drain_s: float = DEFAULT_DRAIN_S) -> bool:
+        """Flush and fsync everything written; with a URL, upload what is pending.
+
+        Later writes start a new segment (and, with a URL, are uploaded by the next writer).
+
+        Args:
+            drain_s: With a URL: the longest time spent uploading; what is left stays in the
+                spool and is uploaded by the next writer to the same URL on this disk.
+
+        Returns:
+            False when a URL's uploads did not all finish within ``drain_s``.
+        """
+        self.rotate()
+        drained = True
+        if self.uploader is not None:
+            drained = self.uploader.drain(drain_s)
+        logger.debug("prediction log closed: {} records in {}", self.records_written, self.location)
+        return drained
 
 
-@dataclass
-class PredictionLogData:
-    """What :func:`read_prediction_log` returns.
-
-    Attributes:
-        records: The records, oldest segment first, in file order.
-        embeddings: ``(len(records), D)`` float32 aligned with ``records`` (NaN rows for
-            records without an embedding), or None when no record has one.
-        files: The JSONL segments read.
-        skipped_lines: Lines that are not a valid record (a crash's partial last line).
-    """
-
-    records: list[PredictionRecord]
-    embeddings: NDArray[np.float32] | None
-    files: list[Path] = field(default_factory=list)
-    skipped_lines: int = 0
-
-
-def _read_npy_rows(path: Path) -> NDArray[np.float32]:
-    """Read a side file, trusting its header's row count (rows past it were never recorded)."""
-    with path.open("rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        if version != (1, 0):
-            raise ArtifactError(f"{path} is not a visionops embeddings file (npy {version})")
-        header = np.lib.format.read_array_header_1_0(handle)
-        offset = handle.tell()
-    rows, dim = header[0]
-    available = (path.stat().st_size - offset) // (4 * dim) if dim else 0
-    rows = min(rows, available)
-    if rows == 0:
-        return np.zeros((0, dim), np.float32)
-    mapped = np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=(rows, dim))
-    return np.array(mapped, dtype=np.float32)
-
-
-def read_prediction_log(path: Path, *, with_embeddings: bool = True) -> PredictionLogData:
-    """Read a prediction log folder (every segment) or one JSONL segment.
+def read_prediction_log(
+    location: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    with_embeddings: bool = True,
+) -> PredictionLogData:
+    """Read a prediction log: a folder, a segment, a URL, a glob, or several, merged by time.
 
     Each line is validated as a :class:`~visionops.artifacts.PredictionRecord`; lines that
     are not — the partial last line a crash can leave — are skipped and counted.
 
     Args:
-        path: The log folder or a ``predictions-*.jsonl`` file.
+        location: One location or a list of them (folders, ``predictions-*.jsonl`` files,
+            URLs such as ``s3://bucket/logs``, globs such as ``'s3://bucket/logs/web-*'``).
         with_embeddings: Also load the embeddings the records point to.
 
     Returns:
-        Records, aligned embeddings, the files read and how many lines were skipped.
+        Records ordered by time, aligned embeddings, the segments read and how many lines
+        were skipped.
 
     Raises:
-        ArtifactError: No such folder or file, or no segment in the folder.
+        ArtifactError: No such folder or file, or no segment in it.
+        StorageError: A URL that cannot be reached or read.
 
     Examples:
         >>> log = read_prediction_log(Path("runs/run-001/predictions"))  # doctest: +SKIP
         >>> len(log.records), log.embeddings.shape
         (1200, (1200, 512))
     """
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if _SEGMENT.match(p.name))
-        if not files:
-            raise ArtifactError(
-                f"no prediction log in {path} — serve traffic first with `visionops serve`"
-            )
-    elif path.is_file():
-        files = [path]
-    else:
-        raise ArtifactError(
-            f"no prediction log at {path} — pass the folder `visionops serve` writes"
-            " (default: <run>/predictions)"
-        )
-    records: list[PredictionRecord] = []
-    skipped = 0
-    for file in files:
-        lines = file.read_bytes().split(b"\n")
-        for number, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                record = PredictionRecord.model_validate_json(line)
-            except ValidationError:
-                skipped += 1
-                if number != len(lines) - 1:
-                    logger.warning(
-                        "{}: line {} is not a prediction record, skipped", file, number + 1
-                    )
-                continue
-            records.append(record)
-    embeddings = None
-    if with_embeddings:
-        embeddings = _gather_embeddings(records, files[0].parent if files else path)
-    return PredictionLogData(records, embeddings, files, skipped)
-
-
-def _gather_embeddings(
-    records: list[PredictionRecord], directory: Path
-) -> NDArray[np.float32] | None:
-    refs = [record.embedding for record in records]
-    names = {ref.file for ref in refs if ref is not None}
-    if not names:
-        return None
-    arrays: dict[str, NDArray[np.float32]] = {}
-    for name in names:
-        side = directory / Path(name).name
-        arrays[name] = _read_npy_rows(side) if side.is_file() else np.zeros((0, 0), np.float32)
-    dim = max(a.shape[1] for a in arrays.values())
-    out = np.full((len(records), dim), np.nan, dtype=np.float32)
-    for i, ref in enumerate(refs):
-        if ref is None:
-            continue
-        array = arrays[ref.file]
-        if 0 <= ref.row < array.shape[0] and array.shape[1] == dim:
-            out[i] = array[ref.row]
-    return out
+    if isinstance(location, str | os.PathLike):
+        return read_prediction_logs([location], with_embeddings=with_embeddings)
+    return read_prediction_logs(list(location), with_embeddings=with_embeddings)

@@ -31,7 +31,7 @@ API_KEY_ENV = "VISIONOPS_API_KEY"
 def create_app(
     bundle: Bundle,
     settings: ServeSettings,
-    log_dir: Path | None = None,
+    log_dir: str | Path | None = None,
     *,
     decode_threads: int | None = None,
     device: str = "auto",
@@ -45,7 +45,7 @@ def create_app(
     Args:
         bundle: A bundle from :func:`visionops.inference.bundle.load_bundle`.
         settings: Server settings (batching, limits, API key, ...).
-        log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
+        log_dir: Prediction log folder or URL; None means ``<bundle>/../predictions``.
         decode_threads: Threads that decode uploads (None: one per core; 0: on the event
             loop, for measurements only).
         device: ``--device`` (``auto`` serves on the CPU; ``cuda`` re-checks the bundle's

@@ -13,12 +13,20 @@ Exported series::
     visionops_predictions_total{label}                 predicted labels (top-1, labels over
                                                        threshold, or anomaly verdict)
     visionops_model_info{task,model_version,...}       1, labelled with the bundle's identity
+
+With a log URL (``--log-dir s3://...``), as of the uploader's last pass::
+
+    visionops_log_upload_pending_bytes                 written locally, not in the bucket yet
+    visionops_log_upload_pending_segments              segments waiting (the open one included)
+    visionops_log_upload_failures_total                upload attempts that failed
+    visionops_log_uploaded_segments_total              segments uploaded by this process
+    visionops_log_uploaded_bytes_total                 their bytes
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import prometheus_client
@@ -30,10 +38,13 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from visionops.artifacts import BundleMeta
+from visionops.inference.predlog import UploadStatus
 
-__all__ = ["KNOWN_ENDPOINTS", "MetricsMiddleware", "ServeMetrics"]
+__all__ = ["KNOWN_ENDPOINTS", "MetricsMiddleware", "ServeMetrics", "watch_log_uploads"]
 
 KNOWN_ENDPOINTS = frozenset(
     {
@@ -177,6 +188,48 @@ class ServeMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _UploadCollector(Collector):
+    """The prediction-log uploader's counters, read from it at scrape time (no copy to sync)."""
+
+    def __init__(self, status: Callable[[], UploadStatus | None]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status()
+        if status is None:
+            return
+        yield GaugeMetricFamily(
+            "visionops_log_upload_pending_bytes",
+            "Prediction-log bytes written locally and not in the log URL yet.",
+            value=status.pending_bytes,
+        )
+        yield GaugeMetricFamily(
+            "visionops_log_upload_pending_segments",
+            "Prediction-log segments waiting for upload (the open one included).",
+            value=status.pending_segments,
+        )
+        yield CounterMetricFamily(
+            "visionops_log_upload_failures",
+            "Prediction-log upload attempts that failed (retried with back-off).",
+            value=status.failures,
+        )
+        yield CounterMetricFamily(
+            "visionops_log_uploaded_segments",
+            "Prediction-log segments uploaded to the log URL.",
+            value=status.uploaded_segments,
+        )
+        yield CounterMetricFamily(
+            "visionops_log_uploaded_bytes",
+            "Bytes of the prediction-log segments uploaded (embeddings and images included).",
+            value=status.uploaded_bytes,
+        )
+
+
+def watch_log_uploads(metrics: ServeMetrics, status: Callable[[], UploadStatus | None]) -> None:
+    """Export the prediction-log uploader's counters (nothing while ``status`` gives None)."""
+    metrics.registry.register(_UploadCollector(status))
 
 
 class MetricsMiddleware:

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, field_validator
 
 from visionops.config import DriftSettings, ServeSettings, Settings
 from visionops.errors import ServeError
 from visionops.inference.bundle import BUNDLE_MANIFEST, load_bundle
 from visionops.inference.runtime import execution_providers
 from visionops.serve.http_errors import SecretScrubber
+from visionops.storage import is_url
 
 __all__ = [
     "ENV_SPEC",
@@ -48,7 +49,7 @@ class WorkerSpec(BaseModel):
         settings: Server settings less the API key (a secret is never dumped).
         api_key: The API key, handed over in the environment only.
         device: ``--device``.
-        log_dir: The prediction log folder.
+        log_dir: The prediction log folder or URL.
         drift: Online drift settings.
     """
 
@@ -56,8 +57,13 @@ class WorkerSpec(BaseModel):
     settings: ServeSettings
     api_key: str | None = None
     device: str = "auto"
-    log_dir: Path | None = None
+    log_dir: str | None = None
     drift: DriftSettings | None = None
+
+    @field_validator("log_dir", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
@@ -179,7 +185,7 @@ def run_server(
     target: Path | None,
     all_settings: Settings,
     *,
-    log_dir: Path | None = None,
+    log_dir: str | Path | None = None,
 ) -> None:
     """Serve a bundle until interrupted (the ``visionops serve`` command).
 
@@ -187,7 +193,9 @@ def run_server(
         target: A bundle folder, a run folder or name, or None for ``runs/latest``.
         all_settings: The resolved settings (``serve.*``, ``device``, ``runs_root``, and
             ``export.*`` for a run that must be exported first).
-        log_dir: Prediction log folder; None means ``<bundle>/../predictions``.
+        log_dir: Prediction log folder or URL; None means the ``serve.log_dir`` setting,
+            else ``<bundle>/../predictions``. A URL's segments are uploaded under
+            ``<url>/<instance-id>/`` (:mod:`visionops.inference.predlog_upload`).
 
     Raises:
         DeviceError: A ``--device`` that cannot serve with checked answers.
@@ -203,7 +211,12 @@ def run_server(
     bundle = load_bundle(bundle_dir, allow_unverified=settings.allow_unverified)
     from visionops.serve.app import create_app, default_log_dir
 
-    resolved_log_dir = (log_dir or default_log_dir(bundle)).resolve()
+    chosen = log_dir or settings.log_dir
+    resolved_log_dir = (
+        str(chosen).rstrip("/")
+        if chosen is not None and is_url(chosen)
+        else str(Path(chosen or default_log_dir(bundle)).expanduser().resolve())
+    )
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     url = _url(settings.host, port)

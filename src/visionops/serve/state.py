@@ -34,9 +34,10 @@ from visionops.inference.session import (
 )
 from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
-from visionops.serve.metrics import ServeMetrics
+from visionops.serve.metrics import ServeMetrics, watch_log_uploads
 from visionops.serve.schemas import predict_response_model
 from visionops.serve.uploads import Upload
+from visionops.storage import is_url
 
 __all__ = ["Job", "ServingState", "default_log_dir"]
 
@@ -68,7 +69,9 @@ class ServingState:
     Args:
         bundle: The verified bundle.
         settings: Server settings.
-        log_dir: The prediction log folder (None: :func:`default_log_dir`).
+        log_dir: The prediction log folder or URL (None: :func:`default_log_dir`); a URL's
+            segments are uploaded off the event loop (see
+            :mod:`visionops.inference.predlog_upload`).
         decode_threads: Threads that decode uploads (None: one per core; 0: decode on the
             event loop itself, only for measuring what the pool buys).
         device: ``--device``; see :func:`~visionops.inference.runtime.execution_providers`.
@@ -82,7 +85,7 @@ class ServingState:
         self,
         bundle: Bundle,
         settings: ServeSettings,
-        log_dir: Path | None,
+        log_dir: str | Path | None,
         decode_threads: int | None = None,
         device: str = "auto",
         drift: DriftSettings | None = None,
@@ -105,7 +108,11 @@ class ServingState:
             if not drift.online
             else "the bundle has no usable held-out drift reference (see the server log)"
         )
-        self.log_dir = log_dir or default_log_dir(bundle)
+        self.log_dir: str | Path = (
+            str(log_dir)
+            if log_dir is not None and is_url(log_dir)
+            else Path(log_dir or default_log_dir(bundle))
+        )
         self.session: ModelSession | None = None
         self.status = "loading"
         self.failure: str | None = None
@@ -117,7 +124,12 @@ class ServingState:
         self.inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         # One writer thread: batches reach the log in order, while the next batch computes.
         self.log_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predlog")
-        self.predlog = PredictionLog(self.log_dir, log_images=settings.log_images)
+        self.predlog = PredictionLog(
+            self.log_dir,
+            log_images=settings.log_images,
+            upload_seconds=settings.log_upload_seconds,
+        )
+        watch_log_uploads(self.metrics, self.predlog.upload_status)
         self.batcher: MicroBatcher[Job, dict[str, Any]] = MicroBatcher(
             self._run_batch,
             executor=self.inference_pool,
@@ -203,13 +215,14 @@ class ServingState:
         self.inference_pool.shutdown(wait=True)
         self.log_pool.shutdown(wait=True)
         self.decode_pool.shutdown(wait=True)
-        self.predlog.close()
+        # Off the event loop: with a log URL this is the drain's upload (bounded).
+        await asyncio.get_running_loop().run_in_executor(None, self.predlog.close)
         if self.drift is not None:
             self.drift.stop()
         logger.info(
             "server stopped; {} predictions logged in {}",
             self.predlog.records_written,
-            self.log_dir,
+            self.predlog.location,
         )
         await logger.complete()
 

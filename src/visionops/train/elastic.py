@@ -250,6 +250,11 @@ def launch(plan: LaunchPlan, args: Sequence[str], errors: Path) -> None:
         # What torchrun does: N processes with all cores' threads each would thrash.
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // plan.nproc_per_node))
     os.environ[NODE_RANK_ENV] = "" if plan.node_rank is None else str(plan.node_rank)
+    # The workers get a store of their own (hosted by global rank 0) rather than the agents'
+    # rendezvous store: with the shared store, a worker SIGKILLed mid-epoch could leave the
+    # other node's agent with a reset connection to the rendezvous, so the restart hung
+    # (3 of 6 tries under load); with separate stores every try restarted and resumed.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     configs: dict[str, Any] = {
         "join_timeout": plan.rdzv_timeout,
         "read_timeout": plan.rdzv_timeout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import random
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,8 +42,10 @@ from visionops.tasks import TrainingTask
 
 __all__ = [
     "Engine",
+    "EpochPosition",
     "EpochStats",
     "ModelEma",
+    "StepHook",
     "normalisation",
     "rng_state",
     "seed_everything",
@@ -193,6 +196,37 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 @dataclass
+class EpochPosition:
+    """How far an epoch got: what a mid-epoch checkpoint holds to continue it exactly.
+
+    Attributes:
+        epoch: The epoch in progress.
+        batch: Batches of it already trained (the next one is ``batch``).
+        loss_sum: Sum of the per-image training loss so far (this rank's).
+        seen: Images trained so far in the epoch (this rank's).
+        seconds: Training seconds spent in the epoch so far.
+    """
+
+    epoch: int
+    batch: int
+    loss_sum: float
+    seen: int
+    seconds: float
+
+
+class StepHook(Protocol):
+    """Asked after every optimiser step whether to checkpoint (see ``train.checkpoints``)."""
+
+    def due(self, step: int) -> bool:
+        """Whether to checkpoint after global optimiser step ``step`` (same on every rank)."""
+        ...
+
+    def save(self, position: EpochPosition) -> None:
+        """Checkpoint the engine at ``position`` (called on every rank)."""
+        ...
+
+
+@dataclass
 class EpochStats:
     """Mean loss, images seen and seconds of one training epoch."""
 
@@ -311,8 +345,24 @@ class Engine:
         """The weights that are evaluated and saved as best: EMA when enabled."""
         return self.ema.module if self.ema is not None else self.model
 
-    def state(self, epoch: int, best_metric: float | None, run: dict[str, Any]) -> dict[str, Any]:
-        """Everything a checkpoint holds to continue exactly after ``epoch``."""
+    def state(
+        self,
+        epoch: int,
+        best_metric: float | None,
+        run: dict[str, Any],
+        *,
+        position: EpochPosition | None = None,
+        rank_rng: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Everything a checkpoint holds to continue exactly after ``epoch``.
+
+        Args:
+            epoch: The last finished epoch.
+            best_metric: The best validation metric so far.
+            run: The run record.
+            position: How far the next epoch got, for a mid-epoch checkpoint.
+            rank_rng: Every rank's random streams (this process's alone when None).
+        """
         return {
             "format": CHECKPOINT_FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -323,6 +373,8 @@ class Engine:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": rng_state(),
+            "rank_rng": rank_rng,
+            "position": dataclasses.asdict(position) if position is not None else None,
             "best_metric": best_metric if best_metric is not None else float("nan"),
             "run": run,
         }
@@ -373,25 +425,41 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def train_epoch(self, epoch: int, total_epochs: int, progress: ProgressReporter) -> EpochStats:
+    def train_epoch(
+        self,
+        epoch: int,
+        total_epochs: int,
+        progress: ProgressReporter,
+        *,
+        start: EpochPosition | None = None,
+        hook: StepHook | None = None,
+    ) -> EpochStats:
         """One pass over this process's shard of the training split.
+
+        Args:
+            epoch: The epoch number.
+            total_epochs: For the progress bar.
+            progress: Receives the epoch's bar.
+            start: Continue a mid-epoch checkpoint's position instead of starting the epoch.
+            hook: Asked after each optimiser step whether to write a mid-epoch checkpoint.
 
         Raises:
             TrainingError: The loss became NaN or infinite.
         """
         cfg = self.settings.train
         loader = self.train_loader
-        loader.set_epoch(epoch)
+        first = start.batch if start is not None else 0
+        loader.set_epoch(epoch, first)
         self.network.train()
         if self.settings.model.freeze_backbone:
             self.model.backbone.eval()  # frozen BatchNorm keeps its statistics
         steps = len(loader)
-        bar = progress.start(f"epoch {epoch}/{total_epochs}", total=steps)
-        loss_sum = torch.zeros((), device=self.device)
-        seen = 0
-        started = last_report = time.perf_counter()
+        bar = progress.start(f"epoch {epoch}/{total_epochs}", total=steps - first)
+        loss_sum = torch.full((), start.loss_sum if start else 0.0, device=self.device)
+        seen = start.seen if start else 0
+        started = last_report = time.perf_counter() - (start.seconds if start else 0.0)
         try:
-            for step, (images, targets) in enumerate(loader):
+            for step, (images, targets) in enumerate(loader, start=first):
                 images = images.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
                 if self.augment is not None:
@@ -422,6 +490,17 @@ class Engine:
                         self.ema.update()
                 loss_sum += loss.detach() * len(images)
                 seen += len(images)
+                if (
+                    hook is not None
+                    and boundary
+                    and step + 1 < steps
+                    and hook.due(self.scheduler.last_epoch)
+                ):
+                    hook.save(
+                        EpochPosition(
+                            epoch, step + 1, float(loss_sum), seen, time.perf_counter() - started
+                        )
+                    )
                 now = time.perf_counter()
                 if now - last_report >= _PROGRESS_EVERY_S or step + 1 == steps:
                     # The only host sync of the loop, twice a second at most.

@@ -37,6 +37,7 @@ from visionops.distributed import (
     broadcast_from_main,
     check_same_data,
     cleanup_distributed,
+    gather_objects,
     init_distributed,
 )
 from visionops.errors import ArtifactError, ConfigError, TrainingError
@@ -58,9 +59,20 @@ from visionops.tracking.training import (
     start_run_tracking,
 )
 from visionops.tracking.wandb_run import NullTracker, Tracker
-from visionops.train.checkpoints import save_checkpoints
+from visionops.train.checkpoints import (
+    MidEpochCheckpoints,
+    epoch_checkpoint_due,
+    save_checkpoints,
+)
 from visionops.train.dataset import effective_settings, shown
-from visionops.train.engine import Engine, seed_everything, set_rng_state, training_versions
+from visionops.train.engine import (
+    Engine,
+    EpochPosition,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    training_versions,
+)
 from visionops.train.onepass import train_one_pass
 from visionops.train.record import check_resume_fits, new_run_record, now
 from visionops.train.restarts import note_run, run_to_continue
@@ -148,6 +160,7 @@ class _Prepared:
     engine: Engine
     first_epoch: int
     checkpoint: dict[str, Any] | None
+    start: EpochPosition | None = None
 
 
 class _Attempt:
@@ -222,15 +235,20 @@ class _Attempt:
             f", {context.world_size} processes" if context.enabled else "",
         )
         first_epoch = 1
+        start = None
         if resumed is not None and checkpoint is not None:
             engine.load_state(checkpoint, resumed[0] / "checkpoints" / "last.pt")
             first_epoch = int(checkpoint["epoch"]) + 1
+            if checkpoint.get("position"):
+                start = EpochPosition(**checkpoint["position"])
         # After building (which draws initial weights): the stream every rank's epochs use.
         if checkpoint is not None:
-            set_rng_state(checkpoint.get("rng") or {})
+            streams = checkpoint.get("rank_rng") or []
+            mine = streams[context.rank] if len(streams) == context.world_size else None
+            set_rng_state(mine or checkpoint.get("rng") or {})
         elif context.rank:
             torch.manual_seed(settings.train.seed + context.rank)
-        return _Prepared(settings, dataset, task, engine, first_epoch, checkpoint)
+        return _Prepared(settings, dataset, task, engine, first_epoch, checkpoint, start)
 
     def follow(self, dataset_arg: str | Path | None, resume: str | Path | None) -> TrainResult:
         """Ranks other than 0: build the same engine, train in step with rank 0, write nothing."""
@@ -239,15 +257,7 @@ class _Attempt:
             None, self.context
         )
         prepared = self.prepare(dataset_arg, resumed)
-        return _follow(
-            prepared.engine,
-            prepared.first_epoch,
-            self.context,
-            prepared.settings,
-            prepared.task,
-            self.choice,
-            self.started,
-        )
+        return _follow(prepared, self.context, self.choice, self.started)
 
     def _one_pass(
         self,
@@ -339,18 +349,23 @@ class _Attempt:
                         self.context,
                     )
                 with log_to_file(writer.path / "train.log"):
-                    if resumed is not None:
+                    if prepared.start is not None:
+                        logger.info(
+                            "resuming {} at epoch {} batch {}/{}",
+                            writer.path,
+                            prepared.start.epoch,
+                            prepared.start.batch,
+                            len(prepared.engine.train_loader),
+                        )
+                    elif resumed is not None:
                         logger.info(
                             "resuming {} after epoch {}", writer.path, prepared.first_epoch - 1
                         )
                     atomic_write_text(writer.path / "config.yaml", config_text)
                     writer.write_record()
                     return _lead(
-                        prepared.engine,
+                        prepared,
                         writer,
-                        prepared.first_epoch,
-                        prepared.settings,
-                        prepared.task,
                         self.choice,
                         self.context,
                         self.started,
@@ -364,19 +379,23 @@ class _Attempt:
 
 
 def _follow(
-    engine: Engine,
-    first_epoch: int,
-    context: DistContext,
-    settings: Settings,
-    task: TrainingTask,
-    choice: DeviceChoice,
-    started: float,
+    prepared: _Prepared, context: DistContext, choice: DeviceChoice, started: float
 ) -> TrainResult:
     """Ranks other than 0: train in step with rank 0, write nothing."""
+    engine, settings, task = prepared.engine, prepared.settings, prepared.task
     epochs = settings.train.epochs
+    first_epoch = prepared.first_epoch
     epoch = first_epoch - 1
+    hook = MidEpochCheckpoints(settings, context, engine.device, engine, writer=None)
     for epoch in range(first_epoch, epochs + 1):
-        engine.train_epoch(epoch, epochs, NULL_PROGRESS)
+        engine.train_epoch(
+            epoch,
+            epochs,
+            NULL_PROGRESS,
+            start=prepared.start if epoch == first_epoch else None,
+            hook=hook if hook.active else None,
+        )
+        gather_objects(rng_state(), context)  # rank 0 saves every rank's streams
         if broadcast_flag(False, context, engine.device):
             break
     return TrainResult(
@@ -398,11 +417,8 @@ def _follow(
 
 
 def _lead(
-    engine: Engine,
+    prepared: _Prepared,
     writer: RunWriter,
-    first_epoch: int,
-    settings: Settings,
-    task: TrainingTask,
     choice: DeviceChoice,
     context: DistContext,
     started: float,
@@ -410,6 +426,8 @@ def _lead(
     progress: ProgressReporter,
 ) -> TrainResult:
     """Rank 0: train, validate, checkpoint, log; then score the best checkpoint."""
+    engine, settings, task = prepared.engine, prepared.settings, prepared.task
+    first_epoch = prepared.first_epoch
     cfg = settings.train
     record = writer.record
     best = finite(record.best_metric)
@@ -422,6 +440,7 @@ def _lead(
     status = "failed"
     trained = False
     tracker: Tracker = NullTracker()
+    hook = MidEpochCheckpoints(settings, context, engine.device, engine, writer)
     try:
         tracker = start_run_tracking(
             settings.tracking,
@@ -432,7 +451,14 @@ def _lead(
         )
         for epoch in range(first_epoch, cfg.epochs + 1):
             trained = True
-            result = engine.train_epoch(epoch, cfg.epochs, progress)
+            result = engine.train_epoch(
+                epoch,
+                cfg.epochs,
+                progress,
+                start=prepared.start if epoch == first_epoch else None,
+                hook=hook if hook.active else None,
+            )
+            rank_rng = gather_objects(rng_state(), context) if context.enabled else None
             engine.check_finite(result.loss, epoch, len(engine.train_loader))
             images_trained += result.images * context.world_size
             train_seconds += result.seconds
@@ -460,7 +486,9 @@ def _lead(
             writer.write_history()
             record.best_epoch, record.best_metric = best_epoch, best
             record.epochs_completed = epoch
-            save_checkpoints(engine, writer, epoch, best, improved)
+            if epoch_checkpoint_due(settings, epoch, improved):
+                save_checkpoints(engine, writer, epoch, best, improved, rank_rng)
+                hook.saved_epoch_end()
             writer.write_record()
             writer.first_epoch_done(settings.runs_root)
             logger.debug(
