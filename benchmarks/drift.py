@@ -1,6 +1,6 @@
-"""Drift detection: calibration, power, MMD speed and the held-out reference.
+"""Drift detection: calibration, power, MMD speed, the held-out reference, camera shifts.
 
-Three measurements:
+Five measurements:
 
 1. **speed** — MMD² permutation test on 10,000 reference x 2,000 current embeddings
    (D = 512), 1,000 permutations: visionops (kernel matrix once, permutations as
@@ -14,6 +14,17 @@ Three measurements:
    family (each family alone at α), for N in --sizes. "none" is the false-alarm row.
 3. **reference** — false alarms on unseen unshifted images with a reference drawn from the
    training split versus the val split, on the same (over-fitted: no augmentation) model.
+4. **camera** — what a camera or encoder change does: the unseen pool's *files* are shifted
+   as ``drift simulate`` writes them (``noise=…`` as PNG, ``jpeg=…`` as the encoder's own
+   bytes) and go through serve's decode (``ModelSession.decode``: the statistics of the
+   upload before the resize, of its bytes, and of the model-sized pixels) and the graph.
+   For each strength: the detection rate at --camera-size images, overall and per new
+   statistic, beside the same tests without the new statistics (the baseline); the PSNR
+   of the shifted images says how visible the change is. "none" (the pool's own files) is
+   the false-alarm row, at --camera-size and --camera-fa-size images.
+5. **cost** — per-upload time of the new statistics at 224 px and 640x480 (JPEG and PNG)
+   beside the existing ``image_statistics`` and the decode itself, then ``/predict`` through
+   the ASGI app with online drift off and on (interleaved rounds).
 
 Run: python benchmarks/drift.py --trials 100 --sizes 50,200,1000
 """
@@ -99,7 +110,13 @@ def speed(reference_n: int, current_n: int, dim: int, permutations: int, naive_p
 
 
 def build_demo(
-    root: Path, images_per_class: int, epochs: int, model: str, size: int, pool_per_class: int
+    root: Path,
+    images_per_class: int,
+    epochs: int,
+    model: str,
+    size: int,
+    pool_per_class: int,
+    demo_size: int = 64,
 ) -> tuple[Path, Path]:
     """Train and export a shapes model; prepare an unseen pool from another demo seed."""
     from visionops.config import load_settings
@@ -111,7 +128,7 @@ def build_demo(
     os.chdir(root)
     common = [
         f"data.demo.images_per_class={images_per_class}",
-        "data.demo.image_size=64",
+        f"data.demo.image_size={demo_size}",
         f"data.image_size={size}",
         "data.workers=1",
     ]
@@ -130,10 +147,10 @@ def build_demo(
     prepared = prepare_dataset(raw, settings).path
     run = train(settings, prepared).run_dir
     export_run(settings, run)
-    return root / run / "bundle", build_pool(root, pool_per_class, size)
+    return root / run / "bundle", build_pool(root, pool_per_class, size, demo_size)
 
 
-def build_pool(root: Path, images_per_class: int, size: int) -> Path:
+def build_pool(root: Path, images_per_class: int, size: int, demo_size: int = 64) -> Path:
     """Unseen same-distribution images: the shapes demo generated with another seed."""
     from visionops.config import load_settings
     from visionops.data.fetch import fetch_dataset
@@ -142,7 +159,7 @@ def build_pool(root: Path, images_per_class: int, size: int) -> Path:
     pool_settings = load_settings(
         overrides=[
             f"data.demo.images_per_class={images_per_class}",
-            "data.demo.image_size=64",
+            f"data.demo.image_size={demo_size}",
             f"data.image_size={size}",
             "data.workers=1",
             "data.demo.seed=1",
@@ -294,10 +311,256 @@ def reference_choice(
         )
 
 
+# ------------------------------------------------------------------------------ camera
+
+CAMERA_SHIFTS = [
+    "none",
+    "noise=0.5",
+    "noise=1",
+    "noise=1.5",
+    "noise=2",
+    "noise=3",
+    "noise=5",
+    "jpeg=92",
+    "jpeg=85",
+    "jpeg=75",
+    "jpeg=60",
+    "jpeg=40",
+    "jpeg=20",
+]
+NEW_STATISTICS = ("noise", "detail", "blockiness", "jpeg_quality", "colourfulness", "hue")
+
+
+def _pool_files(pool_dir: Path) -> list[Path]:
+    """The unseen pool's raw files (``<pool>/raw/shapes``), in a fixed order."""
+    from visionops.inference.predict import find_images
+
+    return sorted(find_images([pool_dir.parent.parent / "raw" / pool_dir.name]))
+
+
+def _psnr(before: np.ndarray, after: np.ndarray) -> float:
+    error = float(np.mean((before.astype(np.float64) - after.astype(np.float64)) ** 2))
+    return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def _camera_sample(session: Any, bundle: Any, files: list[Path], spec: str) -> tuple[Any, float]:
+    """The files shifted as ``drift simulate`` writes them, through serve's decode and graph."""
+    from visionops.drift.features import image_features
+    from visionops.drift.samples import Sample
+    from visionops.drift.simulate import parse_shifts, shifted_file
+    from visionops.imaging import decode_image
+    from visionops.tasks import task_for
+
+    rng = np.random.default_rng(1)
+    decoded, psnrs = [], []
+    for path in files:
+        data = path.read_bytes()
+        if spec != "none":
+            original = np.asarray(decode_image(data))
+            data, _ = shifted_file(original, parse_shifts(spec), rng)
+            psnrs.append(_psnr(original, np.asarray(decode_image(data))))
+        decoded.append(session.decode(data))
+    pixels = np.stack([image.pixels for image in decoded])
+    outputs, embeddings = _run_graph(session, pixels)
+    outputs = outputs.reshape(len(outputs), -1).astype(np.float64)
+    sample = Sample(
+        source=spec,
+        count=len(decoded),
+        embeddings=embeddings.astype(np.float32),
+        outputs=outputs,
+        classes=task_for(bundle.meta).predicted_classes(outputs),
+        features=image_features([image.info for image in decoded]),
+    )
+    finite = [p for p in psnrs if np.isfinite(p)]
+    return sample, float(np.mean(finite)) if finite else float("inf")
+
+
+def _without_new(sample: Any) -> Any:
+    from dataclasses import replace
+
+    kept = {k: v for k, v in sample.features.items() if k not in NEW_STATISTICS}
+    return replace(sample, features=kept)
+
+
+def camera(
+    bundle_dir: Path, pool_dir: Path, trials: int, size: int, fa_size: int, permutations: int
+) -> None:
+    from visionops.config import DriftSettings
+    from visionops.drift.detect import compare
+    from visionops.drift.samples import reference_sample, subset
+    from visionops.inference.bundle import load_bundle
+    from visionops.inference.session import ModelSession
+    from visionops.tasks import task_for
+
+    bundle = load_bundle(bundle_dir)
+    task = task_for(bundle.meta)
+    reference = reference_sample(bundle)
+    baseline_reference = _without_new(reference)
+    missing = [name for name in NEW_STATISTICS if name not in reference.features]
+    session = ModelSession(bundle, precision="fp32")
+    files = _pool_files(pool_dir)
+    settings = DriftSettings(permutations=permutations)
+    print(
+        f"\n## Camera shifts through serve's decode: reference {reference.count} val images"
+        f" ({bundle.meta.input.size} px model), pool {len(files)} unseen files, {trials}"
+        f" trials, α = {settings.alpha}, B = {permutations}"
+        + (f" (not in the reference: {', '.join(missing)})" if missing else "")
+    )
+    print(
+        "| shift | PSNR dB | N | overall | before (no new statistics) | images | "
+        + " | ".join(NEW_STATISTICS)
+        + " |"
+    )
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(NEW_STATISTICS))
+    rng = np.random.default_rng(0)
+    for spec in CAMERA_SHIFTS:
+        sizes = [size, fa_size] if spec == "none" else [size]
+        sizes = [n for n in sizes if n <= len(files)]
+        if not sizes:
+            continue
+        current, psnr = _camera_sample(session, bundle, files, spec)
+        baseline_current = _without_new(current)
+        for n in sizes:
+            hits = dict.fromkeys(["overall", "before", "images", *NEW_STATISTICS], 0)
+            for _ in range(trials):
+                rows = np.sort(rng.choice(current.count, size=n, replace=False))
+                result = compare(
+                    reference, subset(current, rows, "trial"), task=task, settings=settings
+                )
+                before = compare(
+                    baseline_reference,
+                    subset(baseline_current, rows, "trial"),
+                    task=task,
+                    settings=settings,
+                )
+                hits["overall"] += result.drifted
+                hits["before"] += before.drifted
+                images = result.family("images")
+                if images is not None:
+                    hits["images"] += images.drifted
+                    for row in images.tests:
+                        key = getattr(row, "key", "")
+                        if key in NEW_STATISTICS and row.drifted:
+                            hits[key] += 1
+            cells = " | ".join(f"{hits[k] / trials:.2f}" for k in hits)
+            shown = "—" if not np.isfinite(psnr) else f"{psnr:.1f}"
+            print(f"| {spec} | {shown} | {n} | {cells} |", flush=True)
+
+
+def _photo(width: int, height: int, pool_dir: Path) -> np.ndarray:
+    """A photo-like test image: a pool image scaled up, with a camera's noise."""
+    from PIL import Image
+
+    from visionops.imaging import decode_image
+
+    source = decode_image(_pool_files(pool_dir)[0])
+    scaled = np.asarray(source.resize((width, height), Image.Resampling.BICUBIC), np.float32)
+    noise = np.random.default_rng(0).normal(0, 3, scaled.shape)
+    return np.asarray(np.clip(scaled + noise, 0, 255).round(), np.uint8)
+
+
+def _per_call_ms(call: Any, repeats: int) -> float:
+    """Median of ``repeats`` timings of one call, in milliseconds (robust to a busy machine)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
+def _cost_row(width: int, height: int, fmt: str, pool_dir: Path, repeats: int) -> str:
+    import io
+
+    from PIL import Image
+
+    from visionops.image_quality import quality_statistics
+    from visionops.imaging import image_statistics, load_image_and_source
+
+    buffer = io.BytesIO()
+    options = {"quality": 90} if fmt == "JPEG" else {}
+    Image.fromarray(_photo(width, height, pool_dir)).save(buffer, format=fmt, **options)
+    data = buffer.getvalue()
+    image, pixels = load_image_and_source(data, size=224)
+    new = _per_call_ms(lambda: quality_statistics(image, pixels, data, width), repeats)
+    old = _per_call_ms(lambda: image_statistics(pixels), repeats)
+    decode = _per_call_ms(lambda: load_image_and_source(data, size=224), repeats)
+    return (
+        f"| {width}x{height} {fmt} | {image.width}x{image.height} | {new:.3f} |"
+        f" {old:.3f} | {decode:.3f} | {new / decode:.2f} |"
+    )
+
+
+def cost(bundle_dir: Path, pool_dir: Path, repeats: int, requests: int, rounds: int) -> None:
+    print(f"\n## Per-upload cost of the statistics, 224 px model (median of {repeats} calls)")
+    print(
+        "| upload | decoded (draft) | new statistics ms | image_statistics ms |"
+        " decode + resize ms | new / decode |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for width, height in ((224, 224), (640, 480)):
+        for fmt in ("JPEG", "PNG"):
+            print(_cost_row(width, height, fmt, pool_dir, repeats), flush=True)
+    _predict_overhead(bundle_dir, pool_dir, requests, rounds)
+
+
+def _predict_overhead(bundle_dir: Path, pool_dir: Path, requests: int, rounds: int) -> None:
+    """``/predict`` of a 640x480 JPEG through the ASGI app, online drift off vs on."""
+    import io
+    import shutil
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from visionops.config import DriftSettings, ServeSettings
+    from visionops.inference.bundle import load_bundle
+    from visionops.serve.app import create_app
+
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(640, 480, pool_dir)).save(buffer, format="JPEG", quality=90)
+    files = {"file": ("photo.jpg", buffer.getvalue(), "image/jpeg")}
+    bundle = load_bundle(bundle_dir)
+    means: dict[str, list[float]] = {"off": [], "on": []}
+    # Online drift tests every 50 predictions on a window of 200, so the measured requests
+    # include its background runs (the default is every 100 on 1,000).
+    drift_on = DriftSettings(every=50, window=200, permutations=200)
+    for round_index in range(rounds):
+        for mode in ("off", "on"):
+            drift = DriftSettings(online=False) if mode == "off" else drift_on
+            log_dir = Path(tempfile.mkdtemp(prefix="drift-cost-"))
+            app = create_app(bundle, ServeSettings(), log_dir, drift=drift)
+            with TestClient(app) as client:
+                deadline = time.monotonic() + 120
+                while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                for _ in range(20):  # warm-up
+                    client.post("/predict", files=files)
+                started = time.perf_counter()
+                for _ in range(requests):
+                    response = client.post("/predict", files=files)
+                    response.raise_for_status()
+                means[mode].append(1000 * (time.perf_counter() - started) / requests)
+                runs = client.get("/drift").json().get("runs", 0) if mode == "on" else 0
+            shutil.rmtree(log_dir, ignore_errors=True)
+            print(
+                f"(round {round_index + 1}, drift {mode}: {means[mode][-1]:.2f} ms per /predict"
+                + (f", {runs} online tests ran)" if mode == "on" else ")"),
+                flush=True,
+            )
+    off, on = float(np.mean(means["off"])), float(np.mean(means["on"]))
+    print(f"\n## /predict of a 640x480 JPEG, one client, {requests} requests x {rounds} rounds")
+    print("| online drift | ms per request (mean of rounds) | ratio |")
+    print("|---|---:|---:|")
+    print(f"| off | {off:.2f} | 1.00 |")
+    print(f"| on (tests every 50 predictions) | {on:.2f} | **{on / off:.3f}** |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--parts", default="speed,power,reference", help="Comma-separated: speed, power, reference"
+        "--parts",
+        default="speed,power,reference,camera,cost",
+        help="Comma-separated: speed, power, reference, camera, cost",
     )
     parser.add_argument("--model", default="resnet18", help="Backbone of the demo model.")
     parser.add_argument("--trials", type=int, default=100)
@@ -310,6 +573,16 @@ def main() -> None:
     parser.add_argument("--naive-perms", type=int, default=3)
     parser.add_argument(
         "--reference-size", type=int, default=200, help="Unseen images per reference trial."
+    )
+    parser.add_argument("--camera-size", type=int, default=100, help="Images per camera trial.")
+    parser.add_argument(
+        "--camera-fa-size", type=int, default=1000, help="Images per false-alarm camera trial."
+    )
+    parser.add_argument("--cost-repeats", type=int, default=500, help="Timed calls per cell.")
+    parser.add_argument("--requests", type=int, default=200, help="/predict calls per round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved off/on rounds.")
+    parser.add_argument(
+        "--demo-size", type=int, default=64, help="Side of the generated demo images (files)."
     )
     parser.add_argument("--speed-reference", type=int, default=10_000)
     parser.add_argument("--speed-current", type=int, default=2_000)
@@ -327,20 +600,23 @@ def main() -> None:
     parts = set(args.parts.split(","))
     if "speed" in parts:
         speed(args.speed_reference, args.speed_current, 512, args.permutations, args.naive_perms)
-    if parts & {"power", "reference"}:
+    if parts & {"power", "reference", "camera", "cost"}:
         with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
             started = time.perf_counter()
             if args.bundle is not None:
                 bundle_dir = args.bundle.resolve()
-                pool_dir = build_pool(Path(tmp), args.pool_per_class, args.image_size)
+                pool_dir = build_pool(
+                    Path(tmp), args.pool_per_class, args.image_size, args.demo_size
+                )
             else:
                 bundle_dir, pool_dir = build_demo(
                     Path(tmp), args.images_per_class, args.epochs, args.model, args.image_size,
-                    args.pool_per_class,
+                    args.pool_per_class, args.demo_size,
                 )  # fmt: skip
             print(
                 f"\n(demo: {args.model}, {args.images_per_class} images per class,"
-                f" {args.image_size} px, {args.epochs} epochs without augmentation; trained and"
+                f" {args.demo_size} px files, {args.image_size} px model, {args.epochs} epochs"
+                " without augmentation; trained and"
                 " exported in"
                 f" {time.perf_counter() - started:.0f} s)"
             )
@@ -351,6 +627,13 @@ def main() -> None:
                 reference_choice(
                     bundle_dir, pool_dir, args.trials, args.reference_size, args.permutations
                 )
+            if "camera" in parts:
+                camera(
+                    bundle_dir, pool_dir, args.trials, args.camera_size, args.camera_fa_size,
+                    args.permutations,
+                )  # fmt: skip
+            if "cost" in parts:
+                cost(bundle_dir, pool_dir, args.cost_repeats, args.requests, args.rounds)
 
 
 if __name__ == "__main__":

@@ -598,7 +598,9 @@ class LoggedImage(ArtifactModel):
     """What a prediction record keeps of its image: the upload and its pixel statistics.
 
     The statistics are :func:`visionops.imaging.image_statistics` of the model-sized pixels,
-    on the 0..1 scale; drift detection compares them with the reference's.
+    on the 0..1 scale, and :func:`visionops.image_quality.quality_statistics` of the upload
+    (noise, detail and blockiness of the decoded image before the resize, the JPEG quality of
+    its bytes, colourfulness and hue); drift detection compares them with the reference's.
     """
 
     format: str | None = None
@@ -614,6 +616,12 @@ class LoggedImage(ArtifactModel):
     mean_c0: float | None = None
     mean_c1: float | None = None
     mean_c2: float | None = None
+    noise: float | None = None
+    detail: float | None = None
+    blockiness: float | None = None
+    jpeg_quality: float | None = None
+    colourfulness: float | None = None
+    hue: float | None = None
 
 
 class PredictionRecord(ArtifactModel):

@@ -26,6 +26,7 @@ __all__ = [
     "heatmap_overlay",
     "image_statistics",
     "load_image",
+    "load_image_and_source",
     "resize_image",
     "sniff_format",
 ]
@@ -260,8 +261,33 @@ def load_image(
         >>> pixels.shape
         (224, 224, 3)
     """
+    return load_image_and_source(
+        source, size=size, channels=channels, policy=policy, max_pixels=max_pixels
+    )[1]
+
+
+def load_image_and_source(
+    source: Path | bytes,
+    *,
+    size: int,
+    channels: Literal[1, 3] = 3,
+    policy: Literal["crop", "letterbox"] = "crop",
+    max_pixels: int = 64_000_000,
+) -> tuple[Image.Image, NDArray[np.uint8]]:
+    """:func:`load_image`, also returning the decoded image before the resize.
+
+    Drift's camera statistics (noise, block edges) read the decoded image: the resize to the
+    model's size averages them away. JPEGs are decoded at the smallest DCT scale that keeps
+    both sides at least ``size`` long, as :func:`load_image` does.
+
+    Returns:
+        ``(decoded image, (size, size, channels) uint8 array)``.
+
+    Raises:
+        ImageError: The image cannot be decoded or is too large.
+    """
     image = decode_image(source, channels=channels, max_pixels=max_pixels, draft_size=size)
-    return resize_image(image, size, policy)
+    return image, resize_image(image, size, policy)
 
 
 _LEVELS = np.arange(256, dtype=np.float64)

@@ -53,8 +53,10 @@ RUNS: dict[str, tuple[list[str], str]] = {
         ["--model", "shufflenet_v2_x0_5", "--trials", "2", "--sizes", "30",
          "--permutations", "20", "--images-per-class", "50", "--epochs", "1",
          "--image-size", "32", "--pool-per-class", "12", "--naive-perms", "1",
-         "--speed-reference", "100", "--speed-current", "30", "--reference-size", "30"],
-        "## Reference split",
+         "--speed-reference", "100", "--speed-current", "30", "--reference-size", "30",
+         "--camera-size", "30", "--camera-fa-size", "40", "--cost-repeats", "3",
+         "--requests", "3", "--rounds", "1"],
+        "| on (tests every 50 predictions) |",  # the last part (camera cost) ran to its end
     ),
 }  # fmt: skip
 SERVE = [

@@ -115,7 +115,8 @@ def test_a_new_camera_resolution_shows_as_a_drift_in_original_size(
     alpha = report["verdict"]["alpha"]
     assert all(row["p_adjusted"] < alpha and row["statistic"] == 1.0 for row in sizes.values())
     assert any(
-        line.startswith("original width up 64 → 128") for line in report["verdict"]["what_drifted"]
+        line.startswith("uploads are wider: original width up 64 → 128")
+        for line in report["verdict"]["what_drifted"]
     )
 
 

@@ -13,6 +13,7 @@ with ONNX Runtime only (no torch).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -23,17 +24,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visionops.config import Settings
-from visionops.errors import DatasetNotFoundError, DriftError, VisionOpsError
-from visionops.imaging import image_statistics
+from visionops.errors import DatasetNotFoundError, DriftError, ImageError, VisionOpsError
+from visionops.image_quality import SOURCE_STATISTICS, colour_statistics, source_statistics
+from visionops.imaging import image_statistics, load_image_and_source
 from visionops.inference.bundle import find_bundle, load_bundle, write_bundle_manifest
 from visionops.progress import NULL_PROGRESS, ProgressReporter
 
 __all__ = [
     "HELD_OUT",
     "ReferenceResult",
+    "SourceStatistics",
     "choose_reference_indices",
     "rebuild_reference",
     "reference_arrays",
+    "reference_source_statistics",
 ]
 
 HELD_OUT: tuple[str, ...] = ("val", "test")
@@ -80,6 +84,94 @@ def choose_reference_indices(
     )
 
 
+@dataclass
+class SourceStatistics:
+    """:func:`~visionops.image_quality.source_statistics` of the reference images' files.
+
+    Attributes:
+        values: ``(n, len(SOURCE_STATISTICS))`` float32, NaN where a file was not read.
+        read: Files read (the others are gone or changed since preprocessing).
+        note: Why some or all are missing, for the user; None when every file was read.
+    """
+
+    values: NDArray[np.float32]
+    read: int
+    note: str | None = None
+
+
+def _raw_folders(dataset: Any, raw_root: Path) -> list[Path]:
+    """Where the raw files of a prepared dataset may be: its recorded folder, then by name."""
+    source = dataset.manifest.source.source
+    folders = []
+    if source.startswith("folder:"):
+        folders.append(Path(source.removeprefix("folder:")))
+    folders.append(raw_root / dataset.name)
+    return [folder for folder in folders if folder.is_dir()]
+
+
+def reference_source_statistics(
+    dataset: Any, indices: NDArray[np.int64], raw_root: Path
+) -> SourceStatistics:
+    """Noise, detail, blockiness and JPEG quality of the reference images, from their files.
+
+    The prepared arrays hold the model-sized images only, while ``serve`` measures these on
+    each upload before the resize, so the reference reads the same raw files ``data
+    preprocess`` read, decoded the same way. A file is used only while its content hash is
+    the one ``items.csv`` recorded.
+
+    Args:
+        dataset: The :class:`~visionops.data.prepared.PreparedDataset`.
+        indices: The reference's rows in it.
+        raw_root: ``data.raw_root`` (a fetched dataset's raw folder is ``<raw_root>/<name>``).
+
+    Returns:
+        The values (NaN for files not found) and a note when some are missing.
+    """
+    values = np.full((len(indices), len(SOURCE_STATISTICS)), np.nan, dtype=np.float32)
+    folders = _raw_folders(dataset, raw_root)
+    try:
+        items = dataset.read_items()
+    except (KeyError, ValueError, OSError):
+        items = []
+    read = 0
+    if folders and len(items) == len(dataset):
+        size, channels, policy = dataset.image_size, dataset.channels, dataset.resize
+        for row, index in enumerate(indices):
+            item = items[int(index)]
+            data = _raw_bytes(folders, item.path, item.sha256)
+            if data is None:
+                continue
+            try:
+                image, _ = load_image_and_source(data, size=size, channels=channels, policy=policy)
+            except ImageError:
+                continue
+            stats = source_statistics(image, data, item.width)
+            values[row] = [np.nan if stats[n] is None else stats[n] for n in SOURCE_STATISTICS]
+            read += 1
+    note = None
+    if read < len(indices):
+        where = " or ".join(str(f) for f in folders) or str(raw_root / dataset.name)
+        note = (
+            f"{len(indices) - read} of {len(indices)} reference images were not found unchanged"
+            f" in {where}, so their noise, fine detail, blockiness and JPEG quality are not"
+            " in the reference — rebuild it with `visionops drift reference` where the raw"
+            " dataset is"
+        )
+    return SourceStatistics(values, read, note)
+
+
+def _raw_bytes(folders: list[Path], relative: str, sha256: str) -> bytes | None:
+    for folder in folders:
+        path = folder / relative
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() == sha256:
+            return data
+    return None
+
+
 def reference_arrays(
     outputs: NDArray[np.float32],
     embeddings: NDArray[np.float32],
@@ -87,6 +179,7 @@ def reference_arrays(
     indices: NDArray[np.int64],
     split: str,
     original_sizes: NDArray[np.float64] | None = None,
+    source: SourceStatistics | None = None,
 ) -> dict[str, NDArray[Any]]:
     """The arrays of ``reference.npz`` from the graph's outputs on the chosen images.
 
@@ -98,19 +191,32 @@ def reference_arrays(
         split: The split they came from.
         original_sizes: ``(n, 2)`` width and height before resizing, when the prepared
             dataset records them (serve logs the same for every upload).
+        source: The images' noise, detail, blockiness and JPEG quality from their files
+            (:func:`reference_source_statistics`); None leaves them out.
 
     Returns:
         ``embeddings``, ``predictions``, ``stats`` + ``stat_names`` (from
-        :func:`visionops.imaging.image_statistics`, what ``serve`` logs, plus ``width`` and
-        ``height`` when known), ``indices`` and ``split`` (a 0-d string).
+        :func:`visionops.imaging.image_statistics` and
+        :func:`visionops.image_quality.colour_statistics`, what ``serve`` logs, plus ``width``
+        and ``height`` when known and the source statistics when given; NaN where a value is
+        missing), ``indices`` and ``split`` (a 0-d string).
     """
-    rows = [image_statistics(np.asarray(image)) for image in images_nhwc]
+    rows: list[dict[str, float | None]] = []
+    for image in images_nhwc:
+        pixels = np.asarray(image)
+        rows.append({**image_statistics(pixels), **colour_statistics(pixels)})
     names = list(rows[0]) if rows else []
-    stats = np.array([[row[name] for name in names] for row in rows], dtype=np.float32)
+    stats = np.array(
+        [[np.nan if row[name] is None else row[name] for name in names] for row in rows],
+        dtype=np.float32,
+    )
     stats = stats.reshape(len(rows), len(names))
     if original_sizes is not None and len(rows):
         names += ["width", "height"]
         stats = np.concatenate([stats, np.asarray(original_sizes, np.float32)], axis=1)
+    if source is not None and source.read and len(rows):
+        names += list(SOURCE_STATISTICS)
+        stats = np.concatenate([stats, source.values], axis=1)
     return {
         "embeddings": np.asarray(embeddings, np.float32),
         "stats": stats,
@@ -248,8 +354,11 @@ def rebuild_reference(
     bar = progress.start("reference", total=2)
     try:
         outputs, embeddings = _model_outputs(bundle.model_path, bundle, images)
+        source = reference_source_statistics(prepared, indices, settings.data.raw_root)
+        if source.note:
+            notes.append(source.note)
         arrays = reference_arrays(
-            outputs, embeddings, images, indices, used, prepared.original_sizes(indices)
+            outputs, embeddings, images, indices, used, prepared.original_sizes(indices), source
         )
         bar.advance(1)
         if bundle.int8_model_path is not None:

@@ -30,11 +30,13 @@ from visionops.config import Settings
 from visionops.drift.detect import (
     FAMILY_TITLES,
     DriftResult,
+    DriftTest,
     FamilyResult,
     KsTest,
     TimeWindow,
     compare,
 )
+from visionops.drift.features import feature_meaning
 from visionops.drift.samples import (
     Sample,
     images_sample,
@@ -423,7 +425,23 @@ def _family_table(family: FamilyResult) -> str:
         f'<p class="sub">family p-value {_p(family.p_value)} — {_e(family.note)}</p>'
         "<table><thead><tr><th>what</th><th>test</th><th class=num>effect</th>"
         "<th class=num>p</th><th class=num>p (adjusted)</th><th>detail</th></tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<tbody>{''.join(body)}</tbody></table>{_glossary(rows)}"
+    )
+
+
+def _glossary(rows: list[DriftTest]) -> str:
+    """What each image statistic in a table measures, in words (empty for other families)."""
+    seen: dict[str, str] = {}
+    for row in rows:
+        meaning = feature_meaning(row.key) if isinstance(row, KsTest) else ""
+        if meaning and row.name not in seen:
+            seen[row.name] = meaning
+    if not seen:
+        return ""
+    items = "".join(f"<dt>{_e(name)}</dt><dd>{_e(text)}</dd>" for name, text in seen.items())
+    return (
+        "<details><summary>What these statistics measure</summary>"
+        f"<dl class=details>{items}</dl></details>"
     )
 
 

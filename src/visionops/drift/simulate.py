@@ -7,7 +7,8 @@ A shift spec is ``name=value`` pairs joined by commas, applied in the order give
     blur=2              Gaussian blur radius in pixels
     noise=10            Gaussian noise, standard deviation in 0..255 pixel units
     rotation=15         rotate by degrees (corners filled with the edge colour's mean)
-    jpeg=20             re-encode as JPEG at this quality (1..95)
+    jpeg=20             encode as JPEG at this quality (1..95); given last, the file keeps
+                        the encoder's bytes
     occlusion=0.2       a grey square covering this share of the image, placed at random
     cast=0.1            colour cast: red up and blue down by this share of 255 (< 0: cooler)
 
@@ -31,7 +32,15 @@ from PIL import Image, ImageFilter
 
 from visionops.errors import DriftError
 
-__all__ = ["SHIFTS", "Shift", "SimulateResult", "apply_shifts", "parse_shifts", "simulate_folder"]
+__all__ = [
+    "SHIFTS",
+    "Shift",
+    "SimulateResult",
+    "apply_shifts",
+    "parse_shifts",
+    "shifted_file",
+    "simulate_folder",
+]
 
 SHIFTS: dict[str, tuple[float, float, str]] = {
     "brightness": (0.0, 10.0, "multiply pixels by this factor"),
@@ -154,6 +163,38 @@ def apply_shifts(
     return out
 
 
+def shifted_file(
+    pixels: NDArray[np.uint8], shifts: Sequence[Shift], rng: np.random.Generator
+) -> tuple[bytes, str]:
+    """The file a camera with these shifts would send: the shifted image, encoded.
+
+    PNG (lossless, so only the asked-for shifts change the image) unless a ``jpeg`` shift
+    asks for JPEG. A ``jpeg`` shift given last is the encoder itself: the file holds the
+    bytes it produced at that quality (its quantisation tables and block edges, as a camera
+    set to that quality writes them); an earlier one is re-encoded at quality 95 after the
+    shifts that follow it.
+
+    Args:
+        pixels: The ``(H, W, C)`` uint8 image.
+        shifts: From :func:`parse_shifts`.
+        rng: Random generator (noise, occlusion placement).
+
+    Returns:
+        ``(file bytes, suffix)``: ``.png`` or ``.jpg``.
+    """
+    encoder = shifts[-1] if shifts and shifts[-1].name == "jpeg" else None
+    shifted = apply_shifts(pixels, shifts[:-1] if encoder else shifts, rng)
+    image = Image.fromarray(shifted.squeeze(-1) if shifted.shape[-1] == 1 else shifted)
+    buffer = io.BytesIO()
+    if encoder is not None:
+        image.save(buffer, format="JPEG", quality=round(encoder.value))
+    elif any(s.name == "jpeg" for s in shifts):
+        image.save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue(), ".jpg" if any(s.name == "jpeg" for s in shifts) else ".png"
+
+
 @dataclass
 class SimulateResult:
     """What :func:`simulate_folder` wrote.
@@ -174,8 +215,8 @@ def simulate_folder(
 ) -> SimulateResult:
     """Write a shifted copy of every image under ``source`` to ``out_dir``, same layout.
 
-    Images keep their size and relative path; they are written as PNG (lossless, so only the
-    asked-for shift changes them) unless a ``jpeg`` shift asks for JPEG.
+    Images keep their size and relative path; each is written as :func:`shifted_file` encodes
+    it (PNG, or JPEG when a ``jpeg`` shift asks for it).
 
     Raises:
         DriftError: No images in ``source``, or ``out_dir`` inside ``source``.
@@ -191,7 +232,6 @@ def simulate_folder(
     root = source if source.is_dir() else source.parent
     if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
         raise DriftError(f"--out-dir {out_dir} is inside {source} — write the copies elsewhere")
-    as_jpeg = any(s.name == "jpeg" for s in shifts)
     rng = np.random.default_rng(seed)
     written = 0
     skipped: list[tuple[Path, str]] = []
@@ -201,14 +241,10 @@ def simulate_folder(
         except (VisionOpsError, OSError) as exc:
             skipped.append((path, str(exc)))
             continue
-        pixels = np.asarray(image, dtype=np.uint8)
-        shifted = apply_shifts(pixels, shifts, rng)
-        target = (out_dir / path.relative_to(root)).with_suffix(".jpg" if as_jpeg else ".png")
+        data, suffix = shifted_file(np.asarray(image, dtype=np.uint8), shifts, rng)
+        target = (out_dir / path.relative_to(root)).with_suffix(suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if as_jpeg:
-            Image.fromarray(shifted).save(target, quality=95)
-        else:
-            Image.fromarray(shifted).save(target)
+        target.write_bytes(data)
         written += 1
     if not written:
         raise DriftError(f"none of the {len(files)} files in {source} could be decoded")

@@ -52,7 +52,11 @@ from visionops.artifacts import (
     QuantizedRecord,
     RunRecord,
 )
-from visionops.drift.reference import choose_reference_indices, reference_arrays
+from visionops.drift.reference import (
+    choose_reference_indices,
+    reference_arrays,
+    reference_source_statistics,
+)
 from visionops.errors import (
     ArtifactError,
     ConfigError,
@@ -494,6 +498,9 @@ def _write_reference(
     images = np.asarray(dataset.images[sample])
     names = [task.main_output, EMBEDDING_NAME]
     main, embeddings = onnx_predict(session, images, layout, output_names=names)
+    files = reference_source_statistics(dataset, sample, settings.data.raw_root)
+    if files.note:
+        logger.warning(files.note)
     reference = reference_arrays(
         main.reshape(len(main), -1),
         embeddings,
@@ -501,6 +508,7 @@ def _write_reference(
         sample,
         split,
         dataset.original_sizes(sample),
+        files,
     )
     if quantized is not None and quantized.accepted:
         int8_outputs, int8_embeddings = onnx_predict(

@@ -20,7 +20,13 @@ from PIL import Image
 
 from visionops.artifacts import LoggedImage
 from visionops.errors import ArtifactError, DeviceError, ImageError
-from visionops.imaging import displayed_size, image_statistics, load_image, sniff_format
+from visionops.image_quality import quality_statistics
+from visionops.imaging import (
+    displayed_size,
+    image_statistics,
+    load_image_and_source,
+    sniff_format,
+)
 from visionops.inference.bundle import Bundle
 from visionops.inference.runtime import (
     CPU_PROVIDER,
@@ -176,7 +182,7 @@ class ModelSession:
                 " or PNM"
             )
         width, height = _header_size(data, self.max_pixels)
-        pixels = load_image(
+        image, pixels = load_image_and_source(
             data,
             size=self.size,
             channels=self.channels,
@@ -190,6 +196,7 @@ class ModelSession:
                 "height": height,
                 "bytes": len(data),
                 **image_statistics(pixels),
+                **quality_statistics(image, pixels, data, width),
             }
         )
         return DecodedImage(pixels=pixels, info=info)

@@ -60,7 +60,7 @@ def test_brightness_shift_is_found_and_named() -> None:
     assert images is not None and images.drifted
     hits = [row.name for row in images.tests if row.drifted]
     assert hits == ["brightness"]
-    assert result.what_drifted[0].startswith("brightness up")
+    assert result.what_drifted[0].startswith("images are brighter: brightness up")
 
 
 def test_class_mix_shift_fires_the_output_family() -> None:
