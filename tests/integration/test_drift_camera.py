@@ -71,11 +71,14 @@ def test_a_noisier_sensor_and_a_harder_encoder_are_named(
     unseen = raw_shapes / "test"
     code, out, err = _main(
         monkeypatch, capsys, "drift", "report", "drift.alpha=0.01", "--current", str(unseen),
-        "--out-dir", str(tmp_path / "same"), "--fail-on-drift",
+        "--out-dir", str(tmp_path / "same"),
     )  # fmt: skip
     assert code == 0, out + err
     report = json.loads((tmp_path / "same" / "report.json").read_text())
     images = next(f for f in report["families"] if f["name"] == "images")
+    # Unseen photos from the same camera: the image family (camera statistics included) holds.
+    # The other families judge a 1-epoch model's outputs, which this test is not about.
+    assert not images["drifted"], images
     tested = {row["key"] for row in images["tests"]}
     assert {"noise", "detail", "blockiness", "jpeg_quality", "colourfulness", "hue"} <= tested
 
