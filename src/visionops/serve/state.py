@@ -36,12 +36,10 @@ from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
 from visionops.serve.metrics import ServeMetrics, watch_log_uploads
 from visionops.serve.schemas import predict_response_model
-from visionops.serve.uploads import Upload
+from visionops.serve.uploads import IMAGE_TYPES, Upload
 from visionops.storage import is_url
 
 __all__ = ["Job", "ServingState", "default_log_dir"]
-
-_ALLOWED_PART_TYPES = ("image/", "application/octet-stream")
 
 
 def default_log_dir(bundle: Bundle) -> Path:
@@ -287,7 +285,7 @@ class ServingState:
         session = self.session
         if session is None:
             raise RuntimeError("model not loaded")
-        if upload.content_type and not upload.content_type.startswith(_ALLOWED_PART_TYPES):
+        if upload.content_type and not upload.content_type.startswith(IMAGE_TYPES):
             raise UnsupportedImageError(
                 f"content type {upload.content_type} is not an image — send image/* files"
             )
