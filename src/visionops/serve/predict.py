@@ -1,4 +1,7 @@
-"""``POST /predict`` as a plain Starlette endpoint: one function from request to response.
+"""``POST /predict``: a plain request-to-response endpoint, and the shortcut to it.
+
+The shortcut is ASGI middleware that hands every ``POST /predict`` to the endpoint before
+FastAPI's router sees it.
 
 Request path::
 
@@ -8,13 +11,15 @@ Request path::
     call per batch in the inference thread, which also post-processes and appends to the
     prediction log -> answer; the whole request under a deadline (504).
 
-Why not a FastAPI route: dependency solving, parameter validation and response handling ran
-on the event loop for every request, about as much CPU as the rest of the handler
-(``benchmarks/README.md``, "Serve at the limit"). The checks here are the ones those
-dependencies made, in the same order and with the same answers: the key is read as FastAPI's
-security classes read it (:mod:`~visionops.serve.auth`), and the options are validated by the
-same pydantic model that documents them (:func:`~visionops.serve.schemas.predict_query_model`).
-:func:`visionops.serve.routes.build_router` keeps ``/predict`` in the OpenAPI document.
+Why not a FastAPI route: dependency solving, parameter validation and the router's layers
+(exception middleware, exit stacks, route matching) ran on the event loop for every request,
+about as much CPU as the handler itself (``benchmarks/README.md``, "Serve at the limit").
+The checks here are the ones those dependencies made, in the same order and with the same
+answers: the key is read as FastAPI's security classes read it (:mod:`~visionops.serve.auth`),
+and the options are validated by the same pydantic model that documents them
+(:func:`~visionops.serve.schemas.predict_query_model`). The router still has a ``/predict``
+route on the same endpoint (:class:`visionops.serve.routes.PlainRoute`): it puts the
+operation in the OpenAPI document and answers the methods the shortcut leaves to it (405).
 """
 
 from __future__ import annotations
@@ -27,17 +32,18 @@ import pydantic
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from visionops.errors import ImageError
 from visionops.inference.session import ImageTooLargeError, PredictOptions, UnsupportedImageError
 from visionops.serve.auth import check_api_key, presented_key
 from visionops.serve.batcher import QueueFullError, StoppedError
-from visionops.serve.http_errors import ApiError, request_id
+from visionops.serve.http_errors import ApiError, api_error_response, request_id
 from visionops.serve.schemas import PredictQuery, predict_query_model
 from visionops.serve.state import Job, ServingState
 from visionops.serve.uploads import read_uploads
 
-__all__ = ["OPTION_PROBES", "PredictEndpoint", "takes_options"]
+__all__ = ["OPTION_PROBES", "PredictEndpoint", "PredictShortcut", "takes_options"]
 
 OPTION_PROBES = {
     "threshold": PredictOptions(threshold=0.5),
@@ -207,3 +213,32 @@ class PredictEndpoint:
         except ImageError as exc:
             raise ApiError(422, "undecodable_image", str(exc)) from None
         return uploads, results
+
+
+class PredictShortcut:
+    """ASGI middleware: ``POST /predict`` straight to its endpoint, past FastAPI's router.
+
+    Installed innermost of the app's own middleware, so the metrics and the internal-error
+    middleware still wrap it; an :class:`ApiError` is answered here in the one error shape.
+    Every other request goes on to FastAPI.
+
+    Args:
+        app: The rest of the app.
+        endpoint: The ``/predict`` endpoint.
+    """
+
+    def __init__(self, app: ASGIApp, endpoint: PredictEndpoint) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call."""
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await self.endpoint(request)
+        except ApiError as exc:
+            response = api_error_response(self.endpoint.state.metrics, request, exc)
+        await response(scope, receive, send)

@@ -235,11 +235,12 @@ class PlainRoute(APIRoute):
 # ------------------------------------------------------------------ the router
 
 
-def build_router(state: ServingState) -> APIRouter:
+def build_router(state: ServingState, predict: PredictEndpoint) -> APIRouter:
     """The routes for ``state``'s model, declared as that model takes them.
 
     Args:
         state: The app's serving state (task, settings, post-processing).
+        predict: The ``/predict`` endpoint (the app also puts it in front of the router).
 
     Returns:
         A router with ``/health``, ``/ready``, ``/metadata``, ``/predict``, ``/metrics`` and
@@ -275,12 +276,11 @@ def build_router(state: ServingState) -> APIRouter:
         dependencies=auth,
         responses=auth_errors,
     )
-    endpoint = PredictEndpoint(state)
     router.routes.append(
         PlainRoute(
             "/predict",
-            _DECLARATIONS[endpoint.query_model],
-            handler=endpoint,
+            _DECLARATIONS[predict.query_model],
+            handler=predict,
             methods=["POST"],
             response_model=state.response_model,
             tags=["model"],

@@ -16,6 +16,7 @@ from typing import Any
 
 import pydantic_core
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -121,7 +122,18 @@ def _json_uploads(body: bytes) -> list[Upload]:
 
 async def _multipart_uploads(request: Request, body: bytes, limit: int) -> list[Upload]:
     replayed = Request(request.scope, receive=_replay(body))
-    form = await replayed.form(max_files=MAX_FILES_PER_REQUEST, max_fields=16, max_part_size=limit)
+    try:
+        form = await replayed.form(
+            max_files=MAX_FILES_PER_REQUEST, max_fields=16, max_part_size=limit
+        )
+    except HTTPException as exc:  # Starlette's answer to a body it cannot parse
+        raise ApiError(
+            400,
+            "invalid_multipart",
+            f"the multipart body cannot be read ({exc.detail}) — send multipart/form-data"
+            f" with one 'file' field per image (at most {MAX_FILES_PER_REQUEST}), or the image"
+            " itself as the body",
+        ) from None
     uploads: list[Upload] = []
     try:
         for key in ("file", "files"):
