@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from serve_helpers import colour_image, expected_outputs, png_bomb, serving
+from visionops.config import ServeSettings
 from visionops.inference.predlog import read_prediction_log
+from visionops.inference.runtime import available_cores
 from visionops.serve.schemas import ClassificationPredictResponse
+from visionops.serve.state import compute_plan
 
 CLASSES = ["red", "green", "blue", "yellow"]
 
@@ -49,7 +52,7 @@ def test_a_raw_image_body_is_answered_like_the_same_file_in_multipart(
     assert octet.status_code == 200
     assert octet.json()["predictions"][0]["label"] == "blue"
     records = read_prediction_log(tmp_path / "log").records
-    assert [r.request_id for r in records][0] == "raw-1"
+    assert records[0].request_id == "raw-1"
     assert records[0].image is not None and records[0].image.format == "jpeg"
 
 
@@ -164,3 +167,11 @@ def test_a_body_that_is_not_multipart_is_a_400_in_the_error_shape(
         assert answer.json()["error"]["kind"] == "invalid_multipart"
     assert "boundary" in no_boundary.json()["error"]["message"]
     assert "64" in too_many.json()["error"]["message"]
+
+
+def test_the_compute_plan_puts_one_single_thread_batch_on_each_core() -> None:
+    cores = available_cores()
+    assert compute_plan(ServeSettings(), cpu=True) == (cores, 1)
+    assert compute_plan(ServeSettings(workers=2), cpu=True) == (max(1, cores // 2), 1)
+    assert compute_plan(ServeSettings(threads=3), cpu=True) == (1, 3)  # lowest lone latency
+    assert compute_plan(ServeSettings(), cpu=False) == (1, cores)  # a GPU: one batch at a time
