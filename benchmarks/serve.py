@@ -3,17 +3,21 @@
 1. The bundle: a ResNet-18 at 224 px made by the real pipeline in a scratch project
    (``data fetch demo:shapes`` → ``data preprocess --size 224`` → ``train --epochs 1`` →
    ``export``), or ``--project DIR`` holding one already.
-2. The images: photo-like 640×480 JPEGs, generated once, pre-encoded as multipart bodies.
+2. The images: photo-like 640×480 JPEGs, generated once, pre-encoded as multipart bodies
+   (and as raw bodies: the image itself, ``Content-Type: image/jpeg``).
 3. Limits: the in-process pipeline (``load_image`` + ONNX Runtime, no HTTP) sequential at
    batch 1, and batched with threaded decoding; then the naive server
    (``benchmarks/naive_server.py``: FastAPI + PyTorch, one request at a time).
 4. ``visionops serve`` (the real CLI, in its own process) at ``--concurrency`` clients for
-   each ``--max-batch`` in ``--batch-sweep``, then with its defaults, then
-   ``--overload-concurrency`` clients for ``--overload-duration`` seconds.
+   each ``--max-batch`` in ``--batch-sweep``, then with its defaults (fp32 and the int8
+   model, multipart and raw bodies), then ``--overload-concurrency`` clients for
+   ``--overload-duration`` seconds.
 
-The load generator is one asyncio process with httpx: keep-alive connections (one per
-client), multipart bodies encoded once up front, no per-request logging; its own CPU use is
-measured and printed, since it shares the cores with the server.
+The load generator is one asyncio process: keep-alive connections (one per client), requests
+encoded once up front, no per-request logging. Its client is ``--client lean`` (pre-encoded
+HTTP/1.1 on asyncio streams) or ``httpx``; it shares the cores with the server, so its CPU per
+request is printed beside the server's (CPU time of the server process over the run, divided
+by the requests answered) and the in-process pipeline's CPU per image.
 
 With ``--upload-ab``: defaults with the prediction log kept locally vs uploaded to a bucket
 (``--log-dir s3://...`` on a local S3-compatible server, moto's server mode, uploading every
@@ -37,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +152,10 @@ class LoadResult:
     load_average: float
     health_p99_ms: float
     health_max_ms: float
+    body: str = "multipart"
+    client: str = "lean"
+    generator_cpu_ms: float = 0.0
+    server_cpu_ms: float | None = None
     server: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -170,10 +179,115 @@ def _probe(url: str, seconds: float, results: Any) -> None:
     results.put(latencies)
 
 
+@dataclass(frozen=True)
+class Payloads:
+    """What the clients send: request bodies and their Content-Type (one kind per run)."""
+
+    kind: str  # "multipart" or "raw" (the image itself as the body)
+    bodies: list[bytes]
+    content_type: str
+
+
+def payloads(images: list[bytes], kind: str) -> Payloads:
+    if kind == "raw":
+        return Payloads(kind, images, "image/jpeg")
+    bodies = [multipart(data, f"{i}.jpg") for i, data in enumerate(images)]
+    return Payloads(kind, bodies, f"multipart/form-data; boundary={BOUNDARY}")
+
+
+class _HttpxConnection:
+    """One simulated client on httpx (one keep-alive connection)."""
+
+    def __init__(self, url: str, sent: Payloads) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self.client = httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0)
+        self.headers = {"Content-Type": sent.content_type}
+        self.bodies = sent.bodies
+
+    async def post(self, turn: int) -> str:
+        body = self.bodies[turn % len(self.bodies)]
+        try:
+            response = await self.client.post("/predict", content=body, headers=self.headers)
+            return str(response.status_code)
+        except httpx.TimeoutException:
+            return "client-timeout"
+        except httpx.TransportError as exc:
+            return type(exc).__name__
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class _LeanConnection:
+    """One simulated client speaking just enough HTTP/1.1 (keep-alive, Content-Length bodies).
+
+    The requests are encoded once, headers and all; an answer is read as its status line,
+    headers and Content-Length bytes. Costs a fraction of httpx's CPU per request, which on
+    a machine whose cores the server shares is CPU the server gets back.
+    """
+
+    def __init__(self, url: str, sent: Payloads) -> None:
+        parsed = httpx.URL(url)
+        self.host, self.port = parsed.host, parsed.port or 80
+        self.requests = [
+            (
+                f"POST /predict HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: {sent.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+            for body in sent.bodies
+        ]
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def _exchange(self, request: bytes) -> tuple[int, bool]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length, close = 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                raise RuntimeError("a chunked answer: load this server with --client httpx")
+        await reader.readexactly(length)
+        return int(head[9:12]), close
+
+    async def post(self, turn: int) -> str:
+        try:
+            async with asyncio.timeout(120.0):
+                status, close = await self._exchange(self.requests[turn % len(self.requests)])
+        except TimeoutError:
+            status, close = "client-timeout", True  # type: ignore[assignment]
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            status, close = type(exc).__name__, True  # type: ignore[assignment]
+        if close:
+            await self.aclose()
+        return str(status)
+
+    async def aclose(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+CLIENTS = {"lean": _LeanConnection, "httpx": _HttpxConnection}
+
+
 async def _load(
-    url: str, bodies: list[bytes], concurrency: int, duration: float, ramp_up: float
+    url: str,
+    sent: Payloads,
+    concurrency: int,
+    duration: float,
+    ramp_up: float,
+    client: str,
 ) -> tuple[list[float], Counter[str], float]:
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     begin = time.perf_counter()
@@ -183,64 +297,81 @@ async def _load(
     async def worker(index: int) -> None:
         # One client (one keep-alive connection) per simulated user: a shared pool of
         # hundreds of connections costs httpx far more CPU per request.
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as client:
+        connection = CLIENTS[client](url, sent)
+        try:
             await asyncio.sleep(ramp_up * index / concurrency)  # ramp up evenly
             turn = index
             while (started := time.perf_counter()) < window_end:
-                body = bodies[turn % len(bodies)]
+                status = await connection.post(turn)
                 turn += concurrency
-                try:
-                    response = await client.post("/predict", content=body, headers=headers)
-                    status = str(response.status_code)
-                except httpx.TimeoutException:
-                    status = "client-timeout"
-                except httpx.TransportError as exc:
-                    status = type(exc).__name__
                 finished = time.perf_counter()
                 statuses[status] += 1  # every request counts for errors, ramp-up included
                 if status == "200" and window_start <= finished <= window_end:
                     latencies.append(finished - started)
+        finally:
+            await connection.aclose()
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return latencies, statuses, duration
 
 
 def run_load(
-    name: str, url: str, bodies: list[bytes], concurrency: int, duration: float, ramp_up: float
+    name: str,
+    url: str,
+    sent: Payloads,
+    concurrency: int,
+    duration: float,
+    ramp_up: float,
+    client: str = "lean",
+    server_pid: int | None = None,
 ) -> LoadResult:
     queue: Any = multiprocessing.get_context("fork").Queue()
     probe = multiprocessing.get_context("fork").Process(
         target=_probe, args=(url, ramp_up + duration, queue), daemon=True
     )
     probe.start()
+    server0 = _cpu_seconds(server_pid) if server_pid else None
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    latencies, statuses, seconds = asyncio.run(_load(url, bodies, concurrency, duration, ramp_up))
-    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    latencies, statuses, seconds = asyncio.run(
+        _load(url, sent, concurrency, duration, ramp_up, client)
+    )
+    cpu_seconds, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    server1 = _cpu_seconds(server_pid) if server_pid else None
     health = queue.get(timeout=300)
     probe.join(timeout=30)
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    requests = sum(statuses.values())
     result = LoadResult(
         name=name,
         concurrency=concurrency,
         seconds=seconds,
-        requests=sum(statuses.values()),
+        requests=requests,
         throughput=len(latencies) / seconds,
         p50_ms=float(np.percentile(ms, 50)),
         p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)),
         max_ms=float(ms.max()),
         statuses=dict(statuses),
-        generator_cpu=cpu,
+        generator_cpu=cpu_seconds / wall,
         load_average=os.getloadavg()[0],
         health_p99_ms=float(np.percentile(health, 99) * 1000) if health else 0.0,
         health_max_ms=float(max(health, default=0.0) * 1000),
+        body=sent.kind,
+        client=client,
+        generator_cpu_ms=cpu_seconds / max(requests, 1) * 1000,
+        server_cpu_ms=(
+            (server1 - server0) / max(requests, 1) * 1000
+            if server0 is not None and server1 is not None
+            else None
+        ),
     )
+    server_cpu = f"server {result.server_cpu_ms:.1f}, " if result.server_cpu_ms is not None else ""
     print(
         f"  {name:<34} c={concurrency:<4} {result.throughput:7.1f} req/s  p50 {result.p50_ms:7.0f}"
         f"  p95 {result.p95_ms:7.0f}  p99 {result.p99_ms:7.0f} ms  statuses {result.statuses}"
         f"  /health p99 {result.health_p99_ms:.0f} max {result.health_max_ms:.0f} ms"
-        f"  (generator {cpu:.0%} of a core, load {result.load_average:.1f})",
+        f"  (CPU ms/request: {server_cpu}{client} client {result.generator_cpu_ms:.2f};"
+        f" generator {result.generator_cpu:.0%} of a core, load {result.load_average:.1f})",
         flush=True,
     )
     return result
@@ -334,12 +465,24 @@ def naive_server(run_dir: Path, work: Path, threads: int) -> Process:
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a live process (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """User + system CPU time of a live process and its live children (``--workers N``)
+    from Linux's /proc, or None elsewhere."""
+
+    def stat(process: int) -> list[str] | None:
+        try:
+            return Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+
+    own = stat(pid)
+    if own is None:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = [own]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (child := stat(int(entry.name))) and child[1] == str(pid):
+            fields.append(child)
+    ticks = sum(int(f[11]) + int(f[12]) for f in fields)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- in-process limit
@@ -349,7 +492,12 @@ def in_process(
     bundle: Path, model_file: str, images: list[bytes], seconds: float
 ) -> dict[str, float]:
     """Decode + resize + ONNX Runtime, no HTTP: batch 1 sequential and batch 8 with decoding
-    threaded ahead, each with ONNX Runtime's default threads and with one thread."""
+    threaded ahead, each with ONNX Runtime's default threads and with one thread; and one
+    single-thread batch of 8 per core at once, decoded on the pool.
+
+    Returns images/s per pipeline, the median decode time (``decode_ms``) and the process's
+    CPU time per image in each pipeline (``cpu_ms <pipeline>``: decode and model together).
+    """
     import onnxruntime as ort
 
     from visionops.imaging import load_image
@@ -380,14 +528,15 @@ def in_process(
 
         tag = "default_threads" if threads == 0 else f"{threads}_thread"
         run([prepare(images[0])] * 8)  # warm-up
-        count, started = 0, time.perf_counter()
+        count, started, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - started < seconds:
             run([prepare(images[count % len(images)])])
             count += 1
         results[f"sequential_batch1_{tag}"] = count / (time.perf_counter() - started)
+        results[f"cpu_ms sequential_batch1_{tag}"] = (time.process_time() - cpu) / count * 1000
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            count, started = 0, time.perf_counter()
+            count, started, cpu = 0, time.perf_counter(), time.process_time()
             pending = pool.map(prepare, [images[i % len(images)] for i in range(8)])
             while time.perf_counter() - started < seconds:
                 batch = list(pending)
@@ -397,6 +546,31 @@ def in_process(
                 count += 8
             list(pending)
         results[f"threaded_batch8_{tag}"] = count / (time.perf_counter() - started)
+        results[f"cpu_ms threaded_batch8_{tag}"] = (time.process_time() - cpu) / count * 1000
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        # What `visionops serve` does by default: one single-thread batch per core at once
+        # (`session` is the one-thread session of the last round above).
+        counts = [0] * cores
+        with ThreadPoolExecutor(max_workers=cores) as pool:
+            started, cpu = time.perf_counter(), time.process_time()
+
+            def runner(index: int) -> None:
+                turn = index * 8
+                while time.perf_counter() - started < seconds:
+                    chosen = [images[(turn + i) % len(images)] for i in range(8)]
+                    run(list(pool.map(prepare, chosen)))
+                    counts[index] += 8
+                    turn += 8 * cores
+
+            runners = [threading.Thread(target=runner, args=(i,)) for i in range(cores)]
+            for thread in runners:
+                thread.start()
+            for thread in runners:
+                thread.join()
+        name = f"concurrent_batch8_{cores}x1_thread"
+        results[name] = sum(counts) / (time.perf_counter() - started)
+        results[f"cpu_ms {name}"] = (time.process_time() - cpu) / sum(counts) * 1000
     for key, value in results.items():
         print(f"  in-process {model_file} {key:<34} {value:7.2f}", flush=True)
     return results
@@ -441,6 +615,22 @@ def main() -> None:
         " every second (interleaved --rounds).",
     )
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="lean",
+        help="The load generator's HTTP client: lean (pre-encoded HTTP/1.1 on asyncio streams,"
+        " the least CPU taken from the server's cores) or httpx.",
+    )
+    parser.add_argument(
+        "--body",
+        choices=["multipart", "raw"],
+        default="multipart",
+        help="What --url and every run but the raw-body ones send.",
+    )
+    parser.add_argument(
+        "--skip-raw", action="store_true", help="Skip the raw-body runs (defaults, fp32)."
+    )
     parser.add_argument("--size", type=int, default=224, help="The bundle's input side (px).")
     parser.add_argument(
         "--reference-per-class", type=int, default=100, help="Drift reference images per class."
@@ -458,14 +648,17 @@ def main() -> None:
         flush=True,
     )
     images = make_images(args.images, args.width, args.height)
-    bodies = [multipart(data, f"{i}.jpg") for i, data in enumerate(images)]
+    sent = payloads(images, args.body)
+    raw = payloads(images, "raw")
     print(
         f"images: {len(images)} JPEGs {args.width}x{args.height}, median"
         f" {int(np.median([len(b) for b in images])) // 1000} kB",
         flush=True,
     )
     if args.url:
-        run_load("server", args.url, bodies, args.concurrency, args.duration, args.ramp_up)
+        run_load(
+            "server", args.url, sent, args.concurrency, args.duration, args.ramp_up, args.client
+        )
         return
 
     scratch = Path(tempfile.mkdtemp(prefix="visionops-serve-bench-"))
@@ -483,16 +676,32 @@ def main() -> None:
         model: in_process(bundle, model, images, args.in_process_seconds) for model in models
     }
     limits = {
-        model: max(v for k, v in values.items() if k != "decode_ms")
+        model: max(v for k, v in values.items() if "ms" not in k)
+        for model, values in report["in_process"].items()
+    }
+    # The CPU per image of the fastest pipeline: what a served request is compared with.
+    limit_cpu_ms = {
+        model: values[f"cpu_ms {max((k for k in values if 'ms' not in k), key=values.__getitem__)}"]
         for model, values in report["in_process"].items()
     }
     served_model = models[-1]  # what `visionops serve` runs by default (precision auto)
 
     loads: list[LoadResult] = []
 
-    def measure(server: Process, name: str, concurrency: int, duration: float) -> LoadResult:
+    def measure(
+        server: Process, name: str, concurrency: int, duration: float, body: Payloads = sent
+    ) -> LoadResult:
         try:
-            result = run_load(name, server.url, bodies, concurrency, duration, args.ramp_up)
+            result = run_load(
+                name,
+                server.url,
+                body,
+                concurrency,
+                duration,
+                args.ramp_up,
+                args.client,
+                server.process.pid,
+            )
             result.server = server.metrics()
         finally:
             server.stop()
@@ -508,6 +717,7 @@ def main() -> None:
                     f"naive FastAPI+PyTorch threads={threads or 'default'}",
                     args.concurrency,
                     args.duration,
+                    payloads(images, "multipart"),  # it reads a `file` field only
                 )
             )
     naive = max(naives, key=lambda r: r.throughput) if naives else None
@@ -576,6 +786,24 @@ def main() -> None:
         args.concurrency,
         args.duration,
     )
+    # The same two, with the image itself as the body (no multipart around it).
+    fp32_raw = defaults_raw = None
+    if not args.skip_raw and args.body != "raw":
+        if fp32 is not None:
+            fp32_raw = measure(
+                visionops_server(bundle, scratch, "--precision", "fp32", tag="fp32-raw"),
+                "defaults, --precision fp32, raw body",
+                args.concurrency,
+                args.duration,
+                raw,
+            )
+        defaults_raw = measure(
+            visionops_server(bundle, scratch, tag="defaults-raw"),
+            f"defaults ({served_model}), raw body",
+            args.concurrency,
+            args.duration,
+            raw,
+        )
     overload = measure(
         visionops_server(bundle, scratch, *args.overload_flags.split(), tag="overload"),
         "defaults (overload)",
@@ -586,17 +814,30 @@ def main() -> None:
     report["loads"] = [asdict(r) for r in loads]
     print("\nsummary", flush=True)
     for model, limit in limits.items():
-        print(f"  in-process limit, {model} (best of four pipelines): {limit:.1f} images/s")
-    limit = limits[served_model]
-    print(
-        f"  visionops defaults ({served_model}) @ {args.concurrency}: {defaults.throughput:.1f}"
-        f" req/s = {defaults.throughput / limit:.2f}x its in-process limit (goal >= 0.85x)"
-    )
-    if fp32 is not None:
         print(
-            f"  visionops --precision fp32 @ {args.concurrency}: {fp32.throughput:.1f} req/s ="
-            f" {fp32.throughput / limits['model.onnx']:.2f}x its in-process limit (goal >= 0.85x)"
+            f"  in-process limit, {model} (best of five pipelines): {limit:.1f} images/s,"
+            f" {limit_cpu_ms[model]:.1f} CPU ms per image"
         )
+
+    def against_limit(what: str, model: str, result: LoadResult, raw: LoadResult | None) -> None:
+        def ratio(run: LoadResult) -> str:
+            text = f"{run.throughput:.1f} req/s = {run.throughput / limits[model]:.2f}x"
+            if run.server_cpu_ms:
+                efficiency = limit_cpu_ms[model] / run.server_cpu_ms
+                text += (
+                    f" (server CPU {run.server_cpu_ms:.1f} ms/request, in-process"
+                    f" {limit_cpu_ms[model]:.1f} ms/image: {efficiency:.2f}x as efficient;"
+                    f" client {run.generator_cpu_ms:.2f} ms/request)"
+                )
+            return text
+
+        print(f"  {what} @ {args.concurrency}, {result.body}: {ratio(result)} (goal >= 0.85x)")
+        if raw is not None:
+            print(f"    raw body: {ratio(raw)}")
+
+    against_limit(f"visionops defaults ({served_model})", served_model, defaults, defaults_raw)
+    if fp32 is not None:
+        against_limit("visionops --precision fp32", "model.onnx", fp32, fp32_raw)
     if drift_ab["on"]:
         off, on = np.mean(drift_ab["off"]), np.mean(drift_ab["on"])
         print(
@@ -627,7 +868,10 @@ def main() -> None:
         f"  overload @ {args.overload_concurrency} for {args.overload_duration:g} s:"
         f" {overload.requests} requests, {overload.failed} failed, p99"
         f" {overload.p99_ms:.0f} ms, {overload.throughput:.1f} req/s, /health p99"
-        f" {overload.health_p99_ms:.0f} ms (max {overload.health_max_ms:.0f} ms)"
+        f" {overload.health_p99_ms:.0f} ms (max {overload.health_max_ms:.0f} ms); Little's law:"
+        f" {args.overload_concurrency} clients / {limits[served_model]:.1f} images/s (the"
+        f" in-process limit) = {args.overload_concurrency / limits[served_model]:.2f} s mean"
+        " latency at best"
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

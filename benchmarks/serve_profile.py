@@ -14,8 +14,11 @@ with other work changes throughput but hardly the breakdown; both cover the meas
   function (the rest of which is post-processing and building the log records).
 
 Everything is divided by the images logged in the window (one per request), so the table
-reads "CPU ms per request". cProfile slows the loop it measures (about 2× for Python-heavy
-code), so the event-loop rows are upper bounds; the worker-thread rows are not profiled.
+reads "CPU ms per request". cProfile slows the loop it measures (2-5× for Python-heavy
+code), so its event-loop rows are upper bounds, good for shares, not sums. So a first window,
+as long, runs without it: **the CPU time of every thread of the process** read from Linux's
+/proc (event loop, decode pool, inference, prediction log, online drift, ONNX Runtime's own
+threads), the real cost of a request, thread by thread.
 
 Run: python benchmarks/serve_profile.py --project /tmp/serveproj -c 32 -d 20
 """
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import os
 import pstats
 import subprocess
 import sys
@@ -100,6 +104,37 @@ class StageClock:
         return timed
 
 
+def thread_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) of each live thread of this process, by native id."""
+    seconds = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def thread_group(native_id: int) -> str:
+    """What a thread of the server is, from its Python name (prefix of a pool's threads)."""
+    if native_id == threading.main_thread().native_id:
+        return "event loop (HTTP, routing, multipart, handler, queueing)"
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    name = names.get(native_id)
+    if name is None:
+        return "threads outside Python (ONNX Runtime's pool)"
+    for prefix, group in (
+        ("decode", "decode pool (decode, resize, image statistics)"),
+        ("inference", "inference (ONNX Runtime, post-processing, log records)"),
+        ("predlog", "prediction-log writer"),
+    ):
+        if name.startswith(prefix):
+            return group
+    return f"other: {name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path(tempfile.gettempdir()) / "serveproj")
@@ -138,6 +173,7 @@ def main() -> None:
     )
     profiler = cProfile.Profile(time.thread_time)
     window: dict[str, float] = {}
+    by_thread: dict[str, float] = defaultdict(float)
 
     async def measure() -> None:
         while not state.ready:
@@ -150,7 +186,7 @@ def main() -> None:
             "-c",
             str(args.concurrency),
             "-d",
-            str(args.duration + 30),  # outlasts our window, however long it takes to start
+            str(2 * args.duration + 30),  # outlasts both windows, however long it starts
             "--ramp-up",
             str(args.ramp_up),
             stdout=subprocess.PIPE,
@@ -158,6 +194,14 @@ def main() -> None:
         while state.predlog.records_written == 0:  # the generator takes a while to start
             await asyncio.sleep(0.1)
         await asyncio.sleep(args.ramp_up)
+        # Window 1: every thread's CPU time, nothing instrumented.
+        before, cpu_before = state.predlog.records_written, thread_cpu_seconds()
+        await asyncio.sleep(args.duration)
+        cpu_after = thread_cpu_seconds()
+        window["thread_requests"] = state.predlog.records_written - before
+        for native_id, seconds in cpu_after.items():
+            by_thread[thread_group(native_id)] += seconds - cpu_before.get(native_id, 0.0)
+        # Window 2: cProfile on the loop, CPU clocks around the stages.
         before = state.predlog.records_written
         clock.active = True
         window["start"] = time.perf_counter()
@@ -179,9 +223,15 @@ def main() -> None:
 
     asyncio.run(serve_and_measure())
     requests, seconds = window["requests"], window["seconds"]
-    print(f"{requests:.0f} requests in {seconds:.1f} s = {requests / seconds:.1f} req/s\n")
-    if not requests:
-        raise SystemExit("no request was answered in the window — lengthen --duration")
+    if not requests or not window["thread_requests"]:
+        raise SystemExit("no request was answered in a window — lengthen --duration")
+    answered = window["thread_requests"]
+    print(f"window 1 (not profiled): {answered:.0f} requests; CPU ms per request by thread:\n")
+    print("| thread | CPU ms per request |\n|---|---:|")
+    for group, cpu in sorted(by_thread.items(), key=lambda kv: -kv[1]):
+        print(f"| {group} | {cpu / answered * 1000:.3f} |")
+    print(f"| **whole process** | **{sum(by_thread.values()) / answered * 1000:.3f}** |\n")
+    print(f"window 2 (cProfile): {requests:.0f} requests in {seconds:.1f} s\n")
 
     stats = pstats.Stats(profiler)
     by_category: dict[str, float] = defaultdict(float)

@@ -294,7 +294,12 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
-    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = cores.")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime threads per batch, one batch at a time; 0 = one batch per"
+        " core at once, one thread each.",
+    )
     max_batch: int = Field(8, ge=1)
     max_wait_ms: float = Field(2.0, ge=0)
     queue_size: int = Field(256, ge=1)

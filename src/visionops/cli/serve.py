@@ -55,7 +55,9 @@ def serve(
         typer.Option(
             "--threads",
             help=from_setting(
-                "serve.threads", "ONNX Runtime threads per worker; 0 = cores / workers."
+                "serve.threads",
+                "ONNX Runtime threads per batch, one batch at a time (lowest latency alone);"
+                " 0 = one batch per core (cores / workers) at once, one thread each.",
             ),
         ),
     ] = None,

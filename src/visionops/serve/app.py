@@ -20,6 +20,7 @@ from visionops.config import DriftSettings, ServeSettings
 from visionops.inference.bundle import Bundle
 from visionops.serve.http_errors import ApiError, InternalErrorMiddleware, install_error_handlers
 from visionops.serve.metrics import MetricsMiddleware
+from visionops.serve.predict import PredictEndpoint, PredictShortcut
 from visionops.serve.routes import build_router
 from visionops.serve.state import ServingState, default_log_dir
 
@@ -87,8 +88,11 @@ def create_app(
     )
     app.state.serving = state
     install_error_handlers(app, state.metrics)
-    # Added last = outermost: the metrics see the 500 that the error middleware answers.
+    predict = PredictEndpoint(state)
+    # Added last = outermost: the metrics see the 500 that the error middleware answers, and
+    # both wrap the /predict shortcut (innermost: the hot path skips only FastAPI's layers).
+    app.add_middleware(PredictShortcut, endpoint=predict)
     app.add_middleware(InternalErrorMiddleware, metrics=state.metrics, scrub=state.scrub)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    app.include_router(build_router(state))
+    app.include_router(build_router(state, predict))
     return app

@@ -3,8 +3,8 @@
 Requests put items into a bounded queue and await a future. One batcher task takes up to
 ``max_batch`` items, waiting at most ``max_wait_s`` for the batch to fill, and runs the batch
 function in a worker thread (ONNX Runtime releases the GIL, so the loop keeps answering
-``/health`` and parsing uploads meanwhile). While one batch computes the next one gathers,
-so under load batches fill without any waiting.
+``/health`` and parsing uploads meanwhile). Up to ``concurrency`` batches compute at once;
+while they do the next one gathers, so under load batches fill without any waiting.
 
 The queue is bounded: :meth:`MicroBatcher.submit` raises :class:`QueueFullError` instead of
 letting latency grow without limit (the server answers 503 with ``Retry-After``).
@@ -75,7 +75,7 @@ class MicroBatcher(Generic[P, R]):
     Args:
         function: Maps a list of payloads to a list of results of the same length. Runs in
             ``executor``; an exception fails every item of that batch.
-        executor: Where ``function`` runs (one worker: batches run one after another).
+        executor: Where ``function`` runs.
         max_batch: Most items per call.
         max_wait_s: Longest time the first item of a batch waits for others (0: never wait).
         queue_size: Most items waiting; more are refused with :class:`QueueFullError`.
@@ -84,9 +84,11 @@ class MicroBatcher(Generic[P, R]):
             traceback without variable values; a server passes one that scrubs secrets).
         after: Called with a batch's payloads and results in ``after_executor`` before the
             batch's futures resolve (the server writes the prediction log here). It runs
-            while the next batch computes; with one worker, batches finish in order. An
-            exception fails every item of that batch.
+            while the next batch computes; with one worker and ``concurrency`` 1, batches
+            finish in order. An exception fails every item of that batch.
         after_executor: Where ``after`` runs.
+        concurrency: Batches computing at once (``executor`` needs as many workers). A batch
+            takes its items when a slot is free, so with 1 batches run one after another.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class MicroBatcher(Generic[P, R]):
         describe_error: Callable[[BaseException], str] | None = None,
         after: Callable[[Sequence[P], Sequence[R]], None] | None = None,
         after_executor: Executor | None = None,
+        concurrency: int = 1,
     ) -> None:
         self._function = function
         self._executor = executor
@@ -113,6 +116,9 @@ class MicroBatcher(Generic[P, R]):
             raise ValueError("an after-step needs its own executor (one worker keeps order)")
         self._after = after
         self._after_executor = after_executor
+        self.concurrency = max(1, concurrency)
+        self._slots: asyncio.Semaphore | None = None
+        self._computing: set[asyncio.Task[None]] = set()
         self._finishing: set[asyncio.Task[None]] = set()
         self._pending: deque[_Item[P, R]] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -133,6 +139,7 @@ class MicroBatcher(Generic[P, R]):
     def start(self) -> None:
         """Start the batcher task on the running loop."""
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
 
@@ -192,40 +199,55 @@ class MicroBatcher(Generic[P, R]):
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self._slots is not None
         while True:
+            # A free slot first, then the items: a batch takes what gathered meanwhile.
+            await self._slots.acquire()
             await self._wait_for_items()
             if self._stopping and not self._pending:
+                self._slots.release()
                 break
             batch = self._take_batch()
             if not batch:
+                self._slots.release()
                 continue
-            started = time.perf_counter()
-            self._running = len(batch)
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._function, [item.payload for item in batch]
-                )
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"batch function returned {len(results)} results for {len(batch)} items"
-                    )
-            except Exception as exc:
-                self._fail(batch, exc)
-                continue
-            finally:
-                self._running = 0
-            compute_s = time.perf_counter() - started
-            if self._on_batch is not None:
-                self._on_batch(len(batch), compute_s)
-            if self._after is None:
-                self._resolve(batch, results, started, compute_s)
-            else:
-                # The next batch computes while this one's after-step runs.
-                task = loop.create_task(self._finish(batch, results, started, compute_s))
-                self._finishing.add(task)
-                task.add_done_callback(self._finishing.discard)
+            self._running += len(batch)
+            task = loop.create_task(self._compute(batch))
+            self._computing.add(task)
+            task.add_done_callback(self._computing.discard)
+        if self._computing:
+            await asyncio.wait(set(self._computing))
         if self._finishing:
             await asyncio.wait(set(self._finishing))
+
+    async def _compute(self, batch: list[_Item[P, R]]) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._function, [item.payload for item in batch]
+            )
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"batch function returned {len(results)} results for {len(batch)} items"
+                )
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        finally:
+            self._running -= len(batch)
+            self._slots.release()
+        compute_s = time.perf_counter() - started
+        if self._on_batch is not None:
+            self._on_batch(len(batch), compute_s)
+        if self._after is None:
+            self._resolve(batch, results, started, compute_s)
+        else:
+            # The next batch computes while this one's after-step runs.
+            task = loop.create_task(self._finish(batch, results, started, compute_s))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
 
     async def _finish(
         self, batch: list[_Item[P, R]], results: Sequence[R], started: float, compute_s: float

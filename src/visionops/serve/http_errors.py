@@ -28,6 +28,7 @@ __all__ = [
     "ApiError",
     "InternalErrorMiddleware",
     "SecretScrubber",
+    "api_error_response",
     "install_error_handlers",
     "request_id",
 ]
@@ -104,6 +105,13 @@ def _error_response(
     )
 
 
+def api_error_response(metrics: ServeMetrics, request: Request, exc: ApiError) -> JSONResponse:
+    """The answer to ``exc``, counted under its kind in ``visionops_errors_total``."""
+    return _error_response(
+        metrics, request_id(request), exc.status, exc.kind, exc.message, exc.headers
+    )
+
+
 def install_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
     """Answer ApiError, HTTP errors (404, 405) and bad parameters in the error shape."""
 
@@ -114,7 +122,7 @@ def install_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return respond(request, exc.status, exc.kind, exc.message, exc.headers)
+        return api_error_response(metrics, request, exc)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -1,71 +1,53 @@
 """The HTTP routes of one serving app, on an :class:`~fastapi.APIRouter`.
 
-Request path of ``POST /predict``::
-
-    body read with a size cap (413; 408 when it stalls) -> type checks (415) -> decode +
-    resize in a thread pool (422 / 413 for bombs) -> bounded micro-batch queue (503 +
-    Retry-After when full) -> one ONNX Runtime call per batch in the inference thread, which
-    also post-processes and appends to the prediction log -> answer; the whole request under
-    a deadline (504).
-
 :func:`build_router` declares what the served model takes: the API key only when the server
 has one, ``threshold`` and ``heatmap`` only for tasks that use them, and the task's own
-response model, so ``/openapi.json`` describes exactly this server.
+response model, so ``/openapi.json`` describes exactly this server. ``POST /predict`` is
+answered by :class:`~visionops.serve.predict.PredictEndpoint` (a plain request-to-response
+function, the hot path) on a :class:`PlainRoute`, which FastAPI documents like any other.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
-import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.requests import ClientDisconnect
 
 from visionops import __version__
-from visionops.errors import ImageError
-from visionops.inference.session import ImageTooLargeError, PredictOptions, UnsupportedImageError
-from visionops.serve.batcher import QueueFullError, StoppedError
-from visionops.serve.http_errors import ApiError, request_id
+from visionops.serve.auth import check_api_key
 from visionops.serve.page import UPLOAD_PAGE
+from visionops.serve.predict import PredictEndpoint
 from visionops.serve.schemas import (
     ErrorResponse,
     HealthResponse,
     InputSpec,
     MetadataResponse,
     PredictJSON,
+    PredictQuery,
+    PredictQueryAll,
+    PredictQueryHeatmap,
+    PredictQueryThreshold,
     ReadyResponse,
     ServerInfo,
 )
-from visionops.serve.state import Job, ServingState
-from visionops.serve.uploads import MAX_FILES_PER_REQUEST, read_uploads
+from visionops.serve.state import ServingState
+from visionops.serve.uploads import MAX_FILES_PER_REQUEST
 
-__all__ = ["build_router"]
+__all__ = ["PlainRoute", "build_router"]
 
 _ApiKey = Annotated[str | None, Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
 _Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBearer(auto_error=False))]
-_TopK = Annotated[
-    int | None, Query(ge=1, le=1000, description="Labels to return (default: the server's).")
-]
-_Threshold = Annotated[
-    float | None,
-    Query(ge=0.0, le=1.0e9, description="One threshold for every label, or the anomaly score's."),
-]
-_Heatmap = Annotated[bool, Query(description="Return the anomaly map as a PNG.")]
-# How FastAPI reads a boolean query parameter as false.
-_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
 _ERRORS: dict[int, str] = {
     401: "Missing or wrong API key.",
     408: "The request body did not arrive in full within the server's deadline.",
     413: "Body too large, or an image with too many pixels (decompression bomb).",
-    415: "Not multipart or JSON, or a file that is not an image.",
+    415: "Not multipart, an image or JSON, or a file that is not an image.",
     422: "An image that cannot be decoded (the message says why), or bad parameters.",
     503: "Model not ready, queue full or shutting down; see Retry-After.",
     504: "The request did not finish within the server's deadline.",
@@ -88,6 +70,10 @@ _PREDICT_BODY = {
                     },
                     "required": ["file"],
                 }
+            },
+            "image/*": {
+                "schema": {"type": "string", "format": "binary"},
+                "example": "(the bytes of one image file: JPEG, PNG, WebP, ...)",
             },
             "application/json": {"schema": PredictJSON.model_json_schema()},
         },
@@ -112,20 +98,7 @@ _State = Annotated[ServingState, Depends(serving_state)]
 
 async def require_key(state: _State, key: _ApiKey, credentials: _Bearer) -> None:
     """Refuse the request (401) unless it carries the server's API key."""
-    expected = state.api_key
-    if expected is None:
-        return
-    given = key or (credentials.credentials if credentials else None)
-    if given is None or not secrets.compare_digest(
-        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
-    ):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "missing or wrong API key — send it in the X-API-Key header"
-            " (or Authorization: Bearer <key>)",
-            {"WWW-Authenticate": "Bearer"},
-        )
+    check_api_key(state.api_key, key or (credentials.credentials if credentials else None))
 
 
 # ------------------------------------------------------------------ operations
@@ -201,173 +174,73 @@ async def page() -> HTMLResponse:
 
 
 # ------------------------------------------------------------------ predict
+# ``PredictEndpoint`` answers /predict without FastAPI's dependency machinery; FastAPI still
+# documents it, from one of these declarations: the same query model that validates the
+# options, and the security schemes when the server has a key. Never called.
 
 
-async def _options_top_k(top_k: _TopK = None) -> PredictOptions:
-    return PredictOptions(top_k=top_k)
+async def _declare_top_k(query: Annotated[PredictQuery, Query()]) -> None:
+    """Predict one image, or several as one batch."""
 
 
-async def _options_threshold(top_k: _TopK = None, threshold: _Threshold = None) -> PredictOptions:
-    return PredictOptions(top_k=top_k, threshold=threshold)
+async def _declare_threshold(query: Annotated[PredictQueryThreshold, Query()]) -> None:
+    """Predict one image, or several as one batch."""
 
 
-async def _options_heatmap(top_k: _TopK = None, heatmap: _Heatmap = False) -> PredictOptions:
-    return PredictOptions(top_k=top_k, heatmap=heatmap)
+async def _declare_heatmap(query: Annotated[PredictQueryHeatmap, Query()]) -> None:
+    """Predict one image, or several as one batch."""
 
 
-async def _options_all(
-    top_k: _TopK = None, threshold: _Threshold = None, heatmap: _Heatmap = False
-) -> PredictOptions:
-    return PredictOptions(top_k=top_k, threshold=threshold, heatmap=heatmap)
+async def _declare_all(query: Annotated[PredictQueryAll, Query()]) -> None:
+    """Predict one image, or several as one batch."""
 
 
-_OPTION_PARSERS: dict[tuple[bool, bool], Callable[..., Awaitable[PredictOptions]]] = {
-    (False, False): _options_top_k,
-    (True, False): _options_threshold,
-    (False, True): _options_heatmap,
-    (True, True): _options_all,
+_DECLARATIONS: dict[type[PredictQuery], Callable[..., Awaitable[None]]] = {
+    PredictQuery: _declare_top_k,
+    PredictQueryThreshold: _declare_threshold,
+    PredictQueryHeatmap: _declare_heatmap,
+    PredictQueryAll: _declare_all,
 }
-_PROBES = {"threshold": PredictOptions(threshold=0.5), "heatmap": PredictOptions(heatmap=True)}
 
 
-def _refuse_options_the_task_ignores(state: ServingState, request: Request) -> None:
-    for name, probe in _PROBES.items():
-        value = request.query_params.get(name)
-        if value is None or (name == "heatmap" and value.lower() in _FALSE):
-            continue
-        problem = state.postprocess.check(probe)
-        if problem:
-            raise ApiError(422, "invalid_parameter", problem)
+class PlainRoute(APIRoute):
+    """A route FastAPI documents from its declared endpoint but serves with ``handler``.
 
+    ``handler`` takes the :class:`~starlette.requests.Request` and returns the response, as
+    a Starlette route's endpoint does: no dependencies solved, no parameters validated, no
+    response model applied on the way (the handler does what it needs itself).
+    """
 
-async def _predict(state: ServingState, request: Request, options: PredictOptions) -> Response:
-    started = time.perf_counter()
-    chosen_id = request_id(request)
-    if not state.ready:
-        raise ApiError(
-            503,
-            "not_ready",
-            f"the model is {state.status} — retry when GET /ready answers 200",
-            {"Retry-After": "1"},
-        )
-    _refuse_options_the_task_ignores(state, request)
-    problem = state.postprocess.check(options)
-    if problem:
-        raise ApiError(422, "invalid_parameter", problem)
-    settings = state.settings
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[Any]] = []
-    reading = True
-    try:
-        async with asyncio.timeout(settings.timeout_s):
-            uploads = await read_uploads(request, int(settings.max_upload_mb * 1_000_000))
-            reading = False
-            if state.decode_threads == 0:
-                decoded = [state.decode(upload) for upload in uploads]
-            else:
-                decoded = await asyncio.gather(
-                    *(loop.run_in_executor(state.decode_pool, state.decode, u) for u in uploads)
-                )
-            jobs = [
-                Job(image, upload, chosen_id, index, options, started)
-                for index, (image, upload) in enumerate(zip(decoded, uploads, strict=True))
-            ]
-            submitted = time.perf_counter()
-            for job in jobs:
-                job.submitted = submitted
-            futures = state.batcher.submit(jobs)
-            results = await asyncio.gather(*futures)
-    except TimeoutError:
-        for future in futures:
-            future.cancel()
-        if reading:
-            raise ApiError(
-                408,
-                "request_body_incomplete",
-                f"the request body did not arrive within {settings.timeout_s:g} s — the"
-                " request body is incomplete; send the whole body without pausing",
-            ) from None
-        raise ApiError(
-            504,
-            "timeout",
-            f"the prediction did not finish within {settings.timeout_s:g} s — the server"
-            " is overloaded; retry later or send fewer images per request",
-        ) from None
-    except QueueFullError:
-        raise ApiError(
-            503,
-            "queue_full",
-            f"the server is at capacity ({settings.queue_size} images queued) — retry"
-            " after the Retry-After delay",
-            {"Retry-After": state.retry_after()},
-        ) from None
-    except ClientDisconnect:
-        # Nobody is left to answer; say so in the metrics instead of logging a traceback.
-        raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
-    except StoppedError:
-        raise ApiError(
-            503,
-            "stopping",
-            "the server is shutting down — retry on another instance",
-            {"Retry-After": "1"},
-        ) from None
-    except UnsupportedImageError as exc:
-        raise ApiError(415, "unsupported_media_type", str(exc)) from None
-    except ImageTooLargeError as exc:
-        raise ApiError(413, "decompression_bomb", str(exc)) from None
-    except ImageError as exc:
-        raise ApiError(422, "undecodable_image", str(exc)) from None
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        handler: Callable[[Request], Awaitable[Response]],
+        **kwargs: Any,
+    ) -> None:
+        self.handler = handler
+        super().__init__(path, endpoint, **kwargs)
 
-    predictions = []
-    for upload, result in zip(uploads, results, strict=True):
-        answer = result.value
-        for label in state.postprocess.task.predicted_labels(answer):
-            state.metrics.count_prediction(label)
-        state.metrics.queue_latency.observe(result.queue_s)
-        predictions.append({**answer, "file": upload.name})
-    # Encoded by pydantic-core without a second validation pass (7x faster than json.dumps
-    # through JSONResponse); that it matches the declared response model is what the tests
-    # check against real answers. NaN and infinity become null, as the models say.
-    body = pydantic_core.to_json(
-        {
-            "request_id": chosen_id,
-            "model_version": state.meta.model_version,
-            "task": state.meta.task,
-            "predictions": predictions,
-            "timing": {
-                "total_ms": round((time.perf_counter() - started) * 1000, 3),
-                "queue_ms": round(max(r.queue_s for r in results) * 1000, 3),
-                "compute_ms": round(max(r.compute_s for r in results) * 1000, 3),
-                "batch_size": max(r.batch_size for r in results),
-            },
-        }
-    )
-    return Response(body, media_type="application/json", headers={"X-Request-ID": chosen_id})
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The plain handler, in place of FastAPI's dependency-solving one."""
+        handler = self.handler
 
+        async def handle(request: Request) -> Response:
+            return await handler(request)
 
-def _predict_endpoint(
-    parse_options: Callable[..., Awaitable[PredictOptions]],
-) -> Callable[..., Awaitable[Response]]:
-    async def predict(
-        request: Request,
-        state: _State,
-        # A default, not Annotated: the dependency is chosen per app, and FastAPI resolves
-        # string annotations from module globals only.
-        options: PredictOptions = Depends(parse_options),  # noqa: B008
-    ) -> Response:
-        return await _predict(state, request, options)
-
-    return predict
+        return handle
 
 
 # ------------------------------------------------------------------ the router
 
 
-def build_router(state: ServingState) -> APIRouter:
+def build_router(state: ServingState, predict: PredictEndpoint) -> APIRouter:
     """The routes for ``state``'s model, declared as that model takes them.
 
     Args:
         state: The app's serving state (task, settings, post-processing).
+        predict: The ``/predict`` endpoint (the app also puts it in front of the router).
 
     Returns:
         A router with ``/health``, ``/ready``, ``/metadata``, ``/predict``, ``/metrics`` and
@@ -376,7 +249,6 @@ def build_router(state: ServingState) -> APIRouter:
     router = APIRouter()
     auth = [Depends(require_key)] if state.settings.api_key is not None else []
     auth_errors = _errors(401) if auth else {}
-    takes = tuple(state.postprocess.check(_PROBES[name]) is None for name in _PROBES)
     router.add_api_route(
         "/health",
         health,
@@ -404,16 +276,24 @@ def build_router(state: ServingState) -> APIRouter:
         dependencies=auth,
         responses=auth_errors,
     )
-    router.add_api_route(
-        "/predict",
-        _predict_endpoint(_OPTION_PARSERS[(takes[0], takes[1])]),
-        methods=["POST"],
-        response_model=state.response_model,
-        tags=["model"],
-        summary="Predict one image, or several as one batch.",
-        dependencies=auth,
-        responses={**auth_errors, **_errors(408, 413, 415, 422, 503, 504)},
-        openapi_extra=_PREDICT_BODY,
+    router.routes.append(
+        PlainRoute(
+            "/predict",
+            _DECLARATIONS[predict.query_model],
+            handler=predict,
+            methods=["POST"],
+            response_model=state.response_model,
+            tags=["model"],
+            summary="Predict one image, or several as one batch.",
+            description=(
+                "The images as multipart `file` fields, one image as the body itself"
+                " (`Content-Type: image/jpeg`, `image/png`, ...: the cheapest for both sides),"
+                " or JSON with base64."
+            ),
+            dependencies=auth,
+            responses={**auth_errors, **_errors(408, 413, 415, 422, 503, 504)},
+            openapi_extra=_PREDICT_BODY,
+        )
     )
     router.add_api_route(
         "/metrics",

@@ -28,12 +28,17 @@ __all__ = [
     "MultilabelPrediction",
     "NamedValue",
     "PredictJSON",
+    "PredictQuery",
+    "PredictQueryAll",
+    "PredictQueryHeatmap",
+    "PredictQueryThreshold",
     "PredictResponse",
     "ReadyResponse",
     "RegressionPredictResponse",
     "RegressionPrediction",
     "ServerInfo",
     "Timing",
+    "predict_query_model",
     "predict_response_model",
 ]
 
@@ -261,3 +266,57 @@ class PredictJSON(_Schema):
     images: list[str] | None = Field(
         None, description="Several, predicted as one batch.", max_length=64
     )
+
+
+# ------------------------------------------------------------------ /predict's query options
+# Not strict: a name the task does not take is ignored here and refused by name elsewhere
+# (``'threshold' applies to ...``), so the client learns why rather than "extra field".
+
+
+class PredictQuery(BaseModel):
+    """``/predict``'s query options for a task that takes neither threshold nor heatmap."""
+
+    top_k: int | None = Field(
+        None, ge=1, le=1000, description="Labels to return (default: the server's)."
+    )
+
+
+class PredictQueryThreshold(PredictQuery):
+    """``top_k`` and ``threshold`` (multilabel)."""
+
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0e9, description="One threshold for every label, or the anomaly score's."
+    )
+
+
+class PredictQueryHeatmap(PredictQuery):
+    """``top_k`` and ``heatmap``."""
+
+    heatmap: bool = Field(False, description="Return the anomaly map as a PNG.")
+
+
+class PredictQueryAll(PredictQueryThreshold):
+    """``top_k``, ``threshold`` and ``heatmap`` (anomaly detection)."""
+
+    heatmap: bool = Field(False, description="Return the anomaly map as a PNG.")
+
+
+_QUERIES: dict[tuple[bool, bool], type[PredictQuery]] = {
+    (False, False): PredictQuery,
+    (True, False): PredictQueryThreshold,
+    (False, True): PredictQueryHeatmap,
+    (True, True): PredictQueryAll,
+}
+
+
+def predict_query_model(threshold: bool, heatmap: bool) -> type[PredictQuery]:
+    """The query options ``/predict`` takes for a task that does (or not) take each option.
+
+    Args:
+        threshold: The task takes ``threshold``.
+        heatmap: The task takes ``heatmap``.
+
+    Returns:
+        The model that both documents the options (OpenAPI) and validates them.
+    """
+    return _QUERIES[(threshold, heatmap)]

@@ -279,3 +279,30 @@ def test_a_failing_after_step_fails_its_batch() -> None:
         log_pool.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_concurrency_runs_that_many_batches_at_once() -> None:
+    both_in = threading.Barrier(2, timeout=10)  # breaks (and fails the batch) if alone
+    seen: list[list[int]] = []
+
+    def function(items: Sequence[int]) -> list[int]:
+        both_in.wait()
+        seen.append(list(items))
+        return [2 * item for item in items]
+
+    async def scenario() -> list[int]:
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference")
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            function, executor=executor, max_batch=2, max_wait_s=0, queue_size=16, concurrency=2
+        )
+        batcher.start()
+        first = batcher.submit([1, 2])
+        await asyncio.sleep(0)  # the batcher takes the first batch before the second comes
+        second = batcher.submit([3, 4])
+        results = await asyncio.gather(*first, *second)
+        await batcher.stop()
+        executor.shutdown()
+        return [r.value for r in results]
+
+    assert asyncio.run(scenario()) == [2, 4, 6, 8]
+    assert sorted(seen) == [[1, 2], [3, 4]]
