@@ -17,6 +17,14 @@ Two measurements, same model, image size, batch size, optimiser and intra-op thr
    the engine's training loop versus a bare loop (convert and normalise, forward, loss,
    backward, optimiser step), interleaved rounds, median. Overhead = bare / engine - 1.
 
+3. The whole epoch versus bare compute, on the shapes demo (issue 23): the epoch of
+   ``visionops train`` (start of its bar to the next: augmentation, BatchNorm re-calibration,
+   validation, checkpoints, records) versus a bare loop over the same prepared images (the
+   same batches, augmentation and fused AdamW with the same schedule; no validation, no
+   checkpoint), for the first model; median of the timed epochs (first one not counted);
+   then both models' accuracy on the demo's test split (goal: epoch <= 1.1x bare, same
+   accuracy).
+
 Run: python benchmarks/train.py --count 1000 --size 64 --batch 64 --epochs 2
 
 ``--ddp`` measures data-parallel training instead: the same ``visionops train`` command (same
@@ -112,9 +120,10 @@ class _EpochClock:
 
 
 def visionops_epochs(
-    prepared: Path, workdir: Path, batch: int, epochs: int, model: str
-) -> tuple[list[float], list[float]]:
-    """Whole-epoch wall times (start to next start) and training-phase times of ``train()``.
+    prepared: Path, workdir: Path, batch: int, epochs: int, model: str, name: str = "bench"
+) -> tuple[list[float], list[float], float]:
+    """Whole-epoch wall times (start to next start), training-phase times of ``train()``, and
+    the trained model's test accuracy.
 
     Runs ``epochs + 2`` epochs: the first (warm-up) and the last (followed by the final
     scoring instead of another epoch) are not counted.
@@ -135,12 +144,87 @@ def visionops_epochs(
         cwd=workdir,
     )
     clock = _EpochClock()
-    result = train(settings, prepared, name=f"bench-{model}", progress=clock)
+    result = train(settings, prepared, name=f"{name}-{model}", progress=clock)
     history = [
         json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()
     ]
     whole = [later - earlier for earlier, later in itertools.pairwise(clock.starts)][1:]
-    return whole, [row["seconds"] for row in history][1 : epochs + 1]
+    accuracy = float(result.metrics.get("test", {}).get("accuracy", float("nan")))
+    return whole, [row["seconds"] for row in history][1 : epochs + 1], accuracy
+
+
+def bare_epochs(
+    prepared: Path, batch: int, epochs: int, model_name: str
+) -> tuple[list[float], float]:
+    """Epoch seconds of a bare loop over ``train()``'s own batches, and its test accuracy.
+
+    The same loader, augmentation, normalisation, model, fused AdamW and per-step schedule as
+    the engine (borrowed from it), ``epochs + 2`` epochs like :func:`visionops_epochs`; only
+    the loop is bare: no validation, BatchNorm re-calibration, checkpoint or record. The
+    first epoch is not counted.
+    """
+    from visionops.config import load_settings
+    from visionops.data.loading import BatchLoader
+    from visionops.data.prepared import PreparedDataset
+    from visionops.device import resolve_device
+    from visionops.distributed import DistContext
+    from visionops.tasks import get_task
+    from visionops.train import Engine
+
+    dataset = PreparedDataset.open(prepared)
+    settings = load_settings(
+        overrides=[
+            f"model.name={model_name}",
+            f"train.epochs={epochs + 2}",
+            f"train.batch_size={batch}",
+            "device=cpu",
+        ]
+    )
+    task = get_task(dataset.task).from_manifest(dataset.manifest)
+    torch.manual_seed(settings.train.seed)
+    engine = Engine(settings, dataset, task, resolve_device("cpu"), DistContext())
+    model, optimizer, scheduler = engine.model, engine.optimizer, engine.scheduler
+    times = []
+    for epoch in range(1, epochs + 3):
+        started = time.perf_counter()
+        engine.train_loader.set_epoch(epoch)
+        model.train()
+        for images, targets in engine.train_loader:
+            augmented = engine.augment(images) if engine.augment is not None else images
+            outputs, _ = model(engine.normalise(augmented))
+            loss = functional.cross_entropy(outputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        times.append(time.perf_counter() - started)
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for images, targets in BatchLoader(dataset, "test", batch, shuffle=False, prefetch=False):
+            outputs, _ = model(engine.normalise(images))
+            correct += int((outputs.argmax(1) == targets).sum())
+            total += len(targets)
+    return times[1:-1], correct / max(total, 1)
+
+
+def demo_prepared(workdir: Path, per_class: int, size: int) -> Path:
+    """The shapes demo (``per_class`` images per class), prepared at ``size`` px."""
+    from visionops.config import load_settings
+    from visionops.data.fetch import fetch_dataset
+    from visionops.data.preprocess import prepare_dataset
+
+    settings = load_settings(
+        overrides=[
+            f"data.raw_root={workdir / 'demo-raw'}",
+            f"data.prepared_root={workdir / 'demo-prepared'}",
+            f"data.demo.images_per_class={per_class}",
+            f"data.demo.image_size={max(64, size)}",
+            f"data.image_size={size}",
+        ],
+        cwd=workdir,
+    )
+    return prepare_dataset(fetch_dataset("demo:shapes", settings).path, settings).path
 
 
 class _Preloaded:
@@ -349,6 +433,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="batches per step-test round")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved step-test rounds")
     parser.add_argument(
+        "--demo-per-class", type=int, default=100, help="shapes demo images per class (part 3)"
+    )
+    parser.add_argument(
         "--ddp", action="store_true", help="2 processes x 1 thread vs 1 process x 2 threads"
     )
     args = parser.parse_args()
@@ -360,6 +447,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="visionops-bench-train-"))
     try:
         from visionops.config import load_settings
+        from visionops.data.prepared import PreparedDataset
         from visionops.data.preprocess import prepare_dataset
 
         print(f"generating {args.count} {args.width}x{args.height} JPEGs in {workdir} ...")
@@ -382,7 +470,7 @@ def main() -> None:
             print(f"{model}: step throughput on pre-loaded batches ...")
             steps = step_overhead(prepared, args.batch, model, args.steps, args.rounds)
             print(f"{model}: visionops train epochs ...")
-            whole, phase = visionops_epochs(prepared, workdir, args.batch, args.epochs, model)
+            whole, phase, _ = visionops_epochs(prepared, workdir, args.batch, args.epochs, model)
             print(f"{model}: reference loop epochs ...")
             reference = reference_epochs(
                 raw, args.size, args.batch, workers, args.epochs, model, 2e-3
@@ -408,6 +496,25 @@ def main() -> None:
                 f"{theirs / ours:>9.2f}x{steps['bare']:>12.1f}{steps['engine']:>14.1f}"
                 f"{100 * steps['overhead']:>+9.1f}%"
             )
+
+        model = models[0]
+        demo = demo_prepared(workdir, args.demo_per_class, args.size)
+        demo_train = len(PreparedDataset.open(demo).indices("train"))
+        print(f"\n{model}: whole epochs on the shapes demo ({demo_train} train images) ...")
+        ours, _, our_accuracy = visionops_epochs(
+            demo, workdir, args.batch, args.epochs, model, name="demo"
+        )
+        print(f"{model}: bare loop epochs on the same images ...")
+        bare, bare_accuracy = bare_epochs(demo, args.batch, args.epochs, model)
+        ratio = statistics.median(ours) / statistics.median(bare)
+        print(
+            f"{'model':<20}{'bare s/epoch':>13}{'visionops s/epoch':>18}{'ratio':>8}"
+            f"{'bare test acc':>15}{'visionops test acc':>20}"
+        )
+        print(
+            f"{model:<20}{statistics.median(bare):>13.3f}{statistics.median(ours):>18.3f}"
+            f"{ratio:>7.3f}x{bare_accuracy:>15.4f}{our_accuracy:>20.4f}"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from visionops.errors import ConcurrencyError
 
@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "atomic_writer",
     "clean_stale_temps",
     "current_umask",
     "dead_writer_temps",
@@ -56,21 +57,23 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle whose content replaces ``path`` whole when the block ends without error.
 
-    The file gets the mode any new file gets (``0o666`` less the umask), like the rest of
-    an artifact, although it is staged through a private temporary file.
+    Readers see the old file or the new one, never half: the content goes to a private
+    temporary sibling, is flushed and fsync'd, then renamed over ``path``. On an error the
+    temporary file is removed and ``path`` is untouched. The file gets the mode any new file
+    gets (``0o666`` less the umask), like the rest of an artifact.
 
     Args:
         path: Destination file; its parent folder is created if needed.
-        data: The complete new content.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
@@ -79,6 +82,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`).
+
+    Args:
+        path: Destination file; its parent folder is created if needed.
+        data: The complete new content.
+    """
+    with atomic_writer(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

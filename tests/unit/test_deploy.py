@@ -71,6 +71,9 @@ def test_k8s_manifests_pass_the_kubernetes_schemas(
     assert measured["peak_rss_mib"] > 10 and measured["ms_per_image"] > 0
     requests = container["resources"]["requests"]
     assert requests == {"cpu": result["cpu_request"], "memory": result["memory_request"]}
+    # The server sees the CPU limit (one batch per core) and was measured with as many.
+    assert result["cores"] == 2
+    assert container["resources"]["limits"]["cpu"] == "2" == requests["cpu"]
     assert int(requests["memory"].removesuffix("Mi")) >= measured["peak_rss_mib"]
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -118,6 +121,7 @@ def test_cloudrun_service_has_what_the_docs_rely_on(
     assert container["startupProbe"]["httpGet"]["path"] == "/ready"
     assert container["ports"][0]["containerPort"] == 8080  # Cloud Run's $PORT
     assert container["resources"]["limits"]["memory"].endswith("Mi")
+    assert container["resources"]["limits"]["cpu"] == "2"  # --cpu's default
 
 
 def test_a_local_log_folder_is_refused(
@@ -136,11 +140,11 @@ def test_a_local_log_folder_is_refused(
 
 
 def test_requests_grow_with_the_measured_needs() -> None:
-    small = needs_from_measurement(100.0, 0.3, 2.0)
-    large = needs_from_measurement(1500.0, 3.1, 40.0)
-    assert (small.cpu_request, small.memory_request) == ("500m", "192Mi")
+    small = needs_from_measurement(1, 100.0, 0.3, 2.0)
+    large = needs_from_measurement(4, 1500.0, 3.1, 40.0)
+    assert (small.cpu_request, small.memory_request) == ("1", "192Mi")
     assert (large.cpu_request, large.memory_request, large.memory_limit) == (
-        "3250m", "2304Mi", "4608Mi",
+        "4", "2304Mi", "4608Mi",
     )  # fmt: skip
     assert resource_name("Run_001@ab") == "run-001-ab"
     assert resource_name("2026-run").startswith("vo-")

@@ -80,6 +80,16 @@ ServiceAccount = Annotated[
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Replace manifests that exist.")]
+Cpu = Annotated[
+    int | None,
+    typer.Option(
+        "--cpu",
+        min=1,
+        help="Cores per replica: its CPU request and limit. With serve.threads=0 each core"
+        " computes its own batch, and memory is measured with that many batches at once"
+        " (default: serve.threads x serve.workers when threads are set, else 2).",
+    ),
+]
 
 
 def _run(
@@ -118,6 +128,7 @@ def _render(result: DeployResult, json_output: bool) -> None:
                 "cpu_request": needs.cpu_request,
                 "memory_request": needs.memory_request,
                 "memory_limit": needs.memory_limit,
+                "cores": needs.cores,
                 "measured": {
                     "peak_rss_mib": needs.peak_rss_mib,
                     "cpu_cores": needs.cpu_cores,
@@ -129,8 +140,9 @@ def _render(result: DeployResult, json_output: bool) -> None:
         )
         return
     out.print(
-        f"measured one replica: peak {needs.peak_rss_mib:g} MiB, {needs.cpu_cores:g} cores busy,"
-        f" {needs.ms_per_image:g} ms per image → cpu {needs.cpu_request}, memory"
+        f"measured one replica at full load on {needs.cores} cores: peak"
+        f" {needs.peak_rss_mib:g} MiB, {needs.cpu_cores:g} cores busy, {needs.ms_per_image:g} ms"
+        f" per image → cpu {needs.cpu_request}, memory"
         f" {needs.memory_request} (limit {needs.memory_limit})"
     )
     for note in result.notes:
@@ -153,6 +165,7 @@ def k8s(
             "--cpu-target", min=10, max=100, help="HPA target CPU use, percent of the request."
         ),
     ] = 70,
+    cpu: Cpu = None,
     service_account: ServiceAccount = None,
     force: Force = False,
     json_output: JsonOutput = False,
@@ -164,8 +177,9 @@ def k8s(
 ) -> None:
     """Kubernetes: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget.
 
-    Requests come from measuring the bundle (memory at a full batch, CPU under load); the
-    termination grace covers the drain; pods are annotated for Prometheus scraping.
+    Each replica gets --cpu cores; its memory request comes from measuring the bundle with
+    the batches the server computes at once on them; the termination grace covers the
+    drain; pods are annotated for Prometheus scraping.
     Apply with `kubectl apply -f DIR`.
 
     Example: visionops deploy k8s runs/run-001 --image REGISTRY/visionops-serve:v1 --log-dir s3://my-bucket/predictions
@@ -174,7 +188,7 @@ def k8s(
     options: dict[str, Any] = {
         "out_dir": out_dir, "image": image, "log_dir": log_dir, "name": name,
         "min_replicas": min_replicas, "max_replicas": max_replicas, "cpu_target": cpu_target,
-        "service_account": service_account, "force": force,
+        "cpu": cpu, "service_account": service_account, "force": force,
     }  # fmt: skip
     _render(_run("k8s", args, config, recipe, print_config, **options), json_output)
 
@@ -196,6 +210,7 @@ def cloudrun(
             " least serve.max_batch).",
         ),
     ] = None,
+    cpu: Cpu = None,
     service_account: ServiceAccount = None,
     force: Force = False,
     json_output: JsonOutput = False,
@@ -215,7 +230,8 @@ def cloudrun(
     options: dict[str, Any] = {
         "out_dir": out_dir, "image": image, "log_dir": log_dir, "name": name,
         "min_replicas": min_replicas, "max_replicas": max_replicas,
-        "concurrency": concurrency, "service_account": service_account, "force": force,
+        "concurrency": concurrency, "cpu": cpu, "service_account": service_account,
+        "force": force,
     }  # fmt: skip
     _render(_run("cloudrun", args, config, recipe, print_config, **options), json_output)
 

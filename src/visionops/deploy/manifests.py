@@ -151,7 +151,9 @@ def kubernetes_manifests(spec: DeploySpec, port: int = 8000) -> list[dict[str, A
         "env": env,
         "resources": {
             "requests": {"cpu": spec.needs.cpu_request, "memory": spec.needs.memory_request},
-            "limits": {"memory": spec.needs.memory_limit},
+            # The CPU limit is what the server sees (visionops.inference.runtime
+            # .available_cores reads the quota): one batch per core, no more, as measured.
+            "limits": {"cpu": spec.needs.cpu_request, "memory": spec.needs.memory_limit},
         },
         "startupProbe": _probe("/ready", "http", 2, 60),
         "readinessProbe": _probe("/ready", "http", 5, 2),
@@ -240,8 +242,7 @@ def cloudrun_service(spec: DeploySpec) -> dict[str, Any]:
         "ports": [{"name": "http1", "containerPort": 8080}],
         "resources": {
             "limits": {
-                # Cloud Run takes whole CPUs above one.
-                "cpu": str(max(1, math.ceil(spec.needs.cpu_cores - 1e-6))),
+                "cpu": spec.needs.cpu_request,
                 "memory": spec.needs.memory_limit,
             }
         },

@@ -31,7 +31,10 @@ from visionops.inference.bundle import find_bundle, load_bundle
 from visionops.inference.predlog import DEFAULT_DRAIN_S
 from visionops.storage import is_url
 
-__all__ = ["DeployResult", "Platform", "write_manifests"]
+__all__ = ["DEFAULT_CORES", "DeployResult", "Platform", "write_manifests"]
+
+DEFAULT_CORES = 2
+"""Cores per replica unless ``--cpu`` or ``serve.threads`` says otherwise."""
 
 Platform = Literal["k8s", "cloudrun"]
 _FILES: dict[str, str] = {
@@ -76,6 +79,7 @@ def write_manifests(
     max_replicas: int = 10,
     concurrency: int | None = None,
     cpu_target: int = 70,
+    cpu: int | None = None,
     service_account: str | None = None,
     force: bool = False,
 ) -> DeployResult:
@@ -95,6 +99,8 @@ def write_manifests(
         concurrency: Requests per replica at once (default ``serve.queue_size`` / 4, at
             least ``serve.max_batch``).
         cpu_target: HPA target CPU utilisation (percent of the request).
+        cpu: Cores per replica, its CPU request and limit (default: ``serve.threads`` x
+            ``serve.workers`` when threads are set, else :data:`DEFAULT_CORES`).
         service_account: Identity that writes the bucket.
         force: Replace manifests that exist.
 
@@ -123,7 +129,9 @@ def write_manifests(
         )
     needs = measure_needs(
         bundle.path,
-        threads=serve.threads or 1,
+        cores=cpu or serve.threads * serve.workers or DEFAULT_CORES,
+        threads=serve.threads,
+        workers=serve.workers,
         max_batch=serve.max_batch,
         precision=serve.precision,
     )

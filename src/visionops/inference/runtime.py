@@ -18,6 +18,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -77,12 +78,41 @@ def batch_slices(count: int, size: int = DEFAULT_BATCH) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (cgroup/affinity aware where the OS says)."""
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this container in cores (cgroup v2 ``cpu.max``, or v1), or None.
+
+    A Kubernetes CPU limit or ``docker run --cpus`` sets a quota without narrowing the CPU
+    affinity, so a pod on a 64-core node still sees 64 CPUs unless the quota is read.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a container's CPU quota.
+
+    A fractional quota rounds up (1.5 cores: 2 threads that share the time).
+
+    Args:
+        cgroup_root: Where the cgroup file system is mounted (tests point elsewhere).
+    """
+    try:
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    limit = _cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        cores = min(cores, max(1, math.ceil(limit - 1e-9)))
+    return cores
 
 
 def execution_providers(

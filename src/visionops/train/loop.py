@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import time
@@ -60,6 +61,7 @@ from visionops.tracking.training import (
 )
 from visionops.tracking.wandb_run import NullTracker, Tracker
 from visionops.train.checkpoints import (
+    CheckpointWriter,
     MidEpochCheckpoints,
     epoch_checkpoint_due,
     save_checkpoints,
@@ -440,7 +442,8 @@ def _lead(
     status = "failed"
     trained = False
     tracker: Tracker = NullTracker()
-    hook = MidEpochCheckpoints(settings, context, engine.device, engine, writer)
+    files = CheckpointWriter(writer.checkpoints)
+    hook = MidEpochCheckpoints(settings, context, engine.device, engine, writer, files)
     try:
         tracker = start_run_tracking(
             settings.tracking,
@@ -492,7 +495,7 @@ def _lead(
             record.best_epoch, record.best_metric = best_epoch, best
             record.epochs_completed = epoch
             if epoch_checkpoint_due(settings, epoch, improved):
-                save_checkpoints(engine, writer, epoch, best, improved, rank_rng)
+                save_checkpoints(engine, writer, files, epoch, best, improved, rank_rng)
                 hook.saved_epoch_end()
             writer.write_record()
             writer.first_epoch_done(settings.runs_root)
@@ -546,10 +549,12 @@ def _lead(
                     best_epoch,
                 )
                 break
+        files.wait()
         metrics = _final_metrics(engine, writer, task, tracker, best_epoch)
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
+        files.wait()
         if not writer.trusted:
             # Ctrl-C between writing last.pt and recording it: the checkpoint is what counts.
             if not (writer.checkpoints / "last.pt").is_file():
@@ -559,6 +564,11 @@ def _lead(
             "interrupted — {} holds epoch {}", writer.checkpoints / "last.pt", epochs_done
         )
     finally:
+        if status == "failed":
+            # A write in flight still lands (it is whole or absent); its own error, if any,
+            # must not hide the one being raised.
+            with contextlib.suppress(Exception):
+                files.wait()
         if writer.trusted:
             if status == "failed" and not trained and writer.previous_status:
                 # A resume that failed before training anything leaves the run as it was.

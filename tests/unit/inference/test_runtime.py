@@ -7,6 +7,7 @@ in test_export.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from visionops.inference.bundle import load_bundle
 from visionops.inference.runtime import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
+    available_cores,
     check_provider_parity,
     execution_providers,
     onnx_predict,
@@ -158,3 +160,24 @@ def test_cuda_is_never_a_silent_fallback() -> None:
         execution_providers("cuda:1", WITH_CUDA)
     with pytest.raises(DeviceError, match="--device cpu"):
         execution_providers("mps", WITH_CUDA)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 cores: 2 threads sharing the time
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+        ({}, None),  # no cgroup file system (macOS, a bare VM)
+    ],
+)
+def test_available_cores_follows_a_container_cpu_limit(
+    tmp_path: Path, files: dict[str, str], expected: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    unlimited = len(os.sched_getaffinity(0))
+    assert available_cores(tmp_path) == min(unlimited, expected or unlimited)
