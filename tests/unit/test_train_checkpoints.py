@@ -50,7 +50,7 @@ def test_a_failed_write_is_raised_in_the_training_thread_and_leaves_nothing(
     blocker.write_text("a file where the folder should be")
     files = CheckpointWriter(blocker)
     files.submit({"epoch": 1}, best=False)
-    with pytest.raises(OSError):
+    with pytest.raises(FileExistsError, match="checkpoints"):
         files.wait()
     files.wait()  # reported once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]

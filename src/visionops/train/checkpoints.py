@@ -120,7 +120,7 @@ class CheckpointWriter:
             save_checkpoint(state, self.folder / "last.pt")
             if best:
                 _link_best(self.folder)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread
+        except BaseException as exc:  # re-raised in the training thread
             self._error = exc
 
     def wait(self) -> None:
