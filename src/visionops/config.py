@@ -188,8 +188,10 @@ class TrainSettings(_Section):
         1,
         ge=1,
         description=(
-            "Validate (and re-calibrate BatchNorm) every N epochs and at the last; best.pt and"
-            " early stopping see validated epochs only."
+            "Validate every N epochs and at the last; best.pt and early stopping see validated"
+            " epochs only. BatchNorm statistics are re-computed on 256 training images before"
+            " a validation where they lag the weights (over 1 % from before the epoch: short"
+            " epochs, MobileNet momenta, EMA)."
         ),
     )
     amp: bool = Field(True, description="Mixed precision where the device supports it.")

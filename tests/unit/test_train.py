@@ -682,3 +682,29 @@ def test_unsafe_checkpoint_error_gives_the_reason_not_torchs_advice(tmp_path: Pa
     assert "posix.system" in message or "os.system" in message
     assert "weights_only" not in message and "trust" not in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "batches", "stale"),
+    [
+        ("resnet18", [], 9, True),  # 0.9**9 = 39 % of the statistics predate the epoch
+        ("resnet18", [], 44, False),  # under 1 %: evaluation is the same without calibration
+        ("mobilenet_v3_small", [], 400, True),  # momentum 0.01: 2 % still predates it
+        ("resnet18", ["train.ema=true"], 1000, True),  # the EMA's weights, the model's stats
+    ],
+)
+def test_batchnorm_is_calibrated_only_where_its_statistics_lag(
+    prepared_shapes: Path, model: str, overrides: list[str], batches: int, stale: bool
+) -> None:
+    from visionops.data.prepared import PreparedDataset
+    from visionops.device import resolve_device
+    from visionops.distributed import DistContext
+    from visionops.tasks import task_for
+    from visionops.train.engine import Engine
+
+    settings = load_settings(overrides=[f"model.name={model}", "device=cpu", *overrides])
+    dataset = PreparedDataset.open(prepared_shapes)
+    engine = Engine(
+        settings, dataset, task_for(dataset.manifest), resolve_device("cpu"), DistContext()
+    )  # type: ignore[arg-type]
+    assert engine.batchnorm_is_stale(batches) is stale

@@ -57,6 +57,8 @@ __all__ = [
 _PROGRESS_EVERY_S = 0.5
 # Training images whose BatchNorm statistics are recomputed before each evaluation.
 _BN_CALIBRATION_IMAGES = 256
+# Running statistics are current enough when at most this share of them predates the epoch.
+_BN_STALE_SHARE = 0.01
 
 
 class ModelEma:
@@ -530,6 +532,31 @@ class Engine:
                 f" train.lr (now {self.settings.train.lr:g}) or keep train.grad_clip set;"
                 " the last good checkpoint is kept"
             )
+
+    def batchnorm_is_stale(self, batches: int) -> bool:
+        """Whether the evaluated model's BatchNorm statistics lag its weights after an epoch.
+
+        A running statistic with momentum ``m`` keeps a share ``(1 - m) ** batches`` of what
+        it was before the epoch's ``batches`` forward passes. Calibration (a forward pass over
+        256 training images) changes the result only where that share is above 1 %: short
+        epochs, small momenta (MobileNet's 0.01, MNASNet's 0.0003), cumulative averages
+        (``momentum=None``), and the EMA model, whose statistics are copied from a model whose
+        weights it does not have. A long epoch with ResNet's 0.1 (44 batches or more) already
+        carries statistics of its own, so its evaluation is the same without it.
+
+        Args:
+            batches: Forward passes of the epoch just trained (on this process).
+        """
+        if self.ema is not None:
+            return True
+        momenta = [
+            m.momentum
+            for m in self.eval_model().modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        return any(
+            momentum is None or (1 - momentum) ** batches > _BN_STALE_SHARE for momentum in momenta
+        )
 
     @torch.no_grad()
     def recalibrate_batchnorm(self, model: nn.Module) -> None:

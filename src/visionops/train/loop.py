@@ -470,7 +470,8 @@ def _lead(
             # (train.val_every); the last epoch always is.
             validating = epoch % cfg.val_every == 0 or epoch == cfg.epochs
             val: dict[str, float] = {}
-            if validating:
+            batches = -(-result.images // cfg.batch_size)
+            if validating and engine.batchnorm_is_stale(batches):
                 engine.recalibrate_batchnorm(engine.eval_model())
             calibrated = time.perf_counter()
             if validating:
