@@ -31,8 +31,9 @@ RUNS: dict[str, tuple[list[str], str]] = {
     ),
     "train.py": (
         ["--count", "16", *SMALL_PHOTOS, "--size", "32", "--batch", "8", "--epochs", "1",
-         "--models", "mobilenet_v3_small", "--workers", "1", "--steps", "2", "--rounds", "1"],
-        "mobilenet_v3_small",
+         "--models", "mobilenet_v3_small", "--workers", "1", "--steps", "2", "--rounds", "1",
+         "--demo-per-class", "6"],
+        "visionops test acc",  # part 3, the last, ran to its end
     ),
     "anomaly.py": (
         ["--images", "8", "--size", "64", "--naive-patches", "400", "--naive-count", "10",
