@@ -80,8 +80,8 @@ def _luminance_table(data: bytes) -> list[int] | None:
         if marker == 0xDA:  # start of scan: no table before the image data
             return None
         length = int.from_bytes(data[position + 2 : position + 4], "big")
-        segment = data[position + 4 : position + 2 + length]
         if marker == 0xDB:
+            segment = data[position + 4 : position + 2 + length]
             offset = 0
             while offset < len(segment):
                 precision, table = segment[offset] >> 4, segment[offset] & 0x0F
@@ -90,6 +90,8 @@ def _luminance_table(data: bytes) -> list[int] | None:
                 if len(values) < 64 * width:
                     return None
                 if table == 0:
+                    if width == 1:
+                        return list(values)
                     return [
                         int.from_bytes(values[i : i + width], "big")
                         for i in range(0, 64 * width, width)
@@ -155,27 +157,26 @@ def _median(levels: NDArray[np.int16]) -> float:
     return float(value - 0.5 + (half - below) / max(at, 1))
 
 
-def _second_difference(
-    values: NDArray[np.int16], axis: int, out: NDArray[np.int16] | None = None
-) -> NDArray[np.int16]:
-    """``x[i] + x[i + 2] - 2 x[i + 1]`` along ``axis``, in int16 without temporaries."""
-    ahead = [slice(None)] * 2
-    behind = [slice(None)] * 2
-    middle = [slice(None)] * 2
-    ahead[axis], behind[axis], middle[axis] = slice(2, None), slice(None, -2), slice(1, -1)
-    result = np.add(values[tuple(behind)], values[tuple(ahead)], out=out)
-    centre = values[tuple(middle)]
-    result -= centre
-    result -= centre
-    return result
+def _steps(values: NDArray[np.int16], axis: int) -> NDArray[np.int16]:
+    """Signed differences of neighbours along ``axis``: ``x[i + 1] - x[i]``."""
+    if axis == 1:
+        return np.subtract(values[:, 1:], values[:, :-1])
+    return np.subtract(values[1:], values[:-1])
 
 
-def _noise_and_detail(grey: NDArray[np.int16]) -> tuple[float, float]:
-    """Noise sd and high-frequency energy (both on the 0..1 scale) from one filter pass."""
-    if min(grey.shape) < 3:
+def _noise_and_detail(columns: NDArray[np.int16]) -> tuple[float, float]:
+    """Noise sd and high-frequency energy (both on the 0..1 scale) from one filter pass.
+
+    Args:
+        columns: The grey crop's steps between neighbouring columns (:func:`_steps`, axis 1).
+    """
+    if columns.shape[0] < 3 or columns.shape[1] < 2:
         return 0.0, 0.0
-    # |residual| is at most 16 x 255, so int16 holds every step exactly.
-    residual = _second_difference(_second_difference(grey, 1), 0).ravel()
+    # A second difference is the difference of first differences, so the mask's two
+    # passes cost one subtraction each from the column steps blockiness reads too. Every
+    # value is an integer of at most 16 x 255: int16 holds it exactly.
+    across = _steps(columns, 1)
+    residual = _steps(_steps(across, 0), 0).ravel()
     np.abs(residual, out=residual)
     # Exact in int32: at most _MAX_SIDE² residuals of at most 16 x 255.
     total = int(residual.sum(dtype=np.int32))
@@ -186,30 +187,34 @@ def _noise_and_detail(grey: NDArray[np.int16]) -> tuple[float, float]:
     return noise, detail
 
 
-def _blockiness(grey: NDArray[np.int16], period: int) -> float | None:
+def _blockiness(
+    grey: NDArray[np.int16], columns: NDArray[np.int16], period: int
+) -> float | None:
     """How much stronger the steps across one phase of a ``period`` grid are than elsewhere.
 
     The strongest phase of column (and row) differences over the mean of the other phases,
     averaged over both directions: about 1 for an image without a grid, above 1 when block
     edges show. The phase is found rather than assumed, so an EXIF rotation or a crop that
     moved the grid does not hide it.
+
+    Args:
+        grey: The grey crop.
+        columns: Its steps between neighbouring columns (:func:`_steps`, axis 1).
+        period: The grid's period in pixels.
     """
     height, width = grey.shape
     if period < 2 or width < 2 * period + 1 or height < 2 * period + 1:
         return None
+    rows = _steps(grey, 0)
     ratios = []
-    for axis in (1, 0):
-        ahead = grey[:, 1:] if axis == 1 else grey[1:]
-        behind = grey[:, :-1] if axis == 1 else grey[:-1]
-        steps = np.subtract(ahead, behind)
-        np.abs(steps, out=steps)
+    for axis, steps in ((1, np.abs(columns)), (0, np.abs(rows, out=rows))):
         # Mean step in grey levels at each position across the image (exact in int32, at
         # half int64's cost).
         profile = steps.sum(axis=1 - axis, dtype=np.int32) / steps.shape[1 - axis]
         usable = len(profile) // period * period
         phases = profile[:usable].reshape(-1, period).mean(axis=0).tolist()
-        # In Python: numpy's calls cost more than these few values. A left-to-right sum is
-        # what numpy's mean does under 8 values, so the ratio is the same to the last bit.
+        # In Python: numpy's calls cost more than these few values. A period is at most 8,
+        # and under 8 values numpy's mean sums from left to right too: the same last bit.
         strongest = max(phases)
         rest = phases[: phases.index(strongest)] + phases[phases.index(strongest) + 1 :]
         others = sum(rest) / len(rest)
@@ -241,11 +246,12 @@ def source_statistics(
         period = max(1, round(_JPEG_BLOCK * image.width / displayed_width))
     crop = _grid_crop(image, period)
     grey = np.asarray(crop if crop.mode == "L" else crop.convert("L"), dtype=np.int16)
-    noise, detail = _noise_and_detail(grey)
+    columns = _steps(grey, 1)
+    noise, detail = _noise_and_detail(columns)
     return {
         "noise": noise,
         "detail": detail,
-        "blockiness": _blockiness(grey, period),
+        "blockiness": _blockiness(grey, columns, period),
         "jpeg_quality": jpeg_quality(data) if data is not None else None,
     }
 
@@ -269,7 +275,11 @@ def colour_statistics(pixels: NDArray[np.uint8]) -> dict[str, float | None]:
     planes = np.moveaxis(sampled, -1, 0).reshape(3, -1).astype(np.float32)
     red, green, blue = planes
     red_green = red - green
-    yellow_blue = 0.5 * (red + green) - blue
+    # The first version's float32 operations in its order, without its temporaries: drift
+    # references hold its values to the last bit.
+    yellow_blue = red + green
+    yellow_blue *= 0.5
+    yellow_blue -= blue
     count = float(red.size)
     mean_rg, mean_yb = float(red_green.sum()) / count, float(yellow_blue.sum()) / count
     var_rg = max(float(red_green @ red_green) / count - mean_rg**2, 0.0)
@@ -277,7 +287,7 @@ def colour_statistics(pixels: NDArray[np.uint8]) -> dict[str, float | None]:
     colourfulness = math.sqrt(var_rg + var_yb) + 0.3 * math.hypot(mean_rg, mean_yb)
     # The hexagonal hue plane of HSV: a = R - (G + B) / 2, b = √3/2 (G - B); the angle of the
     # mean (a, b) is the chroma-weighted circular mean of every pixel's hue.
-    mean_r, mean_g, mean_b = (float(plane.sum()) / count for plane in planes)
+    mean_r, mean_g, mean_b = (total / count for total in planes.sum(axis=1).tolist())
     a = mean_r - 0.5 * (mean_g + mean_b)
     b = math.sqrt(3.0) / 2.0 * (mean_g - mean_b)
     hue = math.degrees(math.atan2(b, a)) % 360.0 if math.hypot(a, b) > 1e-6 else None

@@ -120,6 +120,51 @@ def _reference_blockiness(grey: NDArray[np.int16], period: int) -> float | None:
     return float(np.mean(ratios))
 
 
+_IJG_LUMINANCE_SUM = 3688.0  # the sum of the IJG quality-50 luminance table
+
+
+def _reference_luminance_table(data: bytes) -> list[int] | None:
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker == 0xDA:
+            return None
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        segment = data[position + 4 : position + 2 + length]
+        if marker == 0xDB:
+            offset = 0
+            while offset < len(segment):
+                precision, table = segment[offset] >> 4, segment[offset] & 0x0F
+                width = 2 if precision else 1
+                values = segment[offset + 1 : offset + 1 + 64 * width]
+                if len(values) < 64 * width:
+                    return None
+                if table == 0:
+                    return [
+                        int.from_bytes(values[i : i + width], "big")
+                        for i in range(0, 64 * width, width)
+                    ]
+                offset += 1 + 64 * width
+        position += 2 + length
+    return None
+
+
+def reference_jpeg_quality(data: bytes) -> float | None:
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    luminance = _reference_luminance_table(data)
+    if luminance is None:
+        return None
+    scale = 100.0 * float(sum(luminance)) / _IJG_LUMINANCE_SUM
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return float(min(100, max(1, round(quality))))
+
+
 def reference_source_statistics(
     image: Image.Image, data: bytes | None = None, displayed_width: int | None = None
 ) -> dict[str, float | None]:
@@ -133,8 +178,7 @@ def reference_source_statistics(
         "noise": noise,
         "detail": detail,
         "blockiness": _reference_blockiness(grey, period),
-        # Not made cheaper (it reads the file's markers): the live function is the reference.
-        "jpeg_quality": jpeg_quality(data) if data is not None else None,
+        "jpeg_quality": reference_jpeg_quality(data) if data is not None else None,
     }
 
 
@@ -182,6 +226,10 @@ def _arrays() -> dict[str, NDArray[np.uint8]]:
     rng = np.random.default_rng(7)
     arrays: dict[str, NDArray[np.uint8]] = {
         "noise 224": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+        # Past 66,051 pixels a channel's sum of squares outgrows uint32, and past 2^24 / 255
+        # sampled pixels the float32 colour sums stop being exact.
+        "noise 600": rng.integers(0, 256, (600, 600, 3), dtype=np.uint8),
+        "bright noise 520": rng.integers(250, 256, (520, 520, 3), dtype=np.uint8),
         "noise odd 37x53": rng.integers(0, 256, (37, 53, 3), dtype=np.uint8),
         "low noise 224": (128 + rng.integers(-3, 4, (224, 224, 3))).astype(np.uint8),
         "flat black": np.zeros((224, 224, 3), np.uint8),
@@ -209,6 +257,12 @@ def _encode(image: Image.Image, fmt: str, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+def _encode_with_tables(image: Image.Image, tables: list[list[int]]) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", qtables=tables)
+    return buffer.getvalue()
+
+
 def _uploads() -> dict[str, bytes]:
     """Encoded files: photo-like 640x480 JPEGs and PNGs, and small or odd ones."""
     photo = _photo_module().photo
@@ -226,6 +280,8 @@ def _uploads() -> dict[str, bytes]:
     uploads["noise odd JPEG"] = _encode(Image.fromarray(noise), "JPEG")
     uploads["noise odd PNG"] = _encode(Image.fromarray(noise), "PNG")
     uploads["flat PNG"] = _encode(Image.new("RGB", (90, 70), (10, 200, 30)), "PNG")
+    # A 16-bit quantisation table (values over 255 leave the baseline format).
+    uploads["16-bit table JPEG"] = _encode_with_tables(photo(rng, 96, 72), [[300] * 64, [2] * 64])
     uploads["rgba PNG"] = _encode(
         Image.fromarray(rng.integers(0, 256, (40, 50, 4), np.uint8)), "PNG"
     )
@@ -311,3 +367,19 @@ def test_source_statistics_match_at_every_grid_period(period: int, size: tuple[i
             source_statistics(image, None, displayed),
             reference_source_statistics(image, None, displayed),
         )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        *UPLOADS.values(),
+        b"",
+        b"\xff\xd8",
+        b"\xff\xd8\xff\xdb\x00\x43\x00" + bytes(10),  # a table cut short
+        b"\xff\xd8\xff\xff\xff\xda\x00\x02",  # fill bytes, then the scan
+        b"\xff\xd8\x00\x00",  # not a marker
+        UPLOADS["photo 0 JPEG"][:300],
+    ],
+)
+def test_jpeg_quality_matches_the_frozen_definition(data: bytes) -> None:
+    assert jpeg_quality(data) == reference_jpeg_quality(data)
