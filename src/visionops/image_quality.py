@@ -13,9 +13,12 @@ embeddings. These statistics look at the image itself:
   Süsstrunk's metric) and ``hue`` (the hue of the image's average colour).
 
 Every upload pays for these, so they read a bounded central crop as int16 planes (the noise
-mask runs as two separable second differences) and the JPEG quality comes from the file's DQT
-marker without a decode: about half a millisecond per upload at 224 px and at 640x480
-(``benchmarks/drift.py --parts cost`` measures it).
+mask runs as two separable second differences, taken from the column steps that blockiness
+reads too; its median comes from a partial sort, not a histogram) and the JPEG quality comes
+from the file's DQT marker without a decode (``benchmarks/drift.py --parts cost`` measures
+the cost). Drift references hold the values of the first implementation, which
+``tests/unit/test_statistics_frozen.py`` keeps as the definition: the same values to the last
+bit.
 """
 
 from __future__ import annotations
@@ -187,9 +190,7 @@ def _noise_and_detail(columns: NDArray[np.int16]) -> tuple[float, float]:
     return noise, detail
 
 
-def _blockiness(
-    grey: NDArray[np.int16], columns: NDArray[np.int16], period: int
-) -> float | None:
+def _blockiness(grey: NDArray[np.int16], columns: NDArray[np.int16], period: int) -> float | None:
     """How much stronger the steps across one phase of a ``period`` grid are than elsewhere.
 
     The strongest phase of column (and row) differences over the mean of the other phases,
@@ -206,13 +207,13 @@ def _blockiness(
     if period < 2 or width < 2 * period + 1 or height < 2 * period + 1:
         return None
     rows = _steps(grey, 0)
-    ratios = []
+    ratios: list[float] = []
     for axis, steps in ((1, np.abs(columns)), (0, np.abs(rows, out=rows))):
         # Mean step in grey levels at each position across the image (exact in int32, at
         # half int64's cost).
         profile = steps.sum(axis=1 - axis, dtype=np.int32) / steps.shape[1 - axis]
         usable = len(profile) // period * period
-        phases = profile[:usable].reshape(-1, period).mean(axis=0).tolist()
+        phases: list[float] = profile[:usable].reshape(-1, period).mean(axis=0).tolist()
         # In Python: numpy's calls cost more than these few values. A period is at most 8,
         # and under 8 values numpy's mean sums from left to right too: the same last bit.
         strongest = max(phases)
