@@ -501,7 +501,29 @@ def cost(bundle_dir: Path, pool_dir: Path, repeats: int, requests: int, rounds: 
     for width, height in ((224, 224), (640, 480)):
         for fmt in ("JPEG", "PNG"):
             print(_cost_row(width, height, fmt, pool_dir, repeats), flush=True)
+    _decode_cost(bundle_dir, pool_dir, repeats)
     _predict_overhead(bundle_dir, pool_dir, requests, rounds)
+
+
+def _decode_cost(bundle_dir: Path, pool_dir: Path, repeats: int) -> None:
+    """``ModelSession.decode`` of a 640x480 JPEG: what serve's decode pool pays per upload."""
+    import io
+
+    from PIL import Image
+
+    from visionops.inference.bundle import load_bundle
+    from visionops.inference.session import ModelSession
+
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(640, 480, pool_dir)).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    session = ModelSession(load_bundle(bundle_dir), threads=1)
+    decode = _per_call_ms(lambda: session.decode(data), repeats)
+    print(
+        f"\n`ModelSession.decode` of a 640x480 JPEG ({session.size} px model, statistics"
+        f" included): **{decode:.3f} ms** (median of {repeats} calls)",
+        flush=True,
+    )
 
 
 def _predict_overhead(bundle_dir: Path, pool_dir: Path, requests: int, rounds: int) -> None:

@@ -13,9 +13,12 @@ embeddings. These statistics look at the image itself:
   Süsstrunk's metric) and ``hue`` (the hue of the image's average colour).
 
 Every upload pays for these, so they read a bounded central crop as int16 planes (the noise
-mask runs as two separable second differences) and the JPEG quality comes from the file's DQT
-marker without a decode: about half a millisecond per upload at 224 px and at 640x480
-(``benchmarks/drift.py --parts cost`` measures it).
+mask runs as two separable second differences, taken from the column steps that blockiness
+reads too; its median comes from a partial sort, not a histogram) and the JPEG quality comes
+from the file's DQT marker without a decode (``benchmarks/drift.py --parts cost`` measures
+the cost). Drift references hold the values of the first implementation, which
+``tests/unit/test_statistics_frozen.py`` keeps as the definition: the same values to the last
+bit.
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ def _luminance_table(data: bytes) -> list[int] | None:
         if marker == 0xDA:  # start of scan: no table before the image data
             return None
         length = int.from_bytes(data[position + 2 : position + 4], "big")
-        segment = data[position + 4 : position + 2 + length]
         if marker == 0xDB:
+            segment = data[position + 4 : position + 2 + length]
             offset = 0
             while offset < len(segment):
                 precision, table = segment[offset] >> 4, segment[offset] & 0x0F
@@ -90,6 +93,8 @@ def _luminance_table(data: bytes) -> list[int] | None:
                 if len(values) < 64 * width:
                     return None
                 if table == 0:
+                    if width == 1:
+                        return list(values)
                     return [
                         int.from_bytes(values[i : i + width], "big")
                         for i in range(0, 64 * width, width)
@@ -138,56 +143,86 @@ def _grid_crop(image: Image.Image, period: int) -> Image.Image:
     return image.crop((left, top, left + crop_w, top + crop_h))
 
 
-def _median(counts: NDArray[np.int64]) -> float:
-    """The median of integers ``0..len(counts)-1`` given by their counts, within its bin.
+def _median(levels: NDArray[np.int16]) -> float:
+    """The median of non-negative integers, within its bin; ``levels`` is reordered.
 
-    An integer v stands for the interval [v - 0.5, v + 0.5) of the continuous value.
+    An integer v stands for the interval [v - 0.5, v + 0.5) of the continuous value: the
+    median is v - 0.5 plus the share of v's count that brings the values below it to half.
     """
-    cumulative = np.cumsum(counts)
-    half = cumulative[-1] / 2.0
-    index = int(np.searchsorted(cumulative, half))
-    below = cumulative[index - 1] if index else 0
-    return float(index - 0.5 + (half - below) / max(int(counts[index]), 1))
+    half = levels.size / 2.0
+    # The first value whose running count reaches half; a partial sort in place finds it
+    # at a quarter of the cost of the histogram that the first version counted.
+    rank = (levels.size + 1) // 2 - 1
+    levels.partition(rank)
+    value = int(levels[rank])
+    below = int(np.count_nonzero(levels[:rank] < value))
+    at = int(np.count_nonzero(levels == value))
+    return float(value - 0.5 + (half - below) / max(at, 1))
 
 
-def _noise_and_detail(grey: NDArray[np.int16]) -> tuple[float, float]:
-    """Noise sd and high-frequency energy (both on the 0..1 scale) from one filter pass."""
-    if min(grey.shape) < 3:
+def _steps(values: NDArray[np.int16], axis: int) -> NDArray[np.int16]:
+    """Signed differences of neighbours along ``axis``: ``x[i + 1] - x[i]``."""
+    if axis == 1:
+        return np.subtract(values[:, 1:], values[:, :-1])
+    return np.subtract(values[1:], values[:-1])
+
+
+def _noise_and_detail(columns: NDArray[np.int16]) -> tuple[float, float]:
+    """Noise sd and high-frequency energy (both on the 0..1 scale) from one filter pass.
+
+    Args:
+        columns: The grey crop's steps between neighbouring columns (:func:`_steps`, axis 1).
+    """
+    if columns.shape[0] < 3 or columns.shape[1] < 2:
         return 0.0, 0.0
-    across = grey[:, :-2] + grey[:, 2:] - 2 * grey[:, 1:-1]
-    residual = np.abs(across[:-2] + across[2:] - 2 * across[1:-1])
-    counts = np.bincount(residual.ravel())
+    # A second difference is the difference of first differences, so the mask's two
+    # passes cost one subtraction each from the column steps blockiness reads too. Every
+    # value is an integer of at most 16 x 255: int16 holds it exactly.
+    across = _steps(columns, 1)
+    residual = _steps(_steps(across, 0), 0).ravel()
+    np.abs(residual, out=residual)
+    # Exact in int32: at most _MAX_SIDE² residuals of at most 16 x 255.
+    total = int(residual.sum(dtype=np.int32))
     # Edges and texture make the big residuals; in the flat majority the residual is noise,
     # so the median of |residual| measures the noise and the mean the detail as a whole.
-    noise = max(_median(counts), 0.0) * _MAD_TO_SD / _NOISE_GAIN / 255.0
-    detail = float(counts @ np.arange(len(counts))) / residual.size / (_NOISE_GAIN * 255.0)
+    noise = max(_median(residual), 0.0) * _MAD_TO_SD / _NOISE_GAIN / 255.0
+    detail = float(total) / residual.size / (_NOISE_GAIN * 255.0)
     return noise, detail
 
 
-def _blockiness(grey: NDArray[np.int16], period: int) -> float | None:
+def _blockiness(grey: NDArray[np.int16], columns: NDArray[np.int16], period: int) -> float | None:
     """How much stronger the steps across one phase of a ``period`` grid are than elsewhere.
 
     The strongest phase of column (and row) differences over the mean of the other phases,
     averaged over both directions: about 1 for an image without a grid, above 1 when block
     edges show. The phase is found rather than assumed, so an EXIF rotation or a crop that
     moved the grid does not hide it.
+
+    Args:
+        grey: The grey crop.
+        columns: Its steps between neighbouring columns (:func:`_steps`, axis 1).
+        period: The grid's period in pixels.
     """
     height, width = grey.shape
     if period < 2 or width < 2 * period + 1 or height < 2 * period + 1:
         return None
-    ratios = []
-    for axis in (1, 0):
-        steps = np.abs(np.diff(grey, axis=axis))
-        # Mean step in grey levels at each position across the image.
-        profile = steps.sum(axis=1 - axis, dtype=np.int64) / steps.shape[1 - axis]
+    rows = _steps(grey, 0)
+    ratios: list[float] = []
+    for axis, steps in ((1, np.abs(columns)), (0, np.abs(rows, out=rows))):
+        # Mean step in grey levels at each position across the image (exact in int32, at
+        # half int64's cost).
+        profile = steps.sum(axis=1 - axis, dtype=np.int32) / steps.shape[1 - axis]
         usable = len(profile) // period * period
-        phases = profile[:usable].reshape(-1, period).mean(axis=0)
-        strongest = int(np.argmax(phases))
-        others = float(np.delete(phases, strongest).mean())
+        phases: list[float] = profile[:usable].reshape(-1, period).mean(axis=0).tolist()
+        # In Python: numpy's calls cost more than these few values. A period is at most 8,
+        # and under 8 values numpy's mean sums from left to right too: the same last bit.
+        strongest = max(phases)
+        rest = phases[: phases.index(strongest)] + phases[phases.index(strongest) + 1 :]
+        others = sum(rest) / len(rest)
         # Flat blocks (heavy compression) leave no step inside them: a floor of a twentieth
         # of a grey level keeps the ratio finite and large there.
-        ratios.append((float(phases[strongest]) + _STEP_FLOOR) / (others + _STEP_FLOOR))
-    return float(np.mean(ratios))
+        ratios.append((strongest + _STEP_FLOOR) / (others + _STEP_FLOOR))
+    return (ratios[0] + ratios[1]) / 2
 
 
 def source_statistics(
@@ -212,11 +247,12 @@ def source_statistics(
         period = max(1, round(_JPEG_BLOCK * image.width / displayed_width))
     crop = _grid_crop(image, period)
     grey = np.asarray(crop if crop.mode == "L" else crop.convert("L"), dtype=np.int16)
-    noise, detail = _noise_and_detail(grey)
+    columns = _steps(grey, 1)
+    noise, detail = _noise_and_detail(columns)
     return {
         "noise": noise,
         "detail": detail,
-        "blockiness": _blockiness(grey, period),
+        "blockiness": _blockiness(grey, columns, period),
         "jpeg_quality": jpeg_quality(data) if data is not None else None,
     }
 
@@ -240,7 +276,11 @@ def colour_statistics(pixels: NDArray[np.uint8]) -> dict[str, float | None]:
     planes = np.moveaxis(sampled, -1, 0).reshape(3, -1).astype(np.float32)
     red, green, blue = planes
     red_green = red - green
-    yellow_blue = 0.5 * (red + green) - blue
+    # The first version's float32 operations in its order, without its temporaries: drift
+    # references hold its values to the last bit.
+    yellow_blue = red + green
+    yellow_blue *= 0.5
+    yellow_blue -= blue
     count = float(red.size)
     mean_rg, mean_yb = float(red_green.sum()) / count, float(yellow_blue.sum()) / count
     var_rg = max(float(red_green @ red_green) / count - mean_rg**2, 0.0)
@@ -248,7 +288,7 @@ def colour_statistics(pixels: NDArray[np.uint8]) -> dict[str, float | None]:
     colourfulness = math.sqrt(var_rg + var_yb) + 0.3 * math.hypot(mean_rg, mean_yb)
     # The hexagonal hue plane of HSV: a = R - (G + B) / 2, b = √3/2 (G - B); the angle of the
     # mean (a, b) is the chroma-weighted circular mean of every pixel's hue.
-    mean_r, mean_g, mean_b = (float(plane.sum()) / count for plane in planes)
+    mean_r, mean_g, mean_b = (total / count for total in planes.sum(axis=1).tolist())
     a = mean_r - 0.5 * (mean_g + mean_b)
     b = math.sqrt(3.0) / 2.0 * (mean_g - mean_b)
     hue = math.degrees(math.atan2(b, a)) % 360.0 if math.hypot(a, b) > 1e-6 else None

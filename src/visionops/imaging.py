@@ -290,8 +290,8 @@ def load_image_and_source(
     return image, resize_image(image, size, policy)
 
 
-_LEVELS = np.arange(256, dtype=np.float64)
-_SQUARED_LEVELS = _LEVELS * _LEVELS
+_UINT32_SQUARES = (2**32 - 1) // (255 * 255)
+"""Most values per channel whose sum of squares still fits a uint32 accumulator."""
 
 
 def image_statistics(pixels: NDArray[np.uint8]) -> dict[str, float]:
@@ -305,30 +305,43 @@ def image_statistics(pixels: NDArray[np.uint8]) -> dict[str, float]:
         Laplacian of the grey image), ``saturation`` (mean HSV saturation; 0 for grey images),
         plus ``mean_c{i}`` per channel.
     """
-    # Every upload pays for this, so it works on the uint8 channel planes with exact integer
-    # sums and goes to float only where it must: numpy reductions over a last axis of 3 were
-    # 5x slower (7 ms at 224 px) for the same values.
-    planes = list(np.ascontiguousarray(np.moveaxis(pixels, -1, 0)))
-    total = planes[0].astype(np.uint16)
-    brightest = darkest = planes[0]
-    for plane in planes[1:]:
-        total = total + plane
-        brightest = np.maximum(brightest, plane)
-        darkest = np.minimum(darkest, plane)
-    # Sums and sums of squares from each channel's 256-bin histogram: exact, and no
-    # image-sized float temporaries.
-    histograms = [np.bincount(plane.ravel(), minlength=256) for plane in planes]
-    sums = [float(histogram @ _LEVELS) for histogram in histograms]
-    squares = sum(float(histogram @ _SQUARED_LEVELS) for histogram in histograms)
+    # Every upload pays for this, so it works on contiguous uint8 channel planes (numpy
+    # reductions over a last axis of 3 were 5x slower), sums integers exactly and writes into
+    # buffers it already has. Drift references hold the values of the first version of this
+    # function: the integer sums are exact in any order, and the float32 grey, Laplacian and
+    # saturation go through the same float32 operations in the same order, so every value
+    # is the same to the last bit (tests/unit/test_statistics_frozen.py).
+    planes = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
+    channels = planes.shape[0]
+    first = planes[0]
+    total = first.astype(np.uint16)
+    brightest = darkest = first
+    if channels > 1:
+        brightest = np.maximum(first, planes[1])
+        darkest = np.minimum(first, planes[1])
+        total += planes[1]
+        for plane in planes[2:]:
+            total += plane
+            np.maximum(brightest, plane, out=brightest)
+            np.minimum(darkest, plane, out=darkest)
+    # uint16 holds 255² exactly; np.bincount (the first version) cast every pixel to intp
+    # and cost 4x more for the same integers.
+    wide = planes.reshape(channels, -1).astype(np.uint16)
+    accumulator = np.uint32 if wide.shape[1] <= _UINT32_SQUARES else np.uint64
+    sums = [float(value) for value in wide.sum(axis=1, dtype=accumulator).tolist()]
+    np.multiply(wide, wide, out=wide)
+    squares = float(sum(wide.sum(axis=1, dtype=accumulator).tolist()))
     mean = sum(sums) / pixels.size
-    grey = total.astype(np.float32) / (255.0 * len(planes))
-    laplacian = (
-        grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
-    )
-    chroma = (brightest - darkest).astype(np.float32)
-    saturation = np.divide(
-        chroma, brightest.astype(np.float32), out=np.zeros_like(chroma), where=brightest > 0
-    )
+    grey = total.astype(np.float32)
+    np.divide(grey, 255.0 * channels, out=grey)
+    laplacian = np.add(grey[:-2, 1:-1], grey[2:, 1:-1])
+    laplacian += grey[1:-1, :-2]
+    laplacian += grey[1:-1, 2:]
+    laplacian -= 4 * grey[1:-1, 1:-1]
+    # Where the brightest channel is 0 so is the chroma: 0 / 1 gives the 0 that the
+    # saturation of black is, without a masked division.
+    saturation = np.subtract(brightest, darkest).astype(np.float32)
+    np.divide(saturation, np.maximum(brightest, 1), out=saturation)
     stats = {
         "mean": mean / 255.0,
         "std": float(np.sqrt(max(squares / pixels.size - mean * mean, 0.0))) / 255.0,
@@ -337,8 +350,8 @@ def image_statistics(pixels: NDArray[np.uint8]) -> dict[str, float]:
         "sharpness": float(laplacian.var()) if laplacian.size else 0.0,
         "saturation": float(saturation.mean()),
     }
-    for index, (plane, plane_sum) in enumerate(zip(planes, sums, strict=True)):
-        stats[f"mean_c{index}"] = plane_sum / plane.size / 255.0
+    for index, plane_sum in enumerate(sums):
+        stats[f"mean_c{index}"] = plane_sum / first.size / 255.0
     return stats
 
 
