@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from visionops.artifacts import EvalMetrics, RunRecord
 from visionops.cli.app import app
 
 runner = CliRunner()
@@ -45,8 +46,7 @@ def test_eval_latest_prints_tables_and_writes_the_report(
         assert name in result.stdout
     eval_dir = handmade_runs / "runs" / "colours-run" / "eval"
     assert "report.html" in result.output
-    saved = json.loads((eval_dir / "metrics.json").read_text())
-    assert saved["metrics"]["accuracy"] == 1.0
+    assert EvalMetrics.read(eval_dir).metrics["accuracy"] == 1.0
     pngs = _embedded_pngs(eval_dir / "report.html")
     assert pngs == [
         (eval_dir / "confusion_matrix.png").read_bytes(),
@@ -59,6 +59,7 @@ def test_eval_json_is_metrics_json(handmade_runs: Path, monkeypatch: pytest.Monk
     result = runner.invoke(app, ["eval", "tags-run", "--json", "-q"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
+    # --json prints metrics.json as it is on disk: both compared as JSON on purpose.
     saved = json.loads((handmade_runs / "runs" / "tags-run" / "eval" / "metrics.json").read_text())
     assert printed == saved
     assert printed["task"] == "multilabel"
@@ -68,10 +69,8 @@ def test_eval_json_is_metrics_json(handmade_runs: Path, monkeypatch: pytest.Monk
 
 def test_top_rows_and_all(handmade_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(handmade_runs)
-    labels = json.loads((handmade_runs / "runs" / "tags-run" / "run.json").read_text())[
-        "class_names"
-    ]
-    assert len(labels) == 12
+    labels = RunRecord.read(handmade_runs / "runs" / "tags-run").class_names
+    assert labels is not None and len(labels) == 12
 
     def shown(output: str) -> list[str]:
         return [name for name in labels if re.search(rf"\b{name}\b", output)]
@@ -94,12 +93,10 @@ def test_split_and_checkpoint_options(handmade_runs: Path, monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert "per target" in result.stdout
     assert "kcal" in result.stdout
-    saved = json.loads(
-        (handmade_runs / "runs" / "dishes-run" / "eval" / "metrics.json").read_text()
-    )
-    assert (saved["split"], saved["n"]) == ("val", 8)
-    assert saved["checkpoint"]["which"] == "last"
-    assert saved["inference"]["batch_size"] == 3
+    saved = EvalMetrics.read(handmade_runs / "runs" / "dishes-run" / "eval")
+    assert (saved.split, saved.n) == ("val", 8)
+    assert saved.checkpoint.which == "last"
+    assert saved.inference is not None and saved.inference.batch_size == 3
     pngs = _embedded_pngs(handmade_runs / "runs" / "dishes-run" / "eval" / "report.html")
     assert len(pngs) == 2  # one scatter per target
 
@@ -157,16 +154,18 @@ def test_trained_demo_runs_meet_the_quality_bar(
     fixture: str, metric: str, at_least: float, request: pytest.FixtureRequest
 ) -> None:
     run_dir = Path(request.getfixturevalue(fixture))
+    # The training run's metrics.json has no model of its own (docs/artifacts.md).
     trained = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert trained[metric] >= at_least
     if metric == "map":  # thresholds tuned on the validation split, one per label
-        assert len(json.loads((run_dir / "run.json").read_text())["thresholds"]) == 6
+        assert len(RunRecord.read(run_dir).thresholds or []) == 6
     result = runner.invoke(app, ["eval", str(run_dir.resolve()), "--json", "-q"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed["split"] == "test"
     assert printed["metrics"][metric] == pytest.approx(trained[metric], abs=1e-6)
     eval_dir = run_dir / "eval"
+    # --json prints metrics.json as it is on disk: compared as JSON on purpose.
     assert json.loads((eval_dir / "metrics.json").read_text()) == printed
     pngs = _embedded_pngs(eval_dir / "report.html")
     assert pngs

@@ -44,7 +44,7 @@ def test_train_resume_and_refuse_a_taken_name(prepared_shapes: Path) -> None:
     assert "visionops eval runs/cli" in result.output
     assert "visionops export runs/cli" in result.output
     run = Path("runs/cli")
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert RunRecord.read(run).status == "completed"
 
     again = runner.invoke(app, ["train", str(prepared_shapes), "--name", "cli", *FAST])
     assert isinstance(again.exception, ConfigError)
@@ -152,8 +152,7 @@ def test_zero_config_trains_the_embedded_demo() -> None:
     )
     assert result.exit_code == 0, result.output
     assert Path("data/prepared/shapes/manifest.json").is_file()
-    manifest = json.loads(Path("runs/run-001/run.json").read_text())
-    assert manifest["dataset"]["path"] == "data/prepared/shapes"
+    assert RunRecord.read(Path("runs/run-001")).dataset.path == "data/prepared/shapes"
     assert Path("runs/latest").resolve() == Path("runs/run-001").resolve()
 
 
@@ -225,8 +224,7 @@ def test_ctrl_c_prints_the_resume_command(prepared_shapes: Path) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "visionops train --resume runs/long" in stderr
-    manifest = json.loads(Path("runs/long/run.json").read_text())
-    assert manifest["status"] == "interrupted"
+    assert RunRecord.read(Path("runs/long")).status == "interrupted"
 
 
 def test_two_processes_with_gloo_make_one_run(prepared_shapes: Path) -> None:

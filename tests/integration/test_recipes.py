@@ -11,7 +11,6 @@ below are what a user of that recipe would look at.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,14 @@ from recipe_fakes import (
 from test_cli_serve import start_server
 from typer.testing import CliRunner
 
+from visionops.artifacts import (
+    BundleMeta,
+    EvalMetrics,
+    ParityRecord,
+    PreparedManifest,
+    RunRecord,
+    SourceRecord,
+)
 from visionops.cli.app import app
 
 TINY = {
@@ -95,45 +102,45 @@ def _rejections(prepared: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def check_fruits(manifest: dict[str, Any], prepared: Path, fake: FakeDataset) -> None:
-    assert manifest["task"] == "classification"
-    assert manifest["class_names"] == sorted(FRUIT_CLASSES)
-    assert manifest["splits_from_source"] is True
+def check_fruits(manifest: PreparedManifest, prepared: Path, fake: FakeDataset) -> None:
+    assert manifest.task == "classification"
+    assert manifest.class_names == sorted(FRUIT_CLASSES)
+    assert manifest.splits_from_source is True
     # The published set repeats test images in train: each copy is dropped from test.
     duplicates = [r for r in _rejections(prepared) if r["reason"].startswith("duplicate")]
     assert len(duplicates) == fake.facts["duplicates"]
     assert all(r["path"].startswith("test/") for r in duplicates)
-    assert manifest["counts"]["duplicates_across_splits"] == fake.facts["duplicates"]
+    assert manifest.counts["duplicates_across_splits"] == fake.facts["duplicates"]
 
 
-def check_posters(manifest: dict[str, Any], prepared: Path, fake: FakeDataset) -> None:
-    assert manifest["task"] == "multilabel"
-    assert manifest["class_names"] == list(POSTER_GENRES)
+def check_posters(manifest: PreparedManifest, prepared: Path, fake: FakeDataset) -> None:
+    assert manifest.task == "multilabel"
+    assert manifest.class_names == list(POSTER_GENRES)
     missing = [r for r in _rejections(prepared) if r["reason"].startswith("missing file")]
     assert len(missing) == fake.facts["missing"]
-    assert sum(manifest["counts"][s] for s in ("train", "val", "test")) == fake.facts["posters"]
+    assert sum(manifest.counts[s] for s in ("train", "val", "test")) == fake.facts["posters"]
 
 
-def check_nutrition(manifest: dict[str, Any], prepared: Path, fake: FakeDataset) -> None:
-    assert manifest["task"] == "regression"
-    assert manifest["target_names"] == list(NUTRITION_TARGETS)
-    assert manifest["target_units"] == ["kcal", "g", "g", "g", "g"]
+def check_nutrition(manifest: PreparedManifest, prepared: Path, fake: FakeDataset) -> None:
+    assert manifest.task == "regression"
+    assert manifest.target_names == list(NUTRITION_TARGETS)
+    assert manifest.target_units == ["kcal", "g", "g", "g", "g"]
     reasons = [r["reason"] for r in _rejections(prepared)]
     assert sum(r.startswith("no metadata") for r in reasons) == fake.facts["without_metadata"]
     assert sum(r.startswith("no frame") for r in reasons) == fake.facts["without_camera"]
     kept = fake.facts["dishes"] - fake.facts["without_metadata"] - fake.facts["without_camera"]
-    assert sum(manifest["counts"][s] for s in ("train", "val", "test")) == kept
+    assert sum(manifest.counts[s] for s in ("train", "val", "test")) == kept
 
 
-def check_fer(manifest: dict[str, Any], prepared: Path, fake: FakeDataset) -> None:
-    assert manifest["task"] == "classification"
-    assert manifest["class_names"] == list(EMOTIONS)
-    assert manifest["channels"] == 1
+def check_fer(manifest: PreparedManifest, prepared: Path, fake: FakeDataset) -> None:
+    assert manifest.task == "classification"
+    assert manifest.class_names == list(EMOTIONS)
+    assert manifest.channels == 1
     # FER-2013 has no validation folder: validation is carved out of train.
-    assert manifest["counts"]["val"] > 0
+    assert manifest.counts["val"] > 0
 
 
-CHECKS: dict[str, Callable[[dict[str, Any], Path, FakeDataset], None]] = {
+CHECKS: dict[str, Callable[[PreparedManifest, Path, FakeDataset], None]] = {
     "fruits-vegetables": check_fruits,
     "movie-posters": check_posters,
     "nutrition5k": check_nutrition,
@@ -141,17 +148,17 @@ CHECKS: dict[str, Callable[[dict[str, Any], Path, FakeDataset], None]] = {
 }
 
 
-def check_answer(task: str, answer: dict[str, Any], manifest: dict[str, Any]) -> None:
+def check_answer(task: str, answer: dict[str, Any], manifest: PreparedManifest) -> None:
     """The served prediction has the shape a client of that recipe relies on."""
     if task == "classification":
-        assert answer["label"] in manifest["class_names"]
+        assert answer["label"] in manifest.class_names
         assert 0.0 <= answer["probability"] <= 1.0
     elif task == "multilabel":
-        assert {entry["label"] for entry in answer["labels"]} <= set(manifest["class_names"])
-        assert set(answer["probabilities"]) == set(manifest["class_names"])
+        assert {entry["label"] for entry in answer["labels"]} <= set(manifest.class_names)
+        assert set(answer["probabilities"]) == set(manifest.class_names)
     else:
-        assert [value["name"] for value in answer["values"]] == manifest["target_names"]
-        assert [value["unit"] for value in answer["values"]] == manifest["target_units"]
+        assert [value["name"] for value in answer["values"]] == manifest.target_names
+        assert [value["unit"] for value in answer["values"]] == manifest.target_units
 
 
 @pytest.mark.slow
@@ -168,28 +175,28 @@ def test_recipe_runs_end_to_end_offline(recipe: str, offline: dict[str, FakeData
     visionops("data", "fetch")
     dataset = KAGGLE_RECIPES[recipe].dataset
     raw = project / "data" / "raw" / dataset
-    assert json.loads((raw / "source.json").read_text())["version"] == "1"
+    assert SourceRecord.read(raw).version == "1"
 
     visionops("data", "preprocess", f"data/raw/{dataset}")
     prepared = project / "data" / "prepared" / dataset
-    manifest = json.loads((prepared / "manifest.json").read_text())
-    assert manifest["image_size"] == 32
+    manifest = PreparedManifest.read(prepared)
+    assert manifest.image_size == 32
     CHECKS[recipe](manifest, prepared, fake)
 
     visionops("train")
     run = (project / "runs" / "latest").resolve()
-    run_manifest = json.loads((run / "run.json").read_text())
-    assert run_manifest["status"] == "completed"
-    assert run_manifest["dataset"]["name"] == dataset
+    run_record = RunRecord.read(run)
+    assert run_record.status == "completed"
+    assert run_record.dataset.name == dataset
 
     visionops("eval")
-    assert json.loads((run / "eval" / "metrics.json").read_text())["task"] == manifest["task"]
+    assert EvalMetrics.read(run / "eval").task == manifest.task
     assert (run / "eval" / "report.html").is_file()
 
     visionops("export")
-    bundle_meta = json.loads((run / "bundle" / "visionops.json").read_text())
-    assert bundle_meta["input"]["channels"] == manifest["channels"]
-    assert json.loads((run / "bundle" / "parity.json").read_text())["passed"] is True
+    bundle_meta = BundleMeta.read(run / "bundle")
+    assert bundle_meta.input.channels == manifest.channels
+    assert ParityRecord.model_validate_json((run / "bundle" / "parity.json").read_text()).passed
 
     server = start_server(project)
     try:
@@ -202,9 +209,9 @@ def test_recipe_runs_end_to_end_offline(recipe: str, offline: dict[str, FakeData
         server.stop()
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["task"] == manifest["task"]
-    assert body["model_version"] == bundle_meta["model_version"]
-    check_answer(manifest["task"], body["predictions"][0], manifest)
+    assert body["task"] == manifest.task
+    assert body["model_version"] == bundle_meta.model_version
+    check_answer(manifest.task, body["predictions"][0], manifest)
 
 
 @pytest.mark.parametrize("recipe", list(KAGGLE_RECIPES))

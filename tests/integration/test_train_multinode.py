@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import built_once
+from visionops.artifacts import PreparedManifest, RunRecord
 
 # Tiny on purpose: 32 px, 40 images per class (224 train images), the smallest backbone.
 COMMON = [
@@ -138,9 +139,9 @@ def test_two_nodes_train_one_run_like_one_process(tiny_shapes: Path, tmp_path: P
     assert alone.returncode == 0, alone_err[-3000:]
 
     run = nodes[0] / "runs" / "two"
-    record = json.loads((run / "run.json").read_text())
-    assert record["status"] == "completed"
-    assert record["device"]["world_size"] == 2
+    record = RunRecord.read(run)
+    assert record.status == "completed"
+    assert record.device is not None and record.device.world_size == 2
     assert (run / "checkpoints" / "best.pt").is_file()
     assert not (nodes[1] / "runs").exists()  # only global rank 0 (node 0) writes
     assert results[0][1].count("accuracy (monitored)") == 1
@@ -174,8 +175,7 @@ def test_a_node_with_other_data_is_refused_on_every_node(
         assert "node 1" in errors[0] and "other data than node 0" in errors[0]
         assert "Traceback" not in stderr and "epoch 1/4" not in stderr
     fingerprints = [
-        json.loads((node / "data/prepared/shapes/manifest.json").read_text())["fingerprint"]
-        for node in nodes
+        PreparedManifest.read(node / "data/prepared/shapes").fingerprint for node in nodes
     ]
     line = next(line for line in results[0][2].splitlines() if line.startswith("error:"))
     assert fingerprints[0][:16] in line and fingerprints[1][:16] in line
@@ -240,7 +240,7 @@ def test_a_killed_worker_restarts_the_group_which_resumes_at_the_newest_checkpoi
 
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]  # every epoch once
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert RunRecord.read(run).status == "completed"
     log = log_file.read_text()
     before, resumed, _ = re.split(r"resuming \S+ (at epoch \d+ batch \d+|after epoch \d+)", log)
     # The group continued from the newest checkpoint written before the kill, so no more than

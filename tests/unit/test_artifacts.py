@@ -36,6 +36,7 @@ def _prepared() -> PreparedManifest:
 def test_round_trip_keeps_kind_version_and_unknown_fields(tmp_path: Path) -> None:
     manifest = _prepared()
     written = manifest.write(tmp_path)
+    # What the writer puts on disk is the format under test: read as JSON on purpose.
     data = json.loads(written.read_text())
     assert written == tmp_path / "manifest.json"
     assert data["kind"] == "visionops.prepared" and data["schema_version"] == 1
@@ -116,6 +117,7 @@ def test_run_device_and_tracking_read_as_models_and_write_back_unchanged(
     assert record.device is not None and record.device.world_size == 2
     assert record.tracking is not None and record.tracking.id == "run-001-ab"
     record.write(tmp_path)
+    # The round trip is checked on the file's JSON on purpose: it is the format under test.
     again = json.loads((tmp_path / "run.json").read_text())
     assert again["device"] == written["device"] and again["tracking"] == written["tracking"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from visionops.artifacts import PreparedManifest, RunRecord
+from visionops.artifacts import EvalMetrics, PreparedManifest, RunRecord
 from visionops.config import Settings
 from visionops.errors import ArtifactError, ConfigError, DatasetNotFoundError
 from visionops.evaluate.stage import evaluate_run
@@ -48,14 +47,16 @@ def test_classification_run_end_to_end(handmade_runs: Path) -> None:
     assert result.metrics["accuracy"] == 1.0
     assert result.metrics["top3_accuracy"] == 1.0
     assert result.warnings == []
-    saved = json.loads((result.eval_dir / "metrics.json").read_text())
-    assert saved["kind"] == "visionops.eval"
-    assert (saved["split"], saved["n"]) == ("test", 16)
-    assert saved["metrics"]["accuracy"] == 1.0
-    assert saved["confusion_matrix"]["counts"] == np.diag([4] * 4).tolist()
-    assert (saved["checkpoint"]["which"], saved["checkpoint"]["epoch"]) == ("best", 2)
-    assert saved["dataset"]["fingerprint_matches"] is True
-    assert [row["class"] for row in saved["per_class"]] == ["red", "green", "blue", "yellow"]
+    saved = EvalMetrics.read(result.eval_dir)
+    assert saved.kind == "visionops.eval"
+    assert (saved.split, saved.n) == ("test", 16)
+    assert saved.metrics["accuracy"] == 1.0
+    # The confusion matrix is one of the task's own fields, which the model keeps as extras.
+    assert (saved.model_extra or {})["confusion_matrix"]["counts"] == np.diag([4] * 4).tolist()
+    assert (saved.checkpoint.which, saved.checkpoint.epoch) == ("best", 2)
+    assert saved.dataset.fingerprint_matches is True
+    rows = saved.per_class or []
+    assert [row.columns()["class"] for row in rows] == ["red", "green", "blue", "yellow"]
     for name in ("confusion_matrix.png", "reliability_diagram.png", "report.html"):
         assert (result.eval_dir / name).is_file()
     with np.load(result.eval_dir / "predictions.npz") as predictions:
@@ -165,9 +166,9 @@ def test_changed_dataset_warns_or_fails_with_strict(handmade_runs: Path, tmp_pat
     assert not (run_dir / "eval").exists()
     result = evaluate_run(_settings(tmp_path), run_dir)
     assert any("changed since" in note for note in result.warnings)
-    saved = json.loads(result.metrics_path.read_text())
-    assert saved["dataset"]["fingerprint_matches"] is False
-    assert saved["warnings"] == result.warnings
+    saved = EvalMetrics.read(result.metrics_path)
+    assert saved.dataset.fingerprint_matches is False
+    assert saved.warnings == result.warnings
     assert "CHANGED since training" in result.report_path.read_text()
 
 
@@ -206,7 +207,7 @@ def test_rerun_replaces_the_eval_folder(handmade_runs: Path, tmp_path: Path) -> 
     (run_dir / "eval" / "stale.png").write_bytes(b"old")
     result = evaluate_run(_settings(tmp_path), run_dir, split="train")
     assert not (run_dir / "eval" / "stale.png").exists()
-    assert json.loads(result.metrics_path.read_text())["split"] == "train"
+    assert EvalMetrics.read(result.metrics_path).split == "train"
 
 
 def test_runs_of_an_unknown_task_are_refused(handmade_runs: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import pytest
 import torch
 from torch import nn
 
-from visionops.artifacts import BundleMeta
+from visionops.artifacts import BundleMeta, ParityRecord, RunRecord
 from visionops.config import Settings, load_settings
 from visionops.errors import (
     ArtifactError,
@@ -55,8 +55,7 @@ def _copy_project(source: Path, target: Path) -> Path:
 
 
 def _dataset(project: Path, run: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    manifest = json.loads((project / "runs" / run / "run.json").read_text())
-    folder = project / manifest["dataset"]["path"]
+    folder = project / RunRecord.read(project / "runs" / run).dataset.path
     return (
         np.load(folder / "images.npy"),
         np.load(folder / "targets.npy"),
@@ -136,8 +135,7 @@ def test_bundle_has_the_documented_files(exported: Any, run: str) -> None:
     assert results[run].bundle_dir == bundle_dir
     names = {entry.name for entry in bundle_dir.iterdir()}
     assert {"model.onnx", "visionops.json", "parity.json", "reference.npz"} <= names
-    manifest = json.loads((bundle_dir / "visionops.json").read_text())
-    assert set(manifest["files"]) == names - {"visionops.json"}
+    assert set(BundleMeta.read(bundle_dir).files) == names - {"visionops.json"}
     assert not list(bundle_dir.parent.glob(".bundle.*.tmp"))
 
 
@@ -182,37 +180,38 @@ def test_classification_probabilities_are_a_softmax(exported: Any) -> None:
 def test_metadata_in_onnx_and_manifest(exported: Any, run: str) -> None:
     project, _ = exported
     bundle_dir = project / "runs" / run / "bundle"
-    manifest = json.loads((bundle_dir / "visionops.json").read_text())
-    run_manifest = json.loads((project / "runs" / run / "run.json").read_text())
+    record = RunRecord.read(project / "runs" / run)
     props = {p.key: p.value for p in onnx.load(str(bundle_dir / "model.onnx")).metadata_props}
     assert read_onnx_metadata(bundle_dir / "model.onnx") == props
-    embedded = json.loads(props["visionops"])
-    assert embedded == {k: v for k, v in manifest.items() if k != "files"}
-    assert manifest["kind"] == "visionops.bundle"
-    assert manifest["task"] == run_manifest["task"]
-    assert manifest["model_version"] == f"{run}@{run_manifest['config_hash'][:8]}"
-    assert manifest["input"]["dtype"] == "uint8"
-    assert manifest["input"]["size"] == 32
-    assert manifest["input"]["channels"] == 3
-    assert manifest["input"]["resize"] == "crop"
-    assert manifest["outputs"] == {"main": MAIN_OUTPUT[run], "embedding": "embedding"}
-    assert manifest["class_names"] == run_manifest["class_names"]
-    assert manifest["target_names"] == run_manifest["target_names"]
-    assert manifest["target_units"] == run_manifest["target_units"]
-    assert manifest["thresholds"] == run_manifest["thresholds"]
-    assert manifest["training_data_fingerprint"] == run_manifest["dataset"]["fingerprint"]
-    assert manifest["config_hash"] == run_manifest["config_hash"]
-    assert {"visionops", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
-    assert manifest["created_at"]
-    monitor = TASKS[run_manifest["task"]].monitor
-    assert isinstance(manifest["metrics"][monitor], float)
+    # The sealed copy is the file's JSON verbatim, less ``files``: compared as JSON on purpose.
+    on_disk = json.loads((bundle_dir / "visionops.json").read_text())
+    assert json.loads(props["visionops"]) == {k: v for k, v in on_disk.items() if k != "files"}
+    meta = BundleMeta.read(bundle_dir)
+    assert meta.kind == "visionops.bundle"
+    assert meta.task == record.task
+    assert meta.model_version == f"{run}@{record.config_hash[:8]}"
+    assert meta.input.dtype == "uint8"
+    assert meta.input.size == 32
+    assert meta.input.channels == 3
+    assert meta.input.resize == "crop"
+    assert meta.outputs == {"main": MAIN_OUTPUT[run], "embedding": "embedding"}
+    assert meta.class_names == record.class_names
+    assert meta.target_names == record.target_names
+    assert meta.target_units == record.target_units
+    assert meta.thresholds == record.thresholds
+    assert meta.training_data_fingerprint == record.dataset.fingerprint
+    assert meta.config_hash == record.config_hash
+    assert {"visionops", "torch", "onnx", "onnxruntime"} <= set(meta.versions)
+    assert meta.created_at
+    monitor = TASKS[record.task].monitor
+    assert isinstance(meta.metrics[monitor], float)
 
 
 def test_multilabel_thresholds_and_regression_units_travel(exported: Any) -> None:
     project, results = exported
-    run_manifest = json.loads((project / "runs" / "tags-run" / "run.json").read_text())
-    assert run_manifest["thresholds"]
-    assert results["tags-run"].meta.thresholds == run_manifest["thresholds"]
+    record = RunRecord.read(project / "runs" / "tags-run")
+    assert record.thresholds
+    assert results["tags-run"].meta.thresholds == record.thresholds
     assert results["tags-run"].meta.input.layout == "NHWC"
     assert results["dishes-run"].meta.target_units == ["kcal", "g"]
 
@@ -220,21 +219,24 @@ def test_multilabel_thresholds_and_regression_units_travel(exported: Any) -> Non
 @pytest.mark.parametrize("run", RUNS)
 def test_parity_record(exported: Any, run: str) -> None:
     project, results = exported
-    parity = json.loads((project / "runs" / run / "bundle" / "parity.json").read_text())
-    assert parity == results[run].parity.model_dump(mode="json")
-    assert parity["passed"] is True
-    assert parity["split"] == "val"
+    text = (project / "runs" / run / "bundle" / "parity.json").read_text()
+    # The file is the stage's record as written, key for key: compared as JSON on purpose.
+    assert json.loads(text) == results[run].parity.model_dump(mode="json")
+    parity = ParityRecord.model_validate_json(text)
+    assert parity.passed is True
+    assert parity.split == "val"
     _, _, splits = _dataset(project, run)
-    assert parity["images"] == int((splits == 1).sum())
-    for name, diff in parity["max_abs_diff"].items():
-        assert 0 <= diff <= parity["bound"][name]
+    assert parity.images == int((splits == 1).sum())
+    for name, diff in parity.max_abs_diff.items():
+        assert 0 <= diff <= parity.bound[name]
+    assert parity.metric is not None and parity.metric.difference is not None
     if run == "dishes-run":
-        assert parity["top1_agreement"] is None
-        assert parity["metric"]["name"] == "r2"
+        assert parity.top1_agreement is None
+        assert parity.metric.name == "r2"
     else:
-        assert parity["top1_agreement"] == 1.0
-        assert parity["bound"]["probabilities"] == pytest.approx(1e-4)
-    assert abs(parity["metric"]["difference"]) < 1e-3
+        assert parity.top1_agreement == 1.0
+        assert parity.bound["probabilities"] == pytest.approx(1e-4)
+    assert abs(parity.metric.difference) < 1e-3
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -304,8 +306,8 @@ def test_int8_refused_when_the_metric_drops(exported: Any) -> None:
     bundle_dir = project / "runs" / "dishes-run" / "bundle"
     assert not (bundle_dir / "model.int8.onnx").exists()
     assert load_bundle(bundle_dir).int8_model_path is None
-    manifest = json.loads((bundle_dir / "visionops.json").read_text())
-    assert manifest["quantized"]["accepted"] is False
+    written = BundleMeta.read(bundle_dir).quantized
+    assert written is not None and written.accepted is False
 
 
 def test_edited_bundle_is_refused(exported: Any, tmp_path: Path) -> None:
@@ -443,8 +445,8 @@ def test_dataset_gone_names_preprocess(project: Path) -> None:
 
 
 def test_run_of_an_unknown_task_is_refused_clearly(project: Path) -> None:
-    path = project / "runs" / "tags-run" / "run.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "task": "segmentation"}))
+    run_dir = project / "runs" / "tags-run"
+    RunRecord.read(run_dir).model_copy(update={"task": "segmentation"}).write(run_dir)
     with pytest.raises(ExportError, match="segmentation run"):
         export_run(_settings(project), "tags-run")
 

@@ -561,7 +561,7 @@ def test_sources_and_raw_folders_are_fetched_and_prepared(tmp_path: Path) -> Non
     )
     prepared = resolve_prepared(settings, "demo:multilabel")
     assert prepared == Path("data/prepared/multilabel")
-    assert json.loads((prepared / "manifest.json").read_text())["task"] == "multilabel"
+    assert PreparedManifest.read(prepared).task == "multilabel"
     # A raw folder is prepared; the project's data.source is used when no DATASET is given.
     assert resolve_prepared(settings, Path("data/raw/multilabel")) == prepared
     configured = load_settings(

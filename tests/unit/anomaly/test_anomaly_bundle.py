@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_helpers import wait_ready
+from visionops.artifacts import BundleMeta, ParityRecord, RunRecord
 from visionops.config import ServeSettings, load_settings
 from visionops.data.prepared import PreparedDataset
 from visionops.export.stage import export_run
@@ -32,8 +32,8 @@ def anomaly_bundle(
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         result = export_run(load_settings(cwd=project), run_dir, quantize="int8")
-    record = json.loads((run_dir / "run.json").read_text())
-    return result.bundle_dir, PreparedDataset.open(project / record["dataset"]["path"])
+    record = RunRecord.read(run_dir)
+    return result.bundle_dir, PreparedDataset.open(project / record.dataset.path)
 
 
 def test_bank_and_distances_are_in_the_graph(anomaly_bundle: tuple[Path, PreparedDataset]) -> None:
@@ -42,21 +42,24 @@ def test_bank_and_distances_are_in_the_graph(anomaly_bundle: tuple[Path, Prepare
     assert [output.name for output in graph.output] == ["score", "heatmap", "embedding"]
     operators = {node.op_type for node in graph.node}
     assert {"MatMul", "ReduceMin", "Sqrt"} <= operators
-    parity = json.loads((bundle_dir / "parity.json").read_text())
-    assert parity["passed"] and set(parity["max_abs_diff"]) == {"score", "heatmap", "embedding"}
-    manifest = json.loads((bundle_dir / "visionops.json").read_text())
-    assert manifest["task"] == "anomaly" and manifest["outputs"]["main"] == "score"
-    assert manifest["metrics"]["image_auroc"] >= 0.95
+    parity = ParityRecord.model_validate_json((bundle_dir / "parity.json").read_text())
+    assert parity.passed and set(parity.max_abs_diff) == {"score", "heatmap", "embedding"}
+    meta = BundleMeta.read(bundle_dir)
+    assert meta.task == "anomaly" and meta.main_output == "score"
+    auroc = meta.metrics["image_auroc"]
+    assert auroc is not None and auroc >= 0.95
 
 
 def test_int8_gate_judges_image_auroc(anomaly_bundle: tuple[Path, PreparedDataset]) -> None:
     bundle_dir, _ = anomaly_bundle
-    quantized = json.loads((bundle_dir / "visionops.json").read_text())["quantized"]
-    assert quantized["metric"] == "image_auroc" and quantized["quantized_ops"] == ["Conv"]
+    quantized = BundleMeta.read(bundle_dir).quantized
+    assert quantized is not None
+    assert quantized.metric == "image_auroc" and quantized.quantized_ops == ["Conv"]
     # Kept exactly when the AUROC drop is within the tolerance, and then the file is there.
-    assert quantized["accepted"] == (quantized["drop"] <= quantized["tolerance"])
-    assert (bundle_dir / "model.int8.onnx").is_file() == quantized["accepted"]
-    graph = onnx.load(str(bundle_dir / "model.int8.onnx")).graph if quantized["accepted"] else None
+    assert quantized.drop is not None and quantized.tolerance is not None
+    assert quantized.accepted == (quantized.drop <= quantized.tolerance)
+    assert (bundle_dir / "model.int8.onnx").is_file() == quantized.accepted
+    graph = onnx.load(str(bundle_dir / "model.int8.onnx")).graph if quantized.accepted else None
     if graph is not None:
         quantized_inputs = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
         assert quantized_inputs and "bank" not in " ".join(quantized_inputs)
@@ -75,7 +78,9 @@ def test_serve_answers_verdicts_and_a_heatmap(
     test = dataset.indices("test")
     labels = np.asarray(dataset.targets[test])
     good, defect = test[labels == 0][0], test[labels == 1][0]
-    threshold = json.loads((bundle_dir / "visionops.json").read_text())["thresholds"][0]
+    thresholds = BundleMeta.read(bundle_dir).thresholds
+    assert isinstance(thresholds, list)
+    threshold = thresholds[0]
     app = create_app(load_bundle(bundle_dir), ServeSettings(), tmp_path)
     with TestClient(app) as client:
         wait_ready(client.get)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from visionops.anomaly.metrics import image_auroc, pixel_auroc
-from visionops.artifacts import RunRecord
+from visionops.artifacts import AnomalyModelRecord, PreparedManifest, RunRecord
 from visionops.config import load_settings
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import DataError, TrainingError
@@ -51,12 +51,15 @@ def test_run_folder_is_complete(trained_anomaly_run: Path) -> None:
     latest = trained_anomaly_run.parent / "latest"
     assert latest.resolve() == trained_anomaly_run.resolve()
     assert record.anomaly is not None and record.anomaly.threshold.value == record.thresholds[0]
-    extra = json.loads((trained_anomaly_run / "metrics.json").read_text())["anomaly"]
+    # The training metrics.json has no model of its own; its ``anomaly`` record has one.
+    extra = AnomalyModelRecord.model_validate(
+        json.loads((trained_anomaly_run / "metrics.json").read_text())["anomaly"]
+    )
     dataset = PreparedDataset.open(trained_anomaly_run.parent.parent / record.dataset.path)
     good_train = len(dataset.indices("train"))
-    assert extra["patches_per_image"] == 16 * 16  # layer1's grid at 64 px
-    assert extra["bank_size"] == round(0.1 * 16 * 16 * good_train)
-    assert extra["bytes_per_image"] == extra["patches_per_image"] * extra["feature_dim"] * 4
+    assert extra.patches_per_image == 16 * 16  # layer1's grid at 64 px
+    assert extra.bank_size == round(0.1 * 16 * 16 * good_train)
+    assert extra.bytes_per_image == extra.patches_per_image * extra.feature_dim * 4
 
 
 def test_resume_of_a_completed_run_is_refused(trained_anomaly_run: Path, tmp_path: Path) -> None:
@@ -101,12 +104,12 @@ def _copy_with(
         np.save(folder / "splits.npy", splits)
     if targets is not None:
         np.save(folder / "targets.npy", targets)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = PreparedManifest.read(folder)
     final = np.load(folder / "splits.npy")
-    manifest["counts"].update(
+    manifest.counts.update(
         {s: int((final == c).sum()) for s, c in (("train", 0), ("val", 1), ("test", 2))}
     )
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    manifest.write(folder)
     return folder
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
+from visionops.artifacts import SourceRecord
 from visionops.config import Settings, load_settings
 from visionops.data.fetch import (
     _Budget,
@@ -70,9 +71,10 @@ def test_demo_fetch_writes_files_and_source_json(settings: Settings) -> None:
     assert result.path == settings.data.raw_root / "shapes"
     assert result.name == "shapes"
     assert not result.skipped
-    info = json.loads((result.path / "source.json").read_text())
-    assert info == result.source_info.to_json()
-    assert set(info) == {
+    # The file's keys are the raw dataset's on-disk format (docs/artifacts.md): checked as JSON.
+    on_disk = json.loads((result.path / "source.json").read_text())
+    assert on_disk == result.source_info.to_json()
+    assert set(on_disk) == {
         "schema_version",
         "kind",
         "name",
@@ -84,15 +86,17 @@ def test_demo_fetch_writes_files_and_source_json(settings: Settings) -> None:
         "fetched_at",
         "visionops_version",
     }
-    assert info["schema_version"] == 1
-    assert info["kind"] == "visionops.raw"
-    assert info["source"] == "demo:shapes"
-    assert info["version"] == "seed=0,images_per_class=3,image_size=32"
+    info = SourceRecord.read(result.path)
+    assert info.schema_version == 1
+    assert info.kind == "visionops.raw"
+    assert info.source == "demo:shapes"
+    assert info.version == "seed=0,images_per_class=3,image_size=32"
     files = list_files(result.path)
-    assert info["file_count"] == len(files) == 8 * 3
-    assert info["bytes"] == sum((result.path / f).stat().st_size for f in files)
-    assert info["fingerprint"] == dataset_fingerprint(result.path)[2]
-    assert datetime.fromisoformat(info["fetched_at"]).tzinfo is not None
+    assert info.file_count == len(files) == 8 * 3
+    assert info.bytes == sum((result.path / f).stat().st_size for f in files)
+    assert info.fingerprint == dataset_fingerprint(result.path)[2]
+    assert info.fetched_at is not None
+    assert datetime.fromisoformat(info.fetched_at).tzinfo is not None
     assert sorted(p.name for p in result.path.iterdir()) == [
         "source.json",
         "test",

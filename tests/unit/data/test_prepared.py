@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from preprocess_trees import class_tree, mvtec_tree, regression_csv, settings_for
 
+from visionops.artifacts import PreparedManifest
 from visionops.data.prepared import PreparedDataset, find_prepared
 from visionops.data.preprocess import prepare_dataset
 from visionops.errors import ArtifactError, DatasetNotFoundError
@@ -31,6 +32,7 @@ def copy(prepared: Path, tmp_path: Path) -> Path:
 
 
 def _edit_manifest(folder: Path, **changes: object) -> None:
+    # Raw JSON on purpose: it damages the file on disk (kind, schema_version) the way a user could.
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     manifest.update(changes)
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -152,9 +154,9 @@ def test_inconsistent_shapes(copy: Path) -> None:
 
 
 def test_edited_counts(copy: Path) -> None:
-    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
-    manifest["counts"]["train"] = 1
-    (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    manifest = PreparedManifest.read(copy)
+    manifest.counts["train"] = 1
+    manifest.write(copy)
     with pytest.raises(ArtifactError, match=r"manifest counts 1 train images, found 18"):
         PreparedDataset.open(copy)
 

@@ -69,6 +69,7 @@ def test_class_folders_prepared_per_the_artifact_format(tmp_path: Path) -> None:
     assert splits.dtype == np.uint8
 
     manifest = _manifest(out)
+    # The manifest's keys are its on-disk format (docs/artifacts.md): checked as JSON on purpose.
     assert set(json.loads((out / "manifest.json").read_text("utf-8"))) == MANIFEST_KEYS
     assert manifest.kind == "visionops.prepared"
     assert manifest.schema_version == 1

@@ -14,6 +14,7 @@ import pytest
 
 from bundle_helpers import CLASS_NAMES, make_bundle, tiny_graph
 from visionops._io import file_sha256
+from visionops.artifacts import BundleMeta
 from visionops.errors import ArtifactError
 from visionops.inference.bundle import find_bundle, load_bundle, read_onnx_metadata
 
@@ -21,6 +22,7 @@ BUNDLE_FILES = ("model.onnx", "parity.json", "parity.npz", "reference.npz")
 
 
 def _edit_manifest(folder: Path, **changes: object) -> None:
+    # Raw JSON on purpose: it edits the file by hand, as a user could, which the reader must catch.
     path = folder / "visionops.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}, indent=2))
 
@@ -28,14 +30,15 @@ def _edit_manifest(folder: Path, **changes: object) -> None:
 def test_manifest_records_every_file(tmp_path: Path) -> None:
     folder = make_bundle(tmp_path / "bundle")
     (folder / ".hidden").write_text("ignored")
-    manifest = json.loads((folder / "visionops.json").read_text())
-    assert manifest["kind"] == "visionops.bundle"
-    assert manifest["schema_version"] == 1
-    assert manifest["files"] == {name: file_sha256(folder / name) for name in BUNDLE_FILES}
+    meta = BundleMeta.read(folder)
+    assert meta.kind == "visionops.bundle"
+    assert meta.schema_version == 1
+    assert meta.files == {name: file_sha256(folder / name) for name in BUNDLE_FILES}
 
 
 def test_manifest_is_sealed_in_the_graph(tmp_path: Path) -> None:
     folder = make_bundle(tmp_path / "bundle", int8=True)
+    # The sealed copy is the file's JSON verbatim, less ``files``: compared as JSON on purpose.
     manifest = json.loads((folder / "visionops.json").read_text())
     del manifest["files"]
     for graph in ("model.onnx", "model.int8.onnx"):
@@ -116,9 +119,9 @@ def test_added_manifest_field_is_refused(tmp_path: Path) -> None:
 def test_graph_checksum_dropped_from_the_manifest_is_refused(tmp_path: Path) -> None:
     # Without its checksum the graph (and the manifest copy sealed in it) could be swapped.
     folder = make_bundle(tmp_path / "bundle")
-    manifest = json.loads((folder / "visionops.json").read_text())
-    del manifest["files"]["model.onnx"]
-    (folder / "visionops.json").write_text(json.dumps(manifest))
+    meta = BundleMeta.read(folder)
+    del meta.files["model.onnx"]
+    meta.write(folder)
     with pytest.raises(ArtifactError, match=r"records no checksum for model\.onnx"):
         load_bundle(folder)
 
