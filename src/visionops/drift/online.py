@@ -79,6 +79,17 @@ class OnlineDriftMonitor:
         """Start the background thread."""
         self._thread.start()
 
+    @staticmethod
+    def import_libraries() -> None:
+        """Import SciPy and scikit-learn, which the tests load lazily, on the calling thread.
+
+        Importing scikit-learn sets environment variables (``KMP_DUPLICATE_LIB_OK``, ...): a
+        server does it before other threads that read the environment (ONNX Runtime's) run.
+        """
+        import scipy.linalg.blas
+        import scipy.stats  # noqa: F401
+        import sklearn.decomposition  # noqa: F401
+
     def warm_up(self) -> None:
         """Import and run the tests once on the reference itself, before traffic arrives.
 

@@ -190,11 +190,15 @@ class ServingState:
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
-        # Warmed up alongside the model, so /ready also means drift's first run is cheap.
-        drift_ready = (
-            loop.run_in_executor(None, self.drift.warm_up) if self.drift is not None else None
-        )
+        drift_ready = None
         try:
+            if self.drift is not None:
+                # scikit-learn sets environment variables as it is imported; a setenv on one
+                # thread while ONNX Runtime calls getenv on another crashes glibc. So the
+                # drift tests' libraries are imported first, and the rest of the warm-up runs
+                # alongside the model (so /ready also means drift's first run is cheap).
+                await loop.run_in_executor(None, self.drift.import_libraries)
+                drift_ready = loop.run_in_executor(None, self.drift.warm_up)
             self.session = await loop.run_in_executor(self.inference_pool, self._make_session)
             if drift_ready is not None:
                 await drift_ready

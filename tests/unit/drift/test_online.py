@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -127,3 +128,35 @@ def test_online_tests_keep_to_their_cpu_share(classification_bundle: Path, tmp_p
         status = client.get("/drift").json()
         assert status["runs"] == 1 and status["paused_s"] > 60
         assert status["predictions_seen"] == 40
+
+
+def test_the_model_loads_after_the_drift_libraries_are_imported(
+    classification_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scikit-learn's import sets environment variables; ONNX Runtime reads them from its own
+    thread. Both at once crashed a server at start-up (glibc's getenv against setenv), so the
+    session is built only once the libraries are in."""
+    from visionops.drift.online import OnlineDriftMonitor
+    from visionops.serve.state import ServingState
+
+    order: list[str] = []
+    import_libraries = OnlineDriftMonitor.import_libraries
+    make_session = ServingState._make_session
+
+    def libraries() -> None:
+        order.append("libraries")
+        import_libraries()
+
+    def session(self: ServingState) -> Any:
+        order.append("session")
+        return make_session(self)
+
+    monkeypatch.setattr(OnlineDriftMonitor, "import_libraries", staticmethod(libraries))
+    monkeypatch.setattr(ServingState, "_make_session", session)
+    app = create_app(
+        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
+        drift=DriftSettings(**SMALL),
+    )  # fmt: skip
+    with TestClient(app) as client:
+        wait_ready(client.get)
+    assert order == ["libraries", "session"]
