@@ -17,6 +17,7 @@ imports torch.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -656,3 +657,11 @@ class PredictionRecord(ArtifactModel):
     def _no_image(cls, value: Any) -> Any:
         """An empty ``image`` object (older logs) means no image statistics."""
         return value or None
+
+    def timestamp(self) -> datetime | None:
+        """``time`` as an aware datetime (UTC when it names no zone); None when unreadable."""
+        try:
+            parsed = datetime.fromisoformat(self.time)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import os
 import stat
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from visionops.artifacts import BundleMeta, PreparedManifest, RunRecord, SourceRecord
+from visionops.artifacts import (
+    BundleMeta,
+    PredictionRecord,
+    PreparedManifest,
+    RunRecord,
+    SourceRecord,
+)
 from visionops.errors import ArtifactError
 
 
@@ -139,3 +146,24 @@ def test_run_tracking_of_an_unknown_mode_names_the_field(tmp_path: Path) -> None
     )
     with pytest.raises(ArtifactError, match=r"tracking\.mode"):
         RunRecord.read(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-06T10:00:00+00:00", datetime(2026, 12, 6, 10, tzinfo=UTC)),
+        ("2026-12-06T10:00:00", datetime(2026, 12, 6, 10, tzinfo=UTC)),  # no zone: UTC
+        (
+            "2026-12-06T11:00:00+01:00",
+            datetime(2026, 12, 6, 11, tzinfo=timezone(timedelta(hours=1))),
+        ),
+        ("yesterday", None),
+    ],
+)
+def test_a_log_record_time_is_read_as_an_aware_datetime(
+    text: str, expected: datetime | None
+) -> None:
+    record = PredictionRecord(
+        time=text, request_id="r", model_version="m@1", task="classification", prediction={}
+    )
+    assert record.timestamp() == expected

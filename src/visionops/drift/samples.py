@@ -131,14 +131,6 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _time(record: PredictionRecord) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(record.time)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def records_sample(
     bundle: Bundle,
     records: Sequence[PredictionRecord],
@@ -149,7 +141,7 @@ def records_sample(
     outputs = _output_rows([record.output for record in records])
     classes = task_for(bundle.meta).predicted_classes(outputs) if outputs is not None else None
     features = image_features([record.image for record in records])
-    times = [_time(record) for record in records]
+    times = [record.timestamp() for record in records]
     if embeddings is not None:
         keep = np.isfinite(embeddings).all(axis=1)
         embeddings = embeddings[keep] if keep.any() else None
@@ -241,7 +233,7 @@ def log_sample(
             + f"); only the {len(chosen)} records of {version} were used"
         )
     if since is not None:
-        chosen = [i for i in chosen if (t := _time(log.records[i])) is not None and t >= since]
+        chosen = [i for i in chosen if (t := log.records[i].timestamp()) is not None and t >= since]
     if last is not None:
         chosen = chosen[-last:]
     records = [log.records[i] for i in chosen]

@@ -192,14 +192,6 @@ def _embeddings_of(
     return rows
 
 
-def _time(record: PredictionRecord) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(record.time)
-    except ValueError:
-        return _OLDEST
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def read_prediction_logs(
     locations: Sequence[str | os.PathLike[str]], *, with_embeddings: bool = True
 ) -> PredictionLogData:
@@ -247,7 +239,8 @@ def read_prediction_logs(
             raise ArtifactError(f"cannot read {segment.shown} ({error})") from None
         records += found
         skipped += bad
-    order = sorted(range(len(records)), key=lambda i: _time(records[i]))  # stable: file order
+    # Stable: records of the same time keep their file order.
+    order = sorted(range(len(records)), key=lambda i: records[i].timestamp() or _OLDEST)
     records = [records[i] for i in order]
     embeddings = None
     widths = {vector.shape[0] for vector in vectors if vector is not None}
