@@ -1,12 +1,12 @@
 """What one serving replica of a bundle needs: measured, not guessed.
 
-A child process does what a replica does at start-up and under full load — imports the
-serving app, loads the bundle's model in ONNX Runtime, warms it up, then runs full batches
-for a moment, as many at once as the server will on the replica's cores — and reports its
-peak resident memory and the CPU it used. The memory request comes from these figures (with
-head-room), so a bigger model gets a bigger pod; the CPU is the cores the replica is given,
-since the server keeps all of them busy at full load (one batch per core, or one batch on
-``serve.threads`` threads).
+A child process (:mod:`visionops.serve.probe`) does what a replica does at start-up and
+under full load — imports the serving app, loads the bundle's model in ONNX Runtime, warms
+it up, then runs full batches for a moment, as many at once as the server will on the
+replica's cores — and reports its peak resident memory and the CPU it used. The memory
+request comes from these figures (with head-room), so a bigger model gets a bigger pod; the
+CPU is the cores the replica is given, since the server keeps all of them busy at full load
+(one batch per core, or one batch on ``serve.threads`` threads).
 """
 
 from __future__ import annotations
@@ -24,46 +24,6 @@ __all__ = ["ServingNeeds", "measure_needs", "needs_from_measurement"]
 
 MEMORY_HEADROOM = 1.5
 """Request = measured peak RSS x this: decoding buffers and request bodies come on top."""
-
-_PROBE = """
-import json, resource, sys, threading, time
-from pathlib import Path
-import numpy as np
-import visionops.serve.app  # the server's own imports count in its memory
-from visionops.inference.bundle import load_bundle
-from visionops.inference.session import ModelSession
-
-bundle = load_bundle(Path(sys.argv[1]), verify=False, allow_unverified=True)
-threads, batch, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-at_once = int(sys.argv[6])
-session = ModelSession(bundle, threads=threads, precision=sys.argv[5])
-batch = session.fixed_batch or batch
-session.warm_up((batch,))
-spec = bundle.meta.input
-pixels = np.random.default_rng(0).integers(
-    0, 256, (batch, spec.size, spec.size, spec.channels), dtype=np.uint8
-)
-done = [0] * at_once
-
-def stream(index):
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds or done[index] == 0:
-        session.run(pixels)
-        done[index] += batch
-
-cpu0, wall0 = time.process_time(), time.perf_counter()
-streams = [threading.Thread(target=stream, args=(i,)) for i in range(at_once)]
-for thread in streams:
-    thread.start()
-for thread in streams:
-    thread.join()
-wall = time.perf_counter() - wall0
-print(json.dumps({
-    "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    "cpu_cores": (time.process_time() - cpu0) / wall,
-    "ms_per_image": 1000 * wall / sum(done),
-}))
-"""
 
 
 @dataclass(frozen=True)
@@ -146,9 +106,10 @@ def measure_needs(
     """
     share = max(1, cores // workers)
     at_once, per_batch = (1, threads) if threads else (share, 1)
+    # A process of its own: the server's imports and the model are what is measured.
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(bundle_dir), str(per_batch), str(max_batch),
-         str(seconds), precision, str(at_once)],
+        [sys.executable, "-m", "visionops.serve.probe", str(bundle_dir), str(per_batch),
+         str(max_batch), str(seconds), precision, str(at_once)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     if result.returncode != 0:

@@ -16,7 +16,8 @@ Modules:
     metrics: Prometheus metrics in a per-app registry.
     http_errors: every failure as one JSON error shape; secrets scrubbed from logs.
     page: the upload page served at ``GET /``.
+    probe: one worker's memory and CPU at full load, in a process of its own (``deploy``).
 
-Only ``visionops.cli`` imports this package. Importing it imports nothing heavy; import the
-module you need.
+Only ``visionops.cli`` imports this package (``deploy`` runs the probe as a process).
+Importing it imports nothing heavy; import the module you need.
 """
