@@ -342,6 +342,14 @@ class DriftSettings(_Section):
         description="serve: most of the machine's CPU time the online tests may take; runs are"
         " spaced out to stay under it.",
     )
+    statistics_cpu_share: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="serve: most of the machine's CPU time the uploads' image statistics may"
+        " take; when uploads come faster, a random share of them is measured (every one while"
+        " there is room).",
+    )
     permutations: int = Field(1000, ge=19, description="MMD permutation-test relabellings.")
     min_samples: int = Field(30, ge=5, description="Fewest images on either side of a test.")
     pca_dim: int | None = Field(

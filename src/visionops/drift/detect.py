@@ -392,21 +392,40 @@ def _output_family(reference: Sample, current: Sample, task: Task) -> FamilyResu
     )
 
 
-def _image_family(reference: Sample, current: Sample, channels: int) -> FamilyResult | str:
+def _measured(sample: Sample, name: str) -> int:
+    column = sample.features.get(name)
+    return 0 if column is None else int(np.isfinite(column).sum())
+
+
+def _image_family(
+    reference: Sample, current: Sample, channels: int, min_samples: int
+) -> FamilyResult | str:
+    # Serve measures the pixel statistics of a random share of uploads under load
+    # (drift.statistics_cpu_share): a statistic is tested where both sides have enough values.
     names = [
         name
         for name in IMAGE_FEATURES
-        if name in reference.features
-        and name in current.features
-        and np.isfinite(reference.features[name]).any()
-        and np.isfinite(current.features[name]).any()
+        if _measured(reference, name) >= min_samples and _measured(current, name) >= min_samples
     ]
+    measured = _measured(current, "mean")
     if not names:
+        if 0 < measured < min_samples:
+            return (
+                f"images: only {measured} of {current.count} current images have image"
+                f" statistics (minimum {min_samples}; serve measures a random share of uploads"
+                " under load) — widen the window, or raise drift.statistics_cpu_share"
+            )
         return "images: no image statistic is in both the reference and the current sample"
     ref = np.stack([reference.features[n] for n in names], axis=1)
     cur = np.stack([current.features[n] for n in names], axis=1)
     rows = _ks_rows(names, [feature_label(n, channels) for n in names], ref, cur)
     p_value = _adjust(rows)
+    sampled = (
+        f"; pixel statistics of {measured} of {current.count} current images (a random share"
+        " of uploads, measured within drift.statistics_cpu_share)"
+        if 0 < measured < current.count
+        else ""
+    )
     return FamilyResult(
         "images",
         p_value,
@@ -415,7 +434,7 @@ def _image_family(reference: Sample, current: Sample, channels: int) -> FamilyRe
         f"KS on {len(names)} image statistics (of the model-sized image; width, height,"
         " noise, fine detail and JPEG blockiness of the upload before resizing; JPEG quality"
         " from the file); Benjamini–Hochberg within family; effect = KS distance, shift in"
-        " reference standard deviations",
+        f" reference standard deviations{sampled}",
     )
 
 
@@ -468,7 +487,7 @@ def compare(
     for outcome in (
         _embedding_family(reference, current, settings, rng),
         _output_family(reference, current, task),
-        _image_family(reference, current, channels),
+        _image_family(reference, current, channels, settings.min_samples),
     ):
         if isinstance(outcome, str):
             notes.append(outcome)

@@ -10,6 +10,7 @@ anomaly verdict). Never imports torch.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
@@ -27,6 +28,7 @@ from visionops.imaging import (
     load_image_and_source,
     sniff_format,
 )
+from visionops.inference.budget import CpuBudget
 from visionops.inference.bundle import Bundle
 from visionops.inference.runtime import (
     CPU_PROVIDER,
@@ -62,7 +64,8 @@ class DecodedImage:
     Attributes:
         pixels: ``(size, size, C)`` uint8, exactly what ``data preprocess`` would have stored.
         info: Format, width/height as displayed (after EXIF rotation), byte count and pixel
-            statistics: what the prediction log keeps as the record's ``image``.
+            statistics (left out of the uploads that the session's statistics budget did not
+            admit): what the prediction log keeps as the record's ``image``.
     """
 
     pixels: NDArray[np.uint8]
@@ -92,6 +95,8 @@ class ModelSession:
         providers: ONNX Runtime execution providers, from
             :func:`~visionops.inference.runtime.execution_providers`. On any other than the
             CPU, the bundle's parity samples are rerun at load.
+        statistics_budget: The share of the CPU the image statistics of :meth:`decode` may
+            take (serve's ``drift.statistics_cpu_share``); None measures every image.
 
     Raises:
         ArtifactError: The graph does not have the inputs or outputs its manifest names, or
@@ -107,8 +112,10 @@ class ModelSession:
         threads: int = 0,
         precision: str = "auto",
         providers: Sequence[str] = (CPU_PROVIDER,),
+        statistics_budget: CpuBudget | None = None,
     ) -> None:
         self.bundle = bundle
+        self.statistics_budget = statistics_budget
         meta = bundle.meta
         int8_path = bundle.int8_model_path
         if precision == "int8" and int8_path is None:
@@ -189,17 +196,20 @@ class ModelSession:
             policy=self.resize,
             max_pixels=self.max_pixels,
         )
-        info = LoggedImage.model_validate(
-            {
-                "format": image_format,
-                "width": width,
-                "height": height,
-                "bytes": len(data),
-                **image_statistics(pixels),
-                **quality_statistics(image, pixels, data, width),
-            }
-        )
-        return DecodedImage(pixels=pixels, info=info)
+        facts: dict[str, Any] = {
+            "format": image_format,
+            "width": width,
+            "height": height,
+            "bytes": len(data),
+        }
+        budget = self.statistics_budget
+        if budget is None or budget.admit():
+            started = time.thread_time()
+            facts.update(image_statistics(pixels))
+            facts.update(quality_statistics(image, pixels, data, width))
+            if budget is not None:
+                budget.spend(time.thread_time() - started)
+        return DecodedImage(pixels=pixels, info=LoggedImage.model_validate(facts))
 
     def run(self, pixels: NDArray[np.uint8]) -> ModelOutputs:
         """Run the graph on a ``(N, H, W, C)`` uint8 batch.

@@ -13,6 +13,9 @@ Exported series::
     visionops_predictions_total{label}                 predicted labels (top-1, labels over
                                                        threshold, or anomaly verdict)
     visionops_model_info{task,model_version,...}       1, labelled with the bundle's identity
+    visionops_image_statistics_probability             chance an upload's drift statistics are
+                                                       measured (drift.statistics_cpu_share)
+    visionops_image_statistics_uploads_total{measured} uploads with and without them
 
 With a log URL (``--log-dir s3://...``), as of the uploader's last pass::
 
@@ -42,9 +45,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from visionops.artifacts import BundleMeta
+from visionops.inference.budget import BudgetStatus
 from visionops.inference.predlog import UploadStatus
 
-__all__ = ["KNOWN_ENDPOINTS", "MetricsMiddleware", "ServeMetrics", "watch_log_uploads"]
+__all__ = [
+    "KNOWN_ENDPOINTS",
+    "MetricsMiddleware",
+    "ServeMetrics",
+    "watch_log_uploads",
+    "watch_statistics",
+]
 
 KNOWN_ENDPOINTS = frozenset(
     {
@@ -230,6 +240,35 @@ class _UploadCollector(Collector):
 def watch_log_uploads(metrics: ServeMetrics, status: Callable[[], UploadStatus | None]) -> None:
     """Export the prediction-log uploader's counters (nothing while ``status`` gives None)."""
     metrics.registry.register(_UploadCollector(status))
+
+
+class _StatisticsCollector(Collector):
+    """How many uploads the image statistics' CPU budget measured, read at scrape time."""
+
+    def __init__(self, status: Callable[[], BudgetStatus]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status()
+        yield GaugeMetricFamily(
+            "visionops_image_statistics_probability",
+            "Chance that an upload's image statistics (the drift input) are measured: 1 while"
+            " their cost fits drift.statistics_cpu_share, a random share above it.",
+            value=status.probability,
+        )
+        family = CounterMetricFamily(
+            "visionops_image_statistics_uploads",
+            "Uploads by whether their image statistics were measured.",
+            labels=["measured"],
+        )
+        family.add_metric(["true"], status.admitted)
+        family.add_metric(["false"], status.skipped)
+        yield family
+
+
+def watch_statistics(metrics: ServeMetrics, status: Callable[[], BudgetStatus]) -> None:
+    """Export the image statistics' sampling (``visionops_image_statistics_*``)."""
+    metrics.registry.register(_StatisticsCollector(status))
 
 
 class MetricsMiddleware:

@@ -22,6 +22,7 @@ from loguru import logger
 
 from visionops.config import DriftSettings, ServeSettings
 from visionops.errors import ImageError
+from visionops.inference.budget import CpuBudget
 from visionops.inference.bundle import Bundle
 from visionops.inference.predlog import LogEntry, PredictionLog, prediction_record
 from visionops.inference.runtime import available_cores, execution_providers
@@ -34,7 +35,7 @@ from visionops.inference.session import (
 )
 from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
-from visionops.serve.metrics import ServeMetrics, watch_log_uploads
+from visionops.serve.metrics import ServeMetrics, watch_log_uploads, watch_statistics
 from visionops.serve.schemas import predict_response_model
 from visionops.serve.uploads import IMAGE_TYPES, Upload
 from visionops.storage import is_url
@@ -126,6 +127,10 @@ class ServingState:
         self.metrics = ServeMetrics(self.meta)
         drift = drift or DriftSettings()
         self.drift = monitor_for_serve(bundle, drift, self.metrics.registry)
+        self.statistics_budget = CpuBudget(
+            drift.statistics_cpu_share, max(1, available_cores() // settings.workers)
+        )
+        watch_statistics(self.metrics, self.statistics_budget.status)
         self.drift_off_reason = (
             "switched off (drift.online=false)"
             if not drift.online
@@ -231,6 +236,7 @@ class ServingState:
             threads=self.ort_threads,
             precision=self.settings.precision,
             providers=self.providers,
+            statistics_budget=self.statistics_budget,
         )
         sizes = {1, self.settings.max_batch}
         if session.fixed_batch is not None:

@@ -129,3 +129,34 @@ def test_pca_is_fitted_on_reference_rows_the_test_does_not_use() -> None:
         reference[:35], current, dim=8, fraction=0.25, min_samples=30, rng=rng
     )
     assert small.shape == (35, 40) and "too small" in note
+
+
+def _measure_only(sample: Sample, rows: np.ndarray) -> Sample:
+    """The sample as serve logs it under load: pixel statistics on some rows only."""
+    for name, column in sample.features.items():
+        column[~rows] = np.nan
+        sample.features[name] = column
+    return sample
+
+
+def test_a_random_share_of_measured_images_still_finds_a_brightness_shift() -> None:
+    rng = np.random.default_rng(8)
+    measured = rng.random(1000) < 0.2
+    current = _measure_only(_sample(rng, 1000, brightness=0.56), measured)
+    result = compare(_sample(rng, 300), current, task=TASK, settings=SETTINGS)
+    images = result.family("images")
+    assert images is not None and images.drifted
+    assert f"pixel statistics of {measured.sum()} of 1000 current images" in images.note
+    assert any("brightness" in text for text in result.what_drifted)
+
+
+def test_too_few_measured_images_leave_the_image_family_out_and_say_why() -> None:
+    rng = np.random.default_rng(9)
+    current = _measure_only(_sample(rng, 200), np.arange(200) < 12)
+    result = compare(_sample(rng, 300), current, task=TASK, settings=SETTINGS)
+    assert result.family("images") is None
+    assert any(
+        "only 12 of 200 current images have image statistics (minimum 30" in note
+        and "drift.statistics_cpu_share" in note
+        for note in result.notes
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from serve_helpers import COLOURS, colour_image, png_bomb
 from visionops.artifacts import BundleInput, BundleMeta
 from visionops.errors import ArtifactError, ImageError
 from visionops.imaging import load_image
+from visionops.inference.budget import CpuBudget
 from visionops.inference.bundle import Bundle, load_bundle
 from visionops.inference.session import (
     ImageTooLargeError,
@@ -36,6 +38,25 @@ def test_decode_is_the_preprocess_function(session: ModelSession) -> None:
     assert (decoded.info.width, decoded.info.height) == (70, 50)
     assert decoded.info.bytes == len(payload)
     assert decoded.info.mean is not None and 0.0 <= decoded.info.mean <= 1.0
+
+
+def test_decode_leaves_the_statistics_out_when_their_budget_is_spent(
+    classification_bundle: Path,
+) -> None:
+    clock = [0.0]
+    budget = CpuBudget(1e-6, cores=1, clock=lambda: clock[0], rng=random.Random(0))
+    for _ in range(100):  # a second of heavy load: the statistics' share is spent
+        budget.admit()
+        budget.spend(0.001)
+    clock[0] = 1.0
+    session = ModelSession(load_bundle(classification_bundle), threads=1, statistics_budget=budget)
+    payload = colour_image(size=(70, 50), fmt="JPEG")
+    decoded = session.decode(payload)
+    np.testing.assert_array_equal(decoded.pixels, load_image(payload, size=32))
+    info = decoded.info
+    assert (info.format, info.width, info.height, info.bytes) == ("jpeg", 70, 50, len(payload))
+    assert info.mean is None and info.noise is None and info.hue is None
+    assert budget.status().skipped == 1
 
 
 def test_decode_guards(session: ModelSession) -> None:

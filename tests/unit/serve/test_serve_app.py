@@ -20,10 +20,12 @@ from serve_helpers import (
     metric_value,
     png_bomb,
     serving,
+    wait_ready,
 )
-from visionops.config import ServeSettings
+from visionops.config import DriftSettings, ServeSettings
 from visionops.inference.bundle import load_bundle
 from visionops.inference.predlog import read_prediction_log
+from visionops.inference.runtime import available_cores
 from visionops.serve.app import create_app
 
 CLASSES = list(COLOURS)
@@ -367,6 +369,27 @@ def test_metrics_exposition(classification_bundle: Path, tmp_path: Path) -> None
     assert f'model_version="{VERSION}"' in text
     assert 'onnxruntime_providers="CPUExecutionProvider"' in text
     assert "_created" not in text
+    # Three uploads at no load: every one's drift statistics measured.
+    assert metric_value(text, "visionops_image_statistics_probability") == 1.0
+    assert 'visionops_image_statistics_uploads_total{measured="true"} 3.0' in text
+    assert 'visionops_image_statistics_uploads_total{measured="false"} 0.0' in text
+
+
+def test_the_statistics_share_is_the_servers_budget(
+    classification_bundle: Path, tmp_path: Path
+) -> None:
+    app = create_app(
+        load_bundle(classification_bundle),
+        ServeSettings(workers=2),
+        tmp_path,
+        drift=DriftSettings(statistics_cpu_share=0.05),
+    )
+    state = app.state.serving
+    cores = max(1, available_cores() // 2)
+    assert state.statistics_budget.cpu_per_second == pytest.approx(0.05 * cores)
+    with TestClient(app) as client:
+        wait_ready(client.get)
+        assert state.session.statistics_budget is state.statistics_budget
 
 
 def test_prediction_log_records_and_embeddings(classification_bundle: Path, tmp_path: Path) -> None:
