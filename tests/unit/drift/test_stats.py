@@ -119,3 +119,30 @@ def test_chi_square_on_predicted_classes() -> None:
     assert skewed.p_value < 1e-4 and skewed.cramers_v > 0.3
     single = chi_square_test(np.zeros(10, int), np.zeros(10, int), 3)
     assert single.p_value == 1.0
+
+
+def test_mmd_results_are_those_of_the_first_implementation() -> None:
+    """Speed-ups keep every value: drift reports and their verdicts stay reproducible.
+
+    The values were computed by the implementation of 2026-12-06 (full sorts for the
+    permutations, np.triu_indices for the median heuristic, the distances computed twice).
+    """
+    rng = np.random.default_rng(42)
+    reference = rng.normal(size=(90, 16))
+    current = rng.normal(size=(400, 16)) + 0.15
+    shifted = mmd_permutation_test(
+        reference, current, permutations=499, rng=np.random.default_rng(7)
+    )
+    assert (shifted.mmd2, shifted.p_value, shifted.bandwidth) == (
+        0.006306987471909498,
+        0.002,
+        5.563071250915527,
+    )
+    same = mmd_permutation_test(
+        reference, reference[::-1] + 0.0, permutations=499, rng=np.random.default_rng(7)
+    )
+    assert (same.mmd2, same.p_value, same.bandwidth) == (
+        -0.008832865571955839,
+        1.0,
+        5.5290985107421875,
+    )
