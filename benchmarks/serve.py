@@ -386,6 +386,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_MEASURED = {
+    'visionops_image_statistics_uploads_total{measured="true"}': "measured",
+    'visionops_image_statistics_uploads_total{measured="false"}': "not_measured",
+}
+
+
 class Process:
     """A server subprocess, waited on until ``ready_path`` answers 200."""
 
@@ -414,8 +420,12 @@ class Process:
         values = {}
         for line in text.splitlines():
             key, _, value = line.partition(" ")
-            if key in {"visionops_batch_size_sum", "visionops_batch_size_count"}:
-                values[key] = float(value)
+            if key in {"visionops_batch_size_sum", "visionops_batch_size_count", *_MEASURED}:
+                values[_MEASURED.get(key, key)] = float(value)
+        uploads = values.get("measured", 0.0) + values.get("not_measured", 0.0)
+        if uploads:
+            # Under load serve measures the drift statistics of a random share of uploads.
+            values["statistics_measured"] = values["measured"] / uploads
         if values.get("visionops_batch_size_count"):
             values["mean_batch"] = (
                 values["visionops_batch_size_sum"] / values["visionops_batch_size_count"]
@@ -703,6 +713,12 @@ def main() -> None:
                 server.process.pid,
             )
             result.server = server.metrics()
+            if "statistics_measured" in result.server:
+                print(
+                    f"    drift image statistics measured on"
+                    f" {result.server['statistics_measured']:.0%} of the uploads",
+                    flush=True,
+                )
         finally:
             server.stop()
         loads.append(result)
