@@ -1,6 +1,6 @@
-"""Drift detection: calibration, power, MMD speed, the held-out reference, camera shifts.
+"""Drift detection: calibration, power, MMD speed, the held-out reference, camera shifts, sampling.
 
-Five measurements:
+Six measurements:
 
 1. **speed** — MMD² permutation test on 10,000 reference x 2,000 current embeddings
    (D = 512), 1,000 permutations: visionops (kernel matrix once, permutations as
@@ -25,6 +25,12 @@ Five measurements:
 5. **cost** — per-upload time of the new statistics at 224 px and 640x480 (JPEG and PNG)
    beside the existing ``image_statistics`` and the decode itself, then ``/predict`` through
    the ASGI app with online drift off and on (interleaved rounds).
+6. **sampling** — what serve's statistics budget (``drift.statistics_cpu_share``: under load
+   only a random share of uploads gets image statistics) costs the image tests: the rate at
+   which the image family fires on a window of --sampling-window images against a reference
+   of --sampling-reference, with every image measured and with a random --sampling-share of
+   them, for brightness shifts in reference standard deviations (statistics drawn from
+   normal distributions shaped like the demo's: brightness, contrast, sharpness).
 
 Run: python benchmarks/drift.py --trials 100 --sizes 50,200,1000
 """
@@ -577,12 +583,67 @@ def _predict_overhead(bundle_dir: Path, pool_dir: Path, requests: int, rounds: i
     print(f"| on (tests every 50 predictions) | {on:.2f} | **{on / off:.3f}** |")
 
 
+# ---------------------------------------------------------------------------- sampling
+
+
+def _statistics(rng: np.random.Generator, count: int, shift_sd: float) -> Any:
+    from visionops.drift.samples import Sample
+
+    return Sample(
+        source="synthetic statistics",
+        count=count,
+        embeddings=None,
+        outputs=None,
+        classes=None,
+        features={
+            "mean": rng.normal(0.5 + 0.05 * shift_sd, 0.05, count),
+            "std": rng.normal(0.2, 0.03, count),
+            "sharpness": rng.gamma(2.0, 0.01, count),
+        },
+    )
+
+
+def sampling(trials: int, reference_n: int, window: int, share: float) -> None:
+    from visionops.config import DriftSettings
+    from visionops.drift.detect import compare
+    from visionops.errors import DriftError
+    from visionops.tasks import ClassificationTask
+
+    settings = DriftSettings()
+    task = ClassificationTask(["a", "b"])
+    print(
+        f"\n## Image tests with a random share of uploads measured: reference {reference_n},"
+        f" window {window}, {trials} trials, α = {settings.alpha}"
+    )
+    print(f"| brightness shift | every upload measured | a random {share:.0%} measured |")
+    print("|---|---:|---:|")
+    for shift_sd in (0.0, 0.2, 0.3, 0.4):
+        fired = {1.0: 0, share: 0}
+        for trial in range(trials):
+            rng = np.random.default_rng(trial)
+            reference = _statistics(rng, reference_n, 0.0)
+            current = _statistics(rng, window, shift_sd)
+            measured = rng.random(window) < share
+            for fraction in fired:
+                if fraction < 1.0:  # what serve logs under load: NaN where not measured
+                    for column in current.features.values():
+                        column[~measured] = np.nan
+                try:
+                    result = compare(reference, current, task=task, settings=settings)
+                except DriftError:  # too few images measured to test: the family did not fire
+                    continue
+                family = result.family("images")
+                fired[fraction] += bool(family is not None and family.drifted)
+        label = "none (false alarms)" if shift_sd == 0 else f"{shift_sd:g} sd"
+        print(f"| {label} | {fired[1.0] / trials:.2f} | {fired[share] / trials:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--parts",
-        default="speed,power,reference,camera,cost",
-        help="Comma-separated: speed, power, reference, camera, cost",
+        default="speed,power,reference,camera,cost,sampling",
+        help="Comma-separated: speed, power, reference, camera, cost, sampling",
     )
     parser.add_argument("--model", default="resnet18", help="Backbone of the demo model.")
     parser.add_argument("--trials", type=int, default=100)
@@ -605,6 +666,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved off/on rounds.")
     parser.add_argument(
         "--demo-size", type=int, default=64, help="Side of the generated demo images (files)."
+    )
+    parser.add_argument("--sampling-reference", type=int, default=300)
+    parser.add_argument("--sampling-window", type=int, default=1000)
+    parser.add_argument(
+        "--sampling-share", type=float, default=0.2, help="Share of uploads measured under load."
     )
     parser.add_argument("--speed-reference", type=int, default=10_000)
     parser.add_argument("--speed-current", type=int, default=2_000)
@@ -656,6 +722,8 @@ def main() -> None:
                 )  # fmt: skip
             if "cost" in parts:
                 cost(bundle_dir, pool_dir, args.cost_repeats, args.requests, args.rounds)
+    if "sampling" in parts:
+        sampling(args.trials, args.sampling_reference, args.sampling_window, args.sampling_share)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ RUNS: dict[str, tuple[list[str], str]] = {
          "--image-size", "32", "--pool-per-class", "12", "--naive-perms", "1",
          "--speed-reference", "100", "--speed-current", "30", "--reference-size", "30",
          "--camera-size", "30", "--camera-fa-size", "40", "--cost-repeats", "3",
-         "--requests", "3", "--rounds", "1"],
-        "| on (tests every 50 predictions) |",  # the last part (camera cost) ran to its end
+         "--requests", "3", "--rounds", "1", "--sampling-reference", "40",
+         "--sampling-window", "400"],
+        "| 0.4 sd |",  # the last part (sampling) ran to its end
     ),
 }  # fmt: skip
 SERVE = [
