@@ -32,6 +32,7 @@ from visionops.drift.features import image_features
 from visionops.drift.samples import Sample, reference_sample
 from visionops.errors import DriftError
 from visionops.inference.bundle import Bundle
+from visionops.inference.runtime import available_cores
 from visionops.tasks import task_for
 
 __all__ = ["OnlineDriftMonitor", "monitor_for_serve"]
@@ -46,6 +47,8 @@ class OnlineDriftMonitor:
         bundle: The served bundle (its ``reference.npz`` is the baseline).
         settings: ``drift.*`` (``window``, ``every``, α, permutations, minimum sample).
         on_result: Called from the background thread with each new verdict (gauges).
+        cores: The cores ``drift.max_cpu_share`` is a share of (None: every core this
+            process may use).
 
     Raises:
         DriftError: The bundle has no held-out reference (serve then runs without it).
@@ -56,9 +59,11 @@ class OnlineDriftMonitor:
         bundle: Bundle,
         settings: DriftSettings,
         on_result: Callable[[DriftResult], None] | None = None,
+        cores: int | None = None,
     ) -> None:
         self.bundle = bundle
         self.settings = settings
+        self.cores = cores or available_cores()
         self.reference = reference_sample(bundle)
         self.task = task_for(bundle.meta)
         self.on_result = on_result
@@ -238,14 +243,14 @@ class OnlineDriftMonitor:
             # t CPU seconds is followed by t / (share x cores) seconds without one; wake-ups in
             # between are served after it, on the then-latest window.
             spent = time.thread_time() - cpu_started
-            pause = spent / (self.settings.max_cpu_share * (os.cpu_count() or 1))
+            pause = spent / (self.settings.max_cpu_share * self.cores)
             self.paused_until = time.monotonic() + pause
             self._stop.wait(pause)
             self.paused_until = None
 
 
 def monitor_for_serve(
-    bundle: Bundle, settings: DriftSettings, registry: Any
+    bundle: Bundle, settings: DriftSettings, registry: Any, cores: int | None = None
 ) -> OnlineDriftMonitor | None:
     """The monitor ``serve`` runs, with its gauges in ``registry``; None when off or impossible.
 
@@ -258,7 +263,7 @@ def monitor_for_serve(
         logger.info("online drift detection is off (drift.online=false)")
         return None
     try:
-        monitor = OnlineDriftMonitor(bundle, settings)
+        monitor = OnlineDriftMonitor(bundle, settings, cores=cores)
     except DriftError as exc:
         logger.warning("online drift detection is off: {}", exc)
         return None

@@ -40,7 +40,7 @@ from visionops.serve.schemas import predict_response_model
 from visionops.serve.uploads import IMAGE_TYPES, Upload
 from visionops.storage import is_url
 
-__all__ = ["Job", "ServingState", "compute_plan", "default_log_dir"]
+__all__ = ["Job", "ServingState", "compute_plan", "default_log_dir", "worker_cores"]
 
 
 def compute_plan(settings: ServeSettings, *, cpu: bool) -> tuple[int, int]:
@@ -60,12 +60,17 @@ def compute_plan(settings: ServeSettings, *, cpu: bool) -> tuple[int, int]:
     Returns:
         ``(batches_at_once, threads_per_batch)``.
     """
-    cores = max(1, available_cores() // settings.workers)
+    cores = worker_cores(settings)
     if settings.threads:
         return 1, settings.threads
     if not cpu:
         return 1, cores
     return cores, 1
+
+
+def worker_cores(settings: ServeSettings) -> int:
+    """The cores each of the ``serve.workers`` processes has to itself."""
+    return max(1, available_cores() // settings.workers)
 
 
 def default_log_dir(bundle: Bundle) -> Path:
@@ -126,10 +131,9 @@ class ServingState:
         self.response_model = predict_response_model(self.meta.task)
         self.metrics = ServeMetrics(self.meta)
         drift = drift or DriftSettings()
-        self.drift = monitor_for_serve(bundle, drift, self.metrics.registry)
-        self.statistics_budget = CpuBudget(
-            drift.statistics_cpu_share, max(1, available_cores() // settings.workers)
-        )
+        cores = worker_cores(settings)
+        self.drift = monitor_for_serve(bundle, drift, self.metrics.registry, cores)
+        self.statistics_budget = CpuBudget(drift.statistics_cpu_share, cores)
         watch_statistics(self.metrics, self.statistics_budget.status)
         self.drift_off_reason = (
             "switched off (drift.online=false)"

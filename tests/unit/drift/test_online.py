@@ -32,6 +32,14 @@ def _png(colour: str, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def _app(bundle: Path, tmp_path: Path, **drift: Any) -> Any:
+    """A serving app with small online-drift settings (``drift`` overrides them)."""
+    return create_app(
+        load_bundle(bundle), ServeSettings(), tmp_path / "log",
+        drift=DriftSettings(**{**SMALL, **drift}),
+    )  # fmt: skip
+
+
 def _wait_for_run(client: TestClient, runs: int) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -45,10 +53,7 @@ def _wait_for_run(client: TestClient, runs: int) -> dict[str, Any]:
 def test_serve_runs_drift_tests_on_a_rolling_window(
     classification_bundle: Path, tmp_path: Path
 ) -> None:
-    app = create_app(
-        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
-        drift=DriftSettings(**SMALL),
-    )  # fmt: skip
+    app = _app(classification_bundle, tmp_path)
     with TestClient(app) as client:
         wait_ready(client.get)
         assert client.get("/drift").json()["status"] == "collecting"
@@ -98,10 +103,7 @@ def test_serve_runs_drift_tests_on_a_rolling_window(
 
 
 def test_online_drift_can_be_switched_off(classification_bundle: Path, tmp_path: Path) -> None:
-    app = create_app(
-        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
-        drift=DriftSettings(**SMALL, online=False),
-    )  # fmt: skip
+    app = _app(classification_bundle, tmp_path, online=False)
     with TestClient(app) as client:
         status = client.get("/drift").json()
         assert status == {"status": "off", "reason": "switched off (drift.online=false)"}
@@ -110,10 +112,7 @@ def test_online_drift_can_be_switched_off(classification_bundle: Path, tmp_path:
 
 def test_online_tests_keep_to_their_cpu_share(classification_bundle: Path, tmp_path: Path) -> None:
     # A share so small that the pause after the first run outlasts the test.
-    app = create_app(
-        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
-        drift=DriftSettings(**SMALL, max_cpu_share=1e-9),
-    )  # fmt: skip
+    app = _app(classification_bundle, tmp_path, max_cpu_share=1e-9)
     images = [("file", (f"{i}.png", _png("red", i), "image/png")) for i in range(20)]
     with TestClient(app) as client:
         wait_ready(client.get)
@@ -153,10 +152,7 @@ def test_the_model_loads_after_the_drift_libraries_are_imported(
 
     monkeypatch.setattr(OnlineDriftMonitor, "import_libraries", staticmethod(libraries))
     monkeypatch.setattr(ServingState, "_make_session", session)
-    app = create_app(
-        load_bundle(classification_bundle), ServeSettings(), tmp_path / "log",
-        drift=DriftSettings(**SMALL),
-    )  # fmt: skip
+    app = _app(classification_bundle, tmp_path)
     with TestClient(app) as client:
         wait_ready(client.get)
     assert order == ["libraries", "session"]

@@ -375,9 +375,7 @@ def test_metrics_exposition(classification_bundle: Path, tmp_path: Path) -> None
     assert 'visionops_image_statistics_uploads_total{measured="false"} 0.0' in text
 
 
-def test_the_statistics_share_is_the_servers_budget(
-    classification_bundle: Path, tmp_path: Path
-) -> None:
+def test_drift_shares_are_of_the_workers_cores(classification_bundle: Path, tmp_path: Path) -> None:
     app = create_app(
         load_bundle(classification_bundle),
         ServeSettings(workers=2),
@@ -387,6 +385,7 @@ def test_the_statistics_share_is_the_servers_budget(
     state = app.state.serving
     cores = max(1, available_cores() // 2)
     assert state.statistics_budget.cpu_per_second == pytest.approx(0.05 * cores)
+    assert state.drift is not None and state.drift.cores == cores  # the online tests' share
     with TestClient(app) as client:
         wait_ready(client.get)
         assert state.session.statistics_budget is state.statistics_budget
