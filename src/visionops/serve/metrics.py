@@ -16,6 +16,7 @@ Exported series::
     visionops_image_statistics_probability             chance an upload's drift statistics are
                                                        measured (drift.statistics_cpu_share)
     visionops_image_statistics_uploads_total{measured} uploads with and without them
+    visionops_image_statistics_cpu_seconds             their mean CPU time per measured upload
 
 With a log URL (``--log-dir s3://...``), as of the uploader's last pass::
 
@@ -264,6 +265,12 @@ class _StatisticsCollector(Collector):
         family.add_metric(["true"], status.admitted)
         family.add_metric(["false"], status.skipped)
         yield family
+        if status.cost_ms is not None:
+            yield GaugeMetricFamily(
+                "visionops_image_statistics_cpu_seconds",
+                "Mean CPU time of one upload's image statistics, recent uploads weighted most.",
+                value=status.cost_ms / 1000.0,
+            )
 
 
 def watch_statistics(metrics: ServeMetrics, status: Callable[[], BudgetStatus]) -> None:

@@ -373,6 +373,7 @@ def test_metrics_exposition(classification_bundle: Path, tmp_path: Path) -> None
     assert metric_value(text, "visionops_image_statistics_probability") == 1.0
     assert 'visionops_image_statistics_uploads_total{measured="true"} 3.0' in text
     assert 'visionops_image_statistics_uploads_total{measured="false"} 0.0' in text
+    assert 0 < metric_value(text, "visionops_image_statistics_cpu_seconds") < 1
 
 
 def test_drift_shares_are_of_the_workers_cores(classification_bundle: Path, tmp_path: Path) -> None:
