@@ -75,6 +75,14 @@ def test_wrong_type_names_key_and_value() -> None:
         load_settings(overrides=["train.epochs=many"])
 
 
+@pytest.mark.parametrize("share", ["0", "1.5", "-0.1"])
+def test_a_cpu_share_outside_0_to_1_names_its_range(share: str) -> None:
+    expected = "greater than 0" if float(share) <= 0 else "less than or equal to 1"
+    for key in ("drift.statistics_cpu_share", "drift.max_cpu_share"):
+        with pytest.raises(ConfigError, match=rf"setting '{key}' \(got {share}\): .*{expected}"):
+            load_settings(overrides=[f"{key}={share}"])
+
+
 def test_bad_device_is_config_error() -> None:
     with pytest.raises(ConfigError, match="device"):
         load_settings(flags={"device": "gpu"})
