@@ -62,6 +62,7 @@ __all__ = [
     "RunRecord",
     "RunTracking",
     "SourceRecord",
+    "WeightsRecord",
 ]
 
 TaskName = str
@@ -241,6 +242,14 @@ class DatasetRef(ArtifactModel):
     fingerprint: str
 
 
+class WeightsRecord(ArtifactModel):
+    """The file a network's weights started from (``model.pretrained`` or ``model.weights``)."""
+
+    name: str
+    file: str
+    sha256: str
+
+
 class ModelSpec(ArtifactModel):
     """Enough to rebuild a run's network with :func:`visionops.models.build_model`."""
 
@@ -250,8 +259,9 @@ class ModelSpec(ArtifactModel):
     image_size: int
     feature_dim: int | None = None
     dropout: float = 0.0
-    pretrained: bool = False
+    pretrained: bool | str = False
     weights: str | None = None
+    weights_source: WeightsRecord | None = None
     freeze_backbone: bool = False
 
 
@@ -388,6 +398,7 @@ class BundleRun(ArtifactModel):
     epoch: int | None = None
     model: str | None = None
     dataset: str | None = None
+    weights_source: WeightsRecord | None = None
 
 
 class Calibration(ArtifactModel):

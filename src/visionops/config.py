@@ -153,10 +153,12 @@ class ModelSettings(_Section):
         "resnet18",
         description="A torchvision name or timm:<name>[.<tag>] (`visionops models`).",
     )
-    pretrained: bool = Field(
+    pretrained: bool | str = Field(
         False,
-        description="Start from pretrained weights in the local cache (TORCH_HOME for"
-        " torchvision, the Hugging Face cache for timm; HF_HUB_OFFLINE honoured).",
+        description="Start from pretrained weights in the local cache: true takes any"
+        " official ImageNet file of a torchvision architecture in TORCH_HOME (DEFAULT first)"
+        " or a timm model's weights in the Hugging Face cache (HF_HUB_OFFLINE honoured); a"
+        " torchvision weights name (IMAGENET1K_V1) picks that file.",
     )
     weights: str | None = Field(
         None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,10 @@ def test_train_with_a_pretrained_timm_model_offline(
 
     record = RunRecord.read(tmp_path / "runs" / "vit" / "run.json")
     assert record.model.pretrained and record.status == "completed"
+    # The run names the exact file it started from.
+    source = record.model.weights_source
+    assert source is not None and source.name == "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    assert source.sha256 == hashlib.sha256(Path(source.file).read_bytes()).hexdigest()
     # The normalisation is the pretrained config's (0.5 for this ViT), not the data's.
     assert record.normalization.mean == [0.5, 0.5, 0.5]
     assert record.normalization.std == [0.5, 0.5, 0.5]

@@ -100,7 +100,7 @@ class PatchFeatureExtractor(nn.Module):
         *,
         channels: int,
         layers: Sequence[str] = ("layer2", "layer3"),
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         weights: Path | None = None,
         image_size: int = 224,
         projection_dim: int | None = None,

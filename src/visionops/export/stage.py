@@ -566,6 +566,7 @@ def _manifest(
             "epoch": record.best_epoch if source.checkpoint == "best" else record.epochs_completed,
             "model": spec.name,
             "dataset": record.dataset.name,
+            "weights_source": spec.weights_source,
         },
         opset=options.opset,
         reference_samples=reference[1],

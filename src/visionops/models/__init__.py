@@ -8,7 +8,8 @@ Pretrained weights come from the local caches or from ``model.weights=PATH``
 (:mod:`visionops.models.weights`), never from a download the user did not allow.
 
 Modules: ``registry`` (names, facts, did-you-mean), ``torchvision_family``, ``timm_family``
-(offline weights), ``weights`` (state dict files), ``heads`` (:class:`VisionModel`), ``build``.
+(offline weights), ``weights`` (state dict files), ``provenance`` (where the starting
+weights came from), ``heads`` (:class:`VisionModel`), ``build``.
 
 Examples:
     >>> model = build_model("resnet18", num_outputs=8)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from visionops.models.build import build_backbone, build_model
 from visionops.models.heads import VisionModel
+from visionops.models.provenance import WeightsSource, weights_source
 from visionops.models.registry import (
     BackboneFacts,
     check_model_name,
@@ -37,6 +39,7 @@ __all__ = [
     "TIMM_PREFIX",
     "BackboneFacts",
     "VisionModel",
+    "WeightsSource",
     "build_backbone",
     "build_model",
     "check_model_name",
@@ -45,4 +48,5 @@ __all__ = [
     "is_vit",
     "list_backbones",
     "pretrained_normalization",
+    "weights_source",
 ]

@@ -16,14 +16,15 @@ __all__ = ["build_backbone", "build_model"]
 
 
 def _timm_backbone(
-    name: str, *, pretrained: bool, weights: Path | None, image_size: int | None
+    name: str, *, pretrained: bool | str, weights: Path | None, image_size: int | None
 ) -> tuple[nn.Module, int]:
     network, head = timm_family.new_network(name)
     state, source = None, ""
     if weights is not None:
         state, source = read_state_dict(weights), str(weights)
     elif pretrained:
-        state, source = timm_family.pretrained_state(name)
+        path, label = timm_family.pretrained_file(name)
+        state, source = read_state_dict(path), f"{label} ({path})"
     if state is not None:
         converter = timm_family.state_filter(network)
         if converter is not None:
@@ -44,7 +45,7 @@ def build_backbone(
     name: str,
     *,
     channels: int = 3,
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     weights: Path | None = None,
     image_size: int | None = None,
 ) -> tuple[nn.Module, int]:
@@ -53,8 +54,10 @@ def build_backbone(
     Args:
         name: A name from :func:`~visionops.models.registry.list_backbones`.
         channels: Input channels (1 for grayscale; the first convolution is adapted).
-        pretrained: Load the family's default (or tagged) pretrained weights from the local
-            cache (``TORCH_HOME``, the Hugging Face cache).
+        pretrained: Load pretrained weights from the local cache: ``True`` for any official
+            ImageNet file of a torchvision architecture in ``TORCH_HOME`` (``DEFAULT`` first)
+            or a timm model's (tagged) weights in the Hugging Face cache; a torchvision
+            weights name (``IMAGENET1K_V1``) for that file.
         weights: A state dict file instead (its old classifier dropped, every shape checked).
         image_size: Input side; a ViT's position embeddings are resampled to it.
 
@@ -71,7 +74,7 @@ def build_backbone(
         )
     else:
         network, dim, head = torchvision_family.headless_network(
-            name, pretrained=pretrained and weights is None
+            name, pretrained=pretrained if weights is None else False
         )
         if weights is not None:
             load_backbone_state(
@@ -86,7 +89,7 @@ def build_model(
     *,
     num_outputs: int,
     channels: int = 3,
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     dropout: float = 0.0,
     weights: Path | None = None,
     image_size: int | None = None,
@@ -97,7 +100,8 @@ def build_model(
         name: A torchvision name or ``timm:<name>[.<tag>]`` (``visionops models``).
         num_outputs: Size of the head's output.
         channels: Input channels (1 for grayscale; the first convolution is adapted).
-        pretrained: Start from the pretrained weights in the local cache.
+        pretrained: Start from pretrained weights in the local cache (see
+            :func:`build_backbone`).
         dropout: Dropout before the head.
         weights: Start from this state dict file instead.
         image_size: Input side (a ViT's position embeddings are resampled to it).

@@ -10,6 +10,7 @@ fill the cache on a connected machine. A ViT's position embeddings are resampled
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -20,20 +21,22 @@ import torch
 from torch import nn
 
 from visionops.errors import ConfigError
-from visionops.models.weights import StateFilter, read_state_dict
+from visionops.models.weights import StateFilter
 
 __all__ = [
     "TIMM_PREFIX",
     "TimmWeights",
     "arch_of",
+    "cached_config",
     "hf_cache_dir",
+    "input_size",
     "is_timm",
     "is_vit",
     "names",
     "new_network",
     "normalization",
     "param_count",
-    "pretrained_state",
+    "pretrained_file",
     "pretrained_tags",
     "state_filter",
 ]
@@ -94,12 +97,42 @@ def _pretrained_cfg(name: str) -> Any:
     return get_pretrained_cfg(_model_name(name), allow_unregistered=False)
 
 
+def cached_config(name: str) -> dict[str, Any]:
+    """The ``pretrained_cfg`` of the ``config.json`` beside the cached weights ({} if none).
+
+    The file a team filled the cache with describes its own weights (mean, std, input size);
+    it wins over timm's built-in entry for the tag.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    where = _weights_location(name)
+    if not where.repo_id:
+        return {}
+    found = try_to_load_from_cache(where.repo_id, "config.json", cache_dir=hf_cache_dir())
+    if not isinstance(found, str):
+        return {}
+    try:
+        config = json.loads(Path(found).read_text())
+    except (OSError, ValueError):
+        return {}
+    pretrained = config.get("pretrained_cfg") if isinstance(config, dict) else None
+    return pretrained if isinstance(pretrained, dict) else {}
+
+
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std of the model's pretrained config (ImageNet's when timm has none)."""
+    """Mean and std of the pretrained weights (cached ``config.json``, timm's entry, ImageNet)."""
     cfg = _pretrained_cfg(name)
-    mean = tuple(float(v) for v in (cfg.mean if cfg else (0.485, 0.456, 0.406)))
-    std = tuple(float(v) for v in (cfg.std if cfg else (0.229, 0.224, 0.225)))
-    return mean, std
+    cached = cached_config(name)
+    mean = cached.get("mean") or (cfg.mean if cfg else (0.485, 0.456, 0.406))
+    std = cached.get("std") or (cfg.std if cfg else (0.229, 0.224, 0.225))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def input_size(name: str) -> int | None:
+    """The image side the pretrained weights were trained at (cached config, else timm's)."""
+    cfg = _pretrained_cfg(name)
+    size = cached_config(name).get("input_size") or (cfg.input_size if cfg else None)
+    return int(size[-1]) if size else None
 
 
 def param_count(name: str) -> float:
@@ -180,7 +213,7 @@ def _fill_hint(name: str) -> str:
     )
 
 
-def _from_hf_cache(name: str, where: TimmWeights) -> tuple[dict[str, torch.Tensor], str]:
+def _from_hf_cache(name: str, where: TimmWeights) -> Path:
     from huggingface_hub import try_to_load_from_cache
 
     assert where.repo_id is not None
@@ -189,7 +222,7 @@ def _from_hf_cache(name: str, where: TimmWeights) -> tuple[dict[str, torch.Tenso
     for filename in filenames:
         found = try_to_load_from_cache(where.repo_id, filename, cache_dir=cache_dir)
         if isinstance(found, str):
-            return read_state_dict(Path(found)), f"{where.repo_id}/{filename}"
+            return Path(found)
     looked = f"{cache_dir}/models--{where.repo_id.replace('/', '--')}"
     if _offline():
         raise ConfigError(
@@ -206,10 +239,10 @@ def _from_hf_cache(name: str, where: TimmWeights) -> tuple[dict[str, torch.Tenso
             f"cannot get pretrained weights for {name}: not in {looked} and the download failed"
             f" ({type(exc).__name__}: {reason}) — {_fill_hint(name)}"
         ) from None
-    return read_state_dict(Path(path)), f"{where.repo_id}/{filenames[0]}"
+    return Path(path)
 
 
-def _from_torch_cache(name: str, url: str) -> tuple[dict[str, torch.Tensor], str]:
+def _from_torch_cache(name: str, url: str) -> Path:
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     path = torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
     if not path.is_file():
@@ -225,11 +258,11 @@ def _from_torch_cache(name: str, url: str) -> tuple[dict[str, torch.Tensor], str
                 f"cannot get pretrained weights for {name}: {path} is missing and the download"
                 f" failed ({type(exc).__name__}) — {_fill_hint(name)}"
             ) from None
-    return read_state_dict(path), str(path)
+    return path
 
 
-def pretrained_state(name: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The pretrained state dict of ``name`` and where it was read from.
+def pretrained_file(name: str) -> tuple[Path, str]:
+    """The file holding ``name``'s pretrained weights, and its name (``timm/<arch>.<tag>``).
 
     Raises:
         ConfigError: timm publishes no weights for it, or they are neither cached nor
@@ -237,9 +270,9 @@ def pretrained_state(name: str) -> tuple[dict[str, torch.Tensor], str]:
     """
     where = _weights_location(name)
     if where.repo_id:
-        return _from_hf_cache(name, where)
+        return _from_hf_cache(name, where), where.repo_id
     if where.url and where.url.rsplit(".", 1)[-1] in {"pth", "pt", "bin", "safetensors"}:
-        return _from_torch_cache(name, where.url)
+        return _from_torch_cache(name, where.url), where.url.rsplit("/", 1)[-1]
     raise ConfigError(
         f"timm publishes no loadable pretrained weights for {name} — pick a tag from"
         " `visionops models`, pass model.weights=PATH, or train with --no-pretrained"

@@ -27,6 +27,9 @@ __all__ = [
     "headless_network",
     "names",
     "normalization",
+    "torch_cache",
+    "weights_choice",
+    "weights_file",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,31 +90,69 @@ def describe(name: str) -> TorchvisionFacts:
     )
 
 
-def _torch_cache() -> Path:
+def torch_cache() -> Path:
+    """``TORCH_HOME/hub/checkpoints``, read from the environment at call time."""
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     return torch_home / "hub" / "checkpoints"
 
 
-def _network(name: str, pretrained: bool) -> nn.Module:
-    weights: Any = None
-    if pretrained:
-        weights = torchvision.models.get_model_weights(name).DEFAULT
+def _file_name(weights: Any) -> str:
+    return str(weights.url).rsplit("/", 1)[-1]
+
+
+def weights_choice(name: str, choice: bool | str) -> Any:
+    """The torchvision weights ``model.pretrained`` picks for ``name``.
+
+    ``True`` takes the first official ImageNet file of the architecture already in
+    ``TORCH_HOME`` (``DEFAULT`` first, then the others), else ``DEFAULT`` (downloaded once where
+    the network allows); a name (``IMAGENET1K_V1``, ``DEFAULT``) takes that one.
+
+    Raises:
+        ConfigError: A weights name the architecture does not have (the message lists them).
+    """
+    enum = torchvision.models.get_model_weights(name)
+    if isinstance(choice, str):
+        try:
+            return enum[choice.removeprefix(f"{enum.__name__}.")]
+        except KeyError:
+            known = ", ".join(member.name for member in enum)
+            raise ConfigError(
+                f"{name} has no weights '{choice}' — pick one of: {known}, or true for any"
+                " cached ImageNet file"
+            ) from None
+    members = [enum.DEFAULT, *(member for member in enum if member is not enum.DEFAULT)]
+    for member in members:
+        if (torch_cache() / _file_name(member)).is_file():
+            return member
+    return enum.DEFAULT
+
+
+def weights_file(weights: Any) -> Path:
+    """Where torch keeps (or will keep) the file of a torchvision weights entry."""
+    return torch_cache() / _file_name(weights)
+
+
+def _network(name: str, pretrained: bool | str) -> nn.Module:
+    weights: Any = weights_choice(name, pretrained) if pretrained else None
     try:
         network: nn.Module = torchvision.models.get_model(name, weights=weights)
     except (OSError, RuntimeError) as exc:
-        if not pretrained:
+        if weights is None:
             raise
-        filename = str(weights.url).rsplit("/", 1)[-1]
+        if isinstance(pretrained, str):
+            looked = f"{_file_name(weights)} ({weights.name}) is not"
+        else:
+            looked = "none of " + ", ".join(_file_name(member) for member in type(weights)) + " is"
         raise ConfigError(
-            f"cannot get pretrained weights for {name} ({type(exc).__name__}: no network?)"
-            f" — pass --no-pretrained, or put {filename} in {_torch_cache()} (run"
-            f" `visionops train ... model.name={name} --pretrained` once on a connected machine"
-            " with the same TORCH_HOME and copy the file)"
+            f"cannot get pretrained weights for {name} ({type(exc).__name__}: no network?):"
+            f" {looked} in {torch_cache()} — put the file there (or set TORCH_HOME), pass"
+            " model.pretrained=true for any cached ImageNet file, model.weights=PATH, or"
+            " --no-pretrained"
         ) from None
     return network
 
 
-def headless_network(name: str, pretrained: bool) -> tuple[nn.Module, int, list[str]]:
+def headless_network(name: str, pretrained: bool | str) -> tuple[nn.Module, int, list[str]]:
     """The network with its classifier replaced by an identity.
 
     Returns:

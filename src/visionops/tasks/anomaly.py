@@ -386,7 +386,7 @@ class AnomalyTask(Task):
             image_size,
             plan.describe(),
         )
-        starts_trained = settings.model.pretrained or settings.model.weights is not None
+        starts_trained = bool(settings.model.pretrained) or settings.model.weights is not None
         self._fit = (options, settings.train.seed, extractor, plan, starts_trained)
         return plan.dim
 

@@ -6,14 +6,24 @@ A new run's record holds what is known before its first epoch (or its one pass);
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from visionops.artifacts import DatasetRef, ModelSpec, Monitor, Normalization, RunDevice, RunRecord
+from visionops.artifacts import (
+    DatasetRef,
+    ModelSpec,
+    Monitor,
+    Normalization,
+    RunDevice,
+    RunRecord,
+    WeightsRecord,
+)
 from visionops.config import Settings
 from visionops.data.prepared import PreparedDataset
 from visionops.errors import ConfigError
+from visionops.models import weights_source
 from visionops.tasks import Task
 from visionops.train.dataset import shown
 from visionops.train.engine import training_versions
@@ -24,6 +34,16 @@ __all__ = ["check_resume_fits", "new_run_record", "now"]
 def now() -> str:
     """The current UTC time as ``run.json`` records it."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _weights_record(settings: Settings) -> WeightsRecord | None:
+    model = settings.model
+    source = weights_source(
+        model.name,
+        pretrained=model.pretrained,
+        weights=Path(model.weights) if model.weights else None,
+    )
+    return WeightsRecord(**dataclasses.asdict(source)) if source is not None else None
 
 
 def new_run_record(
@@ -73,6 +93,7 @@ def new_run_record(
             dropout=settings.model.dropout,
             pretrained=settings.model.pretrained,
             weights=settings.model.weights,
+            weights_source=_weights_record(settings),
             freeze_backbone=freeze_backbone,
         ),
         normalization=Normalization(mean=list(mean), std=list(std)),
