@@ -656,3 +656,35 @@ def regression_bundle(tmp_path_factory: pytest.TempPathFactory, handmade_runs: P
 
 # End of the exported bundles block.
 # --------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------
+# Real images and ImageNet weights (scripts/real-data).
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The cache ``scripts/real-data`` fills (``$VISIONOPS_REAL_DATA``).
+
+    Absent, the real-data tests skip, except where ``VISIONOPS_REQUIRE_REAL_DATA=1`` (CI):
+    there they fail, so a broken fetch cannot turn them into silent skips.
+    """
+    root = Path(
+        os.environ.get("VISIONOPS_REAL_DATA") or Path.home() / ".cache" / "visionops" / "real-data"
+    )
+    if not (root / "huggingface" / ".visionops-real-data").is_file():
+        message = f"no real-data cache in {root}: run scripts/real-data"
+        if os.environ.get("VISIONOPS_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture
+def real_weights(real_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """torch and timm pointed at the real-data cache's ImageNet weights, offline."""
+    monkeypatch.setenv("TORCH_HOME", str(real_data / "torch"))
+    monkeypatch.setenv("HF_HOME", str(real_data / "huggingface"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return real_data
