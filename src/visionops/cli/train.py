@@ -126,7 +126,8 @@ def train(
         bool | None,
         typer.Option(
             "--pretrained/--no-pretrained",
-            help="Start from torchvision's ImageNet weights (downloaded once).",
+            help="Start from ImageNet weights in the local cache (TORCH_HOME, the Hugging Face"
+            " cache); model.pretrained=IMAGENET1K_V1 picks a torchvision file.",
             show_default=False,
         ),
     ] = None,
