@@ -359,6 +359,21 @@ class Task(ABC):
             return bool(np.isfinite(value))
         return value > best if self.mode == "max" else value < best
 
+    def within_noise(self, value: float, best: float | None, images: int) -> bool:
+        """Whether ``value`` falls short of ``best`` by less than validation noise.
+
+        The noise is the standard error of a share measured on ``images`` validation images,
+        ``sqrt(p (1 - p) / n)`` at ``p = best``: the exact error of accuracy, and the scale of
+        the error of mAP and R² (every monitored metric here is at most 1 and maximised). On
+        150 images at 0.89 it is 2.6 points, four images.
+        """
+        if best is None or not (np.isfinite(best) and np.isfinite(value)) or images < 1:
+            return False
+        if self.mode != "max":
+            return False
+        share = min(max(best, 0.0), 1.0)
+        return best - value <= float(np.sqrt(share * (1.0 - share) / images))
+
 
 TrainingTask = Task
 """The name the training engine used before tasks had a torch-free half."""

@@ -434,6 +434,8 @@ def _lead(
     record = writer.record
     best = finite(record.best_metric)
     best_epoch: int | None = record.best_epoch
+    top = _top_score(writer.history, task, best)
+    val_images = len(engine.dataset.indices(engine.val_split))
     epochs_done = first_epoch - 1
     images_trained = 0
     train_seconds = 0.0
@@ -479,7 +481,16 @@ def _lead(
                 engine.check_finite(val["loss"], epoch, len(engine.train_loader), "validation")
             validated = time.perf_counter()
             value = val.get(task.monitor, float("nan"))
-            improved = validating and task.better(value, best)
+            # The checkpoint kept as best is the latest validated epoch within validation noise
+            # of the top score: on a small val split a one-image difference says nothing, and
+            # under a decaying learning rate the later weights generalise better (measured on
+            # real Fashion-MNIST, benchmarks/quality.py).
+            beats_top = validating and task.better(value, top)
+            improved = beats_top or (
+                validating and best_epoch is not None and task.within_noise(value, top, val_images)
+            )
+            if beats_top:
+                top = value
             if improved:
                 best, best_epoch = value, epoch
             epochs_done = epoch
@@ -601,6 +612,18 @@ def _lead(
             f"visionops train --resume {shown(writer.path)}" if status == "interrupted" else None
         ),
     )
+
+
+def _top_score(
+    history: list[dict[str, Any]], task: TrainingTask, best: float | None
+) -> float | None:
+    """The best validation score of the epochs already trained (a resumed run's history)."""
+    top = best
+    for row in history:
+        value = row.get(f"val_{task.monitor}")
+        if isinstance(value, int | float) and task.better(float(value), top):
+            top = float(value)
+    return top
 
 
 def _final_metrics(
