@@ -9,7 +9,6 @@ imports torch.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from visionops.serve.metrics import MetricsMiddleware
 from visionops.serve.models import ModelSet, ServedModel
 from visionops.serve.predict import PredictShortcut
 from visionops.serve.routes import build_router
+from visionops.serve.sources import model_name
 from visionops.serve.state import ServingState, default_log_dir
 
 __all__ = [
@@ -34,21 +34,9 @@ __all__ = [
     "create_app",
     "create_models_app",
     "default_log_dir",
-    "model_name",
 ]
 
 API_KEY_ENV = "VISIONOPS_API_KEY"
-
-
-def model_name(bundle_dir: Path) -> str:
-    """A model's name when none is given: its run's folder (``runs/a/bundle`` → ``a``).
-
-    Characters a URL path or a metric label would not take as they are become ``-``.
-    """
-    folder = bundle_dir.resolve()
-    named = folder.parent.name if folder.name == "bundle" and folder.parent.name else folder.name
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", named).strip("-_")[:64]
-    return cleaned or "model"
 
 
 def create_app(
@@ -87,7 +75,7 @@ def create_app(
         >>> app = create_app(bundle, ServeSettings())  # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
-    served = ServedModel(model_name(bundle.path), bundle, log_dir, str(bundle.path))
+    served = ServedModel(model_name(str(bundle.path)), bundle, log_dir, str(bundle.path))
     return create_models_app(
         [served], settings, decode_threads=decode_threads, device=device, drift=drift
     )

@@ -9,7 +9,6 @@ own queue. :class:`ModelSet` routes ``/models/{name}/...`` and ``?model=NAME`` t
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,25 +21,7 @@ from visionops.serve.metrics import HttpMetrics, render_models
 from visionops.serve.predict import PredictEndpoint, model_in_query, takes_options
 from visionops.serve.state import ServingState
 
-__all__ = ["NAME_PATTERN", "ModelSet", "ServedModel", "check_name"]
-
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-"""A model's name: it appears in URL paths and metric labels as it is."""
-
-
-def check_name(name: str, source: str) -> str:
-    """``name`` if it can name a model, else the one-line error that says how to name it.
-
-    Raises:
-        ServeError: Not letters, digits, ``-`` and ``_`` (64 at most, not starting with
-            ``-`` or ``_``).
-    """
-    if not NAME_PATTERN.fullmatch(name):
-        raise ServeError(
-            f"'{name}' cannot name the model {source}: use letters, digits, '-' and '_'"
-            f" (at most 64) — e.g. visionops serve my-model={source}"
-        )
-    return name
+__all__ = ["ModelSet", "ServedModel"]
 
 
 @dataclass(frozen=True)
