@@ -123,7 +123,7 @@ def _intact(folder: Path) -> bool:
     try:
         load_bundle(folder, verify=True, allow_unverified=True)
     except ArtifactError as exc:
-        logger.warning("discarding the damaged cached bundle {}: {}", folder, exc)
+        logger.warning("the cached bundle {} is damaged: {}", folder, exc)
         return False
     return True
 
@@ -191,8 +191,10 @@ def _download_url(source: str, staging: Path, cache: Path) -> str | None:
         ) from None
     key = _sha256(manifest)
     cached = _object_path(cache, key)
-    if (cached / BUNDLE_MANIFEST).is_file() and _intact(cached):
-        return key
+    if (cached / BUNDLE_MANIFEST).is_file():
+        if _intact(cached):
+            return key
+        shutil.rmtree(cached, ignore_errors=True)  # damaged on disk: downloaded again below
     try:
         meta = BundleMeta.model_validate_json(manifest)
     except ValidationError:

@@ -15,8 +15,8 @@ from visionops.inference.bundle import load_bundle
 from visionops.inference.predlog import read_prediction_log
 from visionops.inference.runtime import available_cores
 from visionops.serve.app import ServedModel, create_models_app
-from visionops.serve.state import compute_plan
 from visionops.serve.sources import model_name, split_model_args, split_source
+from visionops.serve.state import compute_plan
 
 SETTING_KEYS = ["device", "runs_root", "serve", "drift"]
 DRIFT = DriftSettings(min_samples=5, every=1000, window=20, permutations=19)
