@@ -45,12 +45,15 @@ def split_source(text: str) -> tuple[str | None, str]:
     """``NAME=SOURCE`` → ``(NAME, SOURCE)``; a plain SOURCE → ``(None, SOURCE)``.
 
     A URL whose query holds ``=`` and a folder whose name holds ``=`` stay whole.
+
+    Raises:
+        ServeError: A NAME that cannot name a model (see :func:`check_name`).
     """
     if _is_remote(text) or Path(text).exists():
         return None, text
     name, sep, source = text.partition("=")
-    if sep and source and NAME_PATTERN.fullmatch(name):
-        return name, source
+    if sep and source and "/" not in name:
+        return check_name(name, source), source
     return None, text
 
 
@@ -75,7 +78,7 @@ def split_model_args(
         key, sep, _ = item.partition("=")
         if not sep or _is_remote(item) or Path(item).exists():
             models.append(item)
-        elif "." in key or key in setting_keys or not NAME_PATTERN.fullmatch(key):
+        elif "." in key or key in setting_keys:
             overrides.append(item)
         else:
             models.append(item)

@@ -184,3 +184,75 @@ def test_model_arguments_and_their_names(tmp_path: Path) -> None:
     assert model_name("wandb:team/proj/run-007-bundle:latest") == "run-007"
     (tmp_path / "runs" / "run.v2" / "bundle").mkdir(parents=True)
     assert model_name(str(tmp_path / "runs" / "run.v2" / "bundle")) == "run-v2"
+
+
+# ------------------------------------------------------------------ what `serve` is given
+
+
+def test_plan_names_models_and_gives_each_its_own_log(
+    classification_bundle: Path, regression_bundle: Path, tmp_path: Path
+) -> None:
+    from visionops.config import load_settings
+    from visionops.serve.runner import plan_models
+
+    settings = load_settings(overrides=[f"runs_root={tmp_path / 'runs'}"], cwd=tmp_path)
+    colours, dishes = str(classification_bundle), str(regression_bundle)
+    plans = plan_models([colours, f"food={dishes}"], settings)
+    assert [(p.name, p.bundle.task) for p in plans] == [
+        ("colours-run", "classification"),
+        ("food", "regression"),
+    ]
+    assert [p.log_dir for p in plans] == [
+        str(classification_bundle.parent / "predictions"),
+        str(regression_bundle.parent / "predictions"),
+    ]
+    # One run under two names: a log folder each, below the run's.
+    twice = plan_models([f"a={colours}", f"b={colours}"], settings)
+    assert [p.log_dir for p in twice] == [
+        str(classification_bundle.parent / "predictions" / name) for name in ("a", "b")
+    ]
+    # --log-dir with several models: one folder (or URL prefix) per model.
+    logged = plan_models([colours, dishes], settings, tmp_path / "logs")
+    assert [p.log_dir for p in logged] == [
+        str(tmp_path / "logs" / "colours-run"),
+        str(tmp_path / "logs" / "dishes-run"),
+    ]
+    in_bucket = plan_models([colours, dishes], settings, "s3://b/logs")
+    assert [p.log_dir for p in in_bucket] == ["s3://b/logs/colours-run", "s3://b/logs/dishes-run"]
+    # One model keeps --log-dir as it is (as a one-bundle server always did).
+    assert plan_models([colours], settings, tmp_path / "one")[0].log_dir == str(tmp_path / "one")
+    # serve.models when the command line names none.
+    configured = settings.model_copy(
+        update={"serve": settings.serve.model_copy(update={"models": [f"x={dishes}"]})}
+    )
+    assert [p.name for p in plan_models([], configured)] == ["x"]
+    with pytest.raises(ServeError, match="two models are named 'colours-run'"):
+        plan_models([colours, colours], settings)
+    with pytest.raises(ServeError, match="cannot name the model"):
+        plan_models([f"-bad={colours}"], settings)
+
+
+def test_workers_build_every_model_from_the_spec(
+    classification_bundle: Path,
+    regression_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from visionops.serve import runner
+
+    spec = runner.WorkerSpec(
+        settings=ServeSettings(),
+        models=[
+            runner.WorkerModel(
+                name="c", bundle=classification_bundle, log_dir=str(tmp_path / "c"), source="c"
+            ),
+            runner.WorkerModel(
+                name="d", bundle=regression_bundle, log_dir=str(tmp_path / "d"), source="d"
+            ),
+        ],
+    )
+    monkeypatch.setenv(runner.ENV_SPEC, spec.model_dump_json())
+    models = runner.app_from_environment().state.models
+    assert models.names == ["c", "d"]
+    assert models.get("d").log_dir == tmp_path / "d"
+    assert models.get("c").batches_at_once == max(1, available_cores() // 2)
