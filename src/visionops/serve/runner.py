@@ -26,7 +26,7 @@ from loguru import logger
 from pydantic import BaseModel, SecretStr, field_validator
 
 from visionops.config import DriftSettings, ServeSettings, Settings
-from visionops.errors import ServeError
+from visionops.errors import ConfigError, ServeError
 from visionops.inference.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
 from visionops.inference.remote import fetch_bundle, is_remote_bundle
 from visionops.inference.runtime import execution_providers
@@ -258,7 +258,7 @@ def plan_models(
         ArtifactError: No bundle and no run to export, or one that fails verification.
         StorageError: A URL that cannot be reached and is not cached.
         TrackingError: A W&B artifact that cannot be downloaded and is not cached.
-        ServeError: A bad or repeated name.
+        ConfigError: A bad or repeated name.
     """
     from visionops.serve.state import default_log_dir
 
@@ -288,7 +288,7 @@ def plan_models(
     names = [plan.name for plan in plans]
     for plan in plans:
         if names.count(plan.name) > 1:
-            raise ServeError(
+            raise ConfigError(
                 f"two models are named '{plan.name}' — name them, e.g."
                 f" visionops serve {plan.name}-a={plans[names.index(plan.name)].source}"
                 f" {plan.name}-b={plan.source}"

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from visionops.errors import ServeError
+from visionops.errors import ConfigError
 from visionops.storage import is_url
 
 __all__ = ["NAME_PATTERN", "check_name", "model_name", "split_model_args", "split_source"]
@@ -30,11 +30,11 @@ def check_name(name: str, source: str) -> str:
     """``name`` if it can name a model.
 
     Raises:
-        ServeError: Not letters, digits, ``-`` and ``_`` (64 at most, starting with a
+        ConfigError: Not letters, digits, ``-`` and ``_`` (64 at most, starting with a
             letter or digit); the message says how to name it.
     """
     if not NAME_PATTERN.fullmatch(name):
-        raise ServeError(
+        raise ConfigError(
             f"'{name}' cannot name the model {source}: use letters, digits, '-' and '_'"
             f" (at most 64) — e.g. visionops serve my-model={source}"
         )
@@ -47,7 +47,7 @@ def split_source(text: str) -> tuple[str | None, str]:
     A URL whose query holds ``=`` and a folder whose name holds ``=`` stay whole.
 
     Raises:
-        ServeError: A NAME that cannot name a model (see :func:`check_name`).
+        ConfigError: A NAME that cannot name a model (see :func:`check_name`).
     """
     if _is_remote(text) or Path(text).exists():
         return None, text

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from serve_helpers import colour_image, wait_ready
 from visionops.config import DriftSettings, ServeSettings
-from visionops.errors import ServeError
+from visionops.errors import ConfigError, ServeError
 from visionops.inference.bundle import load_bundle
 from visionops.inference.predlog import read_prediction_log
 from visionops.inference.runtime import available_cores
@@ -226,9 +226,9 @@ def test_plan_names_models_and_gives_each_its_own_log(
         update={"serve": settings.serve.model_copy(update={"models": [f"x={dishes}"]})}
     )
     assert [p.name for p in plan_models([], configured)] == ["x"]
-    with pytest.raises(ServeError, match="two models are named 'colours-run'"):
+    with pytest.raises(ConfigError, match="two models are named 'colours-run'"):
         plan_models([colours, colours], settings)
-    with pytest.raises(ServeError, match="cannot name the model"):
+    with pytest.raises(ConfigError, match="cannot name the model"):
         plan_models([f"-bad={colours}"], settings)
 
 
