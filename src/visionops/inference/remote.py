@@ -36,7 +36,7 @@ from visionops._io import atomic_write_text
 from visionops.artifacts import BundleMeta
 from visionops.errors import ArtifactError, StorageError, TrackingError
 from visionops.inference.bundle import BUNDLE_MANIFEST, load_bundle
-from visionops.storage import filesystem, is_url, storage_error
+from visionops.storage import filesystem, is_url, public_source, storage_error
 from visionops.tracking.model_artifact import (
     WANDB_PREFIX,
     download_bundle_artifact,
@@ -236,7 +236,7 @@ def _offline(cache: Path, source: str, unreachable: StorageError | TrackingError
     folder, ref = last
     logger.warning(
         "cannot download {} now ({}); serving its copy downloaded at {} from the cache {}",
-        source,
+        public_source(source),
         str(unreachable)[:200],
         ref.fetched_at,
         folder,

@@ -417,6 +417,8 @@ def build_router(models: ModelSet) -> APIRouter:
         methods=["GET"],
         tags=["models"],
         summary="The served models: name, task, version, status, options and endpoints.",
+        dependencies=auth,
+        responses=auth_errors,
     )
     for name in models.names:
         state = models.get(name)

@@ -31,7 +31,7 @@ from visionops.inference.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
 from visionops.inference.remote import fetch_bundle, is_remote_bundle
 from visionops.inference.runtime import execution_providers
 from visionops.serve.http_errors import SecretScrubber
-from visionops.serve.sources import check_name, model_name, split_source
+from visionops.serve.sources import check_name, model_name, public_source, split_source
 from visionops.storage import is_url, join
 
 __all__ = [
@@ -234,7 +234,7 @@ def _bundle_dir(source: str, settings: Settings) -> tuple[Path, bool]:
             if fetched.offline
             else "cached"
         )
-        logger.info("{} → {} ({})", source, fetched.path, how)
+        logger.info("{} → {} ({})", public_source(source), fetched.path, how)
         return fetched.path, True
     return ensure_bundle(Path(source), settings), False
 

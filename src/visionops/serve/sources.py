@@ -12,9 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from visionops.errors import ConfigError
-from visionops.storage import is_url
+from visionops.storage import is_url, public_source
 
-__all__ = ["NAME_PATTERN", "check_name", "model_name", "split_model_args", "split_source"]
+__all__ = [
+    "NAME_PATTERN",
+    "check_name",
+    "model_name",
+    "public_source",
+    "split_model_args",
+    "split_source",
+]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """A model's name: it appears in URL paths and metric labels as it is."""

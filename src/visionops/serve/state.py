@@ -37,6 +37,7 @@ from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
 from visionops.serve.metrics import ServeMetrics, watch_log_uploads, watch_statistics
 from visionops.serve.schemas import predict_response_model
+from visionops.serve.sources import public_source
 from visionops.serve.uploads import IMAGE_TYPES, Upload
 from visionops.storage import is_url
 
@@ -110,7 +111,8 @@ class ServingState:
         device: ``--device``; see :func:`~visionops.inference.runtime.execution_providers`.
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
         name: The model's name in a server with several (``/models/{name}/predict``).
-        source: Where the bundle came from, as the user named it (a folder, URL, ...).
+        source: Where the bundle came from, as the user named it (a folder, URL, ...); a
+            URL is kept without its query or password (:func:`public_source`).
         models: How many models the server serves: this one gets ``1/models`` of the CPU
             budget (cores for batches and decoding, drift's share).
 
@@ -134,7 +136,7 @@ class ServingState:
         from visionops.drift.online import monitor_for_serve
 
         self.name = name
-        self.source = source or str(bundle.path)
+        self.source = public_source(source) if source else str(bundle.path)
         self.bundle = bundle
         self.meta = bundle.meta
         self.settings = settings

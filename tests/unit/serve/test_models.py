@@ -15,7 +15,7 @@ from visionops.inference.bundle import load_bundle
 from visionops.inference.predlog import read_prediction_log
 from visionops.inference.runtime import available_cores
 from visionops.serve.app import ServedModel, create_models_app
-from visionops.serve.sources import model_name, split_model_args, split_source
+from visionops.serve.sources import model_name, public_source, split_model_args, split_source
 from visionops.serve.state import compute_plan
 
 SETTING_KEYS = ["device", "runs_root", "serve", "drift"]
@@ -256,3 +256,11 @@ def test_workers_build_every_model_from_the_spec(
     assert models.names == ["c", "d"]
     assert models.get("d").log_dir == tmp_path / "d"
     assert models.get("c").batches_at_once == max(1, available_cores() // 2)
+
+
+def test_sources_are_shown_without_secrets() -> None:
+    signed = "https://h.example/b/bundle?X-Amz-Signature=abc&X-Amz-Credential=k"
+    assert public_source(signed) == "https://h.example/b/bundle"
+    assert public_source("https://me:secret@h.example/b") == "https://h.example/b"
+    assert public_source("s3://models/runs/a/bundle") == "s3://models/runs/a/bundle"
+    assert public_source("runs/a") == "runs/a"
