@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -113,6 +114,12 @@ async def serving_state(request: Request, models: _Models) -> ServingState:
 
 
 _State = Annotated[ServingState, Depends(serving_state)]
+
+
+async def _named(
+    name: Annotated[str, PathParam(description="The model's name (GET /models lists them).")],
+) -> None:
+    """Declares ``{name}`` of ``/models/{name}/...`` for the document (read by serving_state)."""
 
 
 async def require_key(models: _Models, key: _ApiKey, credentials: _Bearer) -> None:
@@ -440,7 +447,7 @@ def build_router(models: ModelSet) -> APIRouter:
         response_model=MetadataResponse,
         tags=["models"],
         summary="One model's task, labels, input size, version, thresholds and limits.",
-        dependencies=auth,
+        dependencies=[Depends(_named), *auth],
         responses={**auth_errors, **_errors(404)},
     )
     router.add_api_route(
@@ -450,6 +457,7 @@ def build_router(models: ModelSet) -> APIRouter:
         response_model=ReadyResponse,
         tags=["models"],
         summary="One model's readiness (503 before it is loaded, and while stopping).",
+        dependencies=[Depends(_named)],
         responses={503: {"model": ReadyResponse, "description": "Not ready; the body says why."}},
     )
     router.add_api_route(
@@ -458,6 +466,7 @@ def build_router(models: ModelSet) -> APIRouter:
         methods=["GET"],
         tags=["models"],
         summary="One model's latest online drift verdict.",
+        dependencies=[Depends(_named)],
         responses=_errors(404),
     )
     router.add_api_route("/", page, methods=["GET"], include_in_schema=False)

@@ -156,6 +156,8 @@ def test_openapi_lists_each_models_task_and_options(two_models: TestClient) -> N
     assert model["schema"]["enum"] == ["colours", "dishes"]
     assert model["schema"]["default"] == "colours"
     assert "/models" in paths
+    named = paths["/models/{name}/drift"]["get"]["parameters"]
+    assert [(p["name"], p["in"]) for p in named] == [("name", "path")]
 
 
 def test_the_cpu_budget_is_split_not_multiplied() -> None:
