@@ -19,6 +19,11 @@ HTTP/1.1 on asyncio streams) or ``httpx``; it shares the cores with the server, 
 request is printed beside the server's (CPU time of the server process over the run, divided
 by the requests answered) and the in-process pipeline's CPU per image.
 
+With ``--isolation``: one server with the bundle twice (``a=BUNDLE b=BUNDLE``, two models of
+one ``visionops serve``); a single client on model b alone, then the same client while
+``--overload-concurrency`` clients saturate model a; b's p99 under a's load over its p99
+alone (goal: <= 2x: a saturated model does not starve another).
+
 With ``--upload-ab``: defaults with the prediction log kept locally vs uploaded to a bucket
 (``--log-dir s3://...`` on a local S3-compatible server, moto's server mode, uploading every
 second), interleaved rounds, and the ratio (goal: uploads on >= 0.97x uploads off).
@@ -45,7 +50,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +191,7 @@ class Payloads:
     kind: str  # "multipart" or "raw" (the image itself as the body)
     bodies: list[bytes]
     content_type: str
+    path: str = "/predict"  # /models/NAME/predict: one model of a server with several
 
 
 def payloads(images: list[bytes], kind: str) -> Payloads:
@@ -203,11 +209,12 @@ class _HttpxConnection:
         self.client = httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0)
         self.headers = {"Content-Type": sent.content_type}
         self.bodies = sent.bodies
+        self.path = sent.path
 
     async def post(self, turn: int) -> str:
         body = self.bodies[turn % len(self.bodies)]
         try:
-            response = await self.client.post("/predict", content=body, headers=self.headers)
+            response = await self.client.post(self.path, content=body, headers=self.headers)
             return str(response.status_code)
         except httpx.TimeoutException:
             return "client-timeout"
@@ -231,7 +238,7 @@ class _LeanConnection:
         self.host, self.port = parsed.host, parsed.port or 80
         self.requests = [
             (
-                f"POST /predict HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"POST {sent.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Content-Type: {sent.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode()
             + body
@@ -589,6 +596,67 @@ def in_process(
 # --------------------------------------------------------------------------- main
 
 
+def isolation(
+    bundle: Path, work: Path, sent: Payloads, args: argparse.Namespace
+) -> dict[str, float]:
+    """Model b's latency alone, then while model a (same server) is saturated.
+
+    Returns:
+        b's p99 alone and under a's load (ms), their ratio, and a's throughput and statuses.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "visionops", "serve", f"a={bundle}", f"b={bundle}"]
+    command += ["--port", str(port), "--log-dir", str(work / "predictions-isolation")]
+    server = Process(command, f"http://127.0.0.1:{port}", "/ready", work / "server-isolation.log")
+    alone_b = replace(sent, path="/models/b/predict")
+    load_a = replace(sent, path="/models/a/predict")
+
+    async def both() -> tuple[
+        tuple[list[float], Counter[str], float], tuple[list[float], Counter[str], float]
+    ]:
+        busy = _load(
+            server.url,
+            load_a,
+            args.overload_concurrency,
+            args.duration + args.ramp_up,  # a is saturated before b's window opens
+            args.ramp_up,
+            args.client,
+        )
+        probe = _load(server.url, alone_b, 1, args.duration, 2 * args.ramp_up, args.client)
+        return await asyncio.gather(busy, probe)
+
+    try:
+        idle, idle_statuses, _ = asyncio.run(
+            _load(server.url, alone_b, 1, args.duration, args.ramp_up, args.client)
+        )
+        (a_latencies, a_statuses, a_seconds), (busy, busy_statuses, _) = asyncio.run(both())
+    finally:
+        server.stop()
+
+    def p99(latencies: list[float]) -> float:
+        return float(np.percentile(np.array(latencies) * 1000, 99)) if latencies else float("nan")
+
+    result = {
+        "b_alone_p99_ms": p99(idle),
+        "b_alone_p50_ms": float(np.median(idle) * 1000) if idle else float("nan"),
+        "b_under_load_p99_ms": p99(busy),
+        "b_under_load_p50_ms": float(np.median(busy) * 1000) if busy else float("nan"),
+        "a_throughput": len(a_latencies) / a_seconds,
+        "a_p99_ms": p99(a_latencies),
+    }
+    result["ratio"] = result["b_under_load_p99_ms"] / result["b_alone_p99_ms"]
+    print(
+        f"  model b alone: p50 {result['b_alone_p50_ms']:.0f} p99 {result['b_alone_p99_ms']:.0f}"
+        f" ms ({len(idle)} requests, {dict(idle_statuses)}); while model a takes"
+        f" {args.overload_concurrency} clients ({result['a_throughput']:.1f} req/s, p99"
+        f" {result['a_p99_ms']:.0f} ms, {dict(a_statuses)}): b p50"
+        f" {result['b_under_load_p50_ms']:.0f} p99 {result['b_under_load_p99_ms']:.0f} ms"
+        f" ({len(busy)} requests, {dict(busy_statuses)})",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="Only load-test this running server, then exit.")
@@ -623,6 +691,12 @@ def main() -> None:
         action="store_true",
         help="Also measure defaults with the log local vs uploaded to a local S3 server"
         " every second (interleaved --rounds).",
+    )
+    parser.add_argument(
+        "--isolation",
+        action="store_true",
+        help="Also measure two models in one server: model b's p99 alone vs while"
+        " --overload-concurrency clients saturate model a.",
     )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument(
@@ -788,6 +862,11 @@ def main() -> None:
                     upload_ab[mode].append(result.throughput)
             uploaded = sum(key.endswith(".jsonl") for key in s3.keys("benchmark-logs"))
             storage_cpu = _cpu_seconds(s3.process.pid) if s3.process else None
+    isolated: dict[str, float] | None = None
+    if args.isolation:
+        print("two models in one server:", flush=True)
+        isolated = isolation(bundle, scratch, sent, args)
+        report["isolation"] = isolated
     fp32 = None
     if len(models) > 1:
         fp32 = measure(
@@ -875,6 +954,13 @@ def main() -> None:
                 " receiving them (a real bucket is elsewhere)"
             )
         report["upload_ab"] = {**upload_ab, "segments_uploaded": uploaded}
+    if isolated is not None:
+        print(
+            f"  isolation: model b's p99 {isolated['b_alone_p99_ms']:.0f} ms alone,"
+            f" {isolated['b_under_load_p99_ms']:.0f} ms while model a (same server) is"
+            f" saturated by {args.overload_concurrency} clients = {isolated['ratio']:.2f}x"
+            " (goal <= 2x)"
+        )
     if naive is not None:
         print(
             f"  best naive @ {args.concurrency}: {naive.throughput:.1f} req/s; visionops is"

@@ -295,6 +295,12 @@ class ExportSettings(_Section):
 class ServeSettings(_Section):
     """The HTTP server."""
 
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models to serve, the first the default: [NAME=]SOURCE, SOURCE a bundle or"
+        " run folder, a run name, an fsspec URL of a bundle (s3://, gs://, https://) or"
+        " wandb:entity/project/name:alias; [] = runs/latest. Command-line models replace it.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)

@@ -22,6 +22,7 @@ __all__ = [
     "filesystem",
     "is_url",
     "join",
+    "public_source",
     "storage_error",
 ]
 
@@ -71,7 +72,10 @@ def storage_error(url: str, error: BaseException, action: str = "reach") -> Stor
     hint = CREDENTIAL_HINTS.get("s3" if protocol == "s3a" else protocol)
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     fix = f"check the URL and {hint}" if hint else "check the URL and its credentials"
-    return StorageError(f"cannot {action} {url}: {reason[:200]}. Fix: {fix}.")
+    shown = public_source(url)
+    if shown != url:  # a presigned URL's signature must not reach the terminal or a log
+        reason = reason.replace(url, shown)
+    return StorageError(f"cannot {action} {shown}: {reason[:200]}. Fix: {fix}.")
 
 
 def filesystem(location: str | os.PathLike[str]) -> tuple[AbstractFileSystem, str]:
@@ -115,3 +119,19 @@ def join(base: str, *parts: str) -> str:
     if is_url(base):
         return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
     return str(Path(base).joinpath(*parts))
+
+
+def public_source(source: str) -> str:
+    """A location as answers and logs show it: a URL without its query or password.
+
+    A presigned ``https://`` URL carries its signature in the query, and a URL may carry
+    ``user:password@``; neither belongs in an answer or a log line.
+    """
+    if not is_url(source):
+        return source
+    scheme, _, rest = source.partition("://")
+    location, _, _ = rest.partition("?")
+    host, at, path = location.partition("/")
+    if "@" in host:
+        host = host.rsplit("@", 1)[1]
+    return f"{scheme}://{host}{'/' if at or path else ''}{path}"

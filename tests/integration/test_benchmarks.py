@@ -112,9 +112,10 @@ def test_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_then_its_profile(tmp_path: Path) -> None:
-    out = _run("serve.py", ["--project", "p", *SERVE, "--upload-ab"], tmp_path)
+    out = _run("serve.py", ["--project", "p", *SERVE, "--upload-ab", "--isolation"], tmp_path)
     assert "best naive @ 2" in out  # the naive baseline server ran too
     assert "uploads on / off" in out  # and the local-log vs bucket-log comparison
+    assert "while model a (same server) is saturated" in out  # and two models in one server
     profile = _run(
         "serve_profile.py", ["--project", "p", "-c", "2", "-d", "1", "--ramp-up", "0.2"], tmp_path
     )

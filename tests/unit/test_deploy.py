@@ -148,3 +148,44 @@ def test_requests_grow_with_the_measured_needs() -> None:
     )  # fmt: skip
     assert resource_name("Run_001@ab") == "run-001-ab"
     assert resource_name("2026-run").startswith("vo-")
+
+
+def test_replicas_can_download_the_bundle_from_a_url(
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from s3_helpers import s3_server
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("VISIONOPS_BUNDLE_CACHE", str(tmp_path / "cache"))
+    bundle = project / "runs" / "colours-run" / "bundle"
+    with s3_server() as s3:
+        s3.make_bucket("models")
+        for path in sorted(bundle.iterdir()):
+            s3.client().upload_file(str(path), "models", f"colours/bundle/{path.name}")
+        url = "s3://models/colours/bundle"
+        code, _, err = run_main(
+            monkeypatch, capsys, "deploy", "k8s", url, "--out-dir", str(tmp_path / "k8s"),
+            "--log-dir", "s3://fleet/predictions",
+        )  # fmt: skip
+        assert code == 0, err
+        code, _, err = run_main(
+            monkeypatch, capsys, "deploy", "cloudrun", url, "--out-dir", str(tmp_path / "run"),
+        )  # fmt: skip
+        assert code == 0, err
+    deployment = _load(tmp_path / "k8s" / "deployment.yaml")
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == [
+        "visionops", "serve", url, "--host", "0.0.0.0", "--port", "8000",
+    ]  # fmt: skip
+    assert container["args"] == ["--log-dir", "s3://fleet/predictions"]
+    assert deployment["metadata"]["name"] == "colours-run"  # named after the bundle's run
+    service = _load(tmp_path / "run" / "service.yaml")
+    run_container = service["spec"]["template"]["spec"]["containers"][0]
+    assert run_container["command"] == [
+        "visionops", "serve", url, "--host", "0.0.0.0", "--port", "8080",
+        "--log-dir", "/predictions",
+    ]  # fmt: skip

@@ -33,7 +33,9 @@ deploy_app = typer.Typer(
 Args = Annotated[
     list[str] | None,
     typer.Argument(
-        help="A bundle folder or a run (folder or name; default runs/latest), then setting"
+        help="A bundle folder or a run (folder or name; default runs/latest), or a bundle's"
+        " URL (s3://, gs://, https://) or wandb:entity/project/name:alias that replicas"
+        " download when they start, then setting"
         " overrides as key=value (e.g. serve.max_batch=16).",
         show_default=False,
         metavar="RUN KEY=VALUE",
@@ -105,11 +107,15 @@ def _run(
         config_file=config, overrides=overrides, recipe=recipe, print_config=print_config
     )
     from visionops.deploy.stage import write_manifests
+    from visionops.inference.remote import is_remote_bundle
 
+    target: Path | str | None = None
+    if target_arg:
+        target = target_arg if is_remote_bundle(target_arg) else Path(target_arg)
     with out.status("measuring what one replica needs (model load and full batches)"):
         return write_manifests(
             settings,
-            Path(target_arg) if target_arg else None,
+            target,
             platform=platform,
             **options,
         )

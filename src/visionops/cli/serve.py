@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -15,18 +14,21 @@ from visionops.cli._common import (
     Recipe,
     Verbose,
     from_setting,
-    one_positional,
     resolve_settings,
     setup,
 )
+from visionops.config import Settings
+from visionops.serve.sources import split_model_args
 
 Args = Annotated[
     list[str] | None,
     typer.Argument(
-        help="A bundle folder or a run (folder or name; default runs/latest), then setting"
-        " overrides as key=value (e.g. serve.queue_size=64).",
+        help="The models: each a bundle folder, a run (folder or name), a bundle's URL"
+        " (s3://, gs://, https://) or wandb:entity/project/name:alias, optionally as"
+        " NAME=SOURCE; the first is the default (none: serve.models, else runs/latest). Then"
+        " setting overrides as key=value (e.g. serve.queue_size=64).",
         show_default=False,
-        metavar="RUN KEY=VALUE",
+        metavar="[NAME=]RUN KEY=VALUE",
     ),
 ]
 
@@ -151,10 +153,16 @@ def serve(
 
     Example: visionops serve runs/run-001 --port 8000 --workers 2
 
+    Several models share one server (each with its own queue, log and drift; GET /models,
+    POST /models/NAME/predict or /predict?model=NAME). A URL or wandb: bundle is downloaded
+    once into a cache (VISIONOPS_BUNDLE_CACHE), checked, and reused when offline.
+
     Example: visionops serve runs/run-001 --log-dir s3://my-bucket/predictions
+
+    Example: visionops serve fruit=runs/run-001 posters=s3://models/posters/bundle
     """
     setup(verbose, quiet)
-    target_arg, overrides = one_positional(args, "RUN")
+    sources, overrides = split_model_args(args, list(Settings.model_fields))
     settings = resolve_settings(
         config_file=config,
         overrides=overrides,
@@ -178,8 +186,7 @@ def serve(
     )
     from visionops.serve.runner import run_server
 
-    target = Path(target_arg) if target_arg else None
-    run_server(target, settings)
+    run_server(sources, settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,11 @@
 
 The image is the Dockerfile's default (``serve``) stage built with the bundle in it; it runs
 ``visionops serve /bundle`` on ``$PORT`` (8000 when unset), so every setting the manifests
-need is an argument after that: the log URL, and nothing else by default.
+need is an argument after that: the log URL, and nothing else by default. With a bundle URL
+(``deploy k8s s3://models/runs/run-007/bundle``) the container's command is
+``visionops serve URL`` instead: each replica downloads the bundle when it starts (into the
+bundle cache under ``$XDG_CACHE_HOME``, which on Kubernetes is the ``emptyDir`` that outlives
+container restarts) and checks it, so any build of the serving image will do.
 
 Kubernetes: a Deployment (readiness ``/ready``, liveness ``/health``, a termination grace
 longer than the drain, requests from :mod:`visionops.deploy.needs`, Prometheus scrape
@@ -80,6 +84,8 @@ class DeploySpec:
         timeout_s: The per-request deadline (Cloud Run's request timeout is longer).
         service_account: The service account whose identity writes the bucket, or None.
         args: Extra ``visionops serve`` arguments (after ``--log-dir``).
+        bundle_url: Where replicas download the bundle from (an fsspec URL or ``wandb:``
+            reference), or None: the bundle baked into the image.
     """
 
     name: str
@@ -96,10 +102,22 @@ class DeploySpec:
     timeout_s: float
     service_account: str | None = None
     args: tuple[str, ...] = ()
+    bundle_url: str | None = None
 
     def serve_args(self) -> list[str]:
         """Arguments appended to the image's ``visionops serve /bundle ...``."""
         return (["--log-dir", self.log_dir] if self.log_dir else []) + list(self.args)
+
+    def serve_command(self, port: int) -> list[str] | None:
+        """With a bundle URL: the command in place of the image's ``visionops serve /bundle``.
+
+        Args:
+            port: The port the container listens on.
+        """
+        if self.bundle_url is None:
+            return None
+        command = ["visionops", "serve", self.bundle_url, "--host", "0.0.0.0", "--port", str(port)]
+        return command if self.log_dir else [*command, "--log-dir", "/predictions"]
 
     def labels(self) -> dict[str, str]:
         """Labels every resource carries (the selector uses the first)."""
@@ -162,6 +180,9 @@ def kubernetes_manifests(spec: DeploySpec, port: int = 8000) -> list[dict[str, A
         "volumeMounts": [{"name": "spool", "mountPath": SPOOL}],
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
     }
+    command = spec.serve_command(port)
+    if command is not None:
+        container = {"name": "serve", "image": spec.image, "command": command, **container}
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": PRE_STOP_S + spec.drain_s + 10,
         "containers": [container],
@@ -236,8 +257,10 @@ def cloudrun_service(spec: DeploySpec) -> dict[str, Any]:
 
     Cloud Run sets ``$PORT`` (8080), which the image listens on.
     """
+    command = spec.serve_command(8080)
     container: dict[str, Any] = {
         "image": spec.image,
+        **({"command": command} if command is not None else {}),
         "args": spec.serve_args(),
         "ports": [{"name": "http1", "containerPort": 8080}],
         "resources": {

@@ -29,6 +29,7 @@ from visionops.deploy.needs import measure_needs
 from visionops.errors import ArtifactError, ConfigError
 from visionops.inference.bundle import find_bundle, load_bundle
 from visionops.inference.predlog import DEFAULT_DRAIN_S
+from visionops.inference.remote import fetch_bundle, is_remote_bundle
 from visionops.storage import is_url
 
 __all__ = ["DEFAULT_CORES", "DeployResult", "Platform", "write_manifests"]
@@ -68,7 +69,7 @@ def _dump(documents: list[dict[str, Any]]) -> str:
 
 def write_manifests(
     settings: Settings,
-    target: Path | None,
+    target: Path | str | None,
     *,
     platform: Platform,
     out_dir: Path,
@@ -87,7 +88,9 @@ def write_manifests(
 
     Args:
         settings: Resolved settings (``serve.*`` shape the replica; ``runs_root``).
-        target: A bundle, a run folder or name; None for ``runs/latest``.
+        target: A bundle, a run folder or name; None for ``runs/latest``; or a bundle's URL
+            or ``wandb:`` reference, which replicas download when they start (it is
+            downloaded here too, once, to measure it).
         platform: ``k8s`` (Deployment, Service, HPA, PDB) or ``cloudrun`` (one Service).
         out_dir: Folder for the YAML files.
         image: The serving image (default ``visionops-serve:<model version>``).
@@ -113,7 +116,13 @@ def write_manifests(
         raise ConfigError(
             f"--min-replicas {min_replicas} and --max-replicas {max_replicas}: pass 1 <= min <= max"
         )
-    bundle = load_bundle(find_bundle(target, settings.runs_root))
+    bundle_url = str(target) if target is not None and is_remote_bundle(str(target)) else None
+    if bundle_url is not None:
+        bundle = load_bundle(fetch_bundle(bundle_url).path)
+    else:
+        bundle = load_bundle(
+            find_bundle(None if target is None else Path(target), settings.runs_root)
+        )
     serve = settings.serve
     chosen_log = log_dir or serve.log_dir
     if chosen_log is not None and not is_url(chosen_log):
@@ -155,8 +164,15 @@ def write_manifests(
         timeout_s=serve.timeout_s,
         service_account=service_account,
         args=tuple(extra),
+        bundle_url=bundle_url,
     )
     notes: list[str] = []
+    if bundle_url is not None:
+        notes.append(
+            f"replicas download {bundle_url} when they start and check it (the image's own"
+            " /bundle is not used): give them the bucket's read credentials (--service-account,"
+            " or the driver's variables such as AWS_*; WANDB_API_KEY for wandb:)"
+        )
     if chosen_log is None:
         notes.append(
             "no --log-dir: each replica logs into its own container and the log vanishes with"

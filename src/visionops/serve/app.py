@@ -9,7 +9,7 @@ imports torch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,11 +20,21 @@ from visionops.config import DriftSettings, ServeSettings
 from visionops.inference.bundle import Bundle
 from visionops.serve.http_errors import ApiError, InternalErrorMiddleware, install_error_handlers
 from visionops.serve.metrics import MetricsMiddleware
-from visionops.serve.predict import PredictEndpoint, PredictShortcut
+from visionops.serve.models import ModelSet, ServedModel
+from visionops.serve.predict import PredictShortcut
 from visionops.serve.routes import build_router
+from visionops.serve.sources import model_name
 from visionops.serve.state import ServingState, default_log_dir
 
-__all__ = ["API_KEY_ENV", "ApiError", "ServingState", "create_app", "default_log_dir"]
+__all__ = [
+    "API_KEY_ENV",
+    "ApiError",
+    "ServedModel",
+    "ServingState",
+    "create_app",
+    "create_models_app",
+    "default_log_dir",
+]
 
 API_KEY_ENV = "VISIONOPS_API_KEY"
 
@@ -65,34 +75,100 @@ def create_app(
         >>> app = create_app(bundle, ServeSettings())  # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
-    state = ServingState(bundle, settings, log_dir, decode_threads, device, drift)
+    served = ServedModel(model_name(str(bundle.path)), bundle, log_dir, str(bundle.path))
+    return create_models_app(
+        [served], settings, decode_threads=decode_threads, device=device, drift=drift
+    )
+
+
+def create_models_app(
+    models: Sequence[ServedModel],
+    settings: ServeSettings,
+    *,
+    decode_threads: int | None = None,
+    device: str = "auto",
+    drift: DriftSettings | None = None,
+) -> FastAPI:
+    """Build the serving app for one or several models, the first the default.
+
+    Each model gets its own session, micro-batcher, prediction log and online drift, and
+    ``1/len(models)`` of the CPU budget (:func:`~visionops.serve.state.compute_plan`).
+    With one model the app is exactly :func:`create_app`'s.
+
+    Args:
+        models: The models, by name (unique), the default first.
+        settings: Server settings (batching, limits, API key, ...), shared by the models.
+        decode_threads: Threads that decode each model's uploads (None: its share of the
+            cores; 0: on the event loop, for measurements only).
+        device: ``--device``.
+        drift: Online drift settings (None: defaults).
+
+    Returns:
+        The FastAPI app; ``app.state.models`` is its :class:`ModelSet`, ``app.state.serving``
+        the default model's :class:`ServingState`.
+
+    Raises:
+        DeviceError: A device that cannot serve a bundle with checked answers.
+        ServeError: No models, or two with the same name.
+    """
+    states = [
+        ServingState(
+            model.bundle,
+            settings,
+            model.log_dir,
+            decode_threads,
+            device,
+            drift,
+            name=model.name,
+            source=model.source,
+            models=len(models),
+        )
+        for model in models
+    ]
+    served = ModelSet(states)
+    default = served.default
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.startup()
+        await served.startup()
         try:
             yield
         finally:
-            await state.shutdown()
+            await served.shutdown()
 
+    if served.single:
+        summary = f"{default.bundle.task} model {default.bundle.model_version}"
+    else:
+        summary = "models " + ", ".join(f"{s.name} ({s.meta.task})" for s in served)
     app = FastAPI(
         title="visionops",
         version=__version__,
-        summary=f"{bundle.task} model {bundle.model_version}",
+        summary=summary,
         description=(
             "Predictions from a visionops bundle. `POST /predict` takes one or more images"
             " (multipart `file` fields, or JSON with base64); `GET /` is an upload page."
+            + (
+                ""
+                if served.single
+                else " Several models: `GET /models` lists them; `POST /models/{name}/predict`"
+                f" or `POST /predict?model=NAME` chooses one (default: {default.name})."
+            )
         ),
         lifespan=lifespan,
         redoc_url=None,
     )
-    app.state.serving = state
-    install_error_handlers(app, state.metrics)
-    predict = PredictEndpoint(state)
+    app.state.serving = default
+    app.state.models = served
+    server_metrics = served.server_metrics
+    install_error_handlers(app, server_metrics)
     # Added last = outermost: the metrics see the 500 that the error middleware answers, and
     # both wrap the /predict shortcut (innermost: the hot path skips only FastAPI's layers).
-    app.add_middleware(PredictShortcut, endpoint=predict)
-    app.add_middleware(InternalErrorMiddleware, metrics=state.metrics, scrub=state.scrub)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    app.include_router(build_router(state, predict))
+    app.add_middleware(PredictShortcut, router=served)
+    app.add_middleware(InternalErrorMiddleware, metrics=server_metrics, scrub=default.scrub)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=server_metrics,
+        pick=None if served.single else served.metrics_for,
+    )
+    app.include_router(build_router(served))
     return app

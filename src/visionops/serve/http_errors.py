@@ -21,7 +21,7 @@ from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from visionops.serve.metrics import ServeMetrics
+from visionops.serve.metrics import HttpMetrics
 from visionops.serve.schemas import ErrorBody, ErrorResponse
 
 __all__ = [
@@ -89,7 +89,7 @@ def request_id(request: Request) -> str:
 
 
 def _error_response(
-    metrics: ServeMetrics,
+    metrics: HttpMetrics,
     chosen_id: str,
     status: int,
     kind: str,
@@ -105,14 +105,14 @@ def _error_response(
     )
 
 
-def api_error_response(metrics: ServeMetrics, request: Request, exc: ApiError) -> JSONResponse:
+def api_error_response(metrics: HttpMetrics, request: Request, exc: ApiError) -> JSONResponse:
     """The answer to ``exc``, counted under its kind in ``visionops_errors_total``."""
     return _error_response(
         metrics, request_id(request), exc.status, exc.kind, exc.message, exc.headers
     )
 
 
-def install_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
+def install_error_handlers(app: FastAPI, metrics: HttpMetrics) -> None:
     """Answer ApiError, HTTP errors (404, 405) and bad parameters in the error shape."""
 
     def respond(
@@ -152,7 +152,7 @@ class InternalErrorMiddleware:
         scrub: Removes secrets from the logged traceback.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, scrub: SecretScrubber) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, scrub: SecretScrubber) -> None:
         self.app = app
         self.metrics = metrics
         self.scrub = scrub

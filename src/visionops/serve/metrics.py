@@ -18,6 +18,10 @@ Exported series::
     visionops_image_statistics_uploads_total{measured} uploads with and without them
     visionops_image_statistics_cpu_seconds             their mean CPU time per measured upload
 
+Several models in one server (``visionops serve runs/a runs/b``): every series of a model
+carries ``model="<name>"``; requests that concern no model (``/health``, ``/models``,
+``/metrics``, ``/docs``) are counted without it (:class:`HttpMetrics`, :func:`render_models`).
+
 With a log URL (``--log-dir s3://...``), as of the uploader's last pass::
 
     visionops_log_upload_pending_bytes                 written locally, not in the bucket yet
@@ -51,8 +55,11 @@ from visionops.inference.predlog import UploadStatus
 
 __all__ = [
     "KNOWN_ENDPOINTS",
+    "HttpMetrics",
     "MetricsMiddleware",
     "ServeMetrics",
+    "render_models",
+    "route_of",
     "watch_log_uploads",
     "watch_statistics",
 ]
@@ -66,6 +73,7 @@ KNOWN_ENDPOINTS = frozenset(
         "/predict",
         "/metrics",
         "/drift",
+        "/models",
         "/docs",
         "/openapi.json",
     }
@@ -86,15 +94,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class ServeMetrics:
-    """Every metric of one serving app.
+class HttpMetrics:
+    """The HTTP series: requests, their latency, requests in flight, errors by cause.
 
-    Args:
-        meta: The served bundle's metadata (for ``visionops_model_info``).
-        providers: ONNX Runtime execution providers in use.
+    A server with several models keeps one of these for the requests that concern no model
+    (each model's :class:`ServeMetrics` counts its own).
     """
 
-    def __init__(self, meta: BundleMeta, providers: list[str] | None = None) -> None:
+    def __init__(self) -> None:
         # The *_created series double the output and no dashboard uses them.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -112,6 +119,49 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.in_flight = Gauge(
+            "visionops_in_flight_requests", "Requests being handled.", registry=registry
+        )
+        # Touched only on the event loop, so a plain int needs no lock; read at scrape time.
+        self.in_flight_count = 0
+        self.in_flight.set_function(lambda: self.in_flight_count)
+        # labels() takes the metric's lock and builds a key; look each child up once.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self.errors = Counter(
+            "visionops_errors",
+            "Refused or failed requests by cause.",
+            ["kind"],
+            registry=registry,
+        )
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one finished HTTP request and its latency."""
+        key = (endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(endpoint, str(status)),
+                self.latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class ServeMetrics(HttpMetrics):
+    """Every metric of one served model (and, with one model, of the whole app).
+
+    Args:
+        meta: The served bundle's metadata (for ``visionops_model_info``).
+        providers: ONNX Runtime execution providers in use.
+    """
+
+    def __init__(self, meta: BundleMeta, providers: list[str] | None = None) -> None:
+        super().__init__()
+        registry = self.registry
         self.queue_latency = Histogram(
             "visionops_queue_latency_seconds",
             "Time an image waited between submission and the start of its batch.",
@@ -133,21 +183,7 @@ class ServeMetrics:
         self.queue_depth = Gauge(
             "visionops_queue_depth", "Images waiting for a batch.", registry=registry
         )
-        self.in_flight = Gauge(
-            "visionops_in_flight_requests", "Requests being handled.", registry=registry
-        )
-        # Touched only on the event loop, so a plain int needs no lock; read at scrape time.
-        self.in_flight_count = 0
-        self.in_flight.set_function(lambda: self.in_flight_count)
-        # labels() takes the metric's lock and builds a key; look each child up once.
         self._prediction_children: dict[str, Any] = {}
-        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self.errors = Counter(
-            "visionops_errors",
-            "Refused or failed requests by cause.",
-            ["kind"],
-            registry=registry,
-        )
         self.predictions = Counter(
             "visionops_predictions",
             "Predicted labels (classification top-1, multilabel labels over threshold, anomaly"
@@ -179,26 +215,10 @@ class ServeMetrics:
             child = self._prediction_children[label] = self.predictions.labels(label)
         child.inc()
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        """Count one finished HTTP request and its latency."""
-        key = (endpoint, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (
-                self.requests.labels(endpoint, str(status)),
-                self.latency.labels(endpoint),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-
     def observe_batch(self, batch_size: int, compute_s: float) -> None:
         """Record one model call."""
         self.batch_size.observe(batch_size)
         self.compute_latency.observe(compute_s)
-
-    def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
 
 
 class _UploadCollector(Collector):
@@ -278,17 +298,40 @@ def watch_statistics(metrics: ServeMetrics, status: Callable[[], BudgetStatus]) 
     metrics.registry.register(_StatisticsCollector(status))
 
 
+def route_of(path: str) -> tuple[str, str | None]:
+    """The endpoint a path is counted under, and the model it names (``/models/{name}/...``).
+
+    ``/models/a/predict`` is counted as ``/predict`` of model ``a``; an unknown path is
+    ``other``, so that a scanner probing random URLs cannot blow up the number of series.
+    """
+    if path in KNOWN_ENDPOINTS:
+        return path, None
+    if path.startswith("/models/"):
+        _, _, name, *rest = path.split("/")
+        if len(rest) == 1 and f"/{rest[0]}" in KNOWN_ENDPOINTS and rest[0] != "models":
+            return f"/{rest[0]}", name
+    return "other", None
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware counting requests and timing them (cheaper than BaseHTTPMiddleware).
 
     Args:
         app: The wrapped ASGI app.
         metrics: Where to record.
+        pick: With several models: the metrics a request is counted in, from its scope
+            (the model it names, else ``metrics``); None: always ``metrics``.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: HttpMetrics,
+        pick: Callable[[Scope, str | None], HttpMetrics] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.pick = pick
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
@@ -296,7 +339,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        endpoint = path if path in KNOWN_ENDPOINTS else "other"
+        endpoint, model = route_of(path)
+        metrics = self.metrics if self.pick is None else self.pick(scope, model)
         status = 500
         started = time.perf_counter()
 
@@ -306,9 +350,50 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        self.metrics.in_flight_count += 1
+        metrics.in_flight_count += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight_count -= 1
-            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+            metrics.in_flight_count -= 1
+            metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+class _ModelLabelled(Collector):
+    """Several registries as one: each model's series labelled ``model="<name>"``.
+
+    Families of the same name are merged into one (the exposition format allows a family
+    once), so ``visionops_requests_total`` lists the server's requests and every model's.
+    """
+
+    def __init__(self, registries: list[tuple[str | None, CollectorRegistry]]) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for name, registry in self.registries:
+            for family in registry.collect():
+                target = merged.get(family.name)
+                if target is None:
+                    target = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    labels = sample.labels if name is None else {**sample.labels, "model": name}
+                    target.add_sample(
+                        sample.name, labels, sample.value, sample.timestamp, sample.exemplar
+                    )
+        yield from merged.values()
+
+
+def render_models(server: HttpMetrics, models: list[tuple[str, HttpMetrics]]) -> bytes:
+    """The exposition of a server with several models: each model's series labelled by it.
+
+    Args:
+        server: The requests that concern no model (unlabelled).
+        models: ``(name, metrics)`` of every served model.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        _ModelLabelled([(None, server.registry), *((name, m.registry) for name, m in models)])
+    )
+    return generate_latest(registry)

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import pydantic
 import pydantic_core
@@ -39,11 +40,19 @@ from visionops.inference.session import ImageTooLargeError, PredictOptions, Unsu
 from visionops.serve.auth import check_api_key, presented_key
 from visionops.serve.batcher import QueueFullError, StoppedError
 from visionops.serve.http_errors import ApiError, api_error_response, request_id
+from visionops.serve.metrics import HttpMetrics
 from visionops.serve.schemas import PredictQuery, predict_query_model
 from visionops.serve.state import Job, ServingState
 from visionops.serve.uploads import read_uploads
 
-__all__ = ["OPTION_PROBES", "PredictEndpoint", "PredictShortcut", "takes_options"]
+__all__ = [
+    "OPTION_PROBES",
+    "EndpointRouter",
+    "PredictEndpoint",
+    "PredictShortcut",
+    "model_in_query",
+    "takes_options",
+]
 
 OPTION_PROBES = {
     "threshold": PredictOptions(threshold=0.5),
@@ -77,8 +86,11 @@ class PredictEndpoint:
         if not request.scope.get("query_string"):
             return PredictOptions()
         try:
-            # The last value of a repeated name wins, as in FastAPI.
-            query = self.query_model.model_validate(dict(request.query_params))
+            # The last value of a repeated name wins, as in FastAPI. ``model`` chose this
+            # endpoint (several models in one server); it is not an option of the model.
+            params = dict(request.query_params)
+            params.pop("model", None)
+            query = self.query_model.model_validate(params)
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
@@ -215,30 +227,80 @@ class PredictEndpoint:
         return uploads, results
 
 
+def model_in_query(scope: Scope) -> str | None:
+    """The ``model`` query parameter of an ASGI request (the last one wins), if any."""
+    query: bytes = scope.get("query_string") or b""
+    if b"model=" not in query:
+        return None
+    found = None
+    for key, value in parse_qsl(query.decode("latin-1")):
+        if key == "model":
+            found = value
+    return found
+
+
+class EndpointRouter(Protocol):
+    """The served models' ``/predict`` endpoints by name (a ``ModelSet``)."""
+
+    server_metrics: HttpMetrics
+
+    def endpoint(self, name: str | None) -> PredictEndpoint:
+        """The endpoint of the model called ``name`` (None: the default); 404 if unknown."""
+        ...
+
+
+_MODELS_PREFIX = "/models/"
+_PREDICT_SUFFIX = "/predict"
+
+
+def predict_target(scope: Scope) -> tuple[bool, str | None]:
+    """Whether a request is a ``POST`` for a model's ``/predict``, and the model it names.
+
+    ``POST /predict`` names the model in ``?model=`` (None: the default);
+    ``POST /models/{name}/predict`` in its path.
+    """
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False, None
+    path: str = scope["path"]
+    if path == "/predict":
+        return True, model_in_query(scope)
+    if path.startswith(_MODELS_PREFIX) and path.endswith(_PREDICT_SUFFIX):
+        name = path[len(_MODELS_PREFIX) : -len(_PREDICT_SUFFIX)]
+        if name and "/" not in name:
+            return True, name
+    return False, None
+
+
 class PredictShortcut:
     """ASGI middleware: ``POST /predict`` straight to its endpoint, past FastAPI's router.
 
     Installed innermost of the app's own middleware, so the metrics and the internal-error
     middleware still wrap it; an :class:`ApiError` is answered here in the one error shape.
-    Every other request goes on to FastAPI.
+    ``POST /models/{name}/predict`` and ``POST /predict?model=NAME`` go to that model's
+    endpoint (an unknown name is a 404 listing the models). Every other request goes on to
+    FastAPI.
 
     Args:
         app: The rest of the app.
-        endpoint: The ``/predict`` endpoint.
+        router: The served models' endpoints.
     """
 
-    def __init__(self, app: ASGIApp, endpoint: PredictEndpoint) -> None:
+    def __init__(self, app: ASGIApp, router: EndpointRouter) -> None:
         self.app = app
-        self.endpoint = endpoint
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+        wanted, name = predict_target(scope)
+        if not wanted:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
+        metrics = self.router.server_metrics
         try:
-            response = await self.endpoint(request)
+            endpoint = self.router.endpoint(name)
+            metrics = endpoint.state.metrics
+            response = await endpoint(request)
         except ApiError as exc:
-            response = api_error_response(self.endpoint.state.metrics, request, exc)
+            response = api_error_response(metrics, request, exc)
         await response(scope, receive, send)

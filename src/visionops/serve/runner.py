@@ -1,8 +1,10 @@
-"""Start the server: find (or export) the bundle, claim the port, run uvicorn, stop cleanly.
+"""Start the server: find (or export, or download) the bundles, claim the port, run uvicorn.
 
 Serving a bundle never imports torch. When the run to serve has no bundle yet, it is
 exported first by :func:`visionops.export.stage.export_run` with the same settings (config file
-and overrides included), which does import torch into this process.
+and overrides included), which does import torch into this process. A bundle named by a URL
+or a ``wandb:`` reference is downloaded once into the bundle cache and checked
+(:func:`visionops.inference.remote.fetch_bundle`).
 
 Shutdown (Ctrl-C or SIGTERM): uvicorn stops accepting connections and lets in-flight
 requests finish (up to the request deadline); then the app finishes queued work and flushes
@@ -15,6 +17,8 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +26,23 @@ from loguru import logger
 from pydantic import BaseModel, SecretStr, field_validator
 
 from visionops.config import DriftSettings, ServeSettings, Settings
-from visionops.errors import ServeError
-from visionops.inference.bundle import BUNDLE_MANIFEST, load_bundle
+from visionops.errors import ConfigError, ServeError
+from visionops.inference.bundle import BUNDLE_MANIFEST, Bundle, load_bundle
+from visionops.inference.remote import fetch_bundle, is_remote_bundle
 from visionops.inference.runtime import execution_providers
 from visionops.serve.http_errors import SecretScrubber
-from visionops.storage import is_url
+from visionops.serve.sources import check_name, model_name, public_source, split_source
+from visionops.storage import is_url, join
 
 __all__ = [
     "ENV_SPEC",
+    "ModelPlan",
+    "WorkerModel",
     "WorkerSpec",
     "app_from_environment",
     "bind_socket",
     "ensure_bundle",
+    "plan_models",
     "run_server",
 ]
 
@@ -41,24 +50,43 @@ ENV_SPEC = "VISIONOPS_SERVE_SPEC"
 """Environment variable through which ``--workers N`` hands the app's spec to each worker."""
 
 
+class WorkerModel(BaseModel):
+    """One model of a worker's app.
+
+    Attributes:
+        name: Its name.
+        bundle: Its bundle folder, verified by the parent process.
+        log_dir: Its prediction log folder or URL.
+        source: Where it came from, as given.
+    """
+
+    name: str
+    bundle: Path
+    log_dir: str
+    source: str
+
+
 class WorkerSpec(BaseModel):
     """What each of ``--workers N`` builds its app from (JSON in :data:`ENV_SPEC`).
 
     Attributes:
-        bundle: The bundle folder, verified by the parent process.
+        bundle: The bundle folder, verified by the parent process (one model).
         settings: Server settings less the API key (a secret is never dumped).
         api_key: The API key, handed over in the environment only.
         device: ``--device``.
-        log_dir: The prediction log folder or URL.
+        log_dir: The prediction log folder or URL (one model).
         drift: Online drift settings.
+        models: Several models: each one's name, bundle and log (``bundle`` and ``log_dir``
+            are then unused).
     """
 
-    bundle: Path
+    bundle: Path | None = None
     settings: ServeSettings
     api_key: str | None = None
     device: str = "auto"
     log_dir: str | None = None
     drift: DriftSettings | None = None
+    models: list[WorkerModel] = []
 
     @field_validator("log_dir", mode="before")
     @classmethod
@@ -181,16 +209,112 @@ def _url(host: str, port: int) -> str:
     return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
 
 
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model ``serve`` will serve: its name, verified bundle, log and origin."""
+
+    name: str
+    bundle: Bundle
+    log_dir: str
+    source: str
+
+
+def _resolve_log(chosen: str | Path) -> str:
+    return str(chosen).rstrip("/") if is_url(chosen) else str(Path(chosen).expanduser().resolve())
+
+
+def _bundle_dir(source: str, settings: Settings) -> tuple[Path, bool]:
+    """The bundle folder a source names (downloaded or exported first), and if it is remote."""
+    if is_remote_bundle(source):
+        fetched = fetch_bundle(source)
+        how = (
+            "downloaded"
+            if fetched.downloaded
+            else "offline: cached"
+            if fetched.offline
+            else "cached"
+        )
+        logger.info("{} → {} ({})", public_source(source), fetched.path, how)
+        return fetched.path, True
+    return ensure_bundle(Path(source), settings), False
+
+
+def plan_models(
+    sources: Sequence[str], all_settings: Settings, log_dir: str | Path | None = None
+) -> list[ModelPlan]:
+    """Every model to serve: named, found (exported or downloaded first) and verified.
+
+    Args:
+        sources: ``[NAME=]SOURCE`` each (:mod:`visionops.serve.sources`); empty means
+            ``serve.models``, else ``runs/latest``.
+        all_settings: The resolved settings.
+        log_dir: Prediction log folder or URL (None: ``serve.log_dir``). With one model its
+            log goes there; with several, each model's goes to ``<log_dir>/<name>``.
+
+    Returns:
+        The models, the default first.
+
+    Raises:
+        ArtifactError: No bundle and no run to export, or one that fails verification.
+        StorageError: A URL that cannot be reached and is not cached.
+        TrackingError: A W&B artifact that cannot be downloaded and is not cached.
+        ConfigError: A bad or repeated name.
+    """
+    from visionops.serve.state import default_log_dir
+
+    settings = all_settings.serve
+    given = list(sources) or list(settings.models)
+    chosen = log_dir or settings.log_dir
+    if not given:  # runs/latest, exactly as a one-bundle server always did
+        bundle_dir = ensure_bundle(None, all_settings)
+        bundle = load_bundle(bundle_dir, allow_unverified=settings.allow_unverified)
+        name = model_name(str(bundle_dir), bundle_dir)
+        log = _resolve_log(chosen or default_log_dir(bundle))
+        return [ModelPlan(name, bundle, log, str(bundle_dir))]
+    plans: list[ModelPlan] = []
+    several = len(given) > 1
+    for text in given:
+        named, source = split_source(text)
+        bundle_dir, remote = _bundle_dir(source, all_settings)
+        name = check_name(named, source) if named else model_name(source, bundle_dir)
+        bundle = load_bundle(bundle_dir, allow_unverified=settings.allow_unverified)
+        if chosen is not None:
+            log = join(str(chosen), name) if several else str(chosen)
+        elif remote:  # never inside the cache: <working folder>/predictions/<name>
+            log = str(Path("predictions") / name)
+        else:
+            log = str(default_log_dir(bundle))
+        plans.append(ModelPlan(name, bundle, _resolve_log(log), source))
+    names = [plan.name for plan in plans]
+    for plan in plans:
+        if names.count(plan.name) > 1:
+            raise ConfigError(
+                f"two models are named '{plan.name}' — name them, e.g."
+                f" visionops serve {plan.name}-a={plans[names.index(plan.name)].source}"
+                f" {plan.name}-b={plan.source}"
+            )
+    logs = [plan.log_dir for plan in plans]
+    # Two models of one run folder would share <run>/predictions: each gets its own below it.
+    return [
+        ModelPlan(p.name, p.bundle, join(p.log_dir, p.name), p.source)
+        if logs.count(p.log_dir) > 1
+        else p
+        for p in plans
+    ]
+
+
 def run_server(
-    target: Path | None,
+    target: Path | Sequence[str] | None,
     all_settings: Settings,
     *,
     log_dir: str | Path | None = None,
 ) -> None:
-    """Serve a bundle until interrupted (the ``visionops serve`` command).
+    """Serve one or several bundles until interrupted (the ``visionops serve`` command).
 
     Args:
-        target: A bundle folder, a run folder or name, or None for ``runs/latest``.
+        target: The models, ``[NAME=]SOURCE`` each (a bundle folder, a run folder or name, a
+            bundle's URL or a ``wandb:`` reference; see :func:`plan_models`), or one path,
+            or None for ``serve.models``, else ``runs/latest``.
         all_settings: The resolved settings (``serve.*``, ``device``, ``runs_root``, and
             ``export.*`` for a run that must be exported first).
         log_dir: Prediction log folder or URL; None means the ``serve.log_dir`` setting,
@@ -200,67 +324,72 @@ def run_server(
     Raises:
         DeviceError: A ``--device`` that cannot serve with checked answers.
         ArtifactError: No bundle and no run to export, or a bundle that fails verification.
-        ServeError: The port cannot be had, or the model cannot be loaded.
+        StorageError, TrackingError: A remote bundle that cannot be downloaded or found cached.
+        ServeError: The port cannot be had, or a model cannot be loaded.
     """
     import uvicorn
 
     settings = all_settings.serve
     device = all_settings.device
     _, device_reason = execution_providers(device)  # refuse a bad --device before exporting
-    bundle_dir = ensure_bundle(target, all_settings)
-    bundle = load_bundle(bundle_dir, allow_unverified=settings.allow_unverified)
-    from visionops.serve.app import create_app, default_log_dir
+    sources = [str(target)] if isinstance(target, Path) else list(target or [])
+    plans = plan_models(sources, all_settings, log_dir)
+    from visionops.serve.app import ServedModel, create_models_app
 
-    chosen = log_dir or settings.log_dir
-    resolved_log_dir = (
-        str(chosen).rstrip("/")
-        if chosen is not None and is_url(chosen)
-        else str(Path(chosen or default_log_dir(bundle)).expanduser().resolve())
-    )
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     url = _url(settings.host, port)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     _route_uvicorn_logs(SecretScrubber([api_key]))
-    logger.info(
-        "serving {} ({}) on {} — upload page {}/ , API docs {}/docs; predictions logged to {}",
-        bundle.model_version,
-        bundle.task,
-        url,
-        url,
-        url,
-        resolved_log_dir,
-    )
+    for index, plan in enumerate(plans):
+        logger.info(
+            "serving {}{} ({}) on {} — upload page {}/ , API docs {}/docs; predictions logged"
+            " to {}",
+            plan.bundle.model_version,
+            "" if len(plans) == 1 else f" as {plan.name}{' (default)' if index == 0 else ''}",
+            plan.bundle.task,
+            url if len(plans) == 1 else f"{url}/models/{plan.name}/predict",
+            url,
+            url,
+            plan.log_dir,
+        )
     logger.info("device: {}", device_reason)
     if settings.workers == 1:
-        app = create_app(
-            bundle, settings, resolved_log_dir, device=device, drift=all_settings.drift
-        )
+        served = [ServedModel(p.name, p.bundle, p.log_dir, p.source) for p in plans]
+        app = create_models_app(served, settings, device=device, drift=all_settings.drift)
         config = uvicorn.Config(app, **_uvicorn_options(settings))
         server = uvicorn.Server(config)
-        state = app.state.serving
+        states = list(app.state.models)
 
         def stop(reason: str) -> None:
             server.should_exit = True
 
-        state.on_fatal = stop
+        for state in states:
+            state.on_fatal = stop
         try:
             server.run(sockets=[sock])
         finally:
             sock.close()
-        if state.failure:
-            raise ServeError(f"the model could not be loaded: {state.failure}")
+        for state in states:
+            if state.failure:
+                named = "" if len(states) == 1 else f" {state.name}"
+                raise ServeError(f"the model{named} could not be loaded: {state.failure}")
         return
     # Several workers: uvicorn starts processes that each build the app from the spec.
     sock.close()
-    os.environ[ENV_SPEC] = WorkerSpec(
-        bundle=bundle_dir.resolve(),
+    spec = WorkerSpec(
         settings=settings.model_copy(update={"api_key": None}),
         api_key=api_key,
         device=device,
-        log_dir=resolved_log_dir,
         drift=all_settings.drift,
-    ).model_dump_json()
+        models=[
+            WorkerModel(
+                name=p.name, bundle=p.bundle.path.resolve(), log_dir=p.log_dir, source=p.source
+            )
+            for p in plans
+        ],
+    )
+    os.environ[ENV_SPEC] = spec.model_dump_json()
     uvicorn.run(
         "visionops.serve.runner:app_from_environment",
         factory=True,
@@ -276,13 +405,26 @@ def app_from_environment() -> Any:
 
     The parent process already verified the bundle, so workers skip the checksums.
     """
-    from visionops.serve.app import create_app
+    from visionops.serve.app import ServedModel, create_app, create_models_app
 
     raw = os.environ.get(ENV_SPEC)
     if not raw:
         raise ServeError(f"{ENV_SPEC} is not set — start the server with `visionops serve`")
     spec = WorkerSpec.model_validate_json(raw)
-    bundle = load_bundle(spec.bundle, verify=False, allow_unverified=True)
     api_key = SecretStr(spec.api_key) if spec.api_key else None
     settings = spec.settings.model_copy(update={"api_key": api_key})
-    return create_app(bundle, settings, spec.log_dir, device=spec.device, drift=spec.drift)
+    if not spec.models:
+        if spec.bundle is None:
+            raise ServeError(f"{ENV_SPEC} names no bundle — start it with `visionops serve`")
+        bundle = load_bundle(spec.bundle, verify=False, allow_unverified=True)
+        return create_app(bundle, settings, spec.log_dir, device=spec.device, drift=spec.drift)
+    served = [
+        ServedModel(
+            model.name,
+            load_bundle(model.bundle, verify=False, allow_unverified=True),
+            model.log_dir,
+            model.source,
+        )
+        for model in spec.models
+    ]
+    return create_models_app(served, settings, device=spec.device, drift=spec.drift)

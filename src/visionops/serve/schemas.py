@@ -80,6 +80,9 @@ class ReadyResponse(_Schema):
     status: str
     model_version: str | None = None
     reason: str | None = Field(None, description="Why the model could not be loaded.")
+    models: dict[str, ReadyResponse] | None = Field(
+        None, description="Several models: each one's readiness, by name."
+    )
 
 
 # ------------------------------------------------------------------ metadata

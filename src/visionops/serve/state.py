@@ -37,13 +37,14 @@ from visionops.serve.batcher import MicroBatcher
 from visionops.serve.http_errors import SecretScrubber
 from visionops.serve.metrics import ServeMetrics, watch_log_uploads, watch_statistics
 from visionops.serve.schemas import predict_response_model
+from visionops.serve.sources import public_source
 from visionops.serve.uploads import IMAGE_TYPES, Upload
 from visionops.storage import is_url
 
 __all__ = ["Job", "ServingState", "compute_plan", "default_log_dir", "worker_cores"]
 
 
-def compute_plan(settings: ServeSettings, *, cpu: bool) -> tuple[int, int]:
+def compute_plan(settings: ServeSettings, *, cpu: bool, models: int = 1) -> tuple[int, int]:
     """How the model's work is spread: batches computed at once, ONNX Runtime threads each.
 
     On the CPU with ``threads`` left at 0, each core of the worker runs its own batch on one
@@ -53,24 +54,28 @@ def compute_plan(settings: ServeSettings, *, cpu: bool) -> tuple[int, int]:
     descheduled; ``benchmarks/README.md``). A given ``threads`` keeps one batch at a time on
     that many threads (the lowest latency for a lone request); so does a GPU.
 
+    Several models in one server split the budget rather than multiply it: each gets
+    ``1/models`` of the worker's cores (and of a given ``threads``), at least one.
+
     Args:
         settings: The server settings (``threads``, ``workers``).
         cpu: The model runs on ONNX Runtime's CPU provider.
+        models: How many models the server's worker serves.
 
     Returns:
         ``(batches_at_once, threads_per_batch)``.
     """
-    cores = worker_cores(settings)
+    cores = worker_cores(settings, models)
     if settings.threads:
-        return 1, settings.threads
+        return 1, max(1, settings.threads // models)
     if not cpu:
         return 1, cores
     return cores, 1
 
 
-def worker_cores(settings: ServeSettings) -> int:
-    """The cores each of the ``serve.workers`` processes has to itself."""
-    return max(1, available_cores() // settings.workers)
+def worker_cores(settings: ServeSettings, models: int = 1) -> int:
+    """The cores each model of each of the ``serve.workers`` processes has to itself."""
+    return max(1, available_cores() // settings.workers // models)
 
 
 def default_log_dir(bundle: Bundle) -> Path:
@@ -105,6 +110,11 @@ class ServingState:
             event loop itself, only for measuring what the pool buys).
         device: ``--device``; see :func:`~visionops.inference.runtime.execution_providers`.
         drift: Online drift settings (``drift.window``, ``drift.every``; None: defaults).
+        name: The model's name in a server with several (``/models/{name}/predict``).
+        source: Where the bundle came from, as the user named it (a folder, URL, ...); a
+            URL is kept without its query or password (:func:`public_source`).
+        models: How many models the server serves: this one gets ``1/models`` of the CPU
+            budget (cores for batches and decoding, drift's share).
 
     Raises:
         DeviceError: A device that cannot serve the bundle with checked answers.
@@ -118,9 +128,15 @@ class ServingState:
         decode_threads: int | None = None,
         device: str = "auto",
         drift: DriftSettings | None = None,
+        *,
+        name: str = "",
+        source: str = "",
+        models: int = 1,
     ) -> None:
         from visionops.drift.online import monitor_for_serve
 
+        self.name = name
+        self.source = public_source(source) if source else str(bundle.path)
         self.bundle = bundle
         self.meta = bundle.meta
         self.settings = settings
@@ -131,7 +147,7 @@ class ServingState:
         self.response_model = predict_response_model(self.meta.task)
         self.metrics = ServeMetrics(self.meta)
         drift = drift or DriftSettings()
-        cores = worker_cores(settings)
+        cores = worker_cores(settings, models)
         self.drift = monitor_for_serve(bundle, drift, self.metrics.registry, cores)
         self.statistics_budget = CpuBudget(drift.statistics_cpu_share, cores)
         watch_statistics(self.metrics, self.statistics_budget.status)
@@ -149,12 +165,14 @@ class ServingState:
         self.status = "loading"
         self.failure: str | None = None
         self.on_fatal: Callable[[str], None] | None = None
-        self.decode_threads = available_cores() if decode_threads is None else decode_threads
+        self.decode_threads = (
+            max(1, available_cores() // models) if decode_threads is None else decode_threads
+        )
         self.decode_pool = ThreadPoolExecutor(
             max_workers=max(1, self.decode_threads), thread_name_prefix="decode"
         )
         self.batches_at_once, self.ort_threads = compute_plan(
-            settings, cpu=self.providers[0] == "CPUExecutionProvider"
+            settings, cpu=self.providers[0] == "CPUExecutionProvider", models=models
         )
         self.inference_pool = ThreadPoolExecutor(
             max_workers=self.batches_at_once, thread_name_prefix="inference"

@@ -1,10 +1,13 @@
-"""Log an exported bundle to Weights & Biases as a versioned model artifact.
+"""A bundle as a Weights & Biases model artifact: logged by ``export``, downloaded by ``serve``.
 
 ``visionops export --wandb`` calls :func:`log_bundle_artifact` after a successful export: one
 short W&B run (job type ``export``) logs the whole bundle folder as an artifact of type
 ``model`` named ``<run>-bundle``, with the bundle's task, labels, metrics and model version as
 metadata and the model version as an alias. Offline mode (``tracking.mode=offline``) stages
 everything under ``$WANDB_DIR`` for a later ``wandb sync``.
+
+``visionops serve wandb:entity/project/name:alias`` downloads such an artifact through
+wandb's own client (:func:`download_bundle_artifact`; ``WANDB_API_KEY`` or ``wandb login``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,27 @@ from visionops.artifacts import BundleMeta
 from visionops.config import TrackingSettings
 from visionops.tracking.wandb_run import LOGIN_FIX, wandb_errors
 
-__all__ = ["BundleArtifact", "log_bundle_artifact"]
+__all__ = [
+    "WANDB_PREFIX",
+    "ArtifactReference",
+    "BundleArtifact",
+    "download_bundle_artifact",
+    "log_bundle_artifact",
+    "parse_artifact_reference",
+]
+
+WANDB_PREFIX = "wandb:"
+"""How a bundle argument names a W&B artifact: ``wandb:entity/project/name:alias``."""
+
+_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_REFERENCE = re.compile(
+    rf"(?P<entity>{_PART})/(?P<project>{_PART})/(?P<name>{_PART})(?::(?P<alias>{_PART}))?"
+)
+DOWNLOAD_FIX = (
+    "set WANDB_API_KEY (or run `wandb login`) and check the network and the artifact's"
+    " entity/project/name:alias"
+)
+"""What to do when an artifact cannot be downloaded."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +119,71 @@ def log_bundle_artifact(bundle_dir: Path, settings: TrackingSettings) -> BundleA
         run_dir = Path(run.dir).parent
         run.finish()
     return BundleArtifact(name, aliases, files, run_dir)
+
+
+@dataclass(frozen=True)
+class ArtifactReference:
+    """A W&B artifact by its full name.
+
+    Attributes:
+        entity: The W&B entity (user or team).
+        project: The project.
+        name: The artifact's name (``export --wandb`` logs ``<run>-bundle``).
+        alias: A version alias (``latest``, ``v3``, the model version).
+    """
+
+    entity: str
+    project: str
+    name: str
+    alias: str
+
+    @property
+    def path(self) -> str:
+        """``entity/project/name:alias``, as the W&B client takes it."""
+        return f"{self.entity}/{self.project}/{self.name}:{self.alias}"
+
+    def __str__(self) -> str:
+        return f"{WANDB_PREFIX}{self.path}"
+
+
+def parse_artifact_reference(source: str) -> ArtifactReference:
+    """Read ``wandb:entity/project/name[:alias]`` (alias ``latest`` when left out).
+
+    Raises:
+        ArtifactError: Not that shape; the message shows it.
+    """
+    from visionops.errors import ArtifactError
+
+    match = _REFERENCE.fullmatch(source.removeprefix(WANDB_PREFIX))
+    if not source.startswith(WANDB_PREFIX) or match is None:
+        raise ArtifactError(
+            f"'{source}' is not a W&B artifact reference — write"
+            " wandb:entity/project/name:alias, e.g. wandb:my-team/fruit/run-007-bundle:latest"
+        )
+    return ArtifactReference(
+        match["entity"], match["project"], match["name"], match["alias"] or "latest"
+    )
+
+
+def download_bundle_artifact(reference: ArtifactReference, destination: Path) -> Path:
+    """Download a ``model`` artifact's files into ``destination`` with wandb's own client.
+
+    Args:
+        reference: The artifact.
+        destination: An empty folder.
+
+    Returns:
+        ``destination``, holding the artifact's files (a bundle's files at its top).
+
+    Raises:
+        TrackingError: No login, no network, or no such artifact: one line naming
+            ``WANDB_API_KEY``.
+    """
+    failed = f"cannot download {reference} from Weights & Biases"
+    with wandb_errors(failed, DOWNLOAD_FIX):
+        import wandb
+
+        api = wandb.Api(timeout=60)  # no key: a UsageError at once, before any request
+        artifact = api.artifact(reference.path, type="model")
+        artifact.download(root=str(destination))
+    return destination
