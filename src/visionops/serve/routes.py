@@ -235,6 +235,13 @@ class PlainRoute(APIRoute):
 # ------------------------------------------------------------------ the router
 
 
+def _heatmap_sentence(support: dict[str, Any]) -> str:
+    """What ``heatmap=true`` gives with this model, or why the option is not offered."""
+    if support["available"]:
+        return f"`heatmap=true` adds {support['detail']} as PNGs."
+    return f"No `heatmap` option: {support['detail']}."
+
+
 def build_router(state: ServingState, predict: PredictEndpoint) -> APIRouter:
     """The routes for ``state``'s model, declared as that model takes them.
 
@@ -288,7 +295,8 @@ def build_router(state: ServingState, predict: PredictEndpoint) -> APIRouter:
             description=(
                 "The images as multipart `file` fields, one image as the body itself"
                 " (`Content-Type: image/jpeg`, `image/png`, ...: the cheapest for both sides),"
-                " or JSON with base64."
+                " or JSON with base64. "
+                + _heatmap_sentence(state.postprocess.describe()["heatmap"])
             ),
             dependencies=auth,
             responses={**auth_errors, **_errors(408, 413, 415, 422, 503, 504)},

@@ -1,0 +1,125 @@
+"""Class activation maps of a trained shapes classifier: in the bundle, as in PyTorch, on the shape.
+
+The trained ``demo:shapes`` run (resnet18 at 64 px: a 2x2 feature map) is exported; the
+bundle's ``cam`` output is compared with the map computed the textbook way from the PyTorch
+checkpoint (a forward hook on ``layer4``, the head's weights), and measured against the
+shapes' own masks on freshly generated demo images (the generator knows where each shape is).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch.nn import functional
+
+from visionops.artifacts import BundleMeta, ParityRecord
+from visionops.config import DemoSettings
+from visionops.data.synthetic import SHAPE_CLASSES, shapes_image
+from visionops.runs import load_trained_model
+
+pytestmark = pytest.mark.slow
+
+_UNSEEN_SEED = 7
+"""A seed the trained run never saw: the images measured are new ones."""
+_PER_CLASS = 6
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(trained_shapes_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the trained shapes project, exported."""
+    from visionops.config import load_settings
+    from visionops.export.stage import export_run
+
+    source = trained_shapes_run.parent.parent
+    root = Path(shutil.copytree(source, tmp_path_factory.mktemp("cam") / "p", symlinks=True))
+    settings = load_settings(overrides=[f"runs_root={root / 'runs'}"], cwd=root)
+    return export_run(settings, root / "runs" / trained_shapes_run.name).bundle_dir
+
+
+@pytest.fixture(scope="module")
+def demo_images() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New demo shapes at 64 px: pixels, masks and class indices."""
+    settings = DemoSettings(image_size=64, seed=_UNSEEN_SEED)
+    pixels, masks, labels = [], [], []
+    for label, kind in enumerate(SHAPE_CLASSES):
+        for index in range(_PER_CLASS):
+            image, mask = shapes_image(settings, kind, index)
+            pixels.append(image)
+            masks.append(mask)
+            labels.append(label)
+    return np.stack(pixels), np.stack(masks), np.asarray(labels)
+
+
+def _bundle_maps(bundle_dir: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    session = ort.InferenceSession(str(bundle_dir / "model.onnx"))
+    feed = {"pixels": np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))}
+    probabilities, maps = session.run(["probabilities", "cam"], feed)
+    return probabilities, maps
+
+
+def _textbook_cam(run_dir: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CAM as Zhou et al. compute it, from the checkpoint: layer4's map times the head's row."""
+    model, record = load_trained_model(run_dir)
+    captured: dict[str, torch.Tensor] = {}
+    hook = model.backbone.layer4.register_forward_hook(
+        lambda _module, _inputs, output: captured.__setitem__("features", output)
+    )
+    mean = torch.tensor(record.normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(record.normalization.std).view(1, -1, 1, 1)
+    with torch.inference_mode():
+        images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        logits, _ = model(images)
+    hook.remove()
+    top = logits.argmax(dim=1)
+    weights = model.head.weight[top]
+    maps = torch.einsum("bd,bdhw->bhw", weights, captured["features"])[:, None]
+    maps = functional.interpolate(maps, size=pixels.shape[1:3], mode="bilinear")[:, 0]
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return logits.softmax(dim=1).numpy(), ((maps - low) / (high - low)).numpy()
+
+
+def test_the_bundle_records_its_map_and_its_parity(bundle_dir: Path) -> None:
+    meta = BundleMeta.read(bundle_dir)
+    assert meta.cam is not None and meta.cam.available
+    assert meta.cam.layer == "backbone.layer4"
+    assert meta.cam.feature_size == [2, 2]
+    assert meta.outputs["cam"] == "cam"
+    parity = ParityRecord.model_validate_json((bundle_dir / "parity.json").read_text())
+    assert parity.passed
+    assert 0 <= parity.max_abs_diff["cam"] <= parity.bound["cam"] == pytest.approx(1e-4)
+
+
+def test_the_bundles_map_is_the_textbook_cam_of_the_pytorch_model(
+    bundle_dir: Path, demo_images: Any
+) -> None:
+    pixels, _, _ = demo_images
+    probabilities, maps = _bundle_maps(bundle_dir, pixels)
+    reference_probabilities, reference_maps = _textbook_cam(bundle_dir.parent, pixels)
+    assert maps.shape == (len(pixels), 64, 64)
+    np.testing.assert_allclose(probabilities, reference_probabilities, atol=1e-4)
+    np.testing.assert_allclose(maps, reference_maps, atol=1e-3)
+
+
+def test_the_map_of_a_demo_shape_lies_over_the_shape(bundle_dir: Path, demo_images: Any) -> None:
+    pixels, masks, labels = demo_images
+    probabilities, maps = _bundle_maps(bundle_dir, pixels)
+    correct = probabilities.argmax(axis=1) == labels
+    assert correct.mean() >= 0.8  # the run classifies new shapes (its maps mean something)
+    inside = masks > 0.5
+    outside = masks < 0.01
+    inside_mean = np.array([m[i].mean() for m, i in zip(maps, inside, strict=True)])
+    outside_mean = np.array([m[o].mean() for m, o in zip(maps, outside, strict=True)])
+    print(  # the figures docs/serving.md quotes
+        f"mean CAM inside {inside_mean.mean():.3f}, outside {outside_mean.mean():.3f};"
+        f" inside > outside on {(inside_mean > outside_mean).mean():.0%} of"
+        f" {len(pixels)} images"
+    )
+    assert inside_mean.mean() > 1.3 * outside_mean.mean()
+    assert (inside_mean > outside_mean).mean() >= 0.8
