@@ -8,7 +8,6 @@ shapes' own masks on freshly generated demo images (the generator knows where ea
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,9 @@ _PER_CLASS = 6
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(trained_shapes_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of the trained shapes project, exported."""
-    from visionops.config import load_settings
-    from visionops.export.stage import export_run
-
-    source = trained_shapes_run.parent.parent
-    root = Path(shutil.copytree(source, tmp_path_factory.mktemp("cam") / "p", symlinks=True))
-    settings = load_settings(overrides=[f"runs_root={root / 'runs'}"], cwd=root)
-    return export_run(settings, root / "runs" / trained_shapes_run.name).bundle_dir
+def bundle_dir(shapes_bundle: Path) -> Path:
+    """The exported trained shapes run (not written to)."""
+    return shapes_bundle
 
 
 @pytest.fixture(scope="module")

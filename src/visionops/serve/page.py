@@ -475,7 +475,7 @@ async function sendFrame(blob) {
 async function cameraLoop() {
   const video = $("video");
   while (cam.running) {
-    const started = performance.now();
+    let started = performance.now();
     if (video.readyState >= 2 && video.videoWidth) {
       const blob = await grabFrame(video);
       let response = null;
@@ -500,6 +500,7 @@ async function cameraLoop() {
         cam.refused += 1;
         const asked = 1000 * (parseFloat(response.headers.get("Retry-After")) || 1);
         cam.gap = Math.min(MAX_GAP_MS, Math.max(asked, 2 * cam.gap, 250));
+        started = performance.now();  // the wait counts from the refusal, not the frame
       } else if (response && response.status === 401) {
         needKey();
         stopCamera();
