@@ -313,3 +313,79 @@ def test_camera_files_heatmap_and_drift_in_headless_chromium(
     browser.press("Enter", "Enter", 13)
     browser.wait_for("document.getElementById('camstats').dataset.running === 'false'")
     assert browser.evaluate("document.activeElement.id") == "camstart"
+
+
+def test_the_model_picker_follows_get_models(server: str, browser: Chromium) -> None:
+    """With GET /models listing two models (as a several-model server answers), a picker
+    appears and the chosen model's own paths are used; they are answered by this server."""
+    listing = {
+        "default": "shapes",
+        "models": [
+            {"name": "shapes", "default": True, "task": "classification"},
+            {"name": "shapes-b", "default": False, "task": "classification"},
+        ],
+    }
+    asked: list[str] = []
+    browser.open("about:blank", ready="true")
+    browser.call("Fetch.enable", patterns=[{"urlPattern": f"{server}/models*"}])
+    browser.call("Page.navigate", url=f"{server}/")
+
+    def answer_until(expression: str) -> Any:
+        for _ in range(600):
+            while any(e["method"] == "Fetch.requestPaused" for e in browser.events):
+                paused = browser.next_event("Fetch.requestPaused")
+                path = paused["request"]["url"].removeprefix(server)
+                asked.append(f"{paused['request']['method']} {path}")
+                if path == "/models":
+                    body = base64.b64encode(json.dumps(listing).encode()).decode()
+                    browser.call(
+                        "Fetch.fulfillRequest",
+                        requestId=paused["requestId"],
+                        responseCode=200,
+                        responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+                        body=body,
+                    )
+                else:  # /models/<name>/<route> is this one-model server's /<route>
+                    route = path.split("/", 3)[3]
+                    browser.call(
+                        "Fetch.continueRequest",
+                        requestId=paused["requestId"],
+                        url=f"{server}/{route}",
+                    )
+            value = browser.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    answer_until("document.getElementById('model')?.textContent.includes('classification')")
+    assert answer_until("document.getElementById('pickbox').offsetParent !== null")
+    assert "GET /models/shapes/metadata" in asked
+    browser.evaluate(
+        """(() => { const pick = document.getElementById('modelpick');
+                    pick.value = 'shapes-b';
+                    pick.dispatchEvent(new Event('change')); return true; })()"""
+    )
+    answer_until("document.getElementById('camstart').disabled === false")
+    picture = base64.b64encode(_framed_bytes()).decode()
+    browser.evaluate(
+        f"""(() => {{
+            const bytes = Uint8Array.from(atob("{picture}"), c => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "picked.jpg", {{type: "image/jpeg"}}));
+            document.dispatchEvent(new ClipboardEvent("paste", {{clipboardData: data}}));
+            return true;
+        }})()"""
+    )
+    answer_until(
+        "(h => h && !h.textContent.startsWith('predicting'))"
+        "(document.querySelector('#cards .card .headline'))"
+    )
+    assert "GET /models/shapes-b/metadata" in asked
+    assert any(a.startswith("POST /models/shapes-b/predict") for a in asked), asked
+
+
+def _framed_bytes() -> bytes:
+    buffer = io.BytesIO()
+    _framed(_demo("circle", 2), (200, 150)).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
