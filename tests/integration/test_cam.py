@@ -8,6 +8,8 @@ shapes' own masks on freshly generated demo images (the generator knows where ea
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from fastapi.testclient import TestClient
+from PIL import Image
 from torch.nn import functional
 
+from serve_helpers import wait_ready
 from visionops.artifacts import BundleMeta, ParityRecord
-from visionops.config import DemoSettings
+from visionops.config import DemoSettings, ServeSettings
 from visionops.data.synthetic import SHAPE_CLASSES, shapes_image
+from visionops.inference.bundle import load_bundle
 from visionops.runs import load_trained_model
+from visionops.serve.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +123,32 @@ def test_the_map_of_a_demo_shape_lies_over_the_shape(bundle_dir: Path, demo_imag
     )
     assert inside_mean.mean() > 1.3 * outside_mean.mean()
     assert (inside_mean > outside_mean).mean() >= 0.8
+
+
+def test_the_server_returns_the_map_with_heatmap_true(
+    bundle_dir: Path, demo_images: Any, tmp_path: Path
+) -> None:
+    pixels = demo_images[0]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[0]).save(buffer, format="PNG")
+    app = create_app(load_bundle(bundle_dir), ServeSettings(), tmp_path)
+    with TestClient(app) as client:
+        wait_ready(client.get)
+        support = client.get("/metadata").json()["heatmap"]
+        assert support["available"] and support["kind"] == "class_activation_map"
+        assert "backbone.layer4" in support["detail"]
+        predict = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+        assert "heatmap" in [p["name"] for p in predict["parameters"]]
+        plain = client.post("/predict", files={"file": ("a.png", buffer.getvalue())}).json()
+        assert "heatmap" not in plain["predictions"][0]
+        answer = client.post(
+            "/predict?heatmap=true", files={"file": ("a.png", buffer.getvalue())}
+        ).json()["predictions"][0]
+    heatmap = answer["heatmap"]
+    assert heatmap["label"] == answer["label"]
+    assert (heatmap["width"], heatmap["height"]) == (64, 64)
+    grey = np.asarray(Image.open(io.BytesIO(base64.b64decode(heatmap["png_base64"]))))
+    _, maps = _bundle_maps(bundle_dir, pixels[:1])
+    expected = np.round((maps[0] - maps[0].min()) / (maps[0].max() - maps[0].min()) * 255)
+    assert np.abs(grey.astype(np.float64) - expected).max() <= 1
+    assert heatmap["overlay_png_base64"]
