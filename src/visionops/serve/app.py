@@ -81,7 +81,8 @@ def create_app(
         summary=f"{bundle.task} model {bundle.model_version}",
         description=(
             "Predictions from a visionops bundle. `POST /predict` takes one or more images"
-            " (multipart `file` fields, or JSON with base64); `GET /` is an upload page."
+            " (multipart `file` fields, or JSON with base64); `GET /` is a page for the camera"
+            " and uploads."
         ),
         lifespan=lifespan,
         redoc_url=None,

@@ -169,7 +169,7 @@ async def drift_status(state: _State) -> dict[str, Any]:
 
 
 async def page() -> HTMLResponse:
-    """The upload page."""
+    """The camera and upload page."""
     return HTMLResponse(UPLOAD_PAGE)
 
 
@@ -251,7 +251,7 @@ def build_router(state: ServingState, predict: PredictEndpoint) -> APIRouter:
 
     Returns:
         A router with ``/health``, ``/ready``, ``/metadata``, ``/predict``, ``/metrics`` and
-        the upload page at ``/``.
+        the camera and upload page at ``/``.
     """
     router = APIRouter()
     auth = [Depends(require_key)] if state.settings.api_key is not None else []
