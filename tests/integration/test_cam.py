@@ -75,14 +75,14 @@ def _textbook_cam(run_dir: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.nda
     with torch.inference_mode():
         images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
         logits, _ = model(images)
-    hook.remove()
-    top = logits.argmax(dim=1)
-    weights = model.head.weight[top]
-    maps = torch.einsum("bd,bdhw->bhw", weights, captured["features"])[:, None]
-    maps = functional.interpolate(maps, size=pixels.shape[1:3], mode="bilinear")[:, 0]
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    high = maps.amax(dim=(1, 2), keepdim=True)
-    return logits.softmax(dim=1).numpy(), ((maps - low) / (high - low)).numpy()
+        hook.remove()
+        top = logits.argmax(dim=1)
+        weights = model.head.weight[top]
+        maps = torch.einsum("bd,bdhw->bhw", weights, captured["features"])[:, None]
+        maps = functional.interpolate(maps, size=pixels.shape[1:3], mode="bilinear")[:, 0]
+        low = maps.amin(dim=(1, 2), keepdim=True)
+        high = maps.amax(dim=(1, 2), keepdim=True)
+        return logits.softmax(dim=1).numpy(), ((maps - low) / (high - low)).numpy()
 
 
 def test_the_bundle_records_its_map_and_its_parity(bundle_dir: Path) -> None:
