@@ -654,6 +654,26 @@ def regression_bundle(tmp_path_factory: pytest.TempPathFactory, handmade_runs: P
     return _export_handmade(tmp_path_factory, handmade_runs, "dishes-run")
 
 
+def _build_shapes_bundle(project: Path, trained_run: Path) -> Path:
+    from visionops.config import load_settings
+    from visionops.export.stage import export_run
+
+    shutil.copytree(trained_run.parent.parent, project / "p", symlinks=True)
+    root = project / "p"
+    settings = load_settings(overrides=[f"runs_root={root / 'runs'}"], cwd=root)
+    return export_run(settings, root / "runs" / trained_run.name).bundle_dir
+
+
+@pytest.fixture(scope="session")
+def shapes_bundle(tmp_path_factory: pytest.TempPathFactory, trained_shapes_run: Path) -> Path:
+    """trained_shapes_run exported (resnet18 at 64 px: a 2x2 class activation map)."""
+    return built_once(
+        tmp_path_factory,
+        "bundle-shapes",
+        lambda project: _build_shapes_bundle(project, trained_shapes_run),
+    )
+
+
 # End of the exported bundles block.
 # --------------------------------------------------------------------------------------
 

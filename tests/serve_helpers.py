@@ -114,7 +114,8 @@ def expected_outputs(bundle_dir: Path, payloads: list[bytes]) -> tuple[np.ndarra
     """The in-process pipeline — load_image + ONNX Runtime, no server — for comparison."""
     pixels = np.stack([load_image(p, size=32) for p in payloads]).transpose(0, 3, 1, 2)
     session = ort.InferenceSession(str(bundle_dir / "model.onnx"))
-    main, embedding = session.run(None, {"pixels": np.ascontiguousarray(pixels)})
+    names = [session.get_outputs()[0].name, "embedding"]
+    main, embedding = session.run(names, {"pixels": np.ascontiguousarray(pixels)})
     return main, embedding
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "BundleRun",
     "Calibration",
     "CheckpointRef",
+    "ClassActivationRecord",
     "DatasetRef",
     "EvalDataset",
     "EvalInference",
@@ -442,6 +443,20 @@ class QuantizedRecord(ArtifactModel):
         return self.calibration is not None
 
 
+class ClassActivationRecord(ArtifactModel):
+    """A classification bundle's class activation map (its ``cam`` output), or why it has none.
+
+    Written as ``cam`` in ``visionops.json`` by ``visionops export`` for classification and
+    multilabel runs; bundles exported before it have no ``cam`` field (and no map).
+    """
+
+    available: bool
+    output: str | None = None
+    layer: str | None = None
+    feature_size: list[int] | None = None
+    reason: str | None = None
+
+
 class BundleMeta(Artifact):
     """``runs/<name>/bundle/visionops.json``: a self-describing exported model."""
 
@@ -458,6 +473,7 @@ class BundleMeta(Artifact):
     target_units: list[str] | None = None
     thresholds: list[float] | float | None = None
     anomaly: AnomalyModelRecord | None = None
+    cam: ClassActivationRecord | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     metrics_split: MetricsSplit | None = None
     training_data_fingerprint: str | None = None

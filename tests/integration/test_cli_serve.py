@@ -8,8 +8,6 @@ serving it (with the same settings), and the upload page in headless Chromium.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -30,6 +28,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from browser_helpers import CHROMIUM, Chromium
 from serve_helpers import wait_ready
 from visionops.artifacts import BundleMeta
 from visionops.cli.app import app
@@ -37,7 +36,6 @@ from visionops.inference.predlog import read_prediction_log
 
 runner = CliRunner()
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def colour_png(path: Path, name: str) -> Path:
@@ -341,100 +339,6 @@ def test_a_run_without_bundle_is_exported_first_with_the_same_settings(
 # ------------------------------------------------------------------ the upload page
 
 
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (no extra packages)."""
-
-    def __init__(self, binary: str, profile: Path) -> None:
-        to_browser_r, to_browser_w = os.pipe()
-        from_browser_r, from_browser_w = os.pipe()
-        # The browser reads commands on fd 3 and writes replies on fd 4.
-        high_r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
-        high_w = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
-
-        def wire() -> None:
-            os.dup2(high_r, 3)
-            os.dup2(high_w, 4)
-
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-pipe",
-                f"--user-data-dir={profile}",
-                "about:blank",
-            ],
-            pass_fds=(3, 4),
-            preexec_fn=wire,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for fd in (to_browser_r, from_browser_w, high_r, high_w):
-            os.close(fd)
-        self.writer = os.fdopen(to_browser_w, "wb", buffering=0)
-        self.reader = os.fdopen(from_browser_r, "rb", buffering=0)
-        self.buffer = b""
-        self.next_id = 0
-        self.session: str | None = None
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
-        if self.session and not method.startswith(("Target.", "Browser.")):
-            message["sessionId"] = self.session
-        self.writer.write(json.dumps(message).encode() + b"\0")
-        for _ in range(100_000):
-            while b"\0" not in self.buffer:
-                chunk = self.reader.read(65536)
-                if not chunk:
-                    raise AssertionError("chromium closed the pipe")
-                self.buffer += chunk
-            raw, self.buffer = self.buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise AssertionError(f"{method}: {reply['error']}")
-                return dict(reply.get("result", {}))
-        raise AssertionError(f"no reply to {method}")
-
-    def open(self, url: str) -> None:
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
-            "sessionId"
-        ]
-        self.call("Page.enable")
-        self.call("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete' && !!document.getElementById('drop')")
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, seconds: float = 30.0) -> Any:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-    def close(self) -> None:
-        with contextlib.suppress(AssertionError):
-            self.call("Browser.close")
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.writer.close()
-        self.reader.close()
-
-
 # CI installs chromium (.ci/run), so there a missing browser fails instead of skipping.
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"),
@@ -457,12 +361,15 @@ def test_upload_page_in_headless_chromium(server: Server, tmp_path: Path) -> Non
         document = browser.call("DOM.getDocument")["root"]["nodeId"]
         node = browser.call("DOM.querySelector", nodeId=document, selector="#file")["nodeId"]
         browser.call("DOM.setFileInputFiles", files=[str(blue)], nodeId=node)
-        status = browser.wait_for(
-            "(t => t.startsWith('blue') && t)(document.getElementById('status').textContent)"
+        headline = browser.wait_for(
+            "(t => t && t.startsWith('blue') && t)"
+            "(document.querySelector('#cards .card .headline')?.textContent)"
         )
+        assert "%" in headline
+        status = browser.wait_for("document.getElementById('status').textContent")
         assert "colours-run@" in status
         rows = browser.evaluate(
-            "[...document.querySelectorAll('#result .row .name')].map(e => e.textContent)"
+            "[...document.querySelectorAll('#cards .card .row .name')].map(e => e.textContent)"
         )
         assert rows[0] == "blue"
         assert sorted(rows) == ["blue", "green", "red", "yellow"]
@@ -480,11 +387,14 @@ def test_upload_page_in_headless_chromium(server: Server, tmp_path: Path) -> Non
                 return true;
             }})()"""
         )
-        status = browser.wait_for(
-            "(t => t.startsWith('green') && t)(document.getElementById('status').textContent)"
+        headline = browser.wait_for(
+            "(t => t && t.startsWith('green') && t)"
+            "(document.querySelector('#cards .card .headline')?.textContent)"
         )
-        assert "ms" in status
-        assert browser.evaluate("document.getElementById('previewbox').style.display") == "block"
+        assert browser.evaluate("document.querySelectorAll('#cards .card').length") == 2
+        # Without GET /models (one model) there is no picker; 32 px has no heatmap to offer.
+        assert browser.evaluate("document.getElementById('pickbox').offsetParent") is None
+        assert browser.evaluate("document.getElementById('heatbox').offsetParent") is None
     finally:
         browser.close()
     metrics = httpx.get(f"{server.url}/metrics").text

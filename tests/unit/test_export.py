@@ -122,6 +122,13 @@ def exported(
 
 RUNS = ["colours-run", "tags-run", "dishes-run"]
 MAIN_OUTPUT = {"colours-run": "probabilities", "tags-run": "probabilities", "dishes-run": "values"}
+GRAPH_OUTPUTS = {
+    # At 32 px the last feature maps are 1x1: no class activation map (tests/integration/
+    # test_cam.py exports one from a 64 px run).
+    "colours-run": ["probabilities", "embedding"],
+    "tags-run": ["probabilities", "embedding"],
+    "dishes-run": ["values", "embedding"],
+}
 
 
 def _onnx_input(images: np.ndarray, layout: str) -> np.ndarray:
@@ -151,14 +158,18 @@ def test_graph_takes_uint8_with_dynamic_batch_and_matches_pytorch(exported: Any,
     assert dims[0].dim_param == "batch"
     expected = [3, 32, 32] if layout == "NCHW" else [32, 32, 3]
     assert [d.dim_value for d in dims[1:]] == expected
-    assert [o.name for o in graph.output] == [MAIN_OUTPUT[run], "embedding"]
-    assert [o.type.tensor_type.shape.dim[0].dim_param for o in graph.output] == ["batch"] * 2
+    assert [o.name for o in graph.output] == GRAPH_OUTPUTS[run]
+    assert [o.type.tensor_type.shape.dim[0].dim_param for o in graph.output] == ["batch"] * len(
+        GRAPH_OUTPUTS[run]
+    )
 
     images, _, splits = _dataset(project, run)
     session = ort.InferenceSession(str(project / "runs" / run / "bundle" / "model.onnx"))
     for batch in (1, 5):
         chosen = images[splits == 1][:batch]
-        main, embedding = session.run(None, {"pixels": _onnx_input(chosen, layout)})
+        main, embedding = session.run(
+            [MAIN_OUTPUT[run], "embedding"], {"pixels": _onnx_input(chosen, layout)}
+        )
         reference_main, reference_embedding = _torch_reference(project, run, chosen)
         assert main.shape[0] == embedding.shape[0] == batch
         scale = max(1.0, float(np.abs(reference_main).max()))
@@ -171,7 +182,9 @@ def test_classification_probabilities_are_a_softmax(exported: Any) -> None:
     project, _ = exported
     images, labels, splits = _dataset(project, "colours-run")
     session = ort.InferenceSession(str(project / "runs" / "colours-run" / "bundle" / "model.onnx"))
-    probabilities, _ = session.run(None, {"pixels": _onnx_input(images[splits == 2], "NCHW")})
+    probabilities, _ = session.run(
+        ["probabilities", "embedding"], {"pixels": _onnx_input(images[splits == 2], "NCHW")}
+    )
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert (probabilities.argmax(axis=1) == labels[splits == 2]).all()
 
@@ -194,7 +207,8 @@ def test_metadata_in_onnx_and_manifest(exported: Any, run: str) -> None:
     assert meta.input.size == 32
     assert meta.input.channels == 3
     assert meta.input.resize == "crop"
-    assert meta.outputs == {"main": MAIN_OUTPUT[run], "embedding": "embedding"}
+    extras = {name: name for name in GRAPH_OUTPUTS[run][1:-1]}
+    assert meta.outputs == {"main": MAIN_OUTPUT[run], "embedding": "embedding", **extras}
     assert meta.class_names == record.class_names
     assert meta.target_names == record.target_names
     assert meta.target_units == record.target_units
@@ -205,6 +219,16 @@ def test_metadata_in_onnx_and_manifest(exported: Any, run: str) -> None:
     assert meta.created_at
     monitor = TASKS[record.task].monitor
     assert isinstance(meta.metrics[monitor], float)
+
+
+def test_a_classifier_without_a_map_says_why_and_regression_has_no_record(exported: Any) -> None:
+    _, results = exported
+    for run, layer in (("colours-run", "backbone.layer4"), ("tags-run", "backbone.conv5")):
+        cam = results[run].meta.cam
+        assert cam is not None and not cam.available
+        assert cam.layer == layer and cam.feature_size == [1, 1]
+        assert cam.reason is not None and "1x1 at 32 px" in cam.reason
+    assert results["dishes-run"].meta.cam is None
 
 
 def test_multilabel_thresholds_and_regression_units_travel(exported: Any) -> None:
@@ -271,7 +295,9 @@ def test_reference_is_computed_through_the_exported_graph(exported: Any) -> None
     expected = [[value(images[i], n) for n in names] for i in indices]
     np.testing.assert_allclose(arrays["stats"], expected, rtol=1e-6)
     session = ort.InferenceSession(str(bundle_dir / "model.onnx"))
-    probabilities, embedding = session.run(None, {"pixels": _onnx_input(images[indices], "NCHW")})
+    probabilities, embedding = session.run(
+        ["probabilities", "embedding"], {"pixels": _onnx_input(images[indices], "NCHW")}
+    )
     np.testing.assert_allclose(arrays["embeddings"], embedding, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(arrays["predictions"], probabilities, rtol=1e-5, atol=1e-6)
 
@@ -290,7 +316,9 @@ def test_int8_accepted_when_within_tolerance(exported: Any) -> None:
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
     images, labels, splits = _dataset(project, "colours-run")
     session = ort.InferenceSession(str(bundle.int8_model_path))
-    probabilities, _ = session.run(None, {"pixels": _onnx_input(images[splits == 2], "NCHW")})
+    probabilities, _ = session.run(
+        ["probabilities", "embedding"], {"pixels": _onnx_input(images[splits == 2], "NCHW")}
+    )
     assert (probabilities.argmax(axis=1) == labels[splits == 2]).mean() >= 0.99
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "demo_name",
     "demo_version",
     "generate_demo",
+    "shapes_image",
 ]
 
 DEMOS: dict[str, str] = {
@@ -435,7 +436,9 @@ def _split_counts(total: int) -> tuple[int, int, int]:
     return total - val - test, val, test
 
 
-def _render_shapes_image(rng: np.random.Generator, size: int, kind: str) -> FloatImage:
+def _render_shapes_image(
+    rng: np.random.Generator, size: int, kind: str
+) -> tuple[FloatImage, FloatImage]:
     image = _background(rng, size)
     image = _blend(image, _distractors(rng, size, int(rng.integers(1, 4))))
     radius = rng.uniform(0.25, 0.36) * size
@@ -445,7 +448,25 @@ def _render_shapes_image(rng: np.random.Generator, size: int, kind: str) -> Floa
     (mask,) = _shape_mask(size, [(kind, cx, cy, radius, angle)])
     colour = _object_colour(rng)
     image = _composite(image, mask, _fill(rng, size, colour))
-    return _add_noise(image, rng, rng.uniform(2.0, 6.0))
+    return _add_noise(image, rng, rng.uniform(2.0, 6.0)), mask
+
+
+def shapes_image(
+    settings: DemoSettings, kind: str, index: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """One ``demo:shapes`` image as generated (before JPEG), and where its shape is.
+
+    Args:
+        settings: The demo's size and seed.
+        kind: A name of :data:`SHAPE_CLASSES`.
+        index: The image's number within its class (the ``_<index>`` of its file name).
+
+    Returns:
+        ``(H, W, 3)`` uint8 pixels and the ``(H, W)`` anti-aliased 0..1 mask of the shape.
+    """
+    rng = _rng(settings, "shapes", SHAPE_CLASSES.index(kind), index)
+    pixels, mask = _render_shapes_image(rng, settings.image_size, kind)
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8), mask[..., 0]
 
 
 def _write_shapes(folder: Path, settings: DemoSettings, progress: ProgressReporter) -> None:
@@ -460,7 +481,7 @@ def _write_shapes(folder: Path, settings: DemoSettings, progress: ProgressReport
                 "train" if index < n_train else "validation" if index < n_train + n_val else "test"
             )
             rng = _rng(settings, "shapes", class_index, index)
-            pixels = _render_shapes_image(rng, settings.image_size, kind)
+            pixels, _ = _render_shapes_image(rng, settings.image_size, kind)
             _save_jpeg(pixels, folder / split / kind / f"{kind}_{index:05d}.jpg")
             task.advance()
     task.close()

@@ -55,9 +55,15 @@ EMBEDDING_NAME: Final = "embedding"
 _DIM_NAME: Final = "batch"
 
 
-def graph_output_names(task: Task) -> tuple[str, ...]:
-    """The bundle graph's output names, in order: main, the task's extras, embedding."""
-    return (task.main_output, *task.extra_outputs, EMBEDDING_NAME)
+def graph_output_names(task: Task, model: nn.Module | None = None) -> tuple[str, ...]:
+    """The bundle graph's output names, in order: main, the task's extras, embedding.
+
+    Args:
+        task: The run's task.
+        model: The model being exported: a classifier with its class activation map
+            (:meth:`~visionops.tasks.Task.explained_model`) adds ``cam`` to the extras.
+    """
+    return (task.main_output, *task.bundle_outputs(model), EMBEDDING_NAME)
 
 
 class ExportWrapper(nn.Module):

@@ -75,7 +75,7 @@ def _torch_predict(
     """
     mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(normalization.std, dtype=torch.float32).view(1, -1, 1, 1)
-    names = graph_output_names(task)
+    names = graph_output_names(task, model)
     parts: dict[str, list[NDArray[np.float32]]] = {name: [] for name in names}
     with torch.inference_mode():
         for part in batch_slices(len(images_nhwc)):
@@ -129,7 +129,7 @@ def check_parity(
         The record written to ``parity.json`` (``passed`` says whether it passed).
     """
     session = ort_session(onnx_path)
-    names = graph_output_names(task)
+    names = graph_output_names(task, model)
     onnx_outputs = run_graph(session, images_nhwc, layout, names)
     single_outputs = run_graph(session, images_nhwc[:1], layout, names, batch_size=1)
     torch_outputs = _torch_predict(model, images_nhwc, normalization, task)

@@ -47,6 +47,7 @@ from visionops._io import artifact_lock, atomic_dir, atomic_write_json, clean_st
 from visionops.artifacts import (
     BundleInput,
     BundleMeta,
+    ClassActivationRecord,
     MetricsSplit,
     ParityRecord,
     QuantizedRecord,
@@ -223,6 +224,7 @@ class _Source:
     dataset: PreparedDataset
     checkpoint: str
     notes: list[str]
+    cam: ClassActivationRecord | None = None
 
 
 def _export(
@@ -340,7 +342,14 @@ def _open_source(run_dir: Path, checkpoint: str) -> _Source:
         )
     for note in notes:
         logger.warning(note)
-    return _Source(run_dir, record, task_for(record), model, dataset, checkpoint, notes)
+    task = task_for(record)
+    model, cam = task.explained_model(model, channels=spec.channels, image_size=spec.image_size)
+    if cam is not None and cam.available:
+        cells = "x".join(str(v) for v in cam.feature_size or [])
+        logger.info(f"class activation map: from {cam.layer} ({cells} cells), output {cam.output}")
+    elif cam is not None:
+        logger.info(f"no class activation map: {spec.name} — {cam.reason}")
+    return _Source(run_dir, record, task, model, dataset, checkpoint, notes, cam)
 
 
 def _write_graph(source: _Source, path: Path, options: ExportSettings) -> None:
@@ -357,7 +366,7 @@ def _write_graph(source: _Source, path: Path, options: ExportSettings) -> None:
         image_size=spec.image_size,
         channels=spec.channels,
         layout=options.layout,
-        output_names=graph_output_names(source.task),
+        output_names=graph_output_names(source.task, source.model),
         opset=options.opset,
     )
 
@@ -534,7 +543,7 @@ def _manifest(
     record, task, options = source.record, source.task, settings.export
     spec = record.model
     config_hash = record.config_hash
-    extras = {name: name for name in task.extra_outputs}
+    extras = {name: name for name in task.bundle_outputs(source.model)}
     return BundleMeta(
         task=task.name,
         model_version=f"{record.name}@{config_hash[:8]}",
@@ -553,6 +562,7 @@ def _manifest(
         target_units=record.target_units,
         thresholds=record.thresholds,
         anomaly=record.anomaly,
+        cam=source.cam,
         metrics=metrics,
         metrics_split=metrics_split,
         training_data_fingerprint=record.dataset.fingerprint,

@@ -297,7 +297,11 @@ class Postprocessor:
 
     def describe(self) -> dict[str, Any]:
         """The post-processing facts ``/metadata`` reports."""
-        return {**self.task.describe(), "default_top_k": self.default_top_k}
+        return {
+            **self.task.describe(),
+            "default_top_k": self.default_top_k,
+            "heatmap": self.task.heatmap_support(),
+        }
 
     def check(self, options: PredictOptions) -> str | None:
         """Why ``options`` do not apply to this task, or None when they do."""

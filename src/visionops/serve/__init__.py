@@ -15,7 +15,7 @@ Modules:
     uploads: reading multipart, raw image and JSON uploads within the limits.
     metrics: Prometheus metrics in a per-app registry.
     http_errors: every failure as one JSON error shape; secrets scrubbed from logs.
-    page: the upload page served at ``GET /``.
+    page: the camera and upload page served at ``GET /``.
     probe: one worker's memory and CPU at full load, in a process of its own (``deploy``).
 
 Only ``visionops.cli`` imports this package (``deploy`` runs the probe as a process).

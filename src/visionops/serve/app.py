@@ -146,7 +146,8 @@ def create_models_app(
         summary=summary,
         description=(
             "Predictions from a visionops bundle. `POST /predict` takes one or more images"
-            " (multipart `file` fields, or JSON with base64); `GET /` is an upload page."
+            " (multipart `file` fields, or JSON with base64); `GET /` is a page for the camera"
+            " and uploads."
             + (
                 ""
                 if served.single

@@ -227,7 +227,7 @@ async def drift_status(state: _State) -> dict[str, Any]:
 
 
 async def page() -> HTMLResponse:
-    """The upload page."""
+    """The camera and upload page."""
     return HTMLResponse(UPLOAD_PAGE)
 
 
@@ -293,6 +293,13 @@ class PlainRoute(APIRoute):
 # ------------------------------------------------------------------ the router
 
 
+def _heatmap_sentence(support: dict[str, Any]) -> str:
+    """What ``heatmap=true`` gives with this model, or why the option is not offered."""
+    if support["available"]:
+        return f"`heatmap=true` adds {support['detail']} as PNGs."
+    return f"No `heatmap` option: {support['detail']}."
+
+
 def _model_parameter(models: ModelSet) -> dict[str, Any]:
     """The documented ``?model=`` of a model-level route (only with several models)."""
     if models.single:
@@ -332,7 +339,8 @@ def _predict_route(
         description=(
             "The images as multipart `file` fields, one image as the body itself"
             " (`Content-Type: image/jpeg`, `image/png`, ...: the cheapest for both sides),"
-            " or JSON with base64."
+            " or JSON with base64. "
+            + _heatmap_sentence(endpoint.state.postprocess.describe()["heatmap"])
         ),
         dependencies=auth,
         responses={**auth_errors, **_errors(408, 413, 415, 422, 503, 504)},
@@ -349,8 +357,8 @@ def build_router(models: ModelSet) -> APIRouter:
 
     Returns:
         A router with ``/health``, ``/ready``, ``/metadata``, ``/predict``, ``/metrics``,
-        ``/drift``, ``/models`` (and each model's ``/models/{name}/...``) and the upload page
-        at ``/``.
+        ``/drift``, ``/models`` (and each model's ``/models/{name}/...``) and the camera and
+        upload page at ``/``.
     """
     router = APIRouter()
     default = models.default

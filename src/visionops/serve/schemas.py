@@ -21,6 +21,7 @@ __all__ = [
     "ErrorResponse",
     "HealthResponse",
     "Heatmap",
+    "HeatmapSupport",
     "InputSpec",
     "LabelProbability",
     "MetadataResponse",
@@ -115,6 +116,17 @@ class ServerInfo(_Schema):
     auth_required: bool
 
 
+class HeatmapSupport(_Schema):
+    """Whether ``heatmap=true`` gives a map with this model, which one, or why not."""
+
+    available: bool
+    kind: Literal["anomaly_map", "class_activation_map"] | None = Field(
+        description="anomaly_map: patch distances; class_activation_map: where the top class's"
+        " evidence lies (backbones with global pooling and a linear head)."
+    )
+    detail: str = Field(description="Where the map comes from, or why this model has none.")
+
+
 class MetadataResponse(_Schema):
     """Task, labels, input size, version, thresholds and server limits."""
 
@@ -127,6 +139,7 @@ class MetadataResponse(_Schema):
         description="Multilabel: one per label; anomaly: the score threshold; else null."
     )
     default_top_k: int
+    heatmap: HeatmapSupport
     metrics: dict[str, float | None]
     training_data_fingerprint: str | None
     created_at: str | None
@@ -163,6 +176,9 @@ class ClassificationPrediction(_Prediction):
     label: str = Field(description="The most probable class.")
     probability: float
     top_k: list[LabelProbability] = Field(description="The most probable classes, best first.")
+    heatmap: Heatmap | None = Field(
+        None, description="Only when asked with heatmap=true: the top class's activation map."
+    )
 
 
 class MultilabelPrediction(_Prediction):
@@ -171,6 +187,10 @@ class MultilabelPrediction(_Prediction):
     labels: list[LabelProbability] = Field(description="Labels at or over their threshold.")
     probabilities: dict[str, float] = Field(description="Every label's probability.")
     thresholds: dict[str, float] = Field(description="The threshold each label was held to.")
+    heatmap: Heatmap | None = Field(
+        None,
+        description="Only when asked with heatmap=true: the most probable label's activation map.",
+    )
 
 
 class NamedValue(_Schema):
@@ -188,17 +208,24 @@ class RegressionPrediction(_Prediction):
 
 
 class Heatmap(_Schema):
-    """The anomaly map as PNGs at the model's input size."""
+    """A map as PNGs at the model's input size: the anomaly map, or a class activation map."""
 
     width: int
     height: int
-    min: float = Field(description="Smallest patch distance in the map.")
-    max: float = Field(description="Largest patch distance in the map.")
+    min: float = Field(
+        description="Smallest value in the map (anomaly: a patch distance; class activation"
+        " map: 0..1, already stretched in the model)."
+    )
+    max: float = Field(description="Largest value in the map.")
     png_base64: str = Field(description="8-bit greyscale, min..max stretched to 0..255.")
     overlay_png_base64: str | None = Field(
         None,
-        description="The map in colour over the model-sized image; colours on the threshold's"
-        " scale (mid-ramp at the threshold, brightest at twice it).",
+        description="The map in colour over the model-sized image; anomaly colours on the"
+        " threshold's scale (mid-ramp at the threshold, brightest at twice it), class"
+        " activation maps from 0 to 1.",
+    )
+    label: str | None = Field(
+        None, description="The class the map explains (class activation maps: the top class)."
     )
 
 
@@ -276,6 +303,12 @@ class PredictJSON(_Schema):
 # (``'threshold' applies to ...``), so the client learns why rather than "extra field".
 
 
+_HEATMAP_OPTION = (
+    "Return the heatmap as PNGs: the anomaly map, or the top class's activation map"
+    " (GET /metadata says which)."
+)
+
+
 class PredictQuery(BaseModel):
     """``/predict``'s query options for a task that takes neither threshold nor heatmap."""
 
@@ -295,13 +328,13 @@ class PredictQueryThreshold(PredictQuery):
 class PredictQueryHeatmap(PredictQuery):
     """``top_k`` and ``heatmap``."""
 
-    heatmap: bool = Field(False, description="Return the anomaly map as a PNG.")
+    heatmap: bool = Field(False, description=_HEATMAP_OPTION)
 
 
 class PredictQueryAll(PredictQueryThreshold):
     """``top_k``, ``threshold`` and ``heatmap`` (anomaly detection)."""
 
-    heatmap: bool = Field(False, description="Return the anomaly map as a PNG.")
+    heatmap: bool = Field(False, description=_HEATMAP_OPTION)
 
 
 _QUERIES: dict[tuple[bool, bool], type[PredictQuery]] = {

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from visionops.artifacts import BundleMeta, PreparedManifest, RunRecord
+from visionops.artifacts import BundleMeta, ClassActivationRecord, PreparedManifest, RunRecord
 from visionops.tasks._results import Outputs, Plot, TaskMetrics
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ class PredictOptions:
     Attributes:
         top_k: Labels to return (classification, multilabel).
         threshold: Decision threshold (multilabel probability, anomaly score).
-        heatmap: Return the anomaly heatmap as a PNG (anomaly).
+        heatmap: Return the heatmap as PNGs: the anomaly map (anomaly), the top class's
+            activation map (classification, multilabel, where the bundle has one).
         default_top_k: Labels a classification answer lists when ``top_k`` is None (the
             server's ``serve.top_k``).
     """
@@ -106,6 +107,8 @@ class Task(ABC):
         int8_op_types: The only operators int8 quantisation touches (None: all it can).
         int8_symbolic_shapes: Whether ONNX Runtime's symbolic shape inference can follow
             the graph (int8 pre-processing).
+        explains: Whether export may give the bundle a class activation map (``cam``) that
+            ``heatmap=true`` returns (:meth:`explained_model`).
     """
 
     name: ClassVar[str]
@@ -123,6 +126,7 @@ class Task(ABC):
     mixed_precision: ClassVar[bool] = True
     int8_op_types: ClassVar[tuple[str, ...] | None] = None
     int8_symbolic_shapes: ClassVar[bool] = True
+    explains: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -170,6 +174,10 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Post-processing facts ``/metadata`` reports (thresholds in use)."""
         return {"thresholds": None}
+
+    def heatmap_support(self) -> dict[str, Any]:
+        """Whether answers can carry a heatmap: ``available``, ``kind`` and ``detail`` (why not)."""
+        return {"available": False, "kind": None, "detail": f"{self.name} models have no heatmap"}
 
     @classmethod
     def flat_answer(cls, answer: Mapping[str, Any]) -> dict[str, Any]:
@@ -295,6 +303,25 @@ class Task(ABC):
         """
         raw, embedding = model(normalised)
         return self.postprocess(raw.float()), embedding
+
+    def bundle_outputs(self, model: nn.Module | None) -> tuple[str, ...]:
+        """The bundle graph's outputs besides the main one and the embedding, for ``model``.
+
+        The default is :attr:`extra_outputs`; a task whose exported model explains its
+        answers adds the map (:meth:`explained_model`).
+        """
+        del model
+        return self.extra_outputs
+
+    def explained_model(
+        self, model: nn.Module, *, channels: int, image_size: int
+    ) -> tuple[nn.Module, ClassActivationRecord | None]:
+        """The model ``export`` puts in the bundle, and its class activation map record.
+
+        The default exports ``model`` as it is, with no record (the task has no such map).
+        """
+        del channels, image_size
+        return model, None
 
     def load_model(self, run_dir: Path, which: str = "best") -> tuple[nn.Module, RunRecord]:
         """Rebuild a run's trained model on the CPU, in eval mode.

@@ -11,8 +11,6 @@ embedding). The torch-free half answers ``serve`` and ``drift``.
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
@@ -22,10 +20,10 @@ from numpy.typing import NDArray
 
 from visionops.artifacts import AnomalyModelRecord, AnomalyThreshold
 from visionops.errors import ArtifactError
-from visionops.imaging import heatmap_overlay
 from visionops.logs import logger
 from visionops.tasks import register_task
 from visionops.tasks._base import INPUT_KEY, PredictOptions, Task, meta_field
+from visionops.tasks._heatmap import map_png
 from visionops.tasks._results import Outputs, Plot, TaskMetrics, finite
 
 if TYPE_CHECKING:
@@ -47,14 +45,6 @@ _CALIBRATION_IMAGES: Final = 64
 _BATCH: Final = 64
 
 
-def _png_base64(pixels: NDArray[np.uint8]) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def heatmap_png(
     anomaly_map: NDArray[np.float32],
     pixels: NDArray[Any] | None = None,
@@ -72,22 +62,9 @@ def heatmap_png(
         ``width``, ``height``, ``min``, ``max``, ``png_base64`` (8-bit greyscale, min..max
         stretched to 0..255) and, with ``pixels``, ``overlay_png_base64``.
     """
-    low, high = float(anomaly_map.min()), float(anomaly_map.max())
-    scaled = (anomaly_map - low) / (high - low) if high > low else np.zeros_like(anomaly_map)
-    grey = np.round(scaled * 255).astype(np.uint8)
-    answer: dict[str, Any] = {
-        "width": int(grey.shape[1]),
-        "height": int(grey.shape[0]),
-        "min": low,
-        "max": high,
-        "png_base64": _png_base64(grey),
-    }
-    if pixels is not None and pixels.shape[:2] == anomaly_map.shape:
-        # On the threshold's scale, not per image: mid-ramp at the threshold, brightest at
-        # twice it, so a good image stays dark.
-        high = 2.0 * threshold if threshold > 0 else high
-        answer["overlay_png_base64"] = _png_base64(heatmap_overlay(pixels, anomaly_map, 0.0, high))
-    return answer
+    # On the threshold's scale, not per image: mid-ramp at the threshold, brightest at
+    # twice it, so a good image stays dark.
+    return map_png(anomaly_map, pixels, low=0.0, high=2.0 * threshold if threshold > 0 else None)
 
 
 @register_task
@@ -179,6 +156,15 @@ class AnomalyTask(Task):
     def describe(self) -> dict[str, Any]:
         """The threshold in use."""
         return {"thresholds": self.threshold}
+
+    def heatmap_support(self) -> dict[str, Any]:
+        """Always: the patch distances to the memory bank, upsampled and smoothed."""
+        return {
+            "available": True,
+            "kind": "anomaly_map",
+            "detail": "each patch's distance to the nearest good patch, upsampled and smoothed"
+            " to the input",
+        }
 
     def predicted_labels(self, answer: Mapping[str, Any]) -> list[str]:
         """``defect`` or ``good``."""

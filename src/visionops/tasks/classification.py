@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import ClassActivationRecord
 from visionops.errors import ArtifactError
 from visionops.tasks import register_task
-from visionops.tasks._base import PredictOptions, Task, class_names_of
+from visionops.tasks._base import PredictOptions, class_names_of
+from visionops.tasks._cam import ExplainedByCam, cam_record_of
 from visionops.tasks._results import (
     CALIBRATION_BINS,
     ArrayLikeFloat,
@@ -172,7 +174,7 @@ def classification_report(
 
 
 @register_task
-class ClassificationTask(Task):
+class ClassificationTask(ExplainedByCam):
     """One class per image: cross-entropy with label smoothing, softmax, accuracy.
 
     Args:
@@ -184,8 +186,14 @@ class ClassificationTask(Task):
     main_output: ClassVar[str] = "probabilities"
     monitor: ClassVar[str] = "accuracy"
     mode: ClassVar[Literal["max", "min"]] = "max"
+    serve_options: ClassVar[frozenset[str]] = frozenset({"top_k", "heatmap"})
 
-    def __init__(self, class_names: Sequence[str], label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        label_smoothing: float = 0.0,
+        cam: ClassActivationRecord | None = None,
+    ) -> None:
         if len(class_names) < 2:
             raise ArtifactError(
                 f"classification needs at least 2 classes, the dataset has {len(class_names)}"
@@ -193,11 +201,12 @@ class ClassificationTask(Task):
             )
         self.class_names = list(class_names)
         self.label_smoothing = label_smoothing
+        self.cam = cam
 
     @classmethod
     def from_manifest(cls, manifest: Any, *, label_smoothing: float = 0.0) -> ClassificationTask:
-        """Build from a manifest's ``class_names``."""
-        return cls(class_names_of(manifest), label_smoothing)
+        """Build from a manifest's ``class_names`` (and a bundle's ``cam`` record)."""
+        return cls(class_names_of(manifest), label_smoothing, cam_record_of(manifest))
 
     @property
     def labels(self) -> list[str]:
@@ -212,12 +221,19 @@ class ClassificationTask(Task):
         extra: Mapping[str, NDArray[np.float32]],
         options: PredictOptions,
     ) -> dict[str, Any]:
-        """``label``, ``probability`` and the ``top_k`` labels with their probabilities."""
-        del extra
+        """``label``, ``probability``, the ``top_k`` labels and (when asked) the top class's map."""
         k = min(options.top_k or options.default_top_k, main.shape[0])
         order = np.argsort(-main, kind="stable")[:k]
         top = [{"label": self.class_names[i], "probability": float(main[i])} for i in order]
-        return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
+        answer: dict[str, Any] = {
+            "label": top[0]["label"],
+            "probability": top[0]["probability"],
+            "top_k": top,
+        }
+        heatmap = self.cam_answer(main, extra, options)
+        if heatmap is not None:
+            answer["heatmap"] = heatmap
+        return answer
 
     @classmethod
     def flat_answer(cls, answer: Mapping[str, Any]) -> dict[str, Any]:

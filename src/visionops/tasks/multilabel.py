@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from visionops.artifacts import ClassActivationRecord
 from visionops.errors import ArtifactError
 from visionops.tasks import register_task
-from visionops.tasks._base import PredictOptions, Task, class_names_of, meta_field
+from visionops.tasks._base import PredictOptions, class_names_of, meta_field
+from visionops.tasks._cam import ExplainedByCam, cam_record_of
 from visionops.tasks._results import ArrayLikeFloat, Plot, TaskMetrics, headline
 
 if TYPE_CHECKING:
@@ -177,7 +179,7 @@ def multilabel_report(
 
 
 @register_task
-class MultilabelTask(Task):
+class MultilabelTask(ExplainedByCam):
     """Any number of labels per image: BCE with logits, sigmoid, mAP; thresholds tuned on val.
 
     Args:
@@ -193,18 +195,20 @@ class MultilabelTask(Task):
     monitor: ClassVar[str] = "map"
     mode: ClassVar[Literal["max", "min"]] = "max"
     rank_rows_by: ClassVar[str | None] = "ap"
-    serve_options: ClassVar[frozenset[str]] = frozenset({"top_k", "threshold"})
+    serve_options: ClassVar[frozenset[str]] = frozenset({"top_k", "threshold", "heatmap"})
 
     def __init__(
         self,
         class_names: Sequence[str],
         label_smoothing: float = 0.0,
         thresholds: Sequence[float] | None = None,
+        cam: ClassActivationRecord | None = None,
     ) -> None:
         if not class_names:
             raise ArtifactError("the multilabel dataset has no class names — preprocess it again")
         self.class_names = list(class_names)
         self.label_smoothing = label_smoothing
+        self.cam = cam
         fitted = thresholds is not None and len(thresholds) == len(self.class_names)
         self.thresholds_from = "run.json" if fitted else f"default {DEFAULT_THRESHOLD}"
         self.thresholds = (
@@ -221,6 +225,7 @@ class MultilabelTask(Task):
             class_names_of(manifest),
             label_smoothing,
             thresholds if isinstance(thresholds, list) else None,
+            cam_record_of(manifest),
         )
 
     @property
@@ -236,8 +241,10 @@ class MultilabelTask(Task):
         extra: Mapping[str, NDArray[np.float32]],
         options: PredictOptions,
     ) -> dict[str, Any]:
-        """Labels over their thresholds, every label's probability and the thresholds used."""
-        del extra
+        """Labels over their thresholds, every label's probability and the thresholds used.
+
+        With ``heatmap``, also the activation map of the most probable label.
+        """
         if options.threshold is not None:
             thresholds = [options.threshold] * len(self.class_names)
         else:
@@ -250,11 +257,15 @@ class MultilabelTask(Task):
         ]
         if options.top_k is not None:
             chosen = chosen[: options.top_k]
-        return {
+        answer: dict[str, Any] = {
             "labels": chosen,
             "probabilities": {self.class_names[i]: float(p) for i, p in enumerate(main)},
             "thresholds": dict(zip(self.class_names, thresholds, strict=True)),
         }
+        heatmap = self.cam_answer(main, extra, options)
+        if heatmap is not None:
+            answer["heatmap"] = heatmap
+        return answer
 
     def check_options(self, options: PredictOptions, default_top_k: int = 5) -> str | None:
         """A threshold is a probability, between 0 and 1."""

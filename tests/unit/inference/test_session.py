@@ -105,7 +105,11 @@ def _bundle(task: str, **manifest: Any) -> Bundle:
 
 def test_classification_top_k() -> None:
     post = Postprocessor(_bundle("classification", class_names=list(COLOURS)), default_top_k=2)
-    assert post.describe() == {"thresholds": None, "default_top_k": 2}
+    described = post.describe()
+    assert described["thresholds"] is None and described["default_top_k"] == 2
+    # A bundle exported before class activation maps: no heatmap, and how to get one.
+    assert described["heatmap"]["available"] is False
+    assert "re-export" in described["heatmap"]["detail"]
     outputs = ModelOutputs(np.array([[0.1, 0.6, 0.2, 0.1]], np.float32), None)
     answer = post(outputs, 0, PredictOptions())
     assert answer["label"] == "green"

@@ -43,6 +43,24 @@ def test_classification_without_a_key(classification_bundle: Path, tmp_path: Pat
     assert ok_schema(metadata).endswith("/MetadataResponse")
 
 
+def test_a_classifier_without_a_map_says_why_in_openapi_metadata_and_422(
+    classification_bundle: Path, tmp_path: Path
+) -> None:
+    predict = openapi(classification_bundle, tmp_path)["paths"]["/predict"]["post"]
+    assert "heatmap" not in query_names(predict)
+    assert "No `heatmap` option: backbone.layer4's map is 1x1 at 32 px" in predict["description"]
+    with serving(classification_bundle, tmp_path) as client:
+        support = client.get("/metadata").json()["heatmap"]
+        assert support["available"] is False and support["kind"] is None
+        assert "1x1 at 32 px" in support["detail"]
+        refused = client.post(
+            "/predict?heatmap=true", files={"file": ("a.png", colour_image("red"), "image/png")}
+        )
+        assert refused.status_code == 422
+        assert "class activation map" in refused.json()["error"]["message"]
+        assert "1x1 at 32 px" in refused.json()["error"]["message"]
+
+
 def test_multilabel_with_a_key(multilabel_bundle: Path, tmp_path: Path) -> None:
     document = openapi(multilabel_bundle, tmp_path, api_key="k")
     predict = document["paths"]["/predict"]["post"]

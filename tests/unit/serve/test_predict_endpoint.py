@@ -101,7 +101,7 @@ def test_options_are_validated_as_the_document_declares(
                 "top_k=",
                 "top_k=3&top_k=1",  # the last one wins, as FastAPI read it
                 "top_k=2&unknown=1",  # names no task takes are ignored
-                "heatmap=maybe",  # a name this task does not take: refused by name
+                "heatmap=maybe",  # an option this model cannot honour: refused with why
             )
         }
     declared = document["paths"]["/predict"]["post"]["parameters"]
@@ -119,7 +119,9 @@ def test_options_are_validated_as_the_document_declares(
     assert len(answers["top_k=2&unknown=1"].json()["predictions"][0]["top_k"]) == 2
     refused = answers["heatmap=maybe"]
     assert refused.status_code == 422
-    assert refused.json()["error"]["message"].startswith("'heatmap' applies to")
+    assert refused.json()["error"]["message"].startswith(
+        "'heatmap' needs the model's class activation map"
+    )
 
 
 def test_multilabel_threshold_and_the_key_in_either_header(

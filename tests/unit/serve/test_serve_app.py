@@ -77,7 +77,12 @@ def test_upload_page_and_docs(classification_bundle: Path, tmp_path: Path) -> No
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert 'id="drop"' in page.text
-    assert 'type="file"' in page.text
+    assert 'type="file" accept="image/*" multiple' in page.text
+    assert "getUserMedia" in page.text
+    # Nothing from elsewhere: the page works offline.
+    lowered = page.text.lower()
+    for external in ("http://", "https://", "//cdn", "@import", "<link", 'src="//'):
+        assert external not in lowered, external
     assert "swagger" in docs.text.lower()
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)

@@ -39,15 +39,29 @@ def _prepared(name: str) -> PreparedManifest:
     })  # fmt: skip
 
 
-def _bundle_meta(trained: Task) -> BundleMeta:
-    """The bundle export writes for a task trained on :func:`_prepared`."""
+def _bundle_meta(trained: Task, cam: bool = True) -> BundleMeta:
+    """The bundle export writes for a task trained on :func:`_prepared`.
+
+    A task that ``explains`` gets a class activation map unless ``cam`` is False (a backbone
+    without one).
+    """
     prepared = _prepared(trained.name)
+    maps = trained.explains and cam
+    record = {
+        "available": maps,
+        "output": "cam" if maps else None,
+        "layer": "backbone.layer4",
+        "feature_size": [2, 2] if maps else [1, 1],
+        "reason": None if maps else "backbone.layer4's map is 1x1 at 32 px",
+    }
     return BundleMeta.model_validate({
         "task": trained.name, "model_version": "run-001@abcd",
         "input": {"size": 32, "channels": 3, "max_image_pixels": 10**6},
-        "outputs": {"main": trained.main_output, "embedding": "embedding"},
+        "outputs": {"main": trained.main_output, "embedding": "embedding",
+                    **({"cam": "cam"} if maps else {})},
         "class_names": prepared.class_names, "target_names": prepared.target_names,
         "target_units": prepared.target_units, **trained.run_fields(),
+        **({"cam": record} if trained.explains else {}),
     })  # fmt: skip
 
 
@@ -137,6 +151,18 @@ def test_options_outside_the_task_are_refused_with_a_reason(task: Task) -> None:
     for option, value in {"threshold": 0.5, "heatmap": True}.items():
         problem = task.check_options(PredictOptions(**{option: value}))
         assert (problem is None) == (option in task.serve_options), (option, problem)
+
+
+def test_a_heatmap_the_bundle_lacks_is_refused_with_its_reason(trained: Task) -> None:
+    task = task_for(_bundle_meta(trained, cam=False))
+    problem = task.check_options(PredictOptions(heatmap=True))
+    support = task.heatmap_support()
+    if task.name == "anomaly":
+        assert problem is None and support["kind"] == "anomaly_map"
+        return
+    assert problem is not None and not support["available"]
+    if trained.explains:
+        assert "1x1 at 32 px" in problem and "1x1 at 32 px" in support["detail"]
 
 
 def test_the_bundle_rebuilds_the_trained_task(trained: Task, task: Task) -> None:
