@@ -23,7 +23,7 @@ VisionOpsError
 ├── ServeError                  the server cannot start (port in use, no bundle)
 │   └── SkewError               served answers differ from the exported model's (quickstart)
 ├── DriftError                  a drift check that cannot run (too few images, foreign log)
-└── Interrupted                 Ctrl-C stopped a command before it kept anything (exit 130)
+└── InterruptError              Ctrl-C stopped a command before it kept anything (exit 130)
 ```
 """
 
@@ -39,7 +39,7 @@ __all__ = [
     "DriftError",
     "ExportError",
     "ImageError",
-    "Interrupted",
+    "InterruptError",
     "LayoutError",
     "ServeError",
     "SkewError",
@@ -146,7 +146,7 @@ class DriftError(VisionOpsError):
     exit_code = 2
 
 
-class Interrupted(VisionOpsError):
+class InterruptError(VisionOpsError):
     """Ctrl-C stopped a command; the message says what was kept and how to go on.
 
     Not a mistake to fix: the CLI prints it as ``interrupted: ...`` (not ``error:``) and

@@ -289,9 +289,8 @@ def test_ctrl_c_mid_epoch_n_keeps_the_last_epoch_and_a_resume_says_the_plan_chan
         check=False,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert (
-        "the plan changed: runs/long was planned for 500 epochs and now trains to 2"
-        in " ".join(resumed.stderr.split())
+    assert "the plan changed: runs/long was planned for 500 epochs and now trains to 2" in " ".join(
+        resumed.stderr.split()
     ), resumed.stderr
     assert [row["epoch"] for row in _history(Path("runs/long"))] == [1, 2]
     assert RunRecord.read(Path("runs/long")).status == "completed"

@@ -27,7 +27,7 @@ from visionops.cli import train as train_cli
 from visionops.cli._common import STATE, Quiet, Verbose, console, setup
 from visionops.cli._help import install_help_style, reflow_app_help
 from visionops.cli._text import safe
-from visionops.errors import Interrupted, VisionOpsError
+from visionops.errors import InterruptError, VisionOpsError
 
 app = typer.Typer(
     name="visionops",
@@ -90,7 +90,7 @@ def main() -> None:
     """Entry point: run the app; turn visionops errors into one line and an exit code."""
     try:
         app()
-    except Interrupted as exc:
+    except InterruptError as exc:
         console.print(f"[yellow]interrupted:[/] {safe(exc)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except VisionOpsError as exc:

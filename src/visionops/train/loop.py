@@ -41,7 +41,7 @@ from visionops.distributed import (
     gather_objects,
     init_distributed,
 )
-from visionops.errors import ArtifactError, ConfigError, Interrupted, TrainingError
+from visionops.errors import ArtifactError, ConfigError, InterruptError, TrainingError
 from visionops.logs import log_to_file
 from visionops.models import VisionModel
 from visionops.progress import NULL_PROGRESS, ProgressReporter
@@ -111,7 +111,7 @@ def train(
         the last finished epoch and ``resume_command`` continues it).
 
     Raises:
-        Interrupted: Ctrl-C came before the run kept anything (the run folder is removed;
+        InterruptError: Ctrl-C came before the run kept anything (the run folder is removed;
             a resumed run is left as it was).
         ConfigError: Unknown model, task mismatch, run name taken, incompatible resume, a
             prepared dataset that differs from the requested image settings.
@@ -142,11 +142,11 @@ def train(
             raise  # the launcher reports an interrupted group
         # Ctrl-C before the run kept anything (a kept epoch returns an interrupted result).
         if resume is not None:
-            raise Interrupted(
+            raise InterruptError(
                 f"{resume} is as it was (Ctrl-C came before it trained further) — continue"
                 f" it with `visionops train --resume {resume}`"
             ) from None
-        raise Interrupted(
+        raise InterruptError(
             "nothing was kept (Ctrl-C came before the run saved a checkpoint) — run the same"
             " command again to start over"
         ) from None
@@ -582,8 +582,7 @@ def _lead(
         if hook.saved is not None and hook.saved.epoch > epochs_done:
             position = hook.saved
             kept = (
-                f"epoch {position.epoch} up to batch {position.batch} of"
-                f" {len(engine.train_loader)}"
+                f"epoch {position.epoch} up to batch {position.batch} of {len(engine.train_loader)}"
             )
         logger.debug("Ctrl-C: {} holds {}", writer.checkpoints / "last.pt", kept)
     finally:
@@ -725,10 +724,10 @@ def _run_record(
     )
 
 
-def _say_plan_change(run_dir: Path, planned: int, settings: Settings) -> None:
+def _say_plan_change(run_dir: Path, planned: int | None, settings: Settings) -> None:
     """Warn when a resume trains to another number of epochs than the run was planned for."""
     epochs = settings.train.epochs
-    if epochs == planned:
+    if planned is None or epochs == planned:
         return
     logger.warning(
         "the plan changed: {} was planned for {} epochs and now trains to {} (train.epochs;"
