@@ -38,7 +38,7 @@ app = typer.Typer(
         "  visionops quickstart\n\n"
         "Or stage by stage:\n\n"
         "  visionops data fetch demo:shapes && visionops data preprocess data/raw/shapes\n\n"
-        "  visionops train --epochs 20 --device cuda\n\n"
+        "  visionops train --epochs 20 --device auto\n\n"
         "  visionops serve --port 8000"
     ),
     no_args_is_help=True,
