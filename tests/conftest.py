@@ -395,7 +395,7 @@ RAW_DEMO_SIZES = {
     "shapes": {"images_per_class": 80, "image_size": 64},  # 640 images, 8 classes
     "multilabel": {"images_per_class": 40, "image_size": 64},  # 240 images, 6 labels
     "regression": {"images_per_class": 80, "image_size": 64},  # 400 dishes x 8 frames
-    "anomaly": {"images_per_class": 40, "image_size": 64},  # 40 train good, 26 test
+    "anomaly": {"images_per_class": 40, "image_size": 64},  # 40 train good, 58 held out
 }
 """``data.demo`` settings of the raw demo fixtures, by demo name.
 

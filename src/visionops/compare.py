@@ -25,7 +25,7 @@ import yaml
 
 from visionops._io import atomic_write_text, read_json
 from visionops.artifacts import Artifact, BundleMeta, EvalMetrics
-from visionops.errors import ArtifactError
+from visionops.errors import ArtifactError, ConfigError
 from visionops.runs import read_history, read_run_manifest, resolve_run
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "compare_runs",
     "list_runs",
     "plot_comparison",
+    "run_history",
     "write_history_csv",
 ]
 
@@ -324,15 +325,12 @@ def plot_comparison(comparison: RunComparison, path: Path) -> Path:
     return path
 
 
-def write_history_csv(run: str | Path, runs_root: Path, path: Path) -> Path:
-    """Write a run's ``history.jsonl`` as CSV: one row per epoch, one column per value.
-
-    DVC's ``plots`` and spreadsheets read CSV, not JSON lines.
+def run_history(run: str | Path, runs_root: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A run's folder and its ``history.jsonl`` rows, one per finished epoch.
 
     Args:
         run: A run folder or name.
         runs_root: Where run names are looked up.
-        path: The CSV to write (atomically).
 
     Raises:
         ArtifactError: No such run, or it has no finished epoch.
@@ -343,6 +341,27 @@ def write_history_csv(run: str | Path, runs_root: Path, path: Path) -> Path:
         raise ArtifactError(
             f"{run_dir} has no finished epoch in history.jsonl — train it with `visionops train`"
         )
+    return run_dir, history
+
+
+def write_history_csv(run: str | Path, runs_root: Path, path: Path, *, force: bool = False) -> Path:
+    """Write a run's ``history.jsonl`` as CSV: one row per epoch, one column per value.
+
+    DVC's ``plots`` and spreadsheets read CSV, not JSON lines.
+
+    Args:
+        run: A run folder or name.
+        runs_root: Where run names are looked up.
+        path: The CSV to write (atomically).
+        force: Replace ``path`` if it exists.
+
+    Raises:
+        ArtifactError: No such run, or it has no finished epoch.
+        ConfigError: ``path`` exists and ``force`` is not set.
+    """
+    _, history = run_history(run, runs_root)
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists — pass --force to replace it, or another --out")
     columns = list(dict.fromkeys(key for row in history for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,11 +51,13 @@ __all__ = [
     "ModelSettings",
     "ResizePolicy",
     "ServeSettings",
+    "SettingSource",
     "Settings",
     "Task",
     "TrackingSettings",
     "TrainSettings",
     "available_recipes",
+    "explain_setting",
     "load_recipe",
     "load_settings",
     "load_yaml",
@@ -637,34 +640,108 @@ def load_settings(
     Raises:
         ConfigError: Unknown key, wrong type, unreadable file or unknown recipe.
     """
-    project_path = (cwd or Path.cwd()) / PROJECT_FILE
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if project_path.is_file():
-        layers.append((str(project_path), _read_yaml(project_path, str(project_path))))
-    if config_file is not None:
-        layers.append((str(config_file), _read_yaml(config_file, str(config_file))))
-    cli_layer = _nest(parse_overrides(overrides))
-    cli_layer = _deep_merge(
-        cli_layer, _nest({k: v for k, v in (flags or {}).items() if v is not None})
-    )
-    layers.append(("the command line", cli_layer))
-    for origin, layer in layers:
-        _check_keys(layer, origin)
-
-    recipe_name = recipe
-    for _, layer in layers:
-        recipe_name = layer.get("recipe", recipe_name) or recipe_name
     merged: dict[str, Any] = {}
-    if recipe_name:
-        recipe_layer = load_recipe(recipe_name)
-        _check_keys(recipe_layer, f"recipe '{recipe_name}'")
-        merged = recipe_layer
-    for _, layer in layers:
-        merged = _deep_merge(merged, layer)
+    for layer in _layers(recipe, config_file, overrides, flags, cwd):
+        merged = _deep_merge(merged, layer.values)
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One layer of settings: where it comes from (in words) and its nested values."""
+
+    origin: str
+    source: str
+    values: dict[str, Any]
+
+
+def _layers(
+    recipe: str | None,
+    config_file: Path | None,
+    overrides: Sequence[str],
+    flags: Mapping[str, Any] | None,
+    cwd: Path | None,
+) -> list[_Layer]:
+    """Every layer that sets something, lowest first: recipe, visionops.yaml, --config, CLI."""
+    project_path = (cwd or Path.cwd()) / PROJECT_FILE
+    layers: list[_Layer] = []
+    if project_path.is_file():
+        values = _read_yaml(project_path, str(project_path))
+        layers.append(_Layer(str(project_path), PROJECT_FILE, values))
+    if config_file is not None:
+        values = _read_yaml(config_file, str(config_file))
+        layers.append(_Layer(str(config_file), f"--config {config_file}", values))
+    given_flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    layers.append(_Layer("the command line", "key=value", _nest(parse_overrides(overrides))))
+    layers.append(_Layer("the command line", "a flag", _nest(given_flags)))
+    for layer in layers:
+        _check_keys(layer.values, layer.origin)
+
+    recipe_name = recipe
+    for layer in layers:
+        recipe_name = layer.values.get("recipe", recipe_name) or recipe_name
+    if recipe_name:
+        recipe_layer = load_recipe(recipe_name)
+        _check_keys(recipe_layer, f"recipe '{recipe_name}'")
+        layers.insert(0, _Layer(f"recipe '{recipe_name}'", f"recipe {recipe_name}", recipe_layer))
+    return layers
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """One setting's resolved value and the layer that set it (``visionops config show KEY``).
+
+    Attributes:
+        key: The dotted key (``train.epochs``); a section (``train``) holds a mapping.
+        value: The resolved value, as JSON would hold it.
+        layer: ``default``, ``recipe NAME``, ``visionops.yaml``, ``--config FILE``,
+            ``key=value`` or ``a flag``: the highest layer that sets the key (for a section,
+            any key inside it).
+    """
+
+    key: str
+    value: Any
+    layer: str
+
+
+def explain_setting(
+    key: str,
+    *,
+    recipe: str | None = None,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> SettingSource:
+    """Resolve settings as :func:`load_settings` does; say ``key``'s value and where it came from.
+
+    Raises:
+        ConfigError: An unknown key (with a "did you mean"), or invalid settings.
+    """
+    if key not in _ALL_KEYS:
+        raise ConfigError(
+            f"unknown setting '{key}'{_suggest(key)} (see `visionops config show` for every key)"
+        )
+    settings = load_settings(
+        recipe=recipe, config_file=config_file, overrides=overrides, flags=flags, cwd=cwd
+    )
+    value: Any = settings.model_dump(mode="json")
+    for part in key.split("."):
+        value = value[part]
+    layer = "default"
+    for candidate in _layers(recipe, config_file, overrides, flags, cwd):
+        node: Any = candidate.values
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+        if node is not _MISSING:
+            layer = candidate.source
+    return SettingSource(key=key, value=value, layer=layer)
+
+
+_MISSING = object()
 
 
 def settings_to_yaml(settings: Settings) -> str:

@@ -22,7 +22,8 @@ VisionOpsError
 ├── ExportError                 ONNX export, parity or quantisation failed
 ├── ServeError                  the server cannot start (port in use, no bundle)
 │   └── SkewError               served answers differ from the exported model's (quickstart)
-└── DriftError                  a drift check that cannot run (too few images, foreign log)
+├── DriftError                  a drift check that cannot run (too few images, foreign log)
+└── InterruptError              Ctrl-C stopped a command before it kept anything (exit 130)
 ```
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "DriftError",
     "ExportError",
     "ImageError",
+    "InterruptError",
     "LayoutError",
     "ServeError",
     "SkewError",
@@ -142,3 +144,13 @@ class DriftError(VisionOpsError):
     """A drift check that cannot run: no usable log, too few images, a foreign log."""
 
     exit_code = 2
+
+
+class InterruptError(VisionOpsError):
+    """Ctrl-C stopped a command; the message says what was kept and how to go on.
+
+    Not a mistake to fix: the CLI prints it as ``interrupted: ...`` (not ``error:``) and
+    exits 130, the shell's code for SIGINT.
+    """
+
+    exit_code = 130

@@ -124,7 +124,7 @@ def _pipeline(name: str) -> dict[str, Any]:
             "train": {
                 "cmd": [
                     f"visionops train {prepared} --name {PIPELINE_RUN} --force",
-                    f"visionops runs history {PIPELINE_RUN} --csv {run}/history.csv",
+                    f"visionops runs history {PIPELINE_RUN} --out {run}/history.csv --force",
                 ],
                 "deps": [prepared],
                 "params": _params("train"),

@@ -65,13 +65,15 @@ class StageReport:
         stage: Stage name.
         seconds: Wall time.
         artifact: What it wrote.
-        summary: One line of results.
+        summary: One line of results (or why the stage was skipped).
+        skipped: The stage could not run on this demo (``summary`` says why).
     """
 
     stage: str
     seconds: float
     artifact: Path
     summary: str
+    skipped: bool = False
 
 
 @dataclass
@@ -149,7 +151,7 @@ def serve_check(
     with (prepared_dir / "items.csv").open(newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == "test"][:count]
     if not rows:
-        return "skipped: the demo has no test split"
+        return f"{SKIPPED}the demo has no test split"
     session = ModelSession(bundle)
     postprocess = Postprocessor(bundle, settings.serve.top_k)
     outputs = session.run(np.stack([dataset.images[int(row["index"])] for row in rows]))
@@ -206,7 +208,10 @@ def run_quickstart(
     result = QuickstartResult()
 
     def record(stage: str, started: float, artifact: Path, summary: str) -> None:
-        report = StageReport(stage, time.perf_counter() - started, artifact, summary)
+        skipped = summary.startswith(SKIPPED)
+        if skipped:
+            summary = summary.removeprefix(SKIPPED)
+        report = StageReport(stage, time.perf_counter() - started, artifact, summary, skipped)
         result.stages.append(report)
         if on_stage is not None:
             on_stage(report)
@@ -264,10 +269,16 @@ def run_quickstart(
 
 
 DRIFT_DEMO_SHIFT = "brightness=1.3"
+SKIPPED = "skipped: "
+"""How a check's summary starts when it could not run (the stage is then shown as skipped)."""
 
 
 def drift_check(bundle_dir: Path, prepared_dir: Path, raw_dir: Path, settings: Settings) -> str:
     """Drift reports on the raw test images, then on copies shifted by ``drift simulate``.
+
+    The test images are those of the kind the reference holds (the task's ``learns_from``:
+    an anomaly bundle's reference is good images, so its defects are left out here; they
+    would be drift from that reference, rightly).
 
     Returns:
         Both verdicts on one line (or why the check was skipped: too few test images).
@@ -276,15 +287,27 @@ def drift_check(bundle_dir: Path, prepared_dir: Path, raw_dir: Path, settings: S
     import shutil
     import tempfile
 
+    from visionops.data.prepared import PreparedDataset
     from visionops.drift.report import drift_report
     from visionops.drift.simulate import parse_shifts, simulate_folder
     from visionops.errors import DriftError
+    from visionops.tasks import get_task
 
+    dataset = PreparedDataset.open(prepared_dir)
+    like_reference = (
+        get_task(dataset.task)
+        .from_manifest(dataset.manifest)
+        .learns_from(np.asarray(dataset.targets))
+    )
     with (prepared_dir / "items.csv").open(newline="", encoding="utf-8") as handle:
-        paths = [raw_dir / row["path"] for row in csv.DictReader(handle) if row["split"] == "test"]
+        paths = [
+            raw_dir / row["path"]
+            for row in csv.DictReader(handle)
+            if row["split"] == "test" and like_reference[int(row["index"])]
+        ]
     minimum = settings.drift.min_samples
     if len(paths) < minimum:
-        return f"skipped: {len(paths)} test images, the drift tests need {minimum}"
+        return f"{SKIPPED}{len(paths)} test images, the drift tests need {minimum}"
     out = bundle_dir.parent / "drift"
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="visionops-drift-") as tmp:
@@ -298,7 +321,7 @@ def drift_check(bundle_dir: Path, prepared_dir: Path, raw_dir: Path, settings: S
             try:
                 report = drift_report(settings, bundle_dir, current=folder, out=out / folder.name)
             except DriftError as exc:
-                return f"skipped: {exc}"
+                return f"{SKIPPED}{exc}"
             verdict = "DRIFT" if report.result.drifted else "no drift"
             verdicts.append(f"{name}: {verdict} (p={report.result.p_value:.2g})")
     return "; ".join(verdicts)

@@ -39,6 +39,10 @@ class TrainResult:
         resumed_from: Epochs already done when this invocation started (0 for a new run).
         rank: This process's rank (only rank 0 wrote the run; others return a stub).
         resume_command: The command that continues an interrupted run.
+        kept: What an interrupted run keeps, in words (``epoch 3 of 20``; ``epoch 1 up to
+            batch 5 of 14`` from a mid-epoch checkpoint).
+        rate_unit: What ``images_per_s`` counts: ``img/s`` trained, or ``img/s embedded``
+            for a task built in one pass (an anomaly memory bank).
     """
 
     run_dir: Path
@@ -60,6 +64,8 @@ class TrainResult:
     resumed_from: int = 0
     rank: int = 0
     resume_command: str | None = None
+    kept: str | None = None
+    rate_unit: str = "img/s"
 
 
 @dataclass

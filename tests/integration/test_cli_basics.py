@@ -57,6 +57,16 @@ def test_config_show_applies_overrides() -> None:
     assert json.loads(result.stdout)["train"]["epochs"] == 3
 
 
+def test_config_show_key_prints_one_key_and_its_layer() -> None:
+    result = runner.invoke(app, ["config", "show", "train.epochs", "--recipe", "demo-anomaly"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "train.epochs: 10  # set by: default"
+    result = runner.invoke(app, ["config", "show", "model.name", "--recipe", "demo-anomaly"])
+    assert result.stdout.strip() == "model.name: resnet18  # set by: recipe demo-anomaly"
+    result = runner.invoke(app, ["config", "show", "train.epochs", "train.epochs=3", "--json"])
+    assert json.loads(result.stdout) == {"key": "train.epochs", "value": 3, "layer": "key=value"}
+
+
 def test_unknown_key_is_one_line_and_exit_2() -> None:
     result = _cli("config", "show", "train.epoch=3")
     assert result.returncode == 2

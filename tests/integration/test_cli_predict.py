@@ -95,6 +95,38 @@ def test_rows_stream_at_serves_precision_and_bad_files_are_rows(
     assert (tmp_path / "auto.jsonl").read_bytes() == before
 
 
+def test_bad_files_are_counted_in_cli_words_and_fail_on_error_exits_1(
+    bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mixed = tmp_path / "mixed"
+    _images(mixed, 2, bad=1)
+    (mixed / "empty.png").write_bytes(b"")
+    (mixed / "cut.png").write_bytes((mixed / "00000.png").read_bytes()[:40])  # truncated PNG
+    code, stdout, err = run_main(monkeypatch, capsys, "predict", str(bundle), str(mixed))
+    assert code == 0, err
+    said = " ".join((stdout + err).split())
+    assert "3 of 5 images failed" in said and "--fail-on-error makes this exit 1" in said
+    assert "empty.png: the file is empty (0 bytes)" in said
+    assert "bad-0.jpg: not an image (unknown file signature)" in said
+    assert "upload" not in said  # the server's word for its input, not the CLI's
+
+    code, _, err = run_main(
+        monkeypatch, capsys, "predict", str(bundle), str(mixed), "--fail-on-error"
+    )
+    assert code == 1
+    assert "3 of 5 images failed" in " ".join(err.split())
+
+    good = tmp_path / "good"
+    _images(good, 2)
+    code, _, err = run_main(
+        monkeypatch, capsys, "predict", str(bundle), str(good), "--fail-on-error"
+    )
+    assert code == 0 and "all 2 images predicted" in err
+
+
 def test_a_killed_job_resumes_and_every_input_appears_once(bundle: Path, tmp_path: Path) -> None:
     files = _images(tmp_path / "images", 3000)
     out = tmp_path / "predictions.csv"

@@ -49,16 +49,26 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_preprocess_then_info(tmp_path: Path) -> None:
-    _raw_tree(tmp_path / "data" / "raw" / "tiny")
+    raw = _raw_tree(tmp_path / "data" / "raw" / "tiny")
+    (raw / "train" / "green" / "fake.png").write_text("not a PNG", encoding="utf-8")
+    (raw / "train" / "green" / "empty.png").write_bytes(b"")
     result = runner.invoke(
         app, ["data", "preprocess", "data/raw/tiny", "--size", "16", "-j", "1", "data.seed=3"]
     )
     assert result.exit_code == 0, result.output
+    # The count said is the images kept, the sum of the splits (10 + 4 + 4).
+    assert "prepared 18 of 21 candidate images" in result.output
+    reasons = dict(
+        line.split(",", 1)
+        for line in (tmp_path / "data/prepared/tiny/rejected.csv").read_text().splitlines()[1:]
+    )
+    assert reasons["train/green/empty.png"] == "empty file: 0 bytes"
+    assert reasons["train/green/fake.png"].startswith('"not an image: unknown file signature')
     assert "prepared dataset tiny" in result.stdout
     assert "train 10" in result.stdout
     assert "val 4" in result.stdout
     assert "rejected" in result.stdout
-    assert "truncated image" in result.stdout
+    assert "truncated" in result.stdout
     assert "next: visionops train data/prepared/tiny" in result.output
     prepared = tmp_path / "data" / "prepared" / "tiny"
     manifest = PreparedManifest.read(prepared)
@@ -82,15 +92,15 @@ def test_preprocess_then_info(tmp_path: Path) -> None:
     assert info.exit_code == 0, info.output
     report = json.loads(info.stdout)
     assert report["kind"] == "prepared"
-    assert report["manifest"]["counts"]["rejected"] == 2
+    assert report["manifest"]["counts"]["rejected"] == 4
     assert report["class_balance"]["val"] == {"green": 2, "red": 2}
-    assert report["rejected"] == {"not an image": 1, "truncated image": 1}
+    assert report["rejected"] == {"not an image": 2, "truncated image": 1, "empty file": 1}
 
     raw_info = runner.invoke(app, ["data", "info", "data/raw/tiny", "--json"])
     assert raw_info.exit_code == 0, raw_info.output
     raw_report = json.loads(raw_info.stdout)
     assert raw_report["layout"] == "class-folders"
-    assert raw_report["splits"] == {"test": 4, "train": 11, "val": 4}
+    assert raw_report["splits"] == {"test": 4, "train": 13, "val": 4}
     assert raw_report["prepared"] == "data/prepared/tiny"
 
     table = runner.invoke(app, ["data", "info"])  # newest prepared dataset

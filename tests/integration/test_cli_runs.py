@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from visionops.cli.app import app
+from visionops.errors import ConfigError
 
 TINY = [
     "data.demo.images_per_class=6",
@@ -84,15 +85,28 @@ def test_compare_shows_differences_metrics_and_curves(
 
 
 @pytest.mark.slow
-def test_history_writes_one_csv_row_per_epoch(
+def test_history_is_a_table_or_one_csv_row_per_epoch(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project)
-    visionops("runs", "history", "long", "--csv", "long.csv")
+    table = CliRunner().invoke(app, ["runs", "history", "long"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert "long · 2 epochs" in lines[0]
+    header = next(line for line in lines if "epoch" in line and "train_loss" in line)
+    assert "val_loss" in header and "val_accuracy" in header  # the monitored metric stays
+    assert max(len(line) for line in lines if "│" in line or "┃" in line) <= 80
+
+    visionops("runs", "history", "long", "--out", "long.csv")
     with (project / "long.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {"train_loss", "val_loss", "val_accuracy"} <= set(rows[0])
+    again = CliRunner().invoke(app, ["runs", "history", "long", "--out", "long.csv"])
+    assert isinstance(again.exception, ConfigError) and "--force" in str(again.exception)
+    old = CliRunner().invoke(app, ["runs", "history", "long", "--csv", "old.csv"])
+    assert old.exit_code == 0 and "deprecated: --csv FILE is now --out FILE" in old.output
+    assert (project / "old.csv").is_file()
 
 
 @pytest.mark.slow

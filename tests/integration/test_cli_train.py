@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,9 +56,12 @@ def test_train_resume_and_refuse_a_taken_name(prepared_shapes: Path) -> None:
     assert "mobilenet_v3_small" in config  # the run's own settings were used
     assert "epochs: 2" in config
 
-    done = runner.invoke(app, ["train", "--resume-latest"])
+    done = runner.invoke(app, ["train", "--resume"])  # no RUN: runs/latest
     assert isinstance(done.exception, TrainingError)
     assert "already trained 2 of 2 epochs" in str(done.exception)
+    old_spelling = runner.invoke(app, ["train", "--resume-latest"])
+    assert "deprecated: --resume-latest is now --resume" in old_spelling.output
+    assert isinstance(old_spelling.exception, TrainingError)
 
 
 def test_print_config_shows_flags_and_overrides() -> None:
@@ -196,35 +198,102 @@ def test_sweep_without_network_is_one_line(tmp_path: Path) -> None:
     assert "did you mean 'train.lr'" in str(typo.exception)
 
 
-def test_ctrl_c_prints_the_resume_command(prepared_shapes: Path) -> None:
-    process = subprocess.Popen(
+def _start_long_run(dataset: Path, name: str, *extra: str) -> subprocess.Popen[str]:
+    """A real `visionops train` of 500 epochs of 224 small batches, logging at -vv."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "visionops",
             "train",
-            str(prepared_shapes),
+            str(dataset),
             "--epochs",
             "500",
             "--name",
-            "long",
-            *FAST,
+            name,
+            *FAST[:2],
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "-vv",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
     )
-    last = Path("runs/long/checkpoints/last.pt")
-    deadline = time.monotonic() + 240
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert last.exists(), process.communicate(timeout=10)
+
+
+def _interrupt_at(process: subprocess.Popen[str], line_part: str) -> tuple[int, str]:
+    """Read stderr until a line contains ``line_part``, send SIGINT; (exit code, stderr)."""
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # blocks on the process's own output: no timing
+        seen.append(line)
+        if line_part in line:
+            break
+    else:
+        process.wait(timeout=60)
+        pytest.fail(f"{line_part!r} never came:\n{''.join(seen)}")
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "visionops train --resume runs/long" in stderr
-    assert RunRecord.read(Path("runs/long")).status == "interrupted"
+    _, rest = process.communicate(timeout=120)
+    return process.returncode, "".join(seen) + rest
+
+
+def _interrupted_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "interrupted" in line]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        "training mobilenet_v3_small on",  # the engine is built; no batch yet
+        "epoch 1: first batch done",  # mid-epoch 1
+    ],
+    ids=["before-the-first-batch", "mid-epoch-1"],
+)
+def test_ctrl_c_before_an_epoch_is_kept_says_nothing_was_kept(
+    prepared_shapes: Path, event: str
+) -> None:
+    code, stderr = _interrupt_at(_start_long_run(prepared_shapes, "early"), event)
+    assert code == 130, stderr
+    assert _interrupted_lines(stderr) == [
+        "interrupted: nothing was kept (Ctrl-C came before the run saved a checkpoint) —"
+        " run the same command again to start over"
+    ], stderr
+    assert "Traceback" not in stderr
+    assert not Path("runs/early").exists()
+
+
+def test_ctrl_c_mid_epoch_n_keeps_the_last_epoch_and_a_resume_says_the_plan_changed(
+    prepared_shapes: Path,
+) -> None:
+    code, stderr = _interrupt_at(
+        _start_long_run(prepared_shapes, "long"), "epoch 2: first batch done"
+    )
+    assert code == 130, stderr
+    assert _interrupted_lines(stderr) == [
+        "interrupted: runs/long keeps epoch 1 of 500 — continue it with"
+        " `visionops train --resume runs/long`"
+    ], stderr
+    record = RunRecord.read(Path("runs/long"))
+    assert (record.status, record.epochs_completed, record.epochs) == ("interrupted", 1, 500)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "visionops", "train", "--resume", "runs/long", "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "the plan changed: runs/long was planned for 500 epochs and now trains to 2" in " ".join(
+        resumed.stderr.split()
+    ), resumed.stderr
+    assert [row["epoch"] for row in _history(Path("runs/long"))] == [1, 2]
+    assert RunRecord.read(Path("runs/long")).status == "completed"
 
 
 def test_two_processes_with_gloo_make_one_run(prepared_shapes: Path) -> None:

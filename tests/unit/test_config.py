@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,29 @@ def test_the_same_key_in_two_sections_is_not_a_duplicate(tmp_path: Path) -> None
     config.write_text("data:\n  seed: 1\ntrain:\n  seed: 2\n")
     settings = load_settings(config_file=config)
     assert (settings.data.seed, settings.train.seed) == (1, 2)
+
+
+def test_explain_setting_names_the_layer_that_set_a_key(tmp_path: Path) -> None:
+    from visionops.config import explain_setting
+
+    def source(key: str, **layers: Any) -> tuple[Any, str]:
+        explained = explain_setting(key, cwd=tmp_path, **layers)
+        return explained.value, explained.layer
+
+    assert source("train.epochs") == (10, "default")
+    assert source("model.name", recipe="demo-anomaly") == ("resnet18", "recipe demo-anomaly")
+    (tmp_path / "visionops.yaml").write_text("train: {epochs: 7}\n", encoding="utf-8")
+    assert source("train.epochs") == (7, "visionops.yaml")
+    config = tmp_path / "more.yaml"
+    config.write_text("train: {epochs: 8}\n", encoding="utf-8")
+    assert source("train.epochs", config_file=config) == (8, f"--config {config}")
+    assert source("train.epochs", config_file=config, overrides=["train.epochs=9"]) == (
+        9,
+        "key=value",
+    )
+    assert source("train.epochs", flags={"train.epochs": 11}) == (11, "a flag")
+    assert source("train.lr", flags={"train.epochs": 11})[1] == "default"
+    value, layer = source("train", overrides=["train.lr=0.5"])  # a section: any key inside
+    assert value["lr"] == 0.5 and value["epochs"] == 7 and layer == "key=value"
+    with pytest.raises(ConfigError, match=r"did you mean 'train\.epochs'"):
+        explain_setting("train.epoch", cwd=tmp_path)

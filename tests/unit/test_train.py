@@ -22,6 +22,7 @@ from visionops.errors import (
     ConcurrencyError,
     ConfigError,
     DeviceError,
+    InterruptError,
     TrackingError,
     TrainingError,
 )
@@ -370,9 +371,10 @@ def test_ctrl_c_keeps_last_epoch_and_says_how_to_resume(colours: Path) -> None:
     assert [row["epoch"] for row in _history(resumed.run_dir)] == [1, 2, 3]
 
 
-def test_ctrl_c_in_first_epoch_leaves_no_run(colours: Path) -> None:
-    with pytest.raises(KeyboardInterrupt):
+def test_ctrl_c_in_first_epoch_leaves_no_run_and_says_so(colours: Path) -> None:
+    with pytest.raises(InterruptError, match="nothing was kept") as stopped:
         train(_settings(), colours, name="early", progress=_InterruptAt(1))
+    assert stopped.value.exit_code == 130
     assert not Path("runs/early").exists()
     assert latest_run(Path("runs")) is None
 

@@ -54,10 +54,25 @@ def overlays_png(
     low: float,
     high: float,
     title: str,
+    columns: tuple[str, str] = ("image", "heatmap (red) · true defect (cyan)"),
 ) -> bytes:
-    """A row per image: the image, the heatmap overlay, and the ground-truth mask outline."""
+    """A row per image: the image, the heatmap overlay, and the ground-truth mask outline.
+
+    Args:
+        images: ``(H, W, C)`` uint8 images.
+        heatmaps: One anomaly heatmap per image.
+        masks: Ground-truth masks (None where the image has none).
+        captions: One caption per row, drawn over its image.
+        low: Heatmap value drawn as no colour.
+        high: Heatmap value drawn as full red.
+        title: Figure title.
+        columns: Captions of the two columns, drawn over the first row.
+
+    Returns:
+        PNG bytes.
+    """
     rows = max(1, len(images))
-    figure = Figure(figsize=(5.0, 2.2 * rows))
+    figure = Figure(figsize=(5.0, 2.2 * rows + 0.4))
     figure.suptitle(title)
     for row, (image, heatmap, mask, caption) in enumerate(
         zip(images, heatmaps, masks, captions, strict=True)
@@ -68,7 +83,9 @@ def overlays_png(
         right.imshow(heatmap_overlay(image, heatmap, low, high))
         if mask is not None and mask.any():
             right.contour(mask > 0, levels=[0.5], colors=["cyan"], linewidths=1.0)
-        left.set_title(caption, fontsize=8)
+        head = (f"{columns[0]}\n", f"{columns[1]}\n") if row == 0 else ("", "")
+        left.set_title(f"{head[0]}{caption}", fontsize=8)
+        right.set_title(head[1] or " ", fontsize=8)
         for axes in (left, right):
             axes.set_axis_off()
     figure.tight_layout()

@@ -236,7 +236,12 @@ class _RichTask:
             self._progress.update(self._task, advance=amount)
 
     def close(self) -> None:
-        self._progress.stop_task(self._task)
+        task = next(task for task in self._progress.tasks if task.id == self._task)
+        if task.total is not None and task.completed < task.total:
+            # Cut short (Ctrl-C, an error): a half bar left on screen would look live.
+            self._progress.remove_task(self._task)
+        else:
+            self._progress.stop_task(self._task)
 
 
 class RichProgress:

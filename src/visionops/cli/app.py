@@ -27,7 +27,7 @@ from visionops.cli import train as train_cli
 from visionops.cli._common import STATE, Quiet, Verbose, console, setup
 from visionops.cli._help import install_help_style, reflow_app_help
 from visionops.cli._text import safe
-from visionops.errors import VisionOpsError
+from visionops.errors import InterruptError, VisionOpsError
 
 app = typer.Typer(
     name="visionops",
@@ -38,7 +38,7 @@ app = typer.Typer(
         "  visionops quickstart\n\n"
         "Or stage by stage:\n\n"
         "  visionops data fetch demo:shapes && visionops data preprocess data/raw/shapes\n\n"
-        "  visionops train --epochs 20 --device cuda\n\n"
+        "  visionops train --epochs 20 --device auto\n\n"
         "  visionops serve --port 8000"
     ),
     no_args_is_help=True,
@@ -90,6 +90,9 @@ def main() -> None:
     """Entry point: run the app; turn visionops errors into one line and an exit code."""
     try:
         app()
+    except InterruptError as exc:
+        console.print(f"[yellow]interrupted:[/] {safe(exc)}", soft_wrap=True)
+        sys.exit(exc.exit_code)
     except VisionOpsError as exc:
         if STATE.verbose:
             console.print_exception()

@@ -11,7 +11,6 @@ from rich.syntax import Syntax
 from visionops.cli._common import (
     ConfigFile,
     JsonOutput,
-    Overrides,
     Quiet,
     Recipe,
     Verbose,
@@ -28,9 +27,20 @@ config_app = typer.Typer(help="Inspect the resolved settings.", no_args_is_help=
 recipes_app = typer.Typer(help="Shipped recipes: one per seed system plus the demos.")
 
 
+ShowArgs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="KEY (a setting such as train.epochs, or a section such as train) to show only"
+        " that one and the layer that set it; then key=value overrides.",
+        show_default=False,
+        metavar="[KEY] KEY=VALUE",
+    ),
+]
+
+
 @config_app.command("show")
 def show(
-    overrides: Overrides = None,
+    args: ShowArgs = None,
     config: ConfigFile = None,
     recipe: Recipe = None,
     json_output: JsonOutput = False,
@@ -39,16 +49,48 @@ def show(
 ) -> None:
     """Print the resolved settings (defaults < recipe < visionops.yaml < --config < key=value).
 
+    With a KEY, print that setting and which layer set it: default, recipe NAME,
+    visionops.yaml, --config FILE or key=value.
+
     Example: visionops config show train.epochs=5 --recipe fer2013
+
+    Example: visionops config show train.epochs
     """
     setup(verbose, quiet)
-    from visionops.config import settings_to_yaml
+    from visionops.config import explain_setting, settings_to_yaml
 
-    settings = resolve_settings(config_file=config, overrides=overrides or [], recipe=recipe)
+    keys = [item for item in args or [] if "=" not in item]
+    overrides = [item for item in args or [] if "=" in item]
+    if len(keys) > 1:
+        raise typer.BadParameter(
+            f"one KEY at a time, got {len(keys)}: {' '.join(keys)} (overrides are key=value)",
+            param_hint="KEY",
+        )
+    if keys:
+        source = explain_setting(keys[0], recipe=recipe, config_file=config, overrides=overrides)
+        if json_output:
+            print_json({"key": source.key, "value": source.value, "layer": source.layer})
+            return
+        # The layer as a YAML comment, so the output is still YAML.
+        text = settings_to_yaml_value(source.key, source.value).rstrip("\n")
+        if isinstance(source.value, dict):
+            text = f"# set by: {source.layer}\n{text}"
+        else:
+            text = f"{text}  # set by: {source.layer}"
+        out.print(Syntax(text, "yaml", background_color="default"))
+        return
+    settings = resolve_settings(config_file=config, overrides=overrides, recipe=recipe)
     if json_output:
         print_json(settings.model_dump(mode="json"))
     else:
         out.print(Syntax(settings_to_yaml(settings), "yaml", background_color="default"))
+
+
+def settings_to_yaml_value(key: str, value: object) -> str:
+    """``key: value`` as YAML (a section as its nested block)."""
+    import yaml
+
+    return yaml.safe_dump({key: value}, sort_keys=False)
 
 
 @recipes_app.command("list")

@@ -67,6 +67,14 @@ def predict(
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Replace an --out that exists.")
     ] = False,
+    fail_on_error: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-error",
+            help="Exit 1 when an image cannot be read or decoded (a pipeline step, CI); every"
+            " other image is still predicted and written.",
+        ),
+    ] = False,
     log: Annotated[
         bool,
         typer.Option(
@@ -135,7 +143,8 @@ def predict(
     """Predict images without a server, exactly as `visionops serve` would answer.
 
     Rows are written as each batch finishes; a killed job continues with --resume. An image
-    that cannot be read or decoded is a row with an error, never an abort.
+    that cannot be read or decoded is a row with an error, never an abort; the last line
+    counts them, and --fail-on-error makes them exit 1.
 
     Example: visionops predict runs/run-001 photos/ --out predictions.csv --log
 
@@ -240,6 +249,20 @@ def predict(
             f"{summary.inputs} predictions written to {safe(out_file)} ({result.precision},"
             f" {rate:.1f} images/s)"
         )
+    console.print(_summary_line(summary.inputs, summary.failed, fail_on_error), soft_wrap=True)
+    if fail_on_error and summary.failed:
+        raise typer.Exit(1)
+
+
+def _summary_line(inputs: int, failed: int, fail_on_error: bool) -> str:
+    """The last line of a job: how many images failed, and what that means for the exit code."""
+    if not failed:
+        return f"[green]all {inputs} images predicted[/]"
+    exit_note = "exit 1 (--fail-on-error)" if fail_on_error else "--fail-on-error makes this exit 1"
+    return (
+        f"[yellow]{failed} of {inputs} images failed[/] (unreadable or not images; their rows"
+        f" carry the reason) — {exit_note}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -84,10 +84,9 @@ def quickstart(
     )
 
     def show(stage: StageReport) -> None:
-        console.print(
-            f"[green]✓[/] [bold]{safe(stage.stage)}[/] ({stage.seconds:.1f} s):"
-            f" {safe(stage.summary)}"
-        )
+        mark = "[yellow]-[/]" if stage.skipped else "[green]✓[/]"
+        said = f"skipped: {safe(stage.summary)}" if stage.skipped else safe(stage.summary)
+        console.print(f"{mark} [bold]{safe(stage.stage)}[/] ({stage.seconds:.1f} s): {said}")
 
     with progress() as reporter:
         result = run_quickstart(settings, create_app, task=task, progress=reporter, on_stage=show)
@@ -99,6 +98,7 @@ def quickstart(
                         "stage": stage.stage,
                         "seconds": round(stage.seconds, 2),
                         "summary": stage.summary,
+                        "skipped": stage.skipped,
                         "artifact": str(stage.artifact),
                     }
                     for stage in result.stages
@@ -114,7 +114,8 @@ def quickstart(
     table.add_column("result")
     table.add_column("artifact")
     for stage in result.stages:
-        table.add_row(stage.stage, f"{stage.seconds:.1f}", stage.summary, str(stage.artifact))
+        summary = f"skipped: {stage.summary}" if stage.skipped else stage.summary
+        table.add_row(stage.stage, f"{stage.seconds:.1f}", summary, str(stage.artifact))
     out.print(table)
     out.print(
         f"\nReport: {safe(result.report)}\nNext: visionops serve {safe(result.run_dir)}  "

@@ -161,26 +161,85 @@ def history_command(
     run: Annotated[
         str, typer.Argument(help="A run name under runs/ or a run folder.", metavar="RUN")
     ],
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write every column as a CSV file instead, e.g. for `dvc plots` (default: a"
+            " table on screen).",
+            dir_okay=False,
+        ),
+    ] = None,
     csv_path: Annotated[
-        Path, typer.Option("--csv", help="Where to write the CSV (e.g. for `dvc plots`).")
-    ],
+        Path | None,
+        typer.Option("--csv", hidden=True, help="Old spelling of --out.", dir_okay=False),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an --out that exists.")
+    ] = False,
     runs_root: RunsRoot = None,
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Write a run's per-epoch history (history.jsonl) as a CSV file.
+    """Show a run's per-epoch history (history.jsonl), or write it as CSV with --out.
 
-    Example: visionops runs history run-001 --csv history.csv
+    Example: visionops runs history run-001
+
+    Example: visionops runs history run-001 --out history.csv
     """
     setup(verbose, quiet)
-    from visionops.compare import write_history_csv
+    from visionops.compare import run_history, write_history_csv
 
-    written = write_history_csv(run, _runs_root(runs_root), csv_path)
-    if json_output:
-        print_json({"csv": str(written)})
+    if csv_path is not None:
+        console.print("[yellow]deprecated:[/] --csv FILE is now --out FILE")
+        if out_file is not None:
+            raise typer.BadParameter("--csv is the old spelling of --out: give one")
+        out_file = csv_path
+    if out_file is not None:
+        written = write_history_csv(run, _runs_root(runs_root), out_file, force=force)
+        if json_output:
+            print_json({"csv": str(written)})
+            return
+        console.print(f"wrote {safe(written)}")
         return
-    console.print(f"wrote {safe(written)}")
+    run_dir, history = run_history(run, _runs_root(runs_root))
+    if json_output:
+        print_json(history)
+        return
+    out.print(_history_table(run_dir, history))
+
+
+_FIRST_HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
+_LAST_HISTORY_COLUMNS = ("lr", "seconds", "images_per_s")
+
+
+def _history_table(run_dir: Path, history: list[dict[str, Any]]) -> Table:
+    """Epochs as rows; loss and the validation metrics first, timing columns give way first."""
+    keys = list(dict.fromkeys(key for row in history for key in row))
+    first = [key for key in _FIRST_HISTORY_COLUMNS if key in keys]
+    last = [key for key in _LAST_HISTORY_COLUMNS if key in keys]
+    middle = [key for key in keys if key not in first and key not in last]
+    table = Table(title=f"{run_dir.name} · {len(history)} epochs · history.jsonl")
+    for key in first:
+        table.add_column(key, justify="right")
+    # The first validation metric is the monitored one; the rest may be dropped.
+    for index, key in enumerate(middle):
+        table.add_column(key, justify="right", optional=index > 0)
+    for key in last:
+        table.add_column(key, justify="right", optional=True)
+    for row in history:
+        table.add_row(*(_history_cell(row.get(key)) for key in first + middle + last))
+    return table
+
+
+def _history_cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def register(app: typer.Typer) -> None:

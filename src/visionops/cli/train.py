@@ -42,7 +42,8 @@ Args = Annotated[
         help=(
             "DATASET (a prepared or raw folder, a prepared name, or a source such as"
             " demo:multilabel; default: visionops.yaml's data.source, else the newest"
-            " prepared dataset, else demo:shapes), then key=value overrides."
+            " prepared dataset, else demo:shapes), or with --resume the RUN to continue;"
+            " then key=value overrides."
         ),
         show_default=False,
         metavar=f"DATASET {OVERRIDES}",
@@ -81,18 +82,28 @@ def _render(result: TrainResult, json_output: bool) -> None:
         return
     if result.status == "interrupted":
         console.print(
-            f"[yellow]interrupted[/] after epoch {result.epochs_completed}/{result.epochs};"
-            f" continue with:\n  {safe(result.resume_command)}"
+            f"[yellow]interrupted:[/] {safe(result.run_dir)} keeps {safe(result.kept)} —"
+            f" continue it with `{safe(result.resume_command)}`",
+            soft_wrap=True,
         )
         return
     out.print(_metrics_table(result))
-    stopped = "  (stopped early)" if result.stopped_early else ""
-    console.print(
-        f"run {safe(result.run_dir)} · {safe(result.device)} {safe(result.precision)} ·"
-        f" {result.seconds:.0f} s · {result.images_per_s:.0f} img/s{stopped}"
-    )
+    console.print(outcome_line(result))
     run_dir = safe(result.run_dir)
     console.print(f"next:\n  visionops eval {run_dir}\n  visionops export {run_dir}")
+
+
+def outcome_line(result: TrainResult) -> str:
+    """``run runs/run-001 · cpu fp32 · 12 s · 730 img/s``; a one-pass fit says what it counts."""
+    stopped = "  (stopped early)" if result.stopped_early else ""
+    rate = ""
+    if result.images_per_s:
+        shown_rate = format(result.images_per_s, ".0f" if result.images_per_s >= 10 else ".2g")
+        rate = f" · {shown_rate} {result.rate_unit}"
+    return (
+        f"run {safe(result.run_dir)} · {safe(result.device)} {safe(result.precision)} ·"
+        f" {result.seconds:.0f} s{rate}{stopped}"
+    )
 
 
 def train(
@@ -161,14 +172,15 @@ def train(
         typer.Option("--force", "-f", "--exist-ok", help="Replace an existing run of that --name."),
     ] = False,
     resume: Annotated[
-        str | None,
+        bool,
         typer.Option(
             "--resume",
-            help="Continue RUN (a run folder or name) from last.pt (default: a new run).",
+            help="Continue a run from its last.pt: the positional is then the RUN (a run"
+            " folder or name; default runs/latest), not a dataset.",
         ),
-    ] = None,
+    ] = False,
     resume_latest: Annotated[
-        bool, typer.Option("--resume-latest", help="Continue runs/latest from last.pt.")
+        bool, typer.Option("--resume-latest", hidden=True, help="Old spelling of --resume.")
     ] = False,
     wandb: Annotated[
         bool, typer.Option("--wandb", help="Log to Weights & Biases (tracking.mode=online).")
@@ -263,6 +275,8 @@ def train(
 
     Example: visionops train data/prepared/shapes --epochs 20 --model resnet34 train.lr=0.001
 
+    Example: visionops train --resume runs/run-003 --epochs 30
+
     Example: visionops train --nnodes 2 --node-rank 0 --rdzv-endpoint 10.0.0.1:29500
     """
     from visionops.distributed import adopt_launcher_environment, in_torchrun
@@ -276,9 +290,15 @@ def train(
     adopt_launcher_environment(slurm=nnodes is None)
     worker = in_torchrun()
     setup(verbose, quiet or (worker and os.environ.get("RANK", "0") != "0"))
-    dataset, overrides = one_positional(args, "DATASET")
-    if resume is not None and resume_latest:
-        raise typer.BadParameter("use --resume RUN or --resume-latest, not both")
+    dataset, overrides = one_positional(args, "RUN" if resume or resume_latest else "DATASET")
+    if resume_latest:
+        console.print("[yellow]deprecated:[/] --resume-latest is now --resume (with no RUN)")
+        if dataset is not None:
+            raise typer.BadParameter("--resume-latest takes no RUN: use --resume RUN")
+        resume = True
+    run_to_resume = (dataset or "latest") if resume else None
+    if resume:
+        dataset = None  # a resumed run trains on its own dataset
     flags = {
         "train.epochs": epochs,
         "train.batch_size": batch_size,
@@ -300,7 +320,7 @@ def train(
         recipe=recipe,
         name=name,
         exist_ok=exist_ok,
-        resume=resume if resume is not None else ("latest" if resume_latest else None),
+        resume=run_to_resume,
         reprepare=reprepare,
         nproc_per_node=nproc_per_node,
         nnodes=nnodes,

@@ -73,7 +73,7 @@ class Decoded(NamedTuple):
 
 def _image_reason(exc: ImageError, path: Path) -> str:
     """A rejection reason ``"<kind>: <detail>"`` from a decode error."""
-    detail = str(exc).removeprefix(f"{path.name}: ")
+    detail = str(exc).removeprefix(f"{path.name}: ").removeprefix("cannot decode image: ")
     lower = detail.lower()
     if "empty" in lower:
         kind = "empty file"
@@ -85,6 +85,14 @@ def _image_reason(exc: ImageError, path: Path) -> str:
         kind = "truncated image"
     else:
         kind = "corrupt image"
+    if kind == "empty file":
+        detail = "0 bytes"
+    elif detail.lower().startswith(kind):
+        # "not an image (unknown file signature) — use ..." would say its kind twice.
+        rest = detail[len(kind) :].strip()
+        if rest.startswith("(") and ")" in rest:
+            rest = rest[1 : rest.index(")")] + rest[rest.index(")") + 1 :]
+        detail = rest or detail
     return f"{kind}: {detail}"
 
 

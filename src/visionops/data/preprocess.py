@@ -448,8 +448,10 @@ def _prepare_locked(
         )
         seconds = time.perf_counter() - started
         manifest.write(tmp)
+        kept = sum(manifest.counts.get(split, 0) for split in ("train", "val", "test"))
         logger.info(
-            "prepared {} images in {:.1f} s ({:.0f} images/s) → {}",
+            "prepared {} of {} candidate images in {:.1f} s ({:.0f} images/s) → {}",
+            kept,
             len(listing.items),
             seconds,
             len(listing.items) / max(seconds, 1e-9),

@@ -828,7 +828,9 @@ def _write_anomaly(folder: Path, settings: DemoSettings, progress: ProgressRepor
     root = folder / ANOMALY_CATEGORY
     size = settings.image_size
     n_train = settings.images_per_class
-    n_test_good = max(2, settings.images_per_class // 4)
+    # As many good test images as training ones: held out, half become validation, whose good
+    # images are the drift reference, and drift tests need drift.min_samples (30) of them.
+    n_test_good = settings.images_per_class
     n_defect = max(2, settings.images_per_class // 6)
     faint = settings.defects == "faint"
     # The faint variant has one kind of defect, with as many images as the coarse three.

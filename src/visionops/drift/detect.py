@@ -474,7 +474,8 @@ def compare(
                 + (
                     "collect more traffic (or widen --since / --last)"
                     if side == "current"
-                    else "rebuild the reference from more held-out images"
+                    else "rebuild the reference from a dataset with more held-out images"
+                    " (`visionops drift reference RUN DATASET --split val`)"
                 )
                 + ", or lower drift.min_samples (at your own risk)"
             )

@@ -14,6 +14,7 @@ from visionops.plots import new_figure
 
 __all__ = [
     "class_distribution_png",
+    "histograms_figure",
     "histograms_png",
     "projection_png",
     "windows_png",
@@ -33,6 +34,13 @@ def histograms_png(
     panels: Sequence[tuple[str, NDArray[np.float64], NDArray[np.float64], str]],
 ) -> bytes:
     """Reference-vs-current histograms, one panel per ``(title, reference, current, note)``."""
+    return _png(histograms_figure(panels))
+
+
+def histograms_figure(
+    panels: Sequence[tuple[str, NDArray[np.float64], NDArray[np.float64], str]],
+) -> Any:
+    """The figure :func:`histograms_png` renders (each sample's bars sum to 1)."""
     count = len(panels)
     columns = min(count, 2)
     rows = (count + columns - 1) // columns
@@ -46,10 +54,11 @@ def histograms_png(
         if high <= low:
             high = low + 1e-6
         bins = np.linspace(low, high, 31)
+        # Each sample's bars sum to 1, so samples of different sizes compare bin by bin.
         axes.hist(
             ref,
             bins=bins,
-            density=True,
+            weights=np.full(len(ref), 1.0 / max(len(ref), 1)),
             alpha=0.55,
             color=REFERENCE_COLOUR,
             label=f"reference (n={len(ref)})",
@@ -57,16 +66,17 @@ def histograms_png(
         axes.hist(
             cur,
             bins=bins,
-            density=True,
+            weights=np.full(len(cur), 1.0 / max(len(cur), 1)),
             alpha=0.55,
             color=CURRENT_COLOUR,
             label=f"current (n={len(cur)})",
         )
         axes.set_title(f"{title}\n{note}", fontsize=9)
+        axes.set_ylabel("share of images", fontsize=8)
         axes.tick_params(labelsize=8)
         if index == 0:
             axes.legend(fontsize=8)
-    return _png(figure)
+    return figure
 
 
 def projection_png(reference: NDArray[np.float32], current: NDArray[np.float32]) -> bytes:

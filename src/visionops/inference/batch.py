@@ -23,7 +23,13 @@ from visionops.inference.inputs import InputReader
 from visionops.inference.predlog import prediction_record
 from visionops.inference.rows import Prediction, RowFormat
 from visionops.inference.runtime import CPU_PROVIDER
-from visionops.inference.session import DecodedImage, ModelSession, Postprocessor, PredictOptions
+from visionops.inference.session import (
+    DecodedImage,
+    ModelSession,
+    Postprocessor,
+    PredictOptions,
+    UnsupportedImageError,
+)
 
 __all__ = ["BatchOutcome", "BatchPredictor", "Loaded"]
 
@@ -93,10 +99,18 @@ class BatchPredictor:
 
     def decode(self, path: str, data: bytes) -> Loaded:
         """Decode one input's bytes (any thread); an error becomes its reason."""
+        if not data:
+            return path, "the file is empty (0 bytes)"
         try:
             return path, self.session.decode(data)
+        except UnsupportedImageError:
+            return path, (
+                "not an image (unknown file signature) — visionops reads JPEG, PNG, BMP, GIF,"
+                " TIFF, WebP and PNM"
+            )
         except ImageError as error:
-            return path, str(error)
+            # The session calls its input an upload (the server's word); a row names its file.
+            return path, str(error).removeprefix("upload: ")
 
     def load(self, path: str) -> Loaded:
         """Read and decode one input (any thread); an error becomes its reason."""

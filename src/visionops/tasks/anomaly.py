@@ -225,17 +225,25 @@ class AnomalyTask(Task):
         masks, indices, threshold = outputs.masks, outputs.indices, self.threshold
         low, high = float(np.percentile(heatmaps, 1)), float(np.percentile(heatmaps, 99.9))
         defects, goods = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        missed = int((scores[defects] < threshold).sum())
+        alarms = int((scores[goods] >= threshold).sum())
+        # (rows, caption, title, verdict of a row scoring at or above the threshold, below)
         chosen = {
             "worst_misses.png": (
                 defects[np.argsort(scores[defects])][:_SHOWN],
-                "Defective images with the lowest scores (red: heatmap, cyan: true defect).",
+                "Defective images with the lowest scores, the nearest to being missed (red:"
+                " heatmap, cyan: true defect).",
+                f"lowest-scoring defects: {missed} of {len(defects)} missed",
+                ("caught", "MISSED"),
             ),
             "false_alarms.png": (
                 goods[np.argsort(-scores[goods])][:_SHOWN],
-                "Good images with the highest scores (red: heatmap).",
+                "Good images with the highest scores, the nearest to a false alarm (red: heatmap).",
+                f"highest-scoring good images: {alarms} of {len(goods)} false alarms",
+                ("FALSE ALARM", "passed"),
             ),
         }
-        for filename, (rows, caption) in chosen.items():
+        for filename, (rows, caption, title, (above, below)) in chosen.items():
             if not len(rows):
                 continue
             png = overlays_png(
@@ -244,12 +252,12 @@ class AnomalyTask(Task):
                 [masks[row] if masks is not None else None for row in rows],
                 [
                     f"#{int(indices[row])} score {scores[row]:.3g}"
-                    f" ({'flagged' if scores[row] >= threshold else 'passed'})"
+                    f" ({above if scores[row] >= threshold else below})"
                     for row in rows
                 ],
                 low=low,
                 high=high,
-                title=filename.removesuffix(".png").replace("_", " "),
+                title=title,
             )
             plots.append(Plot(filename, caption, png))
         return plots

@@ -17,6 +17,7 @@ from visionops.tasks._cam import ExplainedByCam, cam_record_of
 from visionops.tasks._results import (
     CALIBRATION_BINS,
     ArrayLikeFloat,
+    Outputs,
     Plot,
     TaskMetrics,
     expected_calibration_error,
@@ -29,6 +30,13 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ClassificationTask", "classification_metrics", "classification_report"]
+
+_GALLERY_SIZE = 12
+"""Misclassified images the eval report shows."""
+
+
+def _short_name(name: str, limit: int = 16) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def classification_metrics(
@@ -282,6 +290,45 @@ class ClassificationTask(ExplainedByCam):
                 ),
             ),
         ]
+
+    def eval_plots(self, scored: TaskMetrics, outputs: Outputs) -> list[Plot]:
+        """The confusion matrix and reliability diagram, then the worst misclassified images."""
+        from visionops.tasks import figures as eval_plots
+
+        plots = self.plots(scored, outputs.main, outputs.targets)
+        if outputs.images is None or outputs.indices is None:
+            return plots
+        probabilities = np.asarray(outputs.main, np.float64).reshape(len(outputs.main), -1)
+        truth = np.asarray(outputs.targets).reshape(-1).astype(np.int64)
+        guesses = probabilities.argmax(axis=1)
+        wrong = np.flatnonzero(guesses != truth)
+        if not len(wrong):
+            return plots
+        # The most confident mistakes first: what the model is surest about and gets wrong.
+        confidence = probabilities[wrong, guesses[wrong]]
+        shown = wrong[np.argsort(-confidence, kind="stable")][:_GALLERY_SIZE]
+        captions = [
+            f"#{int(outputs.indices[row])}\n"
+            f"pred {_short_name(self.labels[guesses[row]])}"
+            f" ({probabilities[row, guesses[row]]:.2f})\n"
+            f"true {_short_name(self.labels[truth[row]])}"
+            for row in shown
+        ]
+        png = eval_plots.image_gallery_png(
+            [np.asarray(outputs.images[int(outputs.indices[row])]) for row in shown],
+            captions,
+            title=f"worst misclassified: {len(shown)} of {len(wrong)} mistakes,"
+            " most confident first",
+        )
+        plots.append(
+            Plot(
+                "worst_misclassified.png",
+                "The misclassified images the model was surest about: predicted class and"
+                " probability, true class, #row in the prepared dataset.",
+                png,
+            )
+        )
+        return plots
 
     def output_columns(self, main: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
         """One probability column per class."""

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "confusion_matrix_png",
+    "image_gallery_png",
     "per_class_bars_png",
     "regression_scatter_png",
     "reliability_diagram_png",
@@ -231,4 +232,37 @@ def per_class_bars_png(
     axes.set_title(title)
     axes.grid(axis="x", alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
+    return _png(figure)
+
+
+def image_gallery_png(
+    images: Sequence[NDArray[np.uint8]],
+    captions: Sequence[str],
+    *,
+    title: str,
+    columns: int = 4,
+) -> bytes:
+    """Draw images in a grid, each with its caption above it (e.g. the worst mistakes).
+
+    Args:
+        images: ``(H, W, C)`` uint8 images, shown in this order, row by row.
+        captions: One short caption per image (two lines at most read well).
+        title: Figure title.
+        columns: Images per row.
+
+    Returns:
+        PNG bytes.
+    """
+    count = max(1, len(images))
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(2.1 * columns, 2.3 * rows + 0.5), layout="constrained")
+    figure.suptitle(title)
+    for position, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        axes = figure.add_subplot(rows, columns, position + 1)
+        pixels = np.asarray(image)
+        gray = pixels.ndim == 3 and pixels.shape[-1] == 1
+        axes.imshow(pixels.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
+        axes.set_title(caption, fontsize=7)
+        axes.set_axis_off()
     return _png(figure)

@@ -178,6 +178,7 @@ class MidEpochCheckpoints:
         self.files = files
         self.runs_root = settings.runs_root
         self.last_saved = time.monotonic()
+        self.saved: EpochPosition | None = None
 
     @property
     def active(self) -> bool:
@@ -212,6 +213,7 @@ class MidEpochCheckpoints:
         # The first checkpoint is waited for: from then on, a failure must not remove the run.
         self.files.submit(state, best=False, wait=not writer.trusted)
         writer.first_epoch_done(self.runs_root)
+        self.saved = position
         logger.info(
             "checkpoint: epoch {} batch {}/{} (step {})",
             position.epoch,

@@ -512,6 +512,13 @@ class Engine:
                     last_report = now
                 else:
                     bar.advance(1)
+                if step == first:
+                    # How long the loader took to start (workers, memory map): slow starts show.
+                    logger.debug(
+                        "epoch {}: first batch done {:.2f} s after the epoch started",
+                        epoch,
+                        now - started,
+                    )
         finally:
             bar.close()
         seconds = time.perf_counter() - started

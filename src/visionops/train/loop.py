@@ -41,7 +41,7 @@ from visionops.distributed import (
     gather_objects,
     init_distributed,
 )
-from visionops.errors import ArtifactError, ConfigError, TrainingError
+from visionops.errors import ArtifactError, ConfigError, InterruptError, TrainingError
 from visionops.logs import log_to_file
 from visionops.models import VisionModel
 from visionops.progress import NULL_PROGRESS, ProgressReporter
@@ -111,6 +111,8 @@ def train(
         the last finished epoch and ``resume_command`` continues it).
 
     Raises:
+        InterruptError: Ctrl-C came before the run kept anything (the run folder is removed;
+            a resumed run is left as it was).
         ConfigError: Unknown model, task mismatch, run name taken, incompatible resume, a
             prepared dataset that differs from the requested image settings.
         ConcurrencyError: Another process is writing the same run folder.
@@ -135,6 +137,19 @@ def train(
         if not context.is_main:
             return attempt.follow(dataset, resume)
         return attempt.lead(dataset, name, exist_ok, resume)
+    except KeyboardInterrupt:
+        if context.enabled:
+            raise  # the launcher reports an interrupted group
+        # Ctrl-C before the run kept anything (a kept epoch returns an interrupted result).
+        if resume is not None:
+            raise InterruptError(
+                f"{resume} is as it was (Ctrl-C came before it trained further) — continue"
+                f" it with `visionops train --resume {resume}`"
+            ) from None
+        raise InterruptError(
+            "nothing was kept (Ctrl-C came before the run saved a checkpoint) — run the same"
+            " command again to start over"
+        ) from None
     finally:
         cleanup_distributed()
 
@@ -332,6 +347,7 @@ class _Attempt:
                 config_text = settings_to_yaml(prepared.settings)
                 config_hash = hashlib.sha256(config_text.encode("utf-8")).hexdigest()
                 if resumed is not None:
+                    _say_plan_change(writer.path, writer.record.epochs, prepared.settings)
                     writer.record = writer.record.model_copy(
                         update={
                             "status": "running",
@@ -442,6 +458,7 @@ def _lead(
     stopped_early = False
     metrics: dict[str, Any] = {}
     status = "failed"
+    kept: str | None = None
     trained = False
     tracker: Tracker = NullTracker()
     files = CheckpointWriter(writer.checkpoints)
@@ -572,9 +589,13 @@ def _lead(
             if not (writer.checkpoints / "last.pt").is_file():
                 raise
             writer.first_epoch_done(settings.runs_root)
-        logger.warning(
-            "interrupted — {} holds epoch {}", writer.checkpoints / "last.pt", epochs_done
-        )
+        kept = f"epoch {epochs_done} of {cfg.epochs}"
+        if hook.saved is not None and hook.saved.epoch > epochs_done:
+            position = hook.saved
+            kept = (
+                f"epoch {position.epoch} up to batch {position.batch} of {len(engine.train_loader)}"
+            )
+        logger.debug("Ctrl-C: {} holds {}", writer.checkpoints / "last.pt", kept)
     finally:
         if status == "failed":
             # A write in flight still lands (it is whole or absent); its own error, if any,
@@ -611,6 +632,7 @@ def _lead(
         resume_command=(
             f"visionops train --resume {shown(writer.path)}" if status == "interrupted" else None
         ),
+        kept=kept,
     )
 
 
@@ -722,6 +744,20 @@ def _run_record(
         ),
         epochs=settings.train.epochs,
         freeze_backbone=settings.model.freeze_backbone,
+    )
+
+
+def _say_plan_change(run_dir: Path, planned: int | None, settings: Settings) -> None:
+    """Warn when a resume trains to another number of epochs than the run was planned for."""
+    epochs = settings.train.epochs
+    if planned is None or epochs == planned:
+        return
+    logger.warning(
+        "the plan changed: {} was planned for {} epochs and now trains to {} (train.epochs;"
+        " the learning-rate schedule follows the new count)",
+        shown(run_dir),
+        planned,
+        epochs,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,25 @@ def test_eval_writes_metrics_and_a_report_with_overlays(
     shutil.copytree(trained_anomaly_run.parent.parent, project, symlinks=True)
     monkeypatch.chdir(project)
     settings = load_settings(overrides=["device=cpu"], cwd=project)
+    from visionops.anomaly import plots
+
+    drawn: dict[str, tuple[list[str], str]] = {}
+    real_overlays = plots.overlays_png
+
+    def overlays_spy(*args: Any, **kwargs: Any) -> bytes:  # the real figure, its words kept
+        drawn[kwargs["title"].split(":")[0]] = (list(args[3]), kwargs["title"])
+        return real_overlays(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "overlays_png", overlays_spy)
     result = evaluate_run(settings, trained_anomaly_run.name)
+    # Each image says what happened to it: a defect is caught or MISSED, a good image passed
+    # or a FALSE ALARM; the title counts them (an AUROC near 1 misses none).
+    misses, misses_title = drawn["lowest-scoring defects"]
+    assert all(c.endswith(("(caught)", "(MISSED)")) for c in misses), misses
+    missed = sum(c.endswith("(MISSED)") for c in misses)
+    assert misses_title.startswith(f"lowest-scoring defects: {missed} of ")
+    alarms, _ = drawn["highest-scoring good images"]
+    assert all(c.endswith(("(passed)", "(FALSE ALARM)")) for c in alarms), alarms
     assert result.metrics["image_auroc"] is not None and result.metrics["image_auroc"] >= 0.95
     assert result.metrics["pixel_auroc"] is not None and result.metrics["pixel_auroc"] >= 0.90
     assert result.metrics["aupro"] is not None

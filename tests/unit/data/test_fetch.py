@@ -528,7 +528,7 @@ def test_raw_demo_fixtures_are_fetched_datasets(
         raw_shapes: ("demo:shapes", 80, 8 * 80),
         raw_multilabel: ("demo:multilabel", 40, 6 * 40 + 1),  # images + train.csv
         raw_regression: ("demo:regression", 80, 5 * 80 * 8 + 2),  # 8 frames a dish + 2 CSVs
-        raw_anomaly: ("demo:anomaly", 40, 40 + 10 + 3 * 6 * 2),  # good, test good, defects
+        raw_anomaly: ("demo:anomaly", 40, 40 + 40 + 3 * 6 * 2),  # good, test good, defects
     }
     for folder, (source, per_class, count) in expected.items():
         info = read_source_info(folder)

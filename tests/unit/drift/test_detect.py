@@ -106,6 +106,9 @@ def test_too_few_images_is_refused_with_the_minimum() -> None:
             _sample(rng, 100), _sample(rng, 12), task=TASK,
             settings=SETTINGS,
         )  # fmt: skip
+    with pytest.raises(DriftError, match="reference sample has 12 images") as small:
+        compare(_sample(rng, 12), _sample(rng, 100), task=TASK, settings=SETTINGS)
+    assert "`visionops drift reference RUN DATASET --split val`" in str(small.value)
 
 
 def test_embedding_size_mismatch_is_a_foreign_log() -> None:

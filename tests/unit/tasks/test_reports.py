@@ -8,7 +8,7 @@ from task_sources import run_record
 
 from visionops.errors import ArtifactError
 from visionops.tasks import ClassificationTask, MultilabelTask, PredictOptions, RegressionTask
-from visionops.tasks._results import expected_calibration_error
+from visionops.tasks._results import Outputs, expected_calibration_error
 from visionops.tasks.classification import classification_report
 from visionops.tasks.multilabel import multilabel_report
 from visionops.tasks.regression import regression_report
@@ -125,6 +125,31 @@ def test_regression_known_answers() -> None:
 def test_output_count_mismatch_is_an_artifact_error() -> None:
     with pytest.raises(ArtifactError, match="3 outputs but the run names 2 classes"):
         classification_report(np.full((2, 3), 1 / 3), np.array([0, 1]), ["a", "b"])
+
+
+def test_eval_shows_the_most_confident_mistakes_in_a_gallery() -> None:
+    targets = np.array([0, 1, 2, 0, 1])
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.05, 0.9, 0.05], [0.1, 0.8, 0.1]]
+    )
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    task = ClassificationTask(["a", "b", "c"])
+    scored = classification_report(probabilities, targets, ["a", "b", "c"])
+    outputs = Outputs(
+        main=probabilities, targets=targets, images=images, indices=np.array([2, 3, 5, 7, 9])
+    )
+    plots = task.eval_plots(scored, outputs)
+    gallery = plots[-1]
+    assert gallery.filename == "worst_misclassified.png"
+    assert gallery.png.startswith(PNG_MAGIC) and "surest" in gallery.caption
+    # Two mistakes (rows 1 and 3): no gallery when there are none.
+    right = Outputs(
+        main=_one_hot([0, 1, 2], 3), targets=np.array([0, 1, 2]), images=images,
+        indices=np.array([0, 1, 2]),
+    )  # fmt: skip
+    right_scored = classification_report(right.main, right.targets, ["a", "b", "c"])
+    shown = [plot.filename for plot in task.eval_plots(right_scored, right)]
+    assert "worst_misclassified.png" not in shown
 
 
 def test_task_plots_are_pngs() -> None:
