@@ -194,8 +194,9 @@ class TrainSettings(_Section):
         ge=1,
         description=(
             "Validate every N epochs and at the last; best.pt and early stopping see validated"
-            " epochs only. BatchNorm statistics are re-computed on 256 training images before"
-            " a validation where they lag the weights (over 1 % from before the epoch: short"
+            " epochs only (best.pt: the latest epoch within validation noise of the top score)."
+            " BatchNorm statistics are re-computed on up to 1,024 training images before a"
+            " validation where they lag the weights (over 1 % from before the epoch: short"
             " epochs, MobileNet momenta, EMA)."
         ),
     )

@@ -56,7 +56,10 @@ __all__ = [
 
 _PROGRESS_EVERY_S = 0.5
 # Training images whose BatchNorm statistics are recomputed before each evaluation.
-_BN_CALIBRATION_IMAGES = 256
+# Up to 1,024 training images: with 256 the estimate was noisier than the running averages it
+# replaces (MobileNetV2 on 850 Fashion-MNIST images: test accuracy 0.859 with 256, 0.866 with
+# all 850; the running statistics of a 13-batch epoch already hold 832 images).
+_BN_CALIBRATION_IMAGES = 1024
 # Running statistics are current enough when at most this share of them predates the epoch.
 _BN_STALE_SHARE = 0.01
 
@@ -545,7 +548,7 @@ class Engine:
 
         A running statistic with momentum ``m`` keeps a share ``(1 - m) ** batches`` of what
         it was before the epoch's ``batches`` forward passes. Calibration (a forward pass over
-        256 training images) changes the result only where that share is above 1 %: short
+        up to 1,024 training images) changes the result only where that share is above 1 %: short
         epochs, small momenta (MobileNet's 0.01, MNASNet's 0.0003), cumulative averages
         (``momentum=None``), and the EMA model, whose statistics are copied from a model whose
         weights it does not have. A long epoch with ResNet's 0.1 (44 batches or more) already
