@@ -382,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=Sizes.epochs)
     parser.add_argument("--image-size", type=int, default=Sizes.image_size)
     parser.add_argument("--permutations", type=int, default=Sizes.permutations)
+    parser.add_argument(
+        "--shift",
+        action="append",
+        default=None,
+        help="a drift simulate spec (repeat it; default: every one of SHIFTS; none = unchanged)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
     parser.add_argument("--out", type=Path, default=None, help="write every figure as JSON")
     args = parser.parse_args(argv)
@@ -399,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="visionops-quality-drift-"))
     started = time.perf_counter()
     try:
-        rows = run(real_data, args.trials, args.n, work, sizes=sizes)
+        rows = run(real_data, args.trials, args.n, work, sizes=sizes, shifts=args.shift or SHIFTS)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -69,8 +69,10 @@ SERVE = [
 ]  # fmt: skip
 # serve.py and serve_profile.py: test_serve_then_its_profile (naive_server.py is the baseline
 # serve.py starts); anomaly_vs_anomalib.py: test_benchmark_anomaly.py, without the baseline,
-# since anomalib_patchcore.py runs under anomalib's own interpreter (a benchmark-only install).
+# since anomalib_patchcore.py runs under anomalib's own interpreter (a benchmark-only install);
+# quality_drift.py: test_quality_drift.py (it needs the real-data cache).
 COVERED_ELSEWHERE = {
+    "quality_drift.py",
     "serve.py",
     "serve_profile.py",
     "naive_server.py",
