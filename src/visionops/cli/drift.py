@@ -257,7 +257,7 @@ def simulate(
         typer.Option(
             "--shift",
             help="name=value pairs, comma-separated: brightness, contrast, blur, noise,"
-            " rotation, jpeg, occlusion, cast (e.g. brightness=1.3,blur=2).",
+            " rotation, jpeg, occlusion, cast, resize (e.g. brightness=1.3,blur=2).",
         ),
     ],
     out_dir: Annotated[

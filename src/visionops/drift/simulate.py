@@ -11,6 +11,9 @@ A shift spec is ``name=value`` pairs joined by commas, applied in the order give
                         the encoder's bytes
     occlusion=0.2       a grey square covering this share of the image, placed at random
     cast=0.1            colour cast: red up and blue down by this share of 255 (< 0: cooler)
+    resize=0.5          scale both sides by this factor (Lanczos): a camera of another
+                        resolution; ``resize=0.5,resize=2`` is a lower-resolution sensor
+                        upscaled back to the same size
 
 Examples:
     >>> shifts = parse_shifts("brightness=1.3,blur=2")
@@ -51,9 +54,16 @@ SHIFTS: dict[str, tuple[float, float, str]] = {
     "jpeg": (1.0, 95.0, "JPEG quality"),
     "occlusion": (0.0, 1.0, "share of the image hidden by a grey square"),
     "cast": (-1.0, 1.0, "red up / blue down, share of 255"),
+    "resize": (0.01, 10.0, "scale both sides by this factor"),
 }
 """Shift name → (lowest value, highest value, meaning)."""
-_ALIASES = {"colour_cast": "cast", "color_cast": "cast", "rotate": "rotation", "quality": "jpeg"}
+_ALIASES = {
+    "colour_cast": "cast",
+    "color_cast": "cast",
+    "rotate": "rotation",
+    "quality": "jpeg",
+    "scale": "resize",
+}
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,11 @@ def _apply(pixels: NDArray[np.uint8], shift: Shift, rng: np.random.Generator) ->
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=round(value))
         image = Image.open(io.BytesIO(buffer.getvalue()))
+    elif shift.name == "resize":
+        height, width = pixels.shape[:2]
+        target = (max(1, round(width * value)), max(1, round(height * value)))
+        image = image.resize(target, Image.Resampling.LANCZOS)
+        return np.asarray(image, dtype=np.uint8).reshape(target[1], target[0], pixels.shape[2])
     out = np.asarray(image, dtype=np.uint8)
     return out.reshape(pixels.shape)
 
@@ -153,7 +168,7 @@ def apply_shifts(
         rng: Random generator (noise, occlusion placement).
 
     Returns:
-        A new ``(H, W, C)`` uint8 image.
+        A new ``(H, W, C)`` uint8 image (of another size after a ``resize`` shift).
     """
     out = np.asarray(pixels, dtype=np.uint8)
     if out.ndim == 2:
@@ -215,8 +230,8 @@ def simulate_folder(
 ) -> SimulateResult:
     """Write a shifted copy of every image under ``source`` to ``out_dir``, same layout.
 
-    Images keep their size and relative path; each is written as :func:`shifted_file` encodes
-    it (PNG, or JPEG when a ``jpeg`` shift asks for it).
+    Images keep their relative path (and their size, unless a ``resize`` shift asks); each is
+    written as :func:`shifted_file` encodes it (PNG, or JPEG when a ``jpeg`` shift asks for it).
 
     Raises:
         DriftError: No images in ``source``, or ``out_dir`` inside ``source``.

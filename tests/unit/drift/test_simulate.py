@@ -52,7 +52,28 @@ def test_each_shift_moves_the_statistic_it_names() -> None:
     assert not np.array_equal(rotated, _image())
     assert set(SHIFTS) == {
         "brightness", "contrast", "blur", "noise", "rotation", "jpeg", "occlusion", "cast",
+        "resize",
     }  # fmt: skip
+
+
+def test_resize_changes_the_size_and_back_loses_detail() -> None:
+    smaller = apply_shifts(_image(), parse_shifts("resize=0.5"), np.random.default_rng(0))
+    assert smaller.shape == (24, 24, 3) and smaller.dtype == np.uint8
+    upscaled = apply_shifts(_image(), parse_shifts("resize=0.5,resize=2"), np.random.default_rng(0))
+    assert upscaled.shape == (48, 48, 3)
+    base = image_statistics(_image())
+    assert image_statistics(upscaled)["sharpness"] < base["sharpness"] * 0.5
+    assert image_statistics(upscaled)["mean"] == pytest.approx(base["mean"], abs=0.01)
+    with pytest.raises(DriftError, match=r"must be in 0\.01\.\.10"):
+        parse_shifts("resize=0")
+
+
+def test_simulate_folder_writes_a_resized_file(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    Image.fromarray(_image()).save(source / "one.png")
+    simulate_folder(source, parse_shifts("scale=0.75"), tmp_path / "out")
+    assert Image.open(tmp_path / "out" / "one.png").size == (36, 36)
 
 
 def test_simulate_folder_keeps_the_layout(tmp_path: Path) -> None:
