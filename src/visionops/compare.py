@@ -289,13 +289,21 @@ def _curve_keys(histories: Sequence[Sequence[Mapping[str, Any]]], monitor: str) 
     return [k for k in keys if any(k in row for history in histories for row in history)]
 
 
-def plot_comparison(comparison: RunComparison, path: Path) -> Path:
+def plot_comparison(comparison: RunComparison, path: Path, *, force: bool = False) -> Path:
     """Draw both runs' loss and monitored-metric curves, overlaid, into one PNG.
 
+    Args:
+        comparison: What :func:`compare_runs` found.
+        path: The PNG to write; it must not exist unless ``force``.
+        force: Replace a PNG that exists.
+
     Raises:
-        ArtifactError: Neither run has a finished epoch in ``history.jsonl``.
+        ArtifactError: Neither run has a finished epoch in ``history.jsonl``, or ``path``
+            exists without ``force``.
     """
     from visionops.plots import new_figure, save_figure
+
+    check_replaceable(path, force=force, flag="--curves")
 
     histories = comparison.histories
     if not any(histories):
@@ -324,7 +332,19 @@ def plot_comparison(comparison: RunComparison, path: Path) -> Path:
     return path
 
 
-def write_history_csv(run: str | Path, runs_root: Path, path: Path) -> Path:
+def check_replaceable(path: Path, *, force: bool, flag: str) -> None:
+    """Refuse to overwrite ``path`` unless ``force`` (the output-safety rule, exit 2).
+
+    Raises:
+        ArtifactError: ``path`` exists and ``force`` is False.
+    """
+    if path.exists() and not force:
+        raise ArtifactError(
+            f"{path} already exists — pass --force to replace it, or {flag} to write another"
+        )
+
+
+def write_history_csv(run: str | Path, runs_root: Path, path: Path, *, force: bool = False) -> Path:
     """Write a run's ``history.jsonl`` as CSV: one row per epoch, one column per value.
 
     DVC's ``plots`` and spreadsheets read CSV, not JSON lines.
@@ -332,11 +352,14 @@ def write_history_csv(run: str | Path, runs_root: Path, path: Path) -> Path:
     Args:
         run: A run folder or name.
         runs_root: Where run names are looked up.
-        path: The CSV to write (atomically).
+        path: The CSV to write (atomically); it must not exist unless ``force``.
+        force: Replace a CSV that exists.
 
     Raises:
-        ArtifactError: No such run, or it has no finished epoch.
+        ArtifactError: No such run, it has no finished epoch, or ``path`` exists without
+            ``force``.
     """
+    check_replaceable(path, force=force, flag="--csv")
     run_dir = resolve_run(str(run), runs_root)
     history = read_history(run_dir)
     if not history:

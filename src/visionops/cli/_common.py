@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._text import safe
 from visionops.config import Settings, load_settings, settings_to_yaml
@@ -212,6 +213,23 @@ def _flag_name(value: Any) -> str | None:
         if param.param_type_name == "option" and context.params.get(param.name) == value:
             return "/".join(param.opts)
     return None
+
+
+def print_wrapped(markup: str, *, bullet: str = "") -> None:
+    """Print a prose line on stdout wrapped between words at the terminal's width.
+
+    ``markup`` is visionops' own rich markup (user text inside it went through ``safe``).
+    With a ``bullet`` (``"  • "``) the wrapped lines hang under the text, not the bullet.
+    """
+    text = Text.from_markup(markup)
+    if not bullet:
+        out.print(text, soft_wrap=False)
+        return
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(bullet, text)
+    out.print(grid, soft_wrap=False)
 
 
 def print_settings(settings: Settings) -> None:

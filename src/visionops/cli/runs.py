@@ -103,6 +103,9 @@ def compare_command(
             dir_okay=False,
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace a --curves PNG that exists.")
+    ] = False,
     runs_root: RunsRoot = None,
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
@@ -120,7 +123,7 @@ def compare_command(
     name_a, name_b = comparison.a.name, comparison.b.name
     target = curves or root / f"compare-{name_a}-vs-{name_b}.png"
     if any(comparison.histories):
-        plot_comparison(comparison, target)
+        plot_comparison(comparison, target, force=force)
     if json_output:
         print_json(
             {
@@ -164,6 +167,9 @@ def history_command(
     csv_path: Annotated[
         Path, typer.Option("--csv", help="Where to write the CSV (e.g. for `dvc plots`).")
     ],
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace a --csv file that exists.")
+    ] = False,
     runs_root: RunsRoot = None,
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
@@ -176,7 +182,7 @@ def history_command(
     setup(verbose, quiet)
     from visionops.compare import write_history_csv
 
-    written = write_history_csv(run, _runs_root(runs_root), csv_path)
+    written = write_history_csv(run, _runs_root(runs_root), csv_path, force=force)
     if json_output:
         print_json({"csv": str(written)})
         return

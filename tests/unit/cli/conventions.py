@@ -30,6 +30,40 @@ FORBIDDEN = {
     "--overwrite": "--force/-f",
     "--output": "--out (a file) or --out-dir (a folder)",
 }
+OUTPUT_POLICY = {
+    # refuses: an output that exists is replaced only with --force/-f (else exit 2).
+    "visionops train": "refuses",
+    "visionops export": "refuses",
+    "visionops predict": "refuses",
+    "visionops init": "refuses",
+    "visionops data fetch": "refuses",
+    "visionops data preprocess": "refuses",
+    "visionops runs compare": "refuses",
+    "visionops runs history": "refuses",
+    "visionops deploy k8s": "refuses",
+    "visionops deploy cloudrun": "refuses",
+    "visionops drift simulate": "refuses",
+    # new: every call writes under a new name and never replaces an earlier one.
+    "visionops quickstart": "new",
+    "visionops drift report": "new",
+    "visionops serve": "new",
+    # rebuilds: recomputes files inside a run or bundle from that run alone.
+    "visionops eval": "rebuilds",
+    "visionops drift reference": "rebuilds",
+    # writes nothing on disk.
+    "visionops models": "none",
+    "visionops sweep": "none",
+    "visionops benchmark": "none",
+    "visionops doctor": "none",
+    "visionops data info": "none",
+    "visionops runs list": "none",
+    "visionops config show": "none",
+    "visionops recipes list": "none",
+    "visionops recipes show": "none",
+}
+"""The output-safety class of every command (docs/reference/conventions.md, "Outputs")."""
+OUTPUT_OPTIONS = ("--out", "--out-dir", "--curves", "--csv")
+"""Options that name where a command writes: their command must refuse or write anew."""
 _ARGUMENT_NAME = re.compile(r"^\[?[A-Z][A-Z0-9_|=\[\]. -]*$")
 _LISTS_VALUES = re.compile(r"\b[\w.:-]+ \| [\w.:-]+\b")
 
@@ -137,6 +171,32 @@ def violations(app: typer.Typer, name: str = "visionops") -> list[str]:
     return problems + _short_option_violations(commands)
 
 
+def output_violations(
+    app: typer.Typer, name: str = "visionops", policy: dict[str, str] | None = None
+) -> list[str]:
+    """Commands that break the output-safety rule, one line each (empty when all hold).
+
+    Every command has a class in ``policy`` (a new command must be given one); a command that
+    refuses has ``--force/-f``; one with an option naming an output refuses or writes anew.
+    """
+    policy = OUTPUT_POLICY if policy is None else policy
+    problems = []
+    for path, command in walk(typer.main.get_command(app), name):
+        if getattr(command, "commands", None):
+            continue
+        options = {o for p in command.params if _is_option(p) for o in p.opts}
+        kind = policy.get(path)
+        if kind is None:
+            problems.append(f"{path}: no output-safety class (refuses, new, rebuilds or none)")
+            continue
+        if kind == "refuses" and not {"--force", "-f"} <= options:
+            problems.append(f"{path}: refuses an existing output but has no --force/-f")
+        named = sorted(options & set(OUTPUT_OPTIONS))
+        if named and kind not in {"refuses", "new"}:
+            problems.append(f"{path} {named[0]}: names an output, so it refuses or writes anew")
+    return problems
+
+
 def help_problems(text: str) -> list[str]:
     """What rendered help must not show: a value on a flag, a cut value."""
     problems = []
@@ -147,4 +207,4 @@ def help_problems(text: str) -> list[str]:
     return problems
 
 
-__all__ = ["help_problems", "violations", "walk"]
+__all__ = ["help_problems", "output_violations", "violations", "walk"]

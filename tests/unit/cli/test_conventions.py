@@ -11,11 +11,48 @@ from typer.testing import CliRunner
 from visionops.cli._common import ConfigFile, JsonOutput, Quiet, Verbose
 from visionops.cli.app import app
 
-from .conventions import violations
+from .conventions import OUTPUT_POLICY, output_violations, violations
 
 
 def test_every_command_follows_the_conventions() -> None:
     assert violations(app) == []
+
+
+def test_every_writing_command_follows_the_output_safety_rule() -> None:
+    assert output_violations(app) == []
+    # Every class named in the docs' table is the one the checker holds the command to.
+    text = (Path(__file__).parents[3] / "docs" / "reference" / "conventions.md").read_text()
+    section = text.split("\n## Outputs\n")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line[:2] == "| "}
+    for path, kind in OUTPUT_POLICY.items():
+        command = path.removeprefix("visionops ")
+        assert f"`{command}`" in rows[kind].split("|")[3], (command, kind)
+
+
+def test_the_output_checker_fails_a_command_that_breaks_the_rule() -> None:
+    policy = {"bad export": "refuses", "bad serve": "rebuilds"}
+    bad = typer.Typer()
+
+    @bad.command("export")
+    def export(
+        out: Annotated[Path | None, typer.Option("--out", help="File (default: none).")] = None,
+    ) -> None:
+        """Writes --out without --force."""
+
+    @bad.command("serve")
+    def serve(
+        out: Annotated[Path | None, typer.Option("--out-dir", help="Dir (default: none).")] = None,
+    ) -> None:
+        """Writes --out-dir in place."""
+
+    @bad.command("other")
+    def other() -> None:
+        """Not classified."""
+
+    found = "\n".join(output_violations(bad, name="bad", policy=policy))
+    assert "bad export: refuses an existing output but has no --force/-f" in found
+    assert "bad serve --out-dir: names an output" in found
+    assert "bad other: no output-safety class" in found
 
 
 def _bad_app() -> typer.Typer:
