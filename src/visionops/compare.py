@@ -18,6 +18,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +57,8 @@ class RunSummary:
         bundle: Whether ``visionops export`` wrote a bundle (``int8`` when quantised too).
         created_at: ISO time the run started.
         latest: Whether ``runs/latest`` points at it.
+        duration_s: Seconds from its start to its last finish (a resumed run counts the
+            pause); None while it runs or when a time is missing.
     """
 
     name: str
@@ -69,6 +72,7 @@ class RunSummary:
     bundle: str
     created_at: str
     latest: bool
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,19 @@ def summarize_run(run_dir: Path, latest: str | None = None) -> RunSummary:
         bundle=bundle_text,
         created_at=manifest.created_at or "",
         latest=run_dir.name == latest,
+        duration_s=_seconds_between(manifest.created_at, manifest.finished_at),
     )
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from ISO time ``start`` to ``end``; None when either is missing or unreadable."""
+    if not start or not end:
+        return None
+    try:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:

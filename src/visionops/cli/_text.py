@@ -87,11 +87,21 @@ class DataTable(Table):
         """Each column at least its longest word; the room left shared fairly."""
         ranges = [self._measure_column(console, options, column) for column in self.columns]
         minimums = [r.minimum for r in ranges]
-        wants = [max(r.maximum - r.minimum, 0) for r in ranges]
         spare = options.max_width - sum(minimums)
-        if sum(minimums) + sum(wants) <= options.max_width or spare < 0:
+        if sum(r.maximum for r in ranges) <= options.max_width or spare < 0:
             return super()._calculate_column_widths(console, options)
+        # What a column wants is room for its values on one line; a header may wrap instead.
+        wants = [
+            max(_body_width(self, console, options, column) - low, 0)
+            for column, low in zip(self.columns, minimums, strict=True)
+        ]
         return [low + extra for low, extra in zip(minimums, _share(spare, wants), strict=True)]
+
+
+def _body_width(table: Table, console: Console, options: ConsoleOptions, column: Column) -> int:
+    """The width of ``column``'s widest value on one line, its padding included."""
+    values = [Measurement.get(console, options, cell).maximum for cell in column._cells]
+    return max(values, default=0) + table._get_padding_width(column._index)
 
 
 def _share(total: int, wants: list[int]) -> list[int]:

@@ -25,6 +25,7 @@ from visionops.models.registry import (
     BackboneFacts,
     check_model_name,
     describe_backbones,
+    describe_starters,
     list_backbones,
     pretrained_normalization,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "build_model",
     "check_model_name",
     "describe_backbones",
+    "describe_starters",
     "is_timm",
     "is_vit",
     "list_backbones",

@@ -207,4 +207,57 @@ def help_problems(text: str) -> list[str]:
     return problems
 
 
-__all__ = ["help_problems", "output_violations", "violations", "walk"]
+_BOX = re.compile(r"[\u2500-\u257f]")
+_DROPPED_NOTE = re.compile(r"not shown at this width:.*?\(--json has them\)", re.DOTALL)
+_EXAMPLE_LINE = re.compile(r"^ {5}(visionops .*)$")
+
+
+def _tokens(text: str) -> set[str]:
+    """The words of rendered ``text``: box drawing removed, a choice list split at ``|``."""
+    return {
+        piece
+        for word in _BOX.sub(" ", text).split()
+        for piece in word.split("|")
+        if piece and piece != "\\"
+    }
+
+
+def _examples(text: str) -> list[str]:
+    """The example commands of rendered help, continuation lines (`` \\``) joined."""
+    lines, found = text.splitlines(), []
+    for index, line in enumerate(lines):
+        match = _EXAMPLE_LINE.match(line.rstrip())
+        if match is None:
+            continue
+        command = match.group(1)
+        while command.endswith(" \\") and index + 1 < len(lines):
+            index += 1
+            command = command[:-2] + " " + lines[index].strip()
+        found.append(command)
+    return found
+
+
+def width_problems(narrow: str, wide: str, width: int) -> list[str]:
+    """What ``narrow`` (rendered at ``width``) breaks, next to ``wide`` (the same, unbounded).
+
+    A word of ``narrow`` that is no word of ``wide`` was split inside (or folded); ``…`` is a
+    cut value; an example command must read the same once its `` \\`` continuations are
+    joined; no line may be wider than ``width``.
+    """
+    problems = []
+    if "…" in narrow:
+        problems.append("a value is cut (…)")
+    # The caption naming the columns left out at this width is the one text only it shows.
+    kept = _DROPPED_NOTE.sub(" ", narrow)
+    broken = sorted(_tokens(kept) - _tokens(wide))
+    if broken:
+        problems.append(f"words broken inside: {broken[:6]}")
+    if _examples(narrow) != _examples(wide):
+        problems.append(f"an example is split: {_examples(narrow)} != {_examples(wide)}")
+    too_wide = [line for line in narrow.splitlines() if len(line.rstrip()) > width]
+    if too_wide:
+        problems.append(f"{len(too_wide)} lines wider than {width}: {too_wide[0]!r}")
+    return problems
+
+
+__all__ = ["help_problems", "output_violations", "violations", "walk", "width_problems"]
