@@ -264,8 +264,44 @@ def _usage_name(self: Any) -> str:
     return name + ("..." if self.nargs != 1 else "")
 
 
+_QUOTED_OPTION = re.compile(r"'(-{1,2}[\w-]+)'(?: / '(-{1,2}[\w-]+)')?")
+
+
+def usage_error_line(message: str, command_path: str | None) -> str:
+    """A usage error as visionops' one line: ``error: what is wrong — see `CMD -h```.
+
+    Click's wording is kept, but options are written as typed (``--epochs/-e``, not
+    ``'--epochs' / '-e'``) and pydantic's ``Value error,`` prefix is dropped.
+
+    Examples:
+        >>> usage_error_line("Invalid value for '--quantize': Value error, 'int4' is not one"
+        ...     " of 'int8', 'none'.", "vo")
+        "error: invalid value for --quantize: 'int4' is not one of 'int8', 'none' — see `vo -h`"
+    """
+    text = " ".join(message.replace("Value error, ", "").split()).rstrip(".")
+    text = _QUOTED_OPTION.sub(lambda m: "/".join(filter(None, m.groups())), text)
+    text = (text[:1].lower() + text[1:]).replace(". Did you mean", "; did you mean")
+    return f"error: {text}" + (f" — see `{command_path} -h`" if command_path else "")
+
+
+def _usage_error(self: Any) -> None:
+    """Print a click usage error as one line on stderr, like every other visionops error."""
+    if type(self).__name__ == "NoArgsIsHelpError":
+        return
+    from visionops.cli._common import console
+
+    ctx = getattr(self, "ctx", None)
+    line = usage_error_line(self.format_message(), ctx.command_path if ctx else None)
+    console.print(Text(line), soft_wrap=True)
+
+
 def install_help_style() -> None:
-    """Make typer's rich help show plain text, no value type on flags, examples as code."""
+    """Make typer's rich help show plain text, no value type on flags, examples as code.
+
+    Usage errors (an unknown command or flag, a bad flag value) are printed as one
+    ``error:`` line too, not in a box.
+    """
+    typer.rich_utils.rich_format_error = _usage_error
     typer.rich_utils._make_rich_text = _plain_help  # type: ignore[assignment]
     typer.core.TyperOption.display_type_rich = value_type  # type: ignore[method-assign,assignment]
     typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]

@@ -142,16 +142,25 @@ def _command_violations(path: str, command: Any) -> list[str]:
 def _short_option_violations(commands: list[tuple[str, Any]]) -> list[str]:
     shorts_of: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     longs_of: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    metavars_of: dict[str, dict[str | None, list[str]]] = defaultdict(lambda: defaultdict(list))
     for path, command in commands:
         for option in command.params:
             if not _is_option(option) or option.hidden:
                 continue
             long = _long(option)
+            if not (option.is_flag or option.count):
+                metavars_of[long][option.metavar].append(path)
             short = next((o for o in option.opts if not o.startswith("--")), "no short option")
             shorts_of[long][short].append(path)
             if short != "no short option":
                 longs_of[short][long].append(path)
     problems = []
+    for long, seen in sorted(metavars_of.items()):
+        if len(seen) > 1 and any(name is not None for name in seen):
+            detail = "; ".join(
+                f"{m or 'its type'} in {', '.join(paths)}" for m, paths in seen.items()
+            )
+            problems.append(f"{long} has different placeholders: {detail}")
     for long, seen in sorted(shorts_of.items()):
         if len(seen) > 1:
             detail = "; ".join(f"{s} in {', '.join(paths)}" for s, paths in seen.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -71,6 +72,9 @@ def _bad_app() -> typer.Typer:
             Path | None, typer.Option("--out", file_okay=False, help="Folder (default: here).")
         ] = None,
         workers: Annotated[int, typer.Option("--workers", "-w", help="Processes.")] = 1,
+        log_dir: Annotated[
+            str | None, typer.Option("--log-dir", metavar="URL", help="Logs (default: none).")
+        ] = None,
         verbose: Annotated[int, typer.Option("--verbose", "-v", help="Detail.")] = 0,
         config: ConfigFile = None,
         quiet: Quiet = False,
@@ -80,6 +84,9 @@ def _bad_app() -> typer.Typer:
     @bad.command("serve")
     def serve(
         workers: Annotated[int, typer.Option("--workers", "-j", help="Processes.")] = 1,
+        log_dir: Annotated[
+            str | None, typer.Option("--log-dir", metavar="DIR|URL", help="Logs (default: none).")
+        ] = None,
         json_output: JsonOutput = False,
         verbose: Verbose = 0,
         quiet: Quiet = False,
@@ -101,6 +108,7 @@ def test_the_checker_fails_a_command_that_breaks_each_rule() -> None:
         "bad export: prints a result but has no --json",
         "bad export: resolves settings but lacks --recipe, --print-config, KEY=VALUE",
         "--workers has different short options: -w in bad export; -j in bad serve",
+        "--log-dir has different placeholders: URL in bad export; DIR|URL in bad serve",
     ]
     for line in expected:
         assert line in found, found
@@ -127,3 +135,24 @@ def test_doctor_exits_1_when_the_requested_device_is_missing() -> None:
     assert result.exit_code == 1, result.output
     assert "cuda:99 is not usable here" in result.output
     assert CliRunner().invoke(app, ["doctor", "--device", "cpu"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["export", "--quantize", "int4"],
+            "error: invalid value for --quantize: 'int4' is not one of 'int8', 'none'"
+            " — see `visionops export -h`",
+        ),
+        (["trian"], "error: no such command 'trian'; did you mean 'train'? — see `visionops -h`"),
+        (["train", "--epochs", "x"], "error: invalid value for --epochs/-e: "),
+        (["runs", "compare"], "error: missing argument 'RUN_A' — see `visionops runs compare -h`"),
+    ],
+)
+def test_usage_errors_are_one_error_line(args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"}, prog_name="visionops")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.output
+    assert "Value error" not in result.output and "Usage:" not in result.output
