@@ -40,7 +40,8 @@ class DataTable(Table):
     split inside one or cut with an ellipsis; the room left goes first to the columns that
     want little more, so short values stay on one line. Columns added with ``optional=True``
     are dropped, the last one first, when even one word per cell does not fit the terminal,
-    and the caption says which (``--json`` has them all).
+    and the caption says which (``--json`` has them all); when it still does not fit, each
+    row is shown as a block of ``column  value`` lines, so a long word keeps its line.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class DataTable(Table):
             **{"box": box.ROUNDED, **kwargs},
         )
         self._optional: list[Column] = []
+        self._stack = True
 
     def add_column(  # type: ignore[override]
         self, header: str = "", *, optional: bool = False, **kwargs: Any
@@ -78,6 +80,9 @@ class DataTable(Table):
         if dropped:
             note = f"not shown at this width: {', '.join(dropped)} (--json has them)"
             shown.caption = Text(note if self.caption is None else f"{self.caption}\n{note}")
+        too_wide = _minimum(shown, console, options) > options.max_width
+        if too_wide and self._stack and self.show_header:
+            shown = _stacked(self)  # every column again: stacked, they all fit
         # A title or caption wraps between words even where the console prints soft-wrapped.
         yield from Table.__rich_console__(
             shown, console, options.update(no_wrap=False, overflow=None)
@@ -96,6 +101,21 @@ class DataTable(Table):
             for column, low in zip(self.columns, minimums, strict=True)
         ]
         return [low + extra for low, extra in zip(minimums, _share(spare, wants), strict=True)]
+
+
+def _stacked(table: DataTable) -> DataTable:
+    """``table`` one row per block, ``header  value`` a line: for values too wide side by side."""
+    stacked = DataTable(show_header=False, box=table.box)
+    stacked.title, stacked.caption = table.title, table.caption
+    stacked._stack = False
+    stacked.add_column("field", style="bold")
+    stacked.add_column("value")
+    last = len(table.columns) - 1
+    for row in range(table.row_count):
+        for index, column in enumerate(table.columns):
+            header, cell = Text(str(column.header)), column._cells[row]
+            stacked.add_row(header, cell, end_section=index == last)
+    return stacked
 
 
 def _body_width(table: Table, console: Console, options: ConsoleOptions, column: Column) -> int:

@@ -96,10 +96,18 @@ def _summary(report: DriftReport) -> None:
     for note in report.payload.get("notes") or []:
         print_wrapped(f"[yellow]note:[/] {safe(note)}")
     # One path a line, never broken inside: it is meant to be copied.
-    out.print(f"report: {safe(report.html_path)}")
-    out.print(f"json:   {safe(report.json_path)}")
+    out.print(f"report: {safe(_shown(report.html_path))}")
+    out.print(f"json:   {safe(_shown(report.json_path))}")
     if report.dated_dir is not None:
-        out.print(f"kept:   {safe(report.dated_dir)}/ (earlier reports stay beside it)")
+        out.print(f"kept:   {safe(_shown(report.dated_dir))}/")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it: short, to copy."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def report(

@@ -9,6 +9,7 @@ the terminal.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from pathlib import Path
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 import typer
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from visionops.cli._help import example_lines
+from visionops.cli._text import DataTable
 from visionops.cli.app import app
 from visionops.config import available_recipes
 from visionops.train.loop import LINE_WIDTH, epoch_line
@@ -138,3 +141,41 @@ def test_epoch_lines_fit_80_columns() -> None:
     assert len(line) <= LINE_WIDTH and line.startswith(scores)
     short = epoch_line("epoch 1/2  train loss 1.8147", seconds=2.1, images_per_s=218.0)
     assert short.endswith("2.1 s  218 img/s")
+
+
+def _render(table: DataTable, width: int) -> str:
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_tables_have_one_box_style() -> None:
+    headed, plain = DataTable(title="headed"), DataTable(show_header=False)
+    for table in (headed, plain):
+        table.add_column("what")
+        table.add_column("value")
+        table.add_row("task", "classification")
+    for text in (_render(headed, 80), _render(plain, 80)):
+        assert text.lstrip().splitlines()[-1].startswith("╰") and "╭" in text
+        assert not {"┏", "┌", "└"} & set(text)
+
+
+def test_a_column_is_never_narrower_than_its_longest_word() -> None:
+    table = DataTable()
+    for header in ("name", "task", "what it does"):
+        table.add_column(header)
+    table.add_row("run-001", "classification", "a long description " * 4)
+    text = _render(table, 50)
+    assert "classification" in text and "run-001" in text
+    assert all(len(line) <= 50 for line in text.splitlines())
+
+
+def test_a_value_too_wide_side_by_side_stacks_the_row() -> None:
+    source = "kaggle:kritikseth/fruit-and-vegetable-image-recognition"
+    table = DataTable(title="recipe")
+    for header in ("setting", "value", "default"):
+        table.add_column(header)
+    table.add_row("data.source", source, "demo:shapes")
+    text = _render(table, 70)
+    assert source in text and "demo:shapes" in text  # whole, one row as a block
+    assert any(line.startswith("│ value") for line in text.splitlines())
