@@ -261,7 +261,7 @@ class _RichTask:
         self._progress.stop_task(self._task)
 
 
-class _FittingProgress(Progress):
+class FittingProgress(Progress):
     """Progress bars that fit the terminal: columns give way rather than being cut with ``…``.
 
     The first layout that fits is drawn: every column, then without the ``elapsed``/``left``
@@ -303,7 +303,7 @@ class RichProgress:
     """A :class:`~visionops.progress.ProgressReporter` drawing rich bars on stderr."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self._progress = _FittingProgress(console=console, disable=not enabled)
+        self._progress = FittingProgress(console=console, disable=not enabled)
 
     def __enter__(self) -> RichProgress:
         self._progress.start()

@@ -21,6 +21,7 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from visionops.cli._common import FittingProgress
 from visionops.cli._help import example_lines
 from visionops.cli._text import DataTable
 from visionops.cli.app import app
@@ -179,3 +180,17 @@ def test_a_value_too_wide_side_by_side_stacks_the_row() -> None:
     text = _render(table, 70)
     assert source in text and "demo:shapes" in text  # whole, one row as a block
     assert any(line.startswith("│ value") for line in text.splitlines())
+
+
+@pytest.mark.parametrize("width", [60, *WIDTHS])
+def test_progress_bars_drop_columns_instead_of_cutting_them(width: int) -> None:
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    bars = FittingProgress(console=console, disable=False)
+    task = bars.add_task("generating demo:shapes", total=2048, info="loss=1.815  img_s=166.8")
+    bars.update(task, completed=1024)
+    console.print(bars.get_renderable())
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "1024/2048" in text and "generating demo:shapes" in text
+    assert "…" not in text and all(len(line.rstrip()) <= width for line in text.splitlines())
+    if width >= 120:
+        assert "loss=1.815  img_s=166.8" in text and "elapsed" in text
