@@ -257,8 +257,8 @@ def reference(
     for note in result.notes:
         print_wrapped(f"[yellow]note:[/] {safe(note)}")
     print_wrapped(
-        f"reference of {safe(result.bundle_dir)}: {result.samples} {result.split} images from"
-        f" {safe(result.dataset)}"
+        f"reference of {safe(_shown(result.bundle_dir))}: {result.samples} {result.split} images"
+        f" from {safe(_shown(result.dataset))}"
     )
 
 
