@@ -291,8 +291,17 @@ def _usage_error(self: Any) -> None:
     from visionops.cli._common import console
 
     ctx = getattr(self, "ctx", None)
-    line = usage_error_line(self.format_message(), ctx.command_path if ctx else None)
+    line = usage_error_line(self.format_message(), _command_path(ctx) if ctx else None)
     console.print(Text(line), soft_wrap=True)
+
+
+def _command_path(ctx: Any) -> str:
+    """``visionops runs compare``, however the program was started (``python -m visionops``)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["visionops", *reversed(names)])
 
 
 def install_help_style() -> None:
