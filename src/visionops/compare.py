@@ -18,6 +18,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ import yaml
 
 from visionops._io import atomic_write_text, read_json
 from visionops.artifacts import Artifact, BundleMeta, EvalMetrics
-from visionops.errors import ArtifactError, ConfigError
+from visionops.errors import ArtifactError
 from visionops.runs import read_history, read_run_manifest, resolve_run
 
 __all__ = [
@@ -57,6 +58,8 @@ class RunSummary:
         bundle: Whether ``visionops export`` wrote a bundle (``int8`` when quantised too).
         created_at: ISO time the run started.
         latest: Whether ``runs/latest`` points at it.
+        duration_s: Seconds from its start to its last finish (a resumed run counts the
+            pause); None while it runs or when a time is missing.
     """
 
     name: str
@@ -70,6 +73,7 @@ class RunSummary:
     bundle: str
     created_at: str
     latest: bool
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,19 @@ def summarize_run(run_dir: Path, latest: str | None = None) -> RunSummary:
         bundle=bundle_text,
         created_at=manifest.created_at or "",
         latest=run_dir.name == latest,
+        duration_s=_seconds_between(manifest.created_at, manifest.finished_at),
     )
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from ISO time ``start`` to ``end``; None when either is missing or unreadable."""
+    if not start or not end:
+        return None
+    try:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:
@@ -290,13 +306,21 @@ def _curve_keys(histories: Sequence[Sequence[Mapping[str, Any]]], monitor: str) 
     return [k for k in keys if any(k in row for history in histories for row in history)]
 
 
-def plot_comparison(comparison: RunComparison, path: Path) -> Path:
+def plot_comparison(comparison: RunComparison, path: Path, *, force: bool = False) -> Path:
     """Draw both runs' loss and monitored-metric curves, overlaid, into one PNG.
 
+    Args:
+        comparison: What :func:`compare_runs` found.
+        path: The PNG to write; it must not exist unless ``force``.
+        force: Replace a PNG that exists.
+
     Raises:
-        ArtifactError: Neither run has a finished epoch in ``history.jsonl``.
+        ArtifactError: Neither run has a finished epoch in ``history.jsonl``, or ``path``
+            exists without ``force``.
     """
     from visionops.plots import new_figure, save_figure
+
+    check_replaceable(path, force=force, flag="--curves")
 
     histories = comparison.histories
     if not any(histories):
@@ -323,6 +347,18 @@ def plot_comparison(comparison: RunComparison, path: Path) -> Path:
         axis.legend()
     comparison.curves = save_figure(figure, path)
     return path
+
+
+def check_replaceable(path: Path, *, force: bool, flag: str) -> None:
+    """Refuse to overwrite ``path`` unless ``force`` (the output-safety rule, exit 2).
+
+    Raises:
+        ArtifactError: ``path`` exists and ``force`` is False.
+    """
+    if path.exists() and not force:
+        raise ArtifactError(
+            f"{path} already exists — pass --force to replace it, or {flag} to write another"
+        )
 
 
 def run_history(run: str | Path, runs_root: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -352,16 +388,15 @@ def write_history_csv(run: str | Path, runs_root: Path, path: Path, *, force: bo
     Args:
         run: A run folder or name.
         runs_root: Where run names are looked up.
-        path: The CSV to write (atomically).
-        force: Replace ``path`` if it exists.
+        path: The CSV to write (atomically); it must not exist unless ``force``.
+        force: Replace a CSV that exists.
 
     Raises:
-        ArtifactError: No such run, or it has no finished epoch.
-        ConfigError: ``path`` exists and ``force`` is not set.
+        ArtifactError: No such run, it has no finished epoch, or ``path`` exists without
+            ``force``.
     """
+    check_replaceable(path, force=force, flag="--out")
     _, history = run_history(run, runs_root)
-    if path.exists() and not force:
-        raise ConfigError(f"{path} exists — pass --force to replace it, or another --out")
     columns = list(dict.fromkeys(key for row in history for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

@@ -266,7 +266,7 @@ def test_reference_rebuilt_from_the_test_split(
         splits = np.load(copy / "data" / "prepared" / "colours" / "splits.npy")
         assert (splits[reference["indices"]] == 2).all()
     code, _, err = _main(monkeypatch, capsys, "drift", "reference", "--split", "train")
-    assert code == 2 and "'--split'" in err and "'val', 'test'" in err
+    assert code == 2 and "invalid value for --split/-s" in err and "'val', 'test'" in err
     code, _, err = _main(monkeypatch, capsys, "drift", "reference", "colours-run", "a", "b")
     assert code == 2 and "expected RUN [DATASET]" in err
     assert "\n" not in err.strip()

@@ -117,7 +117,7 @@ def test_no_run_exits_2_naming_train(tmp_path: Path) -> None:
 def test_unknown_split_exits_2(tmp_path: Path) -> None:
     result = _cli("eval", "--split", "holdout", cwd=tmp_path)
     assert result.returncode == 2
-    assert "'--split'" in result.stderr  # the flag is named, not a config file
+    assert "--split/-s" in result.stderr  # the flag is named, not a config file
     assert "holdout" in result.stderr
 
 

@@ -71,6 +71,6 @@ def test_quickstart_rejects_unknown_task(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["quickstart", "--task", "segmentation"])
     assert result.exit_code == 2
-    assert "'--task'" in result.output
+    assert "error: invalid value for --task/-t: " in result.output
     assert "'anomaly'" in result.output  # the choices are listed
     assert not Path("data").exists()

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
 
 from visionops.cli._text import safe
 from visionops.config import Settings, load_settings, settings_to_yaml
@@ -210,6 +215,23 @@ def _flag_name(value: Any) -> str | None:
     return None
 
 
+def print_wrapped(markup: str, *, bullet: str = "") -> None:
+    """Print a prose line on stdout wrapped between words at the terminal's width.
+
+    ``markup`` is visionops' own rich markup (user text inside it went through ``safe``).
+    With a ``bullet`` (``"  • "``) the wrapped lines hang under the text, not the bullet.
+    """
+    text = Text.from_markup(markup)
+    if not bullet:
+        out.print(text, soft_wrap=False)
+        return
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(bullet, text)
+    out.print(grid, soft_wrap=False)
+
+
 def print_settings(settings: Settings) -> None:
     """Print resolved settings as YAML on stdout (what ``--print-config`` shows)."""
     out.print(Syntax(settings_to_yaml(settings), "yaml", background_color="default"))
@@ -244,24 +266,49 @@ class _RichTask:
             self._progress.stop_task(self._task)
 
 
+class FittingProgress(Progress):
+    """Progress bars that fit the terminal: columns give way rather than being cut with ``…``.
+
+    The first layout that fits is drawn: every column, then without the ``elapsed``/``left``
+    labels, a shorter bar, no elapsed time, no metrics, and last no time left at all.
+    """
+
+    def __init__(self, *, console: Console, disable: bool) -> None:
+        spinner, description = SpinnerColumn(), TextColumn("[bold]{task.description}")
+        count, elapsed, left = MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
+        info = TextColumn("{task.fields[info]}", markup=False)
+        labels = TextColumn("[dim]elapsed[/]"), TextColumn("[dim]left[/]")
+        wide, short, tiny = BarColumn(), BarColumn(bar_width=20), BarColumn(bar_width=8)
+        self._screen = console
+        self._layouts: list[tuple[ProgressColumn, ...]] = [
+            (spinner, description, wide, count, labels[0], elapsed, labels[1], left, info),
+            (spinner, description, wide, count, elapsed, left, info),
+            (spinner, description, short, count, elapsed, left, info),
+            (spinner, description, tiny, count, left, info),
+            (spinner, description, tiny, count, left),
+            (spinner, description, count),
+        ]
+        super().__init__(*self._layouts[0], console=console, disable=disable, transient=False)
+
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        """The rows in the widest layout that fits the console."""
+        tasks = list(tasks)
+        for layout in self._layouts:
+            self.columns = layout
+            table = super().make_tasks_table(tasks)
+            wide_open = self._screen.options.update_width(10_000)
+            width = Measurement.get(self._screen, wide_open, table).maximum
+            if width <= self._screen.width:
+                break
+        self.columns = self._layouts[0]
+        return table
+
+
 class RichProgress:
     """A :class:`~visionops.progress.ProgressReporter` drawing rich bars on stderr."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("[dim]elapsed[/]"),
-            TimeElapsedColumn(),
-            TextColumn("[dim]left[/]"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}", markup=False),
-            console=console,
-            disable=not enabled,
-            transient=False,
-        )
+        self._progress = FittingProgress(console=console, disable=not enabled)
 
     def __enter__(self) -> RichProgress:
         self._progress.start()

@@ -1,4 +1,4 @@
-"""Help text that wraps as paragraphs at any terminal width and shows text as written.
+r"""Help text that wraps as paragraphs at any terminal width and shows text as written.
 
 Docstrings are written with hard line breaks at 100 columns; rich keeps those breaks, so at
 another width a sentence breaks mid-line. :func:`reflow_app_help` joins the lines of each
@@ -7,7 +7,10 @@ list items).
 
 :func:`install_help_style` makes typer's rich help honest: help text is plain text (``[dvc]``
 stays ``[dvc]``, through :func:`visionops.cli._text.safe`), a flag or a ``-v`` count shows no
-value type, and an indented example line is shown as code, indented, wrapping under itself.
+value type, and an indented example line is shown as code, indented: where it does not fit
+the terminal it continues on the next line after a shell ``\`` (between an option and the
+next, never inside one), so a copied example still runs. A list of choices
+(``<classification|multilabel|...>``) wraps after a ``|``, never inside a value.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from typing import Any
 import typer
 import typer.core
 import typer.rich_utils
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.padding import Padding
 from rich.text import Text
 
 from visionops.cli._text import safe
 
-__all__ = ["install_help_style", "reflow", "reflow_app_help"]
+__all__ = ["example_lines", "install_help_style", "reflow", "reflow_app_help"]
 
 _EXAMPLE_INDENT = 4
+_CONTINUATION = " \\"
+_CONTINUATION_INDENT = "  "
 _NAMES_MAX_WIDTH = 30
 
 _KEEP_LINE = re.compile(r"^(\s+|[-*•] |\d+\. )")
@@ -77,6 +83,69 @@ def reflow_app_help(app: typer.Typer) -> None:
             group.help = reflow(group.help)
 
 
+def example_lines(command: str, width: int) -> list[str]:
+    r"""``command`` as lines of at most ``width`` characters, joined by shell continuations.
+
+    A command that does not fit breaks after each ``&&`` and then between words, before an
+    option (an option keeps its value); every line but the last ends with `` \``, and the
+    ones after the first are indented, so the lines pasted into a shell run ``command``. A
+    single word wider than ``width`` stays whole on its own line.
+
+    Examples:
+        >>> example_lines("visionops train --epochs 20 --device cuda", 30)
+        ['visionops train --epochs 20 \\', '  --device cuda']
+    """
+    if len(command) <= width:
+        return [command]
+    lines: list[str] = []
+    segments = command.split(" && ")
+    for number, segment in enumerate(segments):
+        last_segment = number == len(segments) - 1
+        units = _units(segment)
+        if not last_segment:
+            units[-1] += " &&"
+        current = units[0] if not lines else _CONTINUATION_INDENT + units[0]
+        for index, unit in enumerate(units[1:], start=1):
+            ends = last_segment and index == len(units) - 1
+            room = width if ends else width - len(_CONTINUATION)
+            if len(current) + 1 + len(unit) <= room:
+                current += f" {unit}"
+            else:
+                lines.append(current)
+                current = _CONTINUATION_INDENT + unit
+        lines.append(current)
+    return [line + _CONTINUATION for line in lines[:-1]] + lines[-1:]
+
+
+def _units(segment: str) -> list[str]:
+    """The words of ``segment``, an option and its value kept together."""
+    units: list[str] = []
+    for word in segment.split():
+        value_of_option = units and units[-1].startswith("-") and " " not in units[-1]
+        if value_of_option and not word.startswith("-"):
+            units[-1] += f" {word}"
+        else:
+            units.append(word)
+    return units
+
+
+class _Example:
+    r"""An example command shown as code: indented, continued with `` \`` where it must."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(options.max_width - _EXAMPLE_INDENT, 1)
+        for line in example_lines(self.command, width):
+            text = Text(line, style="bold", overflow="fold")
+            yield Padding(text, (0, 0, 0, _EXAMPLE_INDENT))
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        longest = max(len(word) for word in self.command.split())
+        return Measurement(longest + _EXAMPLE_INDENT, len(self.command) + _EXAMPLE_INDENT)
+
+
 def _plain_help(*, text: str, style: str = "", markup_mode: Any = None) -> RenderableType:
     """Help text as written (never rich markup), indented example lines shown as code."""
     del markup_mode  # help is plain text in every mode
@@ -93,8 +162,7 @@ def _plain_help(*, text: str, style: str = "", markup_mode: Any = None) -> Rende
     for line in text.splitlines():
         if line.startswith((" ", "\t")) and line.strip():
             flush()
-            example = Text.from_markup(safe(line.strip()), style="bold")
-            parts.append(Padding(example, (0, 0, 0, _EXAMPLE_INDENT)))
+            parts.append(_Example(line.strip()))
         else:
             prose.append(line)
     flush()
@@ -135,9 +203,29 @@ def _names(param: Any, ctx: Any) -> Text:
         names.append(", ".join(shorts), style=typer.rich_utils.STYLE_SWITCH)
     shown = value_type(param, ctx)
     if shown:
-        names.append(" ")
-        names.append(shown, style=typer.rich_utils.STYLE_TYPES)
+        pieces = _choice_lines(shown, len(names.plain) + 1)
+        names.append("\n" if pieces[0] == "" else " ")
+        names.append("\n".join(p for p in pieces if p), style=typer.rich_utils.STYLE_TYPES)
     return names
+
+
+def _choice_lines(shown: str, used: int) -> list[str]:
+    """``<a|b|c>`` as lines that fit the names column, broken after a ``|``.
+
+    The first line continues the names (``used`` characters already on it); an empty first
+    piece means the type starts on a line of its own.
+    """
+    if used + len(shown) <= _NAMES_MAX_WIDTH or "|" not in shown:
+        return [shown]
+    pieces = [f"{choice}|" for choice in shown.split("|")]
+    pieces[-1] = pieces[-1].removesuffix("|")
+    lines = [""]
+    room = _NAMES_MAX_WIDTH
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > room:
+            lines.append("")
+        lines[-1] += piece
+    return ["", *lines]
 
 
 def _options_panel(
@@ -176,8 +264,53 @@ def _usage_name(self: Any) -> str:
     return name + ("..." if self.nargs != 1 else "")
 
 
+_QUOTED_OPTION = re.compile(r"'(-{1,2}[\w-]+)'(?: / '(-{1,2}[\w-]+)')?")
+
+
+def usage_error_line(message: str, command_path: str | None) -> str:
+    """A usage error as visionops' one line: ``error: what is wrong — see `CMD -h```.
+
+    Click's wording is kept, but options are written as typed (``--epochs/-e``, not
+    ``'--epochs' / '-e'``) and pydantic's ``Value error,`` prefix is dropped.
+
+    Examples:
+        >>> usage_error_line("Invalid value for '--quantize': Value error, 'int4' is not one"
+        ...     " of 'int8', 'none'.", "vo")
+        "error: invalid value for --quantize: 'int4' is not one of 'int8', 'none' — see `vo -h`"
+    """
+    text = " ".join(message.replace("Value error, ", "").split()).rstrip(".")
+    text = _QUOTED_OPTION.sub(lambda m: "/".join(filter(None, m.groups())), text)
+    text = (text[:1].lower() + text[1:]).replace(". Did you mean", "; did you mean")
+    return f"error: {text}" + (f" — see `{command_path} -h`" if command_path else "")
+
+
+def _usage_error(self: Any) -> None:
+    """Print a click usage error as one line on stderr, like every other visionops error."""
+    if type(self).__name__ == "NoArgsIsHelpError":
+        return
+    from visionops.cli._common import console
+
+    ctx = getattr(self, "ctx", None)
+    line = usage_error_line(self.format_message(), _command_path(ctx) if ctx else None)
+    console.print(Text(line), soft_wrap=True)
+
+
+def _command_path(ctx: Any) -> str:
+    """``visionops runs compare``, however the program was started (``python -m visionops``)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["visionops", *reversed(names)])
+
+
 def install_help_style() -> None:
-    """Make typer's rich help show plain text, no value type on flags, examples as code."""
+    """Make typer's rich help show plain text, no value type on flags, examples as code.
+
+    Usage errors (an unknown command or flag, a bad flag value) are printed as one
+    ``error:`` line too, not in a box.
+    """
+    typer.rich_utils.rich_format_error = _usage_error
     typer.rich_utils._make_rich_text = _plain_help  # type: ignore[assignment]
     typer.core.TyperOption.display_type_rich = value_type  # type: ignore[method-assign,assignment]
     typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]

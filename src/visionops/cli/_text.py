@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from rich import box
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.markup import escape
 from rich.measure import Measurement
@@ -34,10 +35,13 @@ class DataTable(Table):
     """A rich table of user and data text: never read as markup, never cut.
 
     A ``str`` cell, the title and the caption are plain text (a ``Text`` cell keeps its own
-    styles, for a verdict in colour). Every column folds a value that does not fit instead of
-    cutting it with an ellipsis; columns added with ``optional=True`` are dropped, the last
-    one first, when even one word per cell does not fit the terminal, and the caption says
-    which (``--json`` has them all).
+    styles, for a verdict in colour). Every table has the same rounded box as the help panels.
+    No column is narrower than its longest word, so a value wraps between words and is never
+    split inside one or cut with an ellipsis; the room left goes first to the columns that
+    want little more, so short values stay on one line. Columns added with ``optional=True``
+    are dropped, the last one first, when even one word per cell does not fit the terminal,
+    and the caption says which (``--json`` has them all); when it still does not fit, each
+    row is shown as a block of ``column  value`` lines, so a long word keeps its line.
     """
 
     def __init__(
@@ -46,9 +50,10 @@ class DataTable(Table):
         super().__init__(
             title=Text(title) if title is not None else None,
             caption=Text(caption) if caption is not None else None,
-            **kwargs,
+            **{"box": box.ROUNDED, **kwargs},
         )
         self._optional: list[Column] = []
+        self._stack = True
 
     def add_column(  # type: ignore[override]
         self, header: str = "", *, optional: bool = False, **kwargs: Any
@@ -75,7 +80,59 @@ class DataTable(Table):
         if dropped:
             note = f"not shown at this width: {', '.join(dropped)} (--json has them)"
             shown.caption = Text(note if self.caption is None else f"{self.caption}\n{note}")
-        yield from Table.__rich_console__(shown, console, options)
+        too_wide = _minimum(shown, console, options) > options.max_width
+        if too_wide and self._stack and self.show_header:
+            shown = _stacked(self)  # every column again: stacked, they all fit
+        # A title or caption wraps between words even where the console prints soft-wrapped.
+        yield from Table.__rich_console__(
+            shown, console, options.update(no_wrap=False, overflow=None)
+        )
+
+    def _calculate_column_widths(self, console: Console, options: ConsoleOptions) -> list[int]:
+        """Each column at least its longest word; the room left shared fairly."""
+        ranges = [self._measure_column(console, options, column) for column in self.columns]
+        minimums = [r.minimum for r in ranges]
+        spare = options.max_width - sum(minimums)
+        if sum(r.maximum for r in ranges) <= options.max_width or spare < 0:
+            return super()._calculate_column_widths(console, options)
+        # What a column wants is room for its values on one line; a header may wrap instead.
+        wants = [
+            max(_body_width(self, console, options, column) - low, 0)
+            for column, low in zip(self.columns, minimums, strict=True)
+        ]
+        return [low + extra for low, extra in zip(minimums, _share(spare, wants), strict=True)]
+
+
+def _stacked(table: DataTable) -> DataTable:
+    """``table`` one row per block, ``header  value`` a line: for values too wide side by side."""
+    stacked = DataTable(show_header=False, box=table.box)
+    stacked.title, stacked.caption = table.title, table.caption
+    stacked._stack = False
+    stacked.add_column("field", style="bold")
+    stacked.add_column("value")
+    last = len(table.columns) - 1
+    for row in range(table.row_count):
+        for index, column in enumerate(table.columns):
+            header, cell = Text(str(column.header)), column._cells[row]
+            stacked.add_row(header, cell, end_section=index == last)
+    return stacked
+
+
+def _body_width(table: Table, console: Console, options: ConsoleOptions, column: Column) -> int:
+    """The width of ``column``'s widest value on one line, its padding included."""
+    values = [Measurement.get(console, options, cell).maximum for cell in column._cells]
+    return max(values, default=0) + table._get_padding_width(column._index)
+
+
+def _share(total: int, wants: list[int]) -> list[int]:
+    """``total`` cells shared fairly: small wants met in full, the rest split evenly."""
+    given = [0] * len(wants)
+    order = sorted(range(len(wants)), key=lambda i: wants[i])
+    for position, index in enumerate(order):
+        fair = total // (len(order) - position)
+        given[index] = min(wants[index], fair)
+        total -= given[index]
+    return given
 
 
 def _minimum(table: Table, console: Console, options: ConsoleOptions) -> int:

@@ -59,8 +59,9 @@ LogDir = Annotated[
     typer.Option(
         "--log-dir",
         help="Bucket URL every replica uploads its prediction log to, for `drift report"
-        " --current URL` (default: the serve.log_dir setting; none: logs die with replicas).",
-        metavar="URL",
+        " --current URL`; a local folder is refused, it dies with the pod (default: the"
+        " serve.log_dir setting; none: logs die with replicas).",
+        metavar="DIR|URL",
     ),
 ]
 Name = Annotated[

@@ -24,6 +24,7 @@ from visionops.cli._common import (
     one_positional,
     out,
     print_json,
+    print_wrapped,
     progress,
     resolve_settings,
     setup,
@@ -66,13 +67,13 @@ def _input_errors() -> Iterator[None]:
 def _summary(report: DriftReport) -> None:
     result = report.result
     if result.drifted:
-        out.print(
+        print_wrapped(
             f"[bold red]DRIFT DETECTED[/] — overall p = {result.p_value:.3g} < α = {result.alpha:g}"
         )
         for text in result.what_drifted:
-            out.print(f"  • {safe(text)}")
+            print_wrapped(safe(text), bullet="  • ")
     else:
-        out.print(
+        print_wrapped(
             f"[bold green]NO DRIFT[/] — overall p = {result.p_value:.3g} ≥ α = {result.alpha:g}"
         )
     table = Table(
@@ -93,8 +94,20 @@ def _summary(report: DriftReport) -> None:
         )
     out.print(table)
     for note in report.payload.get("notes") or []:
-        out.print(f"[yellow]note:[/] {safe(note)}")
-    out.print(f"report: {safe(report.html_path)}  (json: {safe(report.json_path)})")
+        print_wrapped(f"[yellow]note:[/] {safe(note)}")
+    # One path a line, never broken inside: it is meant to be copied.
+    out.print(f"report: {safe(_shown(report.html_path))}")
+    out.print(f"json:   {safe(_shown(report.json_path))}")
+    if report.dated_dir is not None:
+        out.print(f"kept:   {safe(_shown(report.dated_dir))}/")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it: short, to copy."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def report(
@@ -126,7 +139,8 @@ def report(
         Path | None,
         typer.Option(
             "--out-dir",
-            help="Folder for report.html and report.json (default <run>/drift).",
+            help="Folder of reports: each run adds a dated folder and refreshes report.html"
+            " and report.json, the latest (default <run>/drift).",
             file_okay=False,
         ),
     ] = None,
@@ -241,10 +255,10 @@ def reference(
         )
         return
     for note in result.notes:
-        out.print(f"[yellow]note:[/] {safe(note)}")
-    out.print(
-        f"reference of {safe(result.bundle_dir)}: {result.samples} {result.split} images from"
-        f" {safe(result.dataset)}"
+        print_wrapped(f"[yellow]note:[/] {safe(note)}")
+    print_wrapped(
+        f"reference of {safe(_shown(result.bundle_dir))}: {result.samples} {result.split} images"
+        f" from {safe(_shown(result.dataset))}"
     )
 
 
@@ -264,6 +278,9 @@ def simulate(
         Path, typer.Option("--out-dir", help="Folder for the shifted copies.", file_okay=False)
     ],
     seed: Annotated[int, typer.Option("--seed", help="Seed of noise and occlusion.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an --out-dir that exists.")
+    ] = False,
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -276,7 +293,7 @@ def simulate(
     with _input_errors():
         from visionops.drift.simulate import parse_shifts, simulate_folder
 
-        result = simulate_folder(source, parse_shifts(shift), out_dir, seed=seed)
+        result = simulate_folder(source, parse_shifts(shift), out_dir, seed=seed, force=force)
     if json_output:
         print_json(
             {

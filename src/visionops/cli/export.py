@@ -60,7 +60,11 @@ def _metric(value: object) -> str:
 
 def _export_table(result: ExportResult) -> Table:
     meta, parity = result.meta, result.parity
-    table = Table(title=f"bundle {result.bundle_dir}", show_header=False)
+    table = Table(
+        title=f"bundle {result.bundle_dir}",
+        caption="sha256: its first 12 digits (bundle.json has each whole)",
+        show_header=False,
+    )
     table.add_column("what", style="bold")
     table.add_column("value")
     spec = meta.input
@@ -107,7 +111,7 @@ def _export_table(result: ExportResult) -> Table:
         table.add_row("int8", verdict + f": {detail}")
     for name, digest in meta.files.items():
         path = result.bundle_dir / name
-        table.add_row(name, f"{_size(path.stat().st_size)}  sha256 {digest[:12]}…")
+        table.add_row(name, f"{_size(path.stat().st_size)}  sha256 {digest[:12]}")
     return table
 
 

@@ -84,7 +84,9 @@ def predict(
     log_dir: Annotated[
         str | None,
         typer.Option(
-            "--log-dir", help="Prediction log folder or bucket URL (default <run>/predictions)."
+            "--log-dir",
+            help="Prediction log folder or bucket URL (default <run>/predictions).",
+            metavar="DIR|URL",
         ),
     ] = None,
     batch_size: Annotated[

@@ -56,7 +56,7 @@ def _names(values: list[str] | None, units: list[str] | None = None, limit: int 
         return "-"
     units = units or [""] * len(values)
     shown = [f"{v} ({u})" if u else v for v, u in zip(values, units, strict=True)]
-    more = f", … (+{len(values) - limit})" if len(values) > limit else ""
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return f"{len(values)}: " + ", ".join(shown[:limit]) + more
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from visionops.cli._common import JsonOutput, Quiet, Verbose, console, out, print_json, setup
 from visionops.cli._text import DataTable as Table
@@ -43,7 +44,10 @@ def list_command(
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
-    """List the runs: name, task, dataset, model, epochs, best metric, bundle, created.
+    """List the runs: name, status, task, best metric, created, duration, then the rest.
+
+    On a narrow terminal the columns at the end (dataset, model, epochs, bundle) give way
+    first; --json has them all.
 
     Example: visionops runs list
     """
@@ -57,36 +61,51 @@ def list_command(
     if not summaries:
         console.print("no runs yet — train one with `visionops train`")
         return
-    table = Table(title="runs")
-    # The first four say which run is which; the rest give way on a narrow terminal.
-    for column in ("name", "task", "dataset", "best metric", "model", "epochs", "bundle"):
-        table.add_column(
-            column,
-            justify="right" if column == "epochs" else "left",
-            optional=column in {"model", "epochs", "bundle"},
-        )
-    table.add_column("created", optional=True)
+    table = Table(title="runs", caption="* runs/latest")
+    # Which run, how it ended and how good it is come first; the rest give way when narrow.
+    table.add_column("name")
+    table.add_column("status")
+    table.add_column("task")
+    table.add_column("best metric")
+    table.add_column("created")
+    table.add_column("duration", justify="right")
+    for column in ("dataset", "model", "epochs", "bundle"):
+        table.add_column(column, justify="right" if column == "epochs" else "left", optional=True)
     for summary in summaries:
-        name = f"{summary.name} (latest)" if summary.latest else summary.name
-        if summary.status != "completed":
-            name += f" [{summary.status}]"
         best = (
             f"{summary.metric} {summary.best_metric:.4f}"
             if summary.best_metric is not None
             else "-"
         )
         table.add_row(
-            name,
+            f"{summary.name}*" if summary.latest else summary.name,
+            Text(summary.status, style=_STATUS_STYLE.get(summary.status, "")),
             summary.task,
-            summary.dataset,
             best,
+            summary.created_at[:16].replace("T", " "),
+            _duration(summary.duration_s),
+            summary.dataset,
             summary.model,
             str(summary.epochs),
             summary.bundle,
-            summary.created_at[:19].replace("T", " "),
             style="bold" if summary.latest else None,
         )
     out.print(table)
+
+
+_STATUS_STYLE = {"completed": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
+
+
+def _duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: short enough for a narrow column."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @runs_app.command("compare")
@@ -103,6 +122,9 @@ def compare_command(
             dir_okay=False,
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace a --curves PNG that exists.")
+    ] = False,
     runs_root: RunsRoot = None,
     json_output: JsonOutput = False,
     verbose: Verbose = 0,
@@ -120,7 +142,7 @@ def compare_command(
     name_a, name_b = comparison.a.name, comparison.b.name
     target = curves or root / f"compare-{name_a}-vs-{name_b}.png"
     if any(comparison.histories):
-        plot_comparison(comparison, target)
+        plot_comparison(comparison, target, force=force)
     if json_output:
         print_json(
             {

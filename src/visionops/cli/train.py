@@ -25,6 +25,7 @@ from visionops.cli._common import (
     out,
     print_json,
     print_settings,
+    print_wrapped,
     progress,
     resolve_settings,
     setup,
@@ -353,12 +354,17 @@ def train(
 
 def models(
     pattern: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="Shell-style pattern on the name, e.g. 'timm:vit_*' or '*convnext*'.",
+            help="Shell-style pattern on the name, e.g. 'timm:vit_*' or '*convnext*' (default:"
+            " the backbones worth starting from).",
             metavar="PATTERN",
+            show_default=False,
         ),
-    ] = "*",
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every backbone (about 1,400), not the starters.")
+    ] = False,
     family: Annotated[
         Literal["all", "torchvision", "timm"],
         typer.Option("--family", help="Which family to list."),
@@ -369,32 +375,39 @@ def models(
 ) -> None:
     """List the backbones `--model` accepts: torchvision's, then timm's (`timm:<name>`).
 
-    Parameters include the model's own ImageNet head, which training replaces. timm's
-    parameters are counted when a pattern leaves at most 60 timm models; its pretrained
-    tags go after the name as `timm:<name>.<tag>` (`--pretrained` reads them from the local
-    Hugging Face cache).
+    Without a PATTERN it shows the backbones worth starting from, each with why; --all or a
+    PATTERN lists from every backbone. Parameters include the model's own ImageNet head,
+    which training replaces. timm's parameters are counted when at most 60 timm models are
+    listed; its pretrained tags go after the name as `timm:<name>.<tag>` (`--pretrained`
+    reads them from the local Hugging Face cache).
 
     Example: visionops models 'timm:vit_*dinov2*'
     """
     setup(verbose, quiet)
-    from visionops.models import describe_backbones
+    from visionops.models import describe_backbones, describe_starters, list_backbones
 
-    rows = describe_backbones(pattern, family)
+    starters = pattern is None and not show_all
+    rows = describe_starters(family) if starters else describe_backbones(pattern or "*", family)
     if json_output:
         print_json([dataclasses.asdict(row) for row in rows])
         return
     torchvision_rows = [row for row in rows if row.family == "torchvision"]
     timm_rows = [row for row in rows if row.family == "timm"]
+    which = "starter " if starters else ""
     if torchvision_rows or not timm_rows:
-        table = Table(title=_count(len(torchvision_rows), "torchvision backbone") + " (model.name)")
-        table.add_column("name", style="bold", no_wrap=True)
+        title = _count(len(torchvision_rows), f"torchvision {which}backbone") + " (model.name)"
+        table = Table(title=title)
+        table.add_column("name", style="bold")
+        if starters:
+            table.add_column("why start here")
         table.add_column("params (M)", justify="right")
-        table.add_column("GFLOPs @224", justify="right")
-        table.add_column("ImageNet top-1", justify="right")
+        table.add_column("GFLOPs @224", justify="right", optional=not starters)
+        table.add_column("ImageNet top-1", justify="right", optional=starters)
         table.add_column("--pretrained weights", optional=True)
         for row in torchvision_rows:
             table.add_row(
                 row.name,
+                *([row.why or ""] if starters else []),
                 _number(row.params_m, ".1f"),
                 _number(row.gflops, ".2f"),
                 _number(row.imagenet_top1, ".1f"),
@@ -402,10 +415,11 @@ def models(
             )
         out.print(table)
     if timm_rows:
-        table = Table(
-            title=_count(len(timm_rows), "timm backbone") + " (model.name=timm:<name>[.<tag>])"
-        )
-        table.add_column("name", style="bold", no_wrap=True)
+        title = _count(len(timm_rows), f"timm {which}backbone")
+        table = Table(title=f"{title} (model.name=timm:<name>[.<tag>])")
+        table.add_column("name", style="bold")
+        if starters:
+            table.add_column("why start here")
         table.add_column("params (M)", justify="right")
         table.add_column("pretrained tags", optional=True)
         for row in timm_rows:
@@ -413,12 +427,19 @@ def models(
             more = len(row.pretrained_tags) - 3
             table.add_row(
                 row.name,
+                *([row.why or ""] if starters else []),
                 _number(row.params_m, ".1f"),
                 (tags + (f" (+{more})" if more > 0 else "")) or "-",
             )
         out.print(table)
         if any(row.params_m is None for row in timm_rows):
             console.print("timm parameters are counted for at most 60 models: give a PATTERN")
+    if starters:
+        counts = {f: len(list_backbones(f)) for f in ("torchvision", "timm")}
+        print_wrapped(
+            f"{counts['torchvision']:,} torchvision and {counts['timm']:,} timm backbones in all:"
+            " `visionops models --all`, or a PATTERN such as 'timm:convnext*'"
+        )
 
 
 def _count(count: int, noun: str) -> str:

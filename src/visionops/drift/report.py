@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from visionops import __version__
-from visionops._io import atomic_write_text
+from visionops._io import atomic_dir, atomic_write_text
 from visionops.config import Settings
 from visionops.drift.detect import (
     FAMILY_TITLES,
@@ -66,9 +66,11 @@ class DriftReport:
     Attributes:
         result: The verdict and every test.
         payload: ``report.json`` as written.
-        json_path: Where ``report.json`` is.
-        html_path: Where ``report.html`` is.
+        json_path: Where ``report.json`` is (the latest report, in the output folder).
+        html_path: Where ``report.html`` is (the latest report, in the output folder).
         seconds: Wall time.
+        dated_dir: The dated folder that keeps this report once later ones replace the
+            latest (``<out>/2026-12-07T22-50-01Z/``).
     """
 
     result: DriftResult
@@ -76,6 +78,7 @@ class DriftReport:
     json_path: Path
     html_path: Path
     seconds: float
+    dated_dir: Path | None = None
 
 
 def default_log_dir(bundle: Bundle) -> Path:
@@ -258,7 +261,9 @@ def drift_report(
             None for the bundle's own log (``<run>/predictions``).
         last: Only the last N log records of this bundle.
         since: Only log records at or after this time.
-        out: Output folder (default ``<run>/drift``).
+        out: Output folder (default ``<run>/drift``). Each report goes to a new dated folder
+            in it, which earlier reports keep theirs beside; ``report.html`` and
+            ``report.json`` at its top are a copy of the latest.
         progress: Progress reporter.
 
     Returns:
@@ -323,16 +328,36 @@ def drift_report(
         "visionops_version": __version__,
     }
     out_dir = out or bundle.path.resolve().parent / "drift"
+    report_json = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    report_html = render_html(payload, result.families, windows, images)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        dated = _dated_folder(out_dir, payload["created_at"])
+        with atomic_dir(dated) as staging:
+            (staging / "report.json").write_text(report_json, encoding="utf-8")
+            (staging / "report.html").write_text(report_html, encoding="utf-8")
         json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-        atomic_write_text(json_path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-        atomic_write_text(html_path, render_html(payload, result.families, windows, images))
+        atomic_write_text(json_path, report_json)
+        atomic_write_text(html_path, report_html)
     except OSError as exc:
         raise DriftError(
-            f"cannot write the report in {out_dir} ({exc.strerror}) — pass --out"
+            f"cannot write the report in {out_dir} ({exc.strerror}) — pass another --out-dir"
         ) from None
-    return DriftReport(result, payload, json_path, html_path, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return DriftReport(result, payload, json_path, html_path, seconds, dated_dir=dated)
+
+
+def _dated_folder(out_dir: Path, created_at: str) -> Path:
+    """A new folder for one report, named by its UTC time (``2026-12-07T22-50-01Z``).
+
+    The time has no colons, so the name is valid on every file system; a second report in
+    the same second gets ``-2``, ``-3``.
+    """
+    stamp = created_at.replace("+00:00", "Z").replace(":", "-")
+    candidate, number = out_dir / stamp, 1
+    while candidate.exists():
+        number += 1
+        candidate = out_dir / f"{stamp}-{number}"
+    return candidate
 
 
 def _json_default(value: Any) -> Any:

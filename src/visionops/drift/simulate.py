@@ -226,16 +226,32 @@ class SimulateResult:
 
 
 def simulate_folder(
-    source: Path, shifts: Sequence[Shift], out_dir: Path, *, seed: int = 0
+    source: Path,
+    shifts: Sequence[Shift],
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    force: bool = False,
 ) -> SimulateResult:
     """Write a shifted copy of every image under ``source`` to ``out_dir``, same layout.
 
     Images keep their relative path (and their size, unless a ``resize`` shift asks); each is
     written as :func:`shifted_file` encodes it (PNG, or JPEG when a ``jpeg`` shift asks for it).
+    The folder is built under a temporary name and appears whole, so a failure leaves no
+    half-written copy.
+
+    Args:
+        source: An image file or a folder of images.
+        shifts: The shifts to apply, in order.
+        out_dir: The folder to write; it must not exist unless ``force``.
+        seed: Seed of noise and occlusion.
+        force: Replace an ``out_dir`` that exists.
 
     Raises:
-        DriftError: No images in ``source``, or ``out_dir`` inside ``source``.
+        DriftError: No images in ``source``, ``out_dir`` inside ``source``, or ``out_dir``
+            exists without ``force``.
     """
+    from visionops._io import atomic_dir
     from visionops.errors import VisionOpsError
     from visionops.imaging import decode_image
     from visionops.inference.predict import find_images
@@ -247,20 +263,26 @@ def simulate_folder(
     root = source if source.is_dir() else source.parent
     if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
         raise DriftError(f"--out-dir {out_dir} is inside {source} — write the copies elsewhere")
+    if out_dir.exists() and not force:
+        raise DriftError(
+            f"--out-dir {out_dir} already exists — pass --force to replace it, or name another"
+            " folder"
+        )
     rng = np.random.default_rng(seed)
     written = 0
     skipped: list[tuple[Path, str]] = []
-    for path in files:
-        try:
-            image = decode_image(path)
-        except (VisionOpsError, OSError) as exc:
-            skipped.append((path, str(exc)))
-            continue
-        data, suffix = shifted_file(np.asarray(image, dtype=np.uint8), shifts, rng)
-        target = (out_dir / path.relative_to(root)).with_suffix(suffix)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        written += 1
-    if not written:
-        raise DriftError(f"none of the {len(files)} files in {source} could be decoded")
+    with atomic_dir(out_dir) as staging:
+        for path in files:
+            try:
+                image = decode_image(path)
+            except (VisionOpsError, OSError) as exc:
+                skipped.append((path, str(exc)))
+                continue
+            data, suffix = shifted_file(np.asarray(image, dtype=np.uint8), shifts, rng)
+            target = (staging / path.relative_to(root)).with_suffix(suffix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            written += 1
+        if not written:
+            raise DriftError(f"none of the {len(files)} files in {source} could be decoded")
     return SimulateResult(out_dir, written, skipped)

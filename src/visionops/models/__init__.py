@@ -27,6 +27,7 @@ from visionops.models.registry import (
     BackboneFacts,
     check_model_name,
     describe_backbones,
+    describe_starters,
     list_backbones,
     pretrained_normalization,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "build_model",
     "check_model_name",
     "describe_backbones",
+    "describe_starters",
     "is_timm",
     "is_vit",
     "list_backbones",

@@ -4,19 +4,41 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import visionops.models.timm_family as timm_family
 import visionops.models.torchvision_family as torchvision_family
 from visionops.errors import ConfigError
 
 __all__ = [
+    "STARTERS",
     "BackboneFacts",
     "check_model_name",
     "describe_backbones",
+    "describe_starters",
     "list_backbones",
     "pretrained_normalization",
 ]
+
+STARTERS = {
+    "resnet18": "the default; a baseline",
+    "resnet50": "the classic mid-size CNN",
+    "mobilenet_v3_small": "smallest; quick tests",
+    "mobilenet_v3_large": "fast on a CPU or phone",
+    "efficientnet_b0": "accurate for its size",
+    "efficientnet_v2_s": "accurate, quick to train",
+    "convnext_tiny": "modern CNN, transfers well",
+    "regnet_y_800mf": "good accuracy per FLOP",
+    "timm:mobilenetv4_conv_small": "built for CPUs and phones",
+    "timm:fastvit_t8": "fast CNN-transformer hybrid",
+    "timm:convnextv2_nano": "ConvNeXt V2, self-supervised",
+    "timm:resnet50": "ResNet-50, timm's new recipe",
+    "timm:vit_small_patch16_224": "a small Vision Transformer",
+    "timm:eva02_tiny_patch14_224": "tiny ViT with strong weights",
+    "timm:swin_tiny_patch4_window7_224": "windowed transformer",
+    "timm:vit_small_patch14_dinov2": "DINOv2: few labels, anomaly",
+}
+"""The backbones ``visionops models`` shows by default, each with why one would start there."""
 
 _PARAMS_UP_TO = 60
 """Counting a timm model's parameters builds it (on the meta device): only for short lists."""
@@ -48,6 +70,7 @@ class BackboneFacts:
         imagenet_top1: ImageNet-1K top-1 accuracy (%) of the default weights (torchvision).
         weights: The default weights' name (what ``--pretrained`` loads; torchvision).
         pretrained_tags: timm's pretrained tags (``model.name=timm:<name>.<tag>``).
+        why: Why one would start from it (the starters of :data:`STARTERS`), else None.
     """
 
     name: str
@@ -57,6 +80,7 @@ class BackboneFacts:
     imagenet_top1: float | None = None
     weights: str | None = None
     pretrained_tags: list[str] = field(default_factory=list)
+    why: str | None = None
 
 
 def describe_backbones(pattern: str = "*", family: str = "all") -> list[BackboneFacts]:
@@ -96,6 +120,20 @@ def describe_backbones(pattern: str = "*", family: str = "all") -> list[Backbone
             )
         )
     return described
+
+
+def describe_starters(family: str = "all") -> list[BackboneFacts]:
+    """The backbones worth starting from (:data:`STARTERS`), torchvision's first.
+
+    Args:
+        family: ``all``, ``torchvision`` or ``timm``.
+    """
+    known = set(list_backbones(family))
+    return [
+        replace(describe_backbones(name, family)[0], why=why)
+        for name, why in STARTERS.items()
+        if name in known
+    ]
 
 
 def check_model_name(name: str) -> None:

@@ -79,7 +79,10 @@ from visionops.train.onepass import train_one_pass
 from visionops.train.record import check_resume_fits, new_run_record, now
 from visionops.train.restarts import note_run, run_to_continue
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "epoch_line", "train"]
+
+LINE_WIDTH = 80
+"""The narrowest common terminal: an epoch line fits it, so it never wraps mid-line."""
 
 
 def train(
@@ -152,6 +155,22 @@ def train(
         ) from None
     finally:
         cleanup_distributed()
+
+
+def epoch_line(scores: str, *, seconds: float, images_per_s: float) -> str:
+    """One epoch's log line: ``scores``, then the time and the rate while they fit 80 columns.
+
+    The rate goes first, then the time, when the line would be wider than
+    :data:`LINE_WIDTH` (both stay in ``history.jsonl``).
+
+    Examples:
+        >>> epoch_line("epoch 1/2  train loss 1.8147", seconds=2.1, images_per_s=218.4)
+        'epoch 1/2  train loss 1.8147  2.1 s  218 img/s'
+    """
+    timing = [f"{seconds:.1f} s", f"{images_per_s:.0f} img/s"]
+    while timing and len("  ".join([scores, *timing])) > LINE_WIDTH:
+        timing.pop()
+    return "  ".join([scores, *timing])
 
 
 def _resume_point(run_dir: Path) -> tuple[RunRecord, dict[str, Any]]:
@@ -239,17 +258,20 @@ class _Attempt:
         seed_everything(settings.train.seed, settings.train.deterministic)
         engine = Engine(settings, dataset, task, self.choice, context)
         logger.info(
-            "training {} on {} ({} {}, {} train / {} val images) — {}: {}, {}{}",
+            "training {} on {} ({} {}, {} train / {} val images)",
             settings.model.name,
             dataset.name,
             task.name,
             f"{dataset.image_size}px",
             len(dataset.indices("train")),
             len(dataset.indices("val")),
+        )
+        logger.info(
+            "device {} {}{}: {}",
             self.choice.device,
-            self.choice.reason,
             self.choice.precision,
             f", {context.world_size} processes" if context.enabled else "",
+            self.choice.reason,
         )
         first_epoch = 1
         start = None
@@ -544,13 +566,11 @@ def _lead(
                 else f"not validated (train.val_every={cfg.val_every})"
             )
             logger.info(
-                "epoch {}/{}  train loss {:.4f}  {}  {:.1f} s  {:.0f} img/s",
-                epoch,
-                cfg.epochs,
-                result.loss,
-                scored,
-                result.seconds,
-                row["images_per_s"],
+                epoch_line(
+                    f"epoch {epoch}/{cfg.epochs}  train loss {result.loss:.4f}  {scored}",
+                    seconds=result.seconds,
+                    images_per_s=row["images_per_s"],
+                )
             )
             log_training_epoch(
                 tracker,
