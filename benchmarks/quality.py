@@ -181,7 +181,10 @@ def canvases(
         rows[split].append((name, present, items, round(ink, 5)))
     for task in ("multilabel", "regression"):
         (partial / task).mkdir()
-        (partial / task / "images").symlink_to("../images")
+        # Hard links: each task folder is a complete dataset (layouts do not follow symlinks).
+        (partial / task / "images").mkdir()
+        for image in (partial / "images").iterdir():
+            os.link(image, partial / task / "images" / image.name)
         for split, entries in rows.items():
             if task == "multilabel":
                 lines = ["image," + ",".join(classes)]

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from visionops.cli.app import app
-from visionops.errors import ConfigError
+from visionops.errors import ArtifactError
 
 TINY = [
     "data.demo.images_per_class=6",
@@ -103,7 +103,7 @@ def test_history_is_a_table_or_one_csv_row_per_epoch(
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {"train_loss", "val_loss", "val_accuracy"} <= set(rows[0])
     again = CliRunner().invoke(app, ["runs", "history", "long", "--out", "long.csv"])
-    assert isinstance(again.exception, ConfigError) and "--force" in str(again.exception)
+    assert isinstance(again.exception, ArtifactError) and "--force" in str(again.exception)
     old = CliRunner().invoke(app, ["runs", "history", "long", "--csv", "old.csv"])
     assert old.exit_code == 0 and "deprecated: --csv FILE is now --out FILE" in old.output
     assert (project / "old.csv").is_file()

@@ -108,7 +108,7 @@ def test_user_errors_exit_with_one_line(prepared_shapes: Path) -> None:
     ("args", "error", "message"),
     [
         (["--task", "regression"], ConfigError, "is a classification dataset but data.task is"),
-        (["--resume", "nope"], ArtifactError, "not a visionops run folder"),
+        (["--resume"], ArtifactError, "not a visionops run folder"),
         (["--batch-size", "4096"], TrainingError, "fewer than one batch of train.batch_size=4096"),
         pytest.param(
             ["--device", "cuda"],

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
-from PIL import Image
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from visionops.artifacts import BundleMeta, RunRecord
 from visionops.cli.app import app
-from visionops.models import build_model
+from visionops.models import build_model, weights_source
 
 runner = CliRunner()
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -36,14 +35,6 @@ def _fashion_subset(real_data: Path, out: Path, train: int, test: int) -> Path:
             for file in sorted(folder.glob("*.png"))[:count]:
                 shutil.copyfile(file, target / file.name)
     return out
-
-
-def _photo(
-    real_data: Path, name: str, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
-    image = Image.open(real_data / "photos" / name).convert("RGB").resize((224, 224))
-    pixels = torch.tensor(np.asarray(image) / 255.0, dtype=torch.float32).permute(2, 0, 1)
-    return ((pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
 
 
 @pytest.mark.slow
@@ -77,31 +68,51 @@ def test_imagenet_weights_beat_random_init_on_real_images(
 
 
 def test_converted_timm_caches_load_offline_and_see_real_photos(real_weights: Path) -> None:
-    """timm's own loader reads the converted files with HF_HUB_OFFLINE=1; they are ImageNet's."""
-    import timm
+    """timm's own loader reads the converted files with HF_HUB_OFFLINE=1; they are ImageNet's.
 
-    mobilenet = timm.create_model("mobilenetv2_100", pretrained=True).eval()
-    reference = torchvision.models.mobilenet_v2(
-        weights=torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
-    ).eval()
-    lite = timm.create_model("tf_efficientnet_lite0", pretrained=True).eval()
-    baboon, squirrel = 372, 335  # ImageNet classes of two opencv-doc photographs
-    with torch.no_grad():
-        for network, cfg in ((mobilenet, mobilenet.pretrained_cfg), (lite, lite.pretrained_cfg)):
-            for photo, label in (
-                ("opencv-baboon.jpg", baboon),
-                ("opencv-squirrel_cls.jpg", squirrel),
-            ):
-                logits = network(_photo(real_weights, photo, cfg["mean"], cfg["std"]))
-                assert int(logits.argmax()) == label, (cfg["architecture"], photo)
-        probe = torch.randn(2, 3, 224, 224)
-        assert torch.allclose(mobilenet(probe), reference(probe), atol=1e-4)
+    timm runs in a fresh interpreter: huggingface_hub reads HF_HOME and HF_HUB_OFFLINE once, at
+    import, so an earlier test of the same worker would otherwise fix another cache.
+    """
+    check = f"""
+import numpy as np, timm, torch, torchvision
+from PIL import Image
+from safetensors.torch import load_file
+
+def photo(name, mean, std):
+    image = Image.open({str(real_weights / "photos")!r} + "/" + name).convert("RGB")
+    pixels = torch.tensor(np.asarray(image.resize((224, 224))) / 255.0, dtype=torch.float32)
+    pixels = pixels.permute(2, 0, 1)
+    return ((pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
+
+mobilenet = timm.create_model("mobilenetv2_100", pretrained=True).eval()
+lite = timm.create_model("tf_efficientnet_lite0", pretrained=True).eval()
+reference = torchvision.models.mobilenet_v2(
+    weights=torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+).eval()
+with torch.no_grad():
+    for network in (mobilenet, lite):
+        cfg = network.pretrained_cfg
+        # ImageNet's baboon (372) and fox squirrel (335): two opencv-doc photographs.
+        for name, label in (("opencv-baboon.jpg", 372), ("opencv-squirrel_cls.jpg", 335)):
+            assert int(network(photo(name, cfg["mean"], cfg["std"])).argmax()) == label, name
+    probe = torch.randn(2, 3, 224, 224)
+    assert torch.allclose(mobilenet(probe), reference(probe), atol=1e-4)
+print("ok", tuple(lite.pretrained_cfg["mean"]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ok", "(0.5,", "0.5,", "0.5)"]
     # visionops' own build takes them too, with the cached config's normalisation.
     from visionops.models.timm_family import normalization
 
     assert normalization("timm:tf_efficientnet_lite0") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     model = build_model("timm:tf_efficientnet_lite0", num_outputs=3, pretrained=True)
-    assert torch.equal(model.backbone.conv_stem.weight, lite.conv_stem.weight)
+    source = weights_source("timm:tf_efficientnet_lite0", pretrained=True, weights=None)
+    assert source is not None and source.name == "timm/tf_efficientnet_lite0.in1k"
+    stored = load_file(source.file)
+    assert torch.equal(model.backbone.conv_stem.weight, stored["conv_stem.weight"])
 
 
 @pytest.mark.slow
