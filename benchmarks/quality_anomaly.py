@@ -95,6 +95,26 @@ def texture_sets(real_data: Path, sets: list[str] | None) -> list[str]:
     return chosen
 
 
+def subset(category: Path, out: Path, limit: int) -> Path:
+    """A copy of ``category`` with at most ``limit`` images a folder (and their masks)."""
+    import shutil
+
+    target = out / category.name
+    shutil.rmtree(target, ignore_errors=True)
+    for folder in sorted(category.glob("t*/*")):  # train/good, test/<kind>
+        if not folder.is_dir():
+            continue
+        copy = target / folder.relative_to(category)
+        copy.mkdir(parents=True)
+        for image in sorted(folder.glob("*.png"))[:limit]:
+            shutil.copyfile(image, copy / image.name)
+            mask = category / "ground_truth" / folder.name / f"{image.stem}_mask.png"
+            if folder.parent.name == "test" and mask.is_file():
+                (target / "ground_truth" / folder.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(mask, target / "ground_truth" / folder.name / mask.name)
+    return target
+
+
 def visionops(*args: str, cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "visionops", *args],
@@ -229,6 +249,7 @@ def run(
     workdir: Path,
     *,
     threads: int = 1,
+    limit: int | None = None,
     log: bool = True,
 ) -> list[dict[str, Any]]:
     """Both tools on each texture set; one dict per set.
@@ -242,6 +263,7 @@ def run(
             runs (the dicts then have no ``anomalib`` entry).
         workdir: Scratch folder (visionops project, anomalib outputs).
         threads: Intra-op threads each side.
+        limit: Use at most this many images a folder (a copy in ``workdir``; tests).
         log: Print one line per set and side as it finishes.
 
     Returns:
@@ -254,8 +276,13 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     with_anomalib = anomalib_available(anomalib_python)
     rows: list[dict[str, Any]] = []
+    textures = real_data / "textures"
+    if limit is not None:
+        textures = workdir / "textures"
+        for name in chosen:
+            subset(real_data / "textures" / name, textures, limit)
     for name in chosen:
-        category = real_data / "textures" / name
+        category = textures / name
         truth = ground_truth(category, size)
         fit, command, outputs = run_visionops(
             category, size, coreset_ratio, workdir / "project", env
@@ -276,7 +303,7 @@ def run(
             print(line(name, "visionops", row["visionops"]), flush=True)
         if with_anomalib:
             record, outputs = run_anomalib(
-                real_data / "textures",
+                textures,
                 name,
                 size,
                 coreset_ratio,
@@ -377,6 +404,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--coreset-ratio", type=float, default=0.1)
     parser.add_argument("--anomalib-python", default=DEFAULT_ANOMALIB_PYTHON)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, each side")
+    parser.add_argument("--limit", type=int, default=None, help="images a folder (default: all)")
     parser.add_argument("--keep", type=Path, default=None, help="work here, keep the files")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     return parser.parse_args(argv)
@@ -406,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             args.anomalib_python,
             workdir,
             threads=args.threads,
+            limit=args.limit,
         )
     print(f"\n{time.perf_counter() - started:.0f} s in all\n")
     print(table(rows))
