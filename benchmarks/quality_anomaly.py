@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from anomaly_vs_anomalib import (  # noqa: E402
+from anomaly_vs_anomalib import (
     INSTALL,
     anomalib_available,
     cpu_model,
