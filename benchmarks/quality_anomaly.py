@@ -28,7 +28,8 @@ Without anomalib (``--anomalib-python`` missing or unable to import it) the visi
 still runs. ``benchmarks/quality.py`` calls :func:`run` and :func:`table`.
 
 Run: python benchmarks/quality_anomaly.py                   (all six sets, 224 px)
-     python benchmarks/quality_anomaly.py --sets wood --size 128
+     python benchmarks/quality_anomaly.py --sets wood --size 128 --out wood.json
+     python benchmarks/quality_anomaly.py --table wood.json stone.json   (one table of both)
 """
 
 from __future__ import annotations
@@ -407,11 +408,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="images a folder (default: all)")
     parser.add_argument("--keep", type=Path, default=None, help="work here, keep the files")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the table of rows saved with --out (several runs' files: one table)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.table:
+        saved = [row for path in args.table for row in json.loads(path.read_text())]
+        print(table(saved))
+        return 0
     import torch
 
     print(
