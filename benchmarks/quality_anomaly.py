@@ -116,6 +116,26 @@ def subset(category: Path, out: Path, limit: int) -> Path:
     return target
 
 
+def by_defect(
+    truth: dict[str, tuple[int, np.ndarray]], outputs: dict[str, tuple[float, np.ndarray]]
+) -> dict[str, float]:
+    """Image AUROC of each defect kind against the good test images: where a tool loses."""
+    from visionops.anomaly.metrics import image_auroc
+
+    kinds = sorted({key.split("/")[1] for key, (label, _) in truth.items() if label})
+    result: dict[str, float] = {}
+    for kind in kinds:
+        keys = [k for k in truth if k.split("/")[1] in (kind, "good")]
+        result[kind] = round(
+            image_auroc(
+                np.array([outputs[k][0] for k in keys], dtype=np.float64),
+                np.array([truth[k][0] for k in keys]),
+            ),
+            4,
+        )
+    return result
+
+
 def visionops(*args: str, cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "visionops", *args],
@@ -269,8 +289,9 @@ def run(
 
     Returns:
         Per set: ``set``, ``size``, ``test_images``, ``visionops`` (``image_auroc``,
-        ``pixel_auroc``, ``aupro``, ``fit_seconds``, ``command_seconds``) and, with anomalib,
-        ``anomalib`` (the metrics, ``fit_seconds``, ``bank_seconds``, ``memory_bank``).
+        ``pixel_auroc``, ``aupro``, ``image_auroc_by_defect``, ``fit_seconds``,
+        ``command_seconds``) and, with anomalib, ``anomalib`` (the metrics,
+        ``image_auroc_by_defect``, ``fit_seconds``, ``bank_seconds``, ``memory_bank``).
     """
     chosen = texture_sets(real_data, sets)
     env = weights_env(real_data, threads)
@@ -296,6 +317,7 @@ def run(
             "test_images": len(truth),
             "visionops": {
                 **score(truth, outputs),
+                "image_auroc_by_defect": by_defect(truth, outputs),
                 "fit_seconds": round(fit, 2),
                 "command_seconds": round(command, 2),
             },
@@ -315,6 +337,7 @@ def run(
             )
             row["anomalib"] = {
                 **score(truth, outputs),
+                "image_auroc_by_defect": by_defect(truth, outputs),
                 "fit_seconds": record["fit_seconds"],
                 "bank_seconds": record["bank_seconds"],
                 "memory_bank": record["memory_bank"],
@@ -390,6 +413,15 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"visionops - anomalib (means): {gaps}; visionops fit {ratio:.1f}x faster{bank}",
             "visionops behind on: " + (", ".join(losses) if losses else "no set"),
         ]
+        for row in rows:
+            kinds = [row[tool].get("image_auroc_by_defect") for tool in tools]
+            if row["visionops"]["image_auroc"] < row["anomalib"]["image_auroc"] and all(kinds):
+                lines.append(
+                    f"  {row['set']}, image AUROC of each defect vs good (visionops / anomalib): "
+                    + ", ".join(
+                        f"{kind} {kinds[0][kind]:.3f} / {kinds[1][kind]:.3f}" for kind in kinds[0]
+                    )
+                )
     else:
         lines += ["", INSTALL]
     return "\n".join(lines)

@@ -66,6 +66,7 @@ def _run(real_data: Path, tmp_path: Path, anomalib_python: Path) -> tuple[str, l
 def _check_side(result: dict) -> None:
     assert all(0.0 <= result[name] <= 1.0 for name in ("image_auroc", "pixel_auroc", "aupro"))
     assert result["fit_seconds"] > 0
+    assert set(result["image_auroc_by_defect"]) == {"patch", "scratch", "stain"}
 
 
 def test_visionops_side_runs_without_anomalib_and_says_how_to_add_it(
