@@ -4,9 +4,15 @@ Run by the anomalib interpreter, never by visionops' (it imports no visionops co
 ``benchmarks/anomaly.py --vs-anomalib`` starts it once per seed. anomalib is driven the way its
 own documentation shows a user doing it: ``MVTecAD`` datamodule, ``Patchcore`` Lightning
 module, ``Engine().fit()`` then ``Engine().test()``. Only choices a user makes explicitly are
-changed: backbone, layers, coreset ratio, ``pre_trained=False`` (random init, so no weights
-are downloaded), the pre-processor's image size (resize to N x N + ImageNet normalisation,
-no centre crop), CPU, a seed, no visualizer (it only writes pictures).
+changed: backbone, layers, coreset ratio, the pre-processor's image size (resize to N x N +
+ImageNet normalisation, no centre crop), CPU, a seed, no visualizer (it only writes
+pictures), and the starting weights: random init by default (nothing is read), or with
+``--pre-trained`` timm's pretrained weights read from the local Hugging Face cache
+(``HF_HOME``; never downloaded: the hub is offline and the network blocked, so weights
+missing from the cache stop the run with one line). ``benchmarks/quality_anomaly.py`` uses
+``--backbone mobilenetv2_100 --layers blocks.2 blocks.4 --pre-trained``: timm's
+``feature_info`` module names of the stride-8 and stride-16 stages, which
+``TimmFeatureExtractor`` looks up by name.
 
 It prints one JSON line (anomalib's own image/pixel AUROC and AUPRO after its
 PostProcessor, fit and test seconds, versions) and, with ``--save FILE.npz``, writes the
@@ -122,6 +128,20 @@ def count_images(root: Path, category: str) -> dict[str, int]:
     return counts
 
 
+def make_model(patchcore, args, evaluator, size, crop):  # type: ignore[no-untyped-def]
+    """anomalib's ``Patchcore`` with the run's explicit choices (weights: see the docstring)."""
+    return patchcore(
+        backbone=args.backbone,
+        layers=list(args.layers),
+        pre_trained=bool(args.pre_trained),  # from the local cache only: the hub is offline
+        coreset_sampling_ratio=args.coreset_ratio,
+        num_neighbors=args.num_neighbors,
+        pre_processor=patchcore.configure_pre_processor(image_size=size, center_crop_size=crop),
+        evaluator=evaluator,
+        visualizer=False,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="MVTec-layout root (holds CATEGORY/)")
@@ -132,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
     parser.add_argument("--coreset-ratio", type=float, default=0.1)
     parser.add_argument("--num-neighbors", type=int, default=9)
-    parser.add_argument("--pre-trained", action="store_true", help="default: random init")
+    parser.add_argument(
+        "--pre-trained",
+        action="store_true",
+        help="timm's pretrained weights from the local Hugging Face cache (default: random init)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
@@ -140,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, default=None, help="raw outputs to this .npz")
     args = parser.parse_args(argv)
 
-    if args.pre_trained:
-        print("refusing --pre-trained: weights cannot be downloaded here", file=sys.stderr)
-        return 2
     if not (args.root / args.category / "train" / "good").is_dir():
         print(f"{args.root}/{args.category}/train/good is missing", file=sys.stderr)
         return 2
@@ -189,16 +210,25 @@ def main(argv: list[str] | None = None) -> int:
             AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
         ]
     )
-    model = Patchcore(
-        backbone=args.backbone,
-        layers=list(args.layers),
-        pre_trained=False,  # random init, explicit: nothing is downloaded
-        coreset_sampling_ratio=args.coreset_ratio,
-        num_neighbors=args.num_neighbors,
-        pre_processor=Patchcore.configure_pre_processor(image_size=size, center_crop_size=crop),
-        evaluator=evaluator,
-        visualizer=False,
-    )
+    try:
+        model = make_model(Patchcore, args, evaluator, size, crop)
+    except Exception as exc:  # timm: no such layer, weights missing from the cache
+        print(
+            f"anomalib could not build Patchcore({args.backbone}, {args.layers},"
+            f" pre_trained={args.pre_trained}): {str(exc).splitlines()[0][:300]} — with"
+            " --pre-trained the weights must already be in HF_HOME's hub cache",
+            file=sys.stderr,
+        )
+        return 2
+    layers_found = list(model.model.feature_extractor.layers)
+    if layers_found != list(args.layers):
+        # TimmFeatureExtractor drops a layer name it cannot find, with only a warning.
+        print(
+            f"{args.backbone} has no layer(s) {sorted(set(args.layers) - set(layers_found))}"
+            " in timm's feature_info — pass its module names (e.g. blocks.2 blocks.4)",
+            file=sys.stderr,
+        )
+        return 2
 
     marks: dict[str, float] = {}
     raw: dict[str, list[torch.Tensor]] = {"score": [], "label": [], "map": [], "mask": []}
@@ -268,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "center_crop": args.center_crop,
         "backbone": args.backbone,
         "layers": list(args.layers),
-        "pre_trained": False,
+        "pre_trained": bool(args.pre_trained),
         "coreset_ratio": args.coreset_ratio,
         "num_neighbors": args.num_neighbors,
         "seed": args.seed,
