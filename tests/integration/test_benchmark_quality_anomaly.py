@@ -16,18 +16,10 @@ ANOMALIB_PYTHON = Path(
 )
 
 
-@pytest.fixture(scope="module")
-def textures() -> Path:
-    """The real-data cache holding the texture sets (skip without it, fail where required)."""
-    root = Path(
-        os.environ.get("VISIONOPS_REAL_DATA") or Path.home() / ".cache" / "visionops" / "real-data"
-    )
-    if not (root / "textures" / "wood" / "train" / "good").is_dir():
-        message = f"no texture sets in {root}: run scripts/real-data"
-        if os.environ.get("VISIONOPS_REQUIRE_REAL_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return root
+@pytest.fixture
+def textures(real_data: Path) -> Path:
+    """The real-data cache holding the texture sets."""
+    return real_data
 
 
 def _run(real_data: Path, tmp_path: Path, anomalib_python: Path) -> tuple[str, list[dict]]:

@@ -70,10 +70,11 @@ SERVE = [
 # serve.py and serve_profile.py: test_serve_then_its_profile (naive_server.py is the baseline
 # serve.py starts); anomaly_vs_anomalib.py: test_benchmark_anomaly.py, without the baseline,
 # since anomalib_patchcore.py runs under anomalib's own interpreter (a benchmark-only install);
-# quality.py and quality_drift.py need the real-data cache: test_real_data.py and
-# test_quality_drift.py.
+# quality.py, quality_anomaly.py and quality_drift.py need the real-data cache:
+# test_real_data.py, test_benchmark_quality_anomaly.py and test_quality_drift.py.
 COVERED_ELSEWHERE = {
     "quality.py",
+    "quality_anomaly.py",
     "quality_drift.py",
     "serve.py",
     "serve_profile.py",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,21 +18,9 @@ TEXTURE = "wood"
 
 
 @pytest.fixture
-def texture_weights(monkeypatch: pytest.MonkeyPatch) -> Path:
+def texture_weights(real_weights: Path) -> Path:
     """A real texture set, with timm pointed at the cache's ImageNet weights, offline."""
-    root = Path(
-        os.environ.get("VISIONOPS_REAL_DATA") or Path.home() / ".cache" / "visionops" / "real-data"
-    )
-    if not (root / "textures" / TEXTURE / "test" / "stain").is_dir():
-        message = f"no texture sets in {root}: run scripts/real-data"
-        if os.environ.get("VISIONOPS_REQUIRE_REAL_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
-    monkeypatch.setenv("HF_HOME", str(root / "huggingface"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return root / "textures" / TEXTURE
+    return real_weights / "textures" / TEXTURE
 
 
 def _stains_and_good(source: Path, out: Path, train: int) -> Path:
