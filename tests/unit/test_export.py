@@ -124,7 +124,7 @@ RUNS = ["colours-run", "tags-run", "dishes-run"]
 MAIN_OUTPUT = {"colours-run": "probabilities", "tags-run": "probabilities", "dishes-run": "values"}
 GRAPH_OUTPUTS = {
     # At 32 px the last feature maps are 1x1: no class activation map (tests/integration/
-    # test_cam.py exports one from a 64 px run).
+    # test_cam_bundle.py exports one from a 64 px run).
     "colours-run": ["probabilities", "embedding"],
     "tags-run": ["probabilities", "embedding"],
     "dishes-run": ["values", "embedding"],
