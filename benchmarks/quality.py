@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from preprocess import cpu_model
 
 ROWS = ("transfer", "grey", "multilabel", "regression", "anomaly", "drift")
 DEFAULT_CACHE = Path.home() / ".cache" / "visionops" / "real-data"
@@ -624,16 +625,6 @@ def canvas_rows(
 
 
 # ---------------------------------------------------------------------------- report
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
